@@ -1,0 +1,292 @@
+/**
+ * Applying committed epochs from the journal to the real files. One code path serves the flusher
+ * (in the worker, in the background after commits) and recovery (openStore and cp-recover).
+ *
+ * Idempotence. Applying is redone from the control file's cursor after any crash, so every step must
+ * give the same result whether or not it already happened:
+ *   - WRITE and TRUNCATE: replaying a run of pwrite/ftruncate calls over a file that already holds any
+ *     prefix of their effects yields the same bytes. A missing file is created (it can only be missing
+ *     because a later UNLINK of this replay already ran).
+ *   - CREATE makes an empty file (create + truncate to 0); UNLINK ignores a missing file. Replaying
+ *     either one is harmless because everything after it up to the next RENAME is replayed too.
+ *   - RENAME moves content that may have been written before the cursor, so it is fenced: data files
+ *     and directories are synced, the cursor is set to the RENAME, the rename runs (skipped if the source
+ *     is gone: it already ran), both directories are synced, and the cursor moves past it before any
+ *     later operation runs.
+ * The cursor only advances after the data files and directories it covers are synced.
+ */
+import * as path from 'node:path';
+import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry } from './format.js';
+import { type IO, writeFully, isENOENT } from './io.js';
+import { type ControlWriter } from './control.js';
+import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from './journal-scan.js';
+import { CpError, ioError } from './errors.js';
+
+export interface ApplyContext {
+  io: IO;
+  /** The store directory (user files live here). */
+  root: string;
+  segs: Map<number, SegmentInfo>;
+  files: SegmentFiles;
+  control: ControlWriter;
+  sync: boolean;
+  /** Bytes of write data kept in memory per epoch before falling back to re-reading the journal. */
+  memoryBudget?: number;
+  onProgress?: (scannedBytes: number) => void;
+}
+
+export interface ApplyResult {
+  epochs: number;
+  records: number;
+  bytes: number;
+  names: Set<string>;
+  appliedEpoch: number;
+  cursorSeq: number;
+  cursorOffset: number;
+  /** Catalog changes of the applied commits, in order. */
+  commits: { epoch: number; entries: CatalogEntry[] }[];
+}
+
+type Desc =
+  | { type: RecordType.WRITE; name: string; offset: number; len: number; data: Buffer | null; seg: SegmentInfo; dataAt: number }
+  | { type: RecordType.TRUNCATE; name: string; length: number }
+  | { type: RecordType.CREATE | RecordType.UNLINK; name: string }
+  | { type: RecordType.RENAME; from: string; to: string; seq: number; offset: number; next: number };
+
+class FileCache {
+  fds = new Map<string, number>();
+  dirty = new Set<number>();
+  dirtyDirs = new Set<string>();
+  constructor(private ctx: ApplyContext) {}
+
+  full(name: string): string {
+    return path.join(this.ctx.root, ...name.split('/'));
+  }
+
+  async mkdirs(name: string): Promise<void> {
+    const parts = name.split('/').slice(0, -1);
+    let dir = this.ctx.root;
+    for (const p of parts) {
+      const next = path.join(dir, p);
+      if (await this.ctx.io.mkdir(next)) this.dirtyDirs.add(dir);
+      dir = next;
+    }
+  }
+
+  async fd(name: string): Promise<number> {
+    let fd = this.fds.get(name);
+    if (fd !== undefined) return fd;
+    const full = this.full(name);
+    try {
+      fd = await this.ctx.io.open(full, 'readwrite');
+    } catch (e) {
+      if (!isENOENT(e)) throw e;
+      await this.mkdirs(name);
+      fd = await this.ctx.io.open(full, 'create');
+      this.dirtyDirs.add(path.dirname(full));
+    }
+    this.fds.set(name, fd);
+    return fd;
+  }
+
+  async drop(name: string): Promise<void> {
+    const fd = this.fds.get(name);
+    if (fd === undefined) return;
+    this.fds.delete(name);
+    if (this.dirty.has(fd)) {
+      if (this.ctx.sync) await this.ctx.io.fdatasync(fd);
+      this.dirty.delete(fd);
+    }
+    await this.ctx.io.close(fd);
+  }
+
+  /** Make everything applied so far durable. */
+  async barrier(): Promise<void> {
+    if (this.ctx.sync) {
+      for (const fd of this.dirty) await this.ctx.io.fdatasync(fd);
+      for (const d of this.dirtyDirs) await this.ctx.io.fsyncDir(d);
+    }
+    this.dirty.clear();
+    this.dirtyDirs.clear();
+  }
+
+  async closeAll(): Promise<void> {
+    for (const fd of this.fds.values()) await this.ctx.io.close(fd);
+    this.fds.clear();
+  }
+}
+
+/**
+ * Apply every committed epoch between the control file's cursor and `endPos` (the position just after
+ * the last COMMIT record to apply). Stops early at the log's end. Leaves the cursor at the end of the
+ * last applied COMMIT, durably.
+ */
+export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise<ApplyResult> {
+  const start = ctx.control.state;
+  const res: ApplyResult = {
+    epochs: 0, records: 0, bytes: 0, names: new Set(), appliedEpoch: start.appliedEpoch,
+    cursorSeq: start.cursorSeq, cursorOffset: start.cursorOffset, commits: [],
+  };
+  if (pos(start.cursorSeq, start.cursorOffset) >= endPos) return res;
+  const cache = new FileCache(ctx);
+  const budget = ctx.memoryBudget ?? 32 * 1024 * 1024;
+  let group: Desc[] = [];
+  let held = 0;
+  let lastCommitEnd = -1;
+  let scanned = 0;
+
+  const runGroup = async (): Promise<void> => {
+    for (const d of group) {
+      switch (d.type) {
+        case RecordType.WRITE: {
+          const fd = await cache.fd(d.name);
+          let data = d.data;
+          if (!data) {
+            data = Buffer.allocUnsafe(d.len);
+            const sfd = await ctx.files.fd(d.seg);
+            await readAll(ctx.io, sfd, data, d.dataAt);
+          }
+          await writeFully(ctx.io, fd, data, 0, data.length, d.offset);
+          cache.dirty.add(fd);
+          res.bytes += data.length;
+          res.names.add(d.name);
+          break;
+        }
+        case RecordType.TRUNCATE: {
+          const fd = await cache.fd(d.name);
+          await ctx.io.ftruncate(fd, d.length);
+          cache.dirty.add(fd);
+          res.names.add(d.name);
+          break;
+        }
+        case RecordType.CREATE: {
+          await cache.drop(d.name);
+          await cache.mkdirs(d.name);
+          const full = cache.full(d.name);
+          const fd = await ctx.io.open(full, 'create');
+          await ctx.io.ftruncate(fd, 0);
+          cache.fds.set(d.name, fd);
+          cache.dirty.add(fd);
+          cache.dirtyDirs.add(path.dirname(full));
+          res.names.add(d.name);
+          break;
+        }
+        case RecordType.UNLINK: {
+          await cache.drop(d.name);
+          const full = cache.full(d.name);
+          try {
+            await ctx.io.unlink(full);
+          } catch (e) {
+            if (!isENOENT(e)) throw e;
+          }
+          cache.dirtyDirs.add(path.dirname(full));
+          res.names.add(d.name);
+          break;
+        }
+        case RecordType.RENAME: {
+          await cache.barrier();
+          await ctx.control.write({ cursorSeq: d.seq, cursorOffset: d.offset, appliedEpoch: res.appliedEpoch });
+          await cache.drop(d.from);
+          await cache.drop(d.to);
+          const from = cache.full(d.from);
+          const to = cache.full(d.to);
+          let exists = true;
+          try {
+            await ctx.io.lstat(from);
+          } catch (e) {
+            if (!isENOENT(e)) throw e;
+            exists = false;
+          }
+          if (exists) {
+            await cache.mkdirs(d.to);
+            await ctx.io.rename(from, to);
+            cache.dirtyDirs.add(path.dirname(from));
+            cache.dirtyDirs.add(path.dirname(to));
+          }
+          await cache.barrier();
+          await ctx.control.write({ cursorSeq: posSeq(d.next), cursorOffset: posOffset(d.next), appliedEpoch: res.appliedEpoch });
+          res.names.add(d.from);
+          res.names.add(d.to);
+          break;
+        }
+      }
+      res.records++;
+    }
+    group = [];
+    held = 0;
+  };
+
+  const visit = async (r: ScannedRecord): Promise<boolean | void> => {
+    if (r.pos >= endPos) return false;
+    scanned += r.size;
+    if (ctx.onProgress) ctx.onProgress(scanned);
+    const t = r.header.type;
+    if (t === RecordType.CATALOG || t === RecordType.SEGEND) return;
+    if (t === RecordType.ABORT) {
+      group = [];
+      held = 0;
+      return;
+    }
+    if (t === RecordType.COMMIT) {
+      await runGroup();
+      const op = decodePayload(t, r.payload);
+      res.appliedEpoch = r.header.epoch;
+      res.epochs++;
+      if (op.type === RecordType.COMMIT) res.commits.push({ epoch: r.header.epoch, entries: op.entries });
+      lastCommitEnd = r.pos + r.size;
+      return;
+    }
+    let op;
+    try {
+      op = decodePayload(t, r.payload);
+    } catch (e) {
+      throw new CpError('ECORRUPT', `journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`, { cause: e });
+    }
+    switch (op.type) {
+      case RecordType.WRITE: {
+        const dataAt = r.offset + 24 + (r.payload.length - op.data.length);
+        let data: Buffer | null = null;
+        if (held + op.data.length <= budget) {
+          data = Buffer.from(op.data); // copy: the reader's window is reused
+          held += data.length;
+        }
+        group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data, seg: ctx.segs.get(r.seq)!, dataAt });
+        break;
+      }
+      case RecordType.TRUNCATE:
+        group.push({ type: op.type, name: op.name, length: op.length });
+        break;
+      case RecordType.CREATE:
+      case RecordType.UNLINK:
+        group.push({ type: op.type, name: op.name });
+        break;
+      case RecordType.RENAME:
+        group.push({ type: op.type, from: op.from, to: op.to, seq: r.seq, offset: r.offset, next: r.pos + r.size });
+        break;
+    }
+  };
+
+  try {
+    await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, visit);
+    if (lastCommitEnd >= 0) {
+      await cache.barrier();
+      await ctx.control.write({ cursorSeq: posSeq(lastCommitEnd), cursorOffset: posOffset(lastCommitEnd), appliedEpoch: res.appliedEpoch });
+      res.cursorSeq = posSeq(lastCommitEnd);
+      res.cursorOffset = posOffset(lastCommitEnd);
+    }
+  } catch (e) {
+    throw ioError(e, 'applying committed epochs');
+  } finally {
+    await cache.closeAll().catch(() => undefined);
+  }
+  return res;
+}
+
+async function readAll(io: IO, fd: number, buf: Buffer, at: number): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const n = await io.read(fd, buf, off, buf.length - off, at + off);
+    if (n <= 0) throw new CpError('EIO', 'journal segment shorter than a committed record');
+    off += n;
+  }
+}

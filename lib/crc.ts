@@ -1,0 +1,23 @@
+/**
+ * CRC-32 (IEEE, the zlib/PNG polynomial) for journal records.
+ * Node's zlib.crc32 (Node >= 20.15) is native and several times faster than the crc-32 package;
+ * the package is the fallback for older Node 20 releases. test/crc.test.ts proves both agree.
+ */
+import * as zlib from 'node:zlib';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const CRC32 = require('crc-32') as { buf(data: Uint8Array, seed?: number): number };
+
+type Crc = (data: Uint8Array, seed?: number) => number;
+
+/** The pure-JS implementation from the crc-32 package, as an unsigned 32-bit value. */
+export const crc32Js: Crc = (data, seed = 0) => CRC32.buf(data, seed) >>> 0;
+
+const native = (zlib as unknown as { crc32?: (d: Uint8Array, v?: number) => number }).crc32;
+
+/** The native implementation, or undefined on Node releases that lack zlib.crc32. */
+export const crc32Native: Crc | undefined = native ? (data, seed = 0) => native(data, seed) >>> 0 : undefined;
+
+/** The implementation cpfile uses. */
+export const crc32: Crc = crc32Native ?? crc32Js;

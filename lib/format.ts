@@ -1,0 +1,440 @@
+/**
+ * cpfile on-disk format, version 1. This file is the specification: every constant and every
+ * record layout lives here, encoder beside decoder, and docs/FORMAT.md mirrors it. All integers
+ * are little-endian. u64 values are written as two u32 halves and must stay below 2^53.
+ *
+ * Store layout
+ *   <dir>/<name>                 the user's files, at their own names (applied state)
+ *   <dir>/.cpfile/control        the control file: two 512-byte slots holding the apply cursor
+ *   <dir>/.cpfile/journal/seg-NNNNNN.cpj   journal segments, preallocated and recycled
+ *   <dir>/.cpfile/lock           proper-lockfile's lock directory;  .cpfile/owner: owner pid
+ *
+ * Segment header (first SEGMENT_HEADER_AREA = 4096 bytes of every segment file; records follow)
+ *
+ *    0        8        12       16               24               32       36      40      60      64
+ *   +--------+--------+--------+----------------+----------------+--------+-------+-------+-------+
+ *   | magic  |version | salt   | seq (u64)      | storeId (8 B)  | size   | resvd | resvd | crc32 |
+ *   |CPFJSEG\0| u32   | u32    |                |                | u32    | u32   | 20 B  |  u32  |
+ *   +--------+--------+--------+----------------+----------------+--------+-------+-------+-------+
+ *   crc32 covers bytes [0, 60). seq numbers the segments of one store, strictly increasing and never
+ *   reused; salt is random at every (re)initialisation of the file, so records left over from an
+ *   earlier life of a recycled segment never validate.
+ *
+ * Record (starts at an 8-byte aligned offset >= 4096; padded with zeros to a multiple of 8)
+ *
+ *    0       4       8       12   13    14      16              24
+ *   +-------+-------+-------+----+-----+-------+---------------+-------------------------+
+ *   | crc32 |  len  | salt  |type|flags| resvd | epoch (u64)   | payload (len bytes) ... |
+ *   +-------+-------+-------+----+-----+-------+---------------+-------------------------+
+ *   crc32 covers bytes [4, 24 + len): the rest of the header and the payload. salt must equal the
+ *   segment's salt. epoch is the epoch the record belongs to (last committed + 1); a COMMIT record
+ *   carries the epoch it commits. len <= MAX_PAYLOAD, and a record never crosses a segment's end.
+ *
+ * Payloads (name = u16 byte length + UTF-8 bytes, '/'-separated, relative to the store dir)
+ *   WRITE    1  u64 fileOffset | name | data...            bytes written at fileOffset
+ *   TRUNCATE 2  u64 length | name                          file cut or zero-extended to length
+ *   CREATE   3  name                                       an empty file (parent dirs made as needed)
+ *   UNLINK   4  name
+ *   RENAME   5  from | to                                  replaces `to` if it exists
+ *   COMMIT   6  u32 count | count x entry                  ends epoch `epoch`; entry = u64 position |
+ *                                                          u8 state (1 open, 0 closed) | name
+ *   ABORT    7  (empty)                                    drops the records of epoch `epoch` so far
+ *   CATALOG  8  u32 count | count x entry                  first record of every segment: the entries
+ *                                                          (open files and their checkpointed positions)
+ *                                                          as of the last commit (epoch field = that epoch)
+ *   SEGEND   9  u64 nextSeq                                the log continues in the segment with nextSeq
+ *
+ * Control file: two slots at offsets 0 and 512; the valid slot with the larger counter wins and a
+ * write always goes to the other slot, so a torn write never destroys the last good cursor.
+ *
+ *    0        8       12      16          24           32           40            48             56    508   512
+ *   +--------+-------+-------+-----------+------------+------------+-------------+--------------+-----+-----+
+ *   | magic  |version| resvd | counter   | storeId    | cursorSeq  | cursorOffset| appliedEpoch | 0.. |crc32|
+ *   |CPFCTRL\0| u32  |       | u64       | 8 B        | u64        | u64         | u64          |     | u32 |
+ *   +--------+-------+-------+-----------+------------+------------+-------------+--------------+-----+-----+
+ *   The cursor is the position of the next record the applier must process. Everything before it is
+ *   applied and durable in the data files; when it points at a CREATE, UNLINK or RENAME, that
+ *   operation may or may not have happened (it is redone only if it did not).
+ *
+ * Reading rules (lib/journal-scan.ts)
+ *   - The log starts at the cursor's segment (whose first record is a CATALOG) and follows SEGEND
+ *     records to segments with the named seq.
+ *   - The first record that fails (zero header, wrong salt, bad length, bad crc) ends the log.
+ *   - Only records up to the last valid COMMIT are applied; the rest is the uncommitted tail.
+ *   - A record of epoch E+1 is only ever written after the COMMIT of E was fsynced. So if a valid
+ *     record with an epoch above the failed record's epoch exists later (in the same segment, or in a
+ *     later segment of this store), or the control file's cursor or applied epoch lies beyond the failed
+ *     record, the damage hit bytes that were once durable: that is corruption (ECORRUPT), never a torn tail.
+ */
+
+import { crc32 } from './crc.js';
+
+export const FORMAT_VERSION = 1;
+
+export const META_DIR = '.cpfile';
+export const CONTROL_FILE = 'control';
+export const JOURNAL_DIR = 'journal';
+export const LOCK_NAME = 'lock';
+export const OWNER_FILE = 'owner';
+export const segmentFileName = (index: number): string => `seg-${String(index).padStart(6, '0')}.cpj`;
+export const SEGMENT_FILE_RE = /^seg-(\d{6,})\.cpj$/;
+
+export const SEGMENT_MAGIC = Buffer.from('CPFJSEG\0', 'latin1');
+export const SEGMENT_HEADER_SIZE = 64;
+export const SEGMENT_HEADER_AREA = 4096;
+export const MIN_SEGMENT_SIZE = 64 * 1024;
+export const MAX_SEGMENT_SIZE = 2 ** 31;
+export const DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024;
+
+export const RECORD_HEADER_SIZE = 24;
+export const RECORD_ALIGN = 8;
+/** Largest payload of one record; larger writes are split. */
+export const MAX_PAYLOAD = 1024 * 1024;
+export const MAX_NAME_BYTES = 4096;
+
+export const CONTROL_MAGIC = Buffer.from('CPFCTRL\0', 'latin1');
+export const CONTROL_SLOT_SIZE = 512;
+export const CONTROL_FILE_SIZE = 2 * CONTROL_SLOT_SIZE;
+
+export const enum RecordType {
+  WRITE = 1,
+  TRUNCATE = 2,
+  CREATE = 3,
+  UNLINK = 4,
+  RENAME = 5,
+  COMMIT = 6,
+  ABORT = 7,
+  CATALOG = 8,
+  SEGEND = 9,
+}
+export const RECORD_TYPE_NAMES: Record<number, string> = {
+  1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend',
+};
+export const isKnownType = (t: number): boolean => t >= 1 && t <= 9;
+
+/** Bytes a SEGEND record takes; the writer keeps this much free at the end of every segment. */
+export const SEGEND_RECORD_SIZE = RECORD_HEADER_SIZE + 8;
+
+/** A journal position comparable across segments: seq * 2^32 + offset. */
+export const pos = (seq: number, offset: number): number => seq * 0x1_0000_0000 + offset;
+export const posSeq = (p: number): number => Math.floor(p / 0x1_0000_0000);
+export const posOffset = (p: number): number => p % 0x1_0000_0000;
+
+// ---------------------------------------------------------------------------------------------
+// integers
+
+export function writeU64(buf: Buffer, value: number, at: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`u64 out of range: ${value}`);
+  buf.writeUInt32LE(value % 0x1_0000_0000, at);
+  buf.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4);
+}
+export function readU64(buf: Buffer, at: number): number {
+  return buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * 0x1_0000_0000;
+}
+
+// ---------------------------------------------------------------------------------------------
+// segment header
+
+export interface SegmentHeader {
+  version: number;
+  salt: number;
+  seq: number;
+  storeId: string; // 16 hex chars
+  size: number;
+}
+
+export function encodeSegmentHeader(h: SegmentHeader): Buffer {
+  const b = Buffer.alloc(SEGMENT_HEADER_SIZE);
+  SEGMENT_MAGIC.copy(b, 0);
+  b.writeUInt32LE(h.version, 8);
+  b.writeUInt32LE(h.salt >>> 0, 12);
+  writeU64(b, h.seq, 16);
+  Buffer.from(h.storeId, 'hex').copy(b, 24);
+  b.writeUInt32LE(h.size, 32);
+  b.writeUInt32LE(crc32(b.subarray(0, 60)), 60);
+  return b;
+}
+
+export type HeaderResult =
+  | { ok: true; header: SegmentHeader }
+  | { ok: false; reason: 'short' | 'zero' | 'magic' | 'crc' | 'version' };
+
+export function decodeSegmentHeader(b: Buffer): HeaderResult {
+  if (b.length < SEGMENT_HEADER_SIZE) return { ok: false, reason: 'short' };
+  if (isZero(b.subarray(0, SEGMENT_HEADER_SIZE))) return { ok: false, reason: 'zero' };
+  if (!b.subarray(0, 8).equals(SEGMENT_MAGIC)) return { ok: false, reason: 'magic' };
+  if (b.readUInt32LE(60) !== crc32(b.subarray(0, 60))) return { ok: false, reason: 'crc' };
+  const version = b.readUInt32LE(8);
+  if (version !== FORMAT_VERSION) return { ok: false, reason: 'version' };
+  return {
+    ok: true,
+    header: {
+      version,
+      salt: b.readUInt32LE(12),
+      seq: readU64(b, 16),
+      storeId: b.subarray(24, 32).toString('hex'),
+      size: b.readUInt32LE(32),
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// records
+
+export interface RecordHeader {
+  crc: number;
+  len: number;
+  salt: number;
+  type: number;
+  flags: number;
+  epoch: number;
+}
+
+/** Write a record header (crc left 0) at `at`; sealRecord() fills the crc once the payload is final. */
+export function writeRecordHeader(buf: Buffer, at: number, len: number, salt: number, type: number, epoch: number): void {
+  buf.writeUInt32LE(0, at);
+  buf.writeUInt32LE(len, at + 4);
+  buf.writeUInt32LE(salt >>> 0, at + 8);
+  buf.writeUInt8(type, at + 12);
+  buf.writeUInt8(0, at + 13);
+  buf.writeUInt16LE(0, at + 14);
+  writeU64(buf, epoch, at + 16);
+}
+
+/** Compute and store the crc of the record at `at` whose payload length is already in its header. */
+export function sealRecord(buf: Buffer, at: number): void {
+  const len = buf.readUInt32LE(at + 4);
+  buf.writeUInt32LE(crc32(buf.subarray(at + 4, at + RECORD_HEADER_SIZE + len)), at);
+}
+
+export function recordSize(payloadLen: number): number {
+  return Math.ceil((RECORD_HEADER_SIZE + payloadLen) / RECORD_ALIGN) * RECORD_ALIGN;
+}
+
+export function readRecordHeader(b: Buffer, at = 0): RecordHeader {
+  return {
+    crc: b.readUInt32LE(at),
+    len: b.readUInt32LE(at + 4),
+    salt: b.readUInt32LE(at + 8),
+    type: b.readUInt8(at + 12),
+    flags: b.readUInt8(at + 13),
+    epoch: readU64(b, at + 16),
+  };
+}
+
+export type RecordCheck = 'ok' | 'zero' | 'stale' | 'length' | 'type' | 'crc';
+
+/**
+ * Validate the header fields that can be checked before the payload is read.
+ * `room` is how many bytes remain in the segment from the record's start.
+ */
+export function checkRecordHeader(h: RecordHeader, salt: number, room: number, raw: Buffer, at = 0): RecordCheck {
+  if (h.salt !== salt) return isZero(raw.subarray(at, at + RECORD_HEADER_SIZE)) ? 'zero' : 'stale';
+  if (h.len > MAX_PAYLOAD || recordSize(h.len) > room) return 'length';
+  if (!isKnownType(h.type) || h.flags !== 0) return 'type';
+  return 'ok';
+}
+
+/** Check the crc of a whole record held in `b` at `at`. */
+export function recordCrcOk(b: Buffer, at: number, len: number): boolean {
+  return b.readUInt32LE(at) === crc32(b.subarray(at + 4, at + RECORD_HEADER_SIZE + len));
+}
+
+// ---------------------------------------------------------------------------------------------
+// payloads
+
+export interface CatalogEntry {
+  name: string;
+  position: number;
+  state: 'open' | 'closed';
+}
+
+export type Op =
+  | { type: RecordType.WRITE; name: string; offset: number; data: Buffer }
+  | { type: RecordType.TRUNCATE; name: string; length: number }
+  | { type: RecordType.CREATE; name: string }
+  | { type: RecordType.UNLINK; name: string }
+  | { type: RecordType.RENAME; from: string; to: string }
+  | { type: RecordType.COMMIT; entries: CatalogEntry[] }
+  | { type: RecordType.ABORT }
+  | { type: RecordType.CATALOG; entries: CatalogEntry[] }
+  | { type: RecordType.SEGEND; nextSeq: number };
+
+export const nameSize = (name: string): number => 2 + Buffer.byteLength(name, 'utf8');
+
+export function writeName(buf: Buffer, at: number, name: string): number {
+  const n = buf.write(name, at + 2, 'utf8');
+  buf.writeUInt16LE(n, at);
+  return at + 2 + n;
+}
+
+export function readName(buf: Buffer, at: number): [string, number] {
+  if (at + 2 > buf.length) throw new RangeError('name length past payload end');
+  const n = buf.readUInt16LE(at);
+  if (at + 2 + n > buf.length) throw new RangeError('name past payload end');
+  return [buf.toString('utf8', at + 2, at + 2 + n), at + 2 + n];
+}
+
+export function entriesSize(entries: CatalogEntry[]): number {
+  let n = 4;
+  for (const e of entries) n += 9 + nameSize(e.name);
+  return n;
+}
+
+export function writeEntries(buf: Buffer, at: number, entries: CatalogEntry[]): number {
+  buf.writeUInt32LE(entries.length, at);
+  at += 4;
+  for (const e of entries) {
+    writeU64(buf, e.position, at);
+    buf.writeUInt8(e.state === 'open' ? 1 : 0, at + 8);
+    at = writeName(buf, at + 9, e.name);
+  }
+  return at;
+}
+
+function readEntries(buf: Buffer, at: number): CatalogEntry[] {
+  const count = buf.readUInt32LE(at);
+  at += 4;
+  const out: CatalogEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const position = readU64(buf, at);
+    const state = buf.readUInt8(at + 8) === 1 ? 'open' : 'closed';
+    const [name, next] = readName(buf, at + 9);
+    out.push({ name, position, state });
+    at = next;
+  }
+  return out;
+}
+
+/** Payload byte length of an op (for WRITE, header part + data). */
+export function payloadSize(op: Op): number {
+  switch (op.type) {
+    case RecordType.WRITE: return 8 + nameSize(op.name) + op.data.length;
+    case RecordType.TRUNCATE: return 8 + nameSize(op.name);
+    case RecordType.CREATE:
+    case RecordType.UNLINK: return nameSize(op.name);
+    case RecordType.RENAME: return nameSize(op.from) + nameSize(op.to);
+    case RecordType.COMMIT:
+    case RecordType.CATALOG: return entriesSize(op.entries);
+    case RecordType.ABORT: return 0;
+    case RecordType.SEGEND: return 8;
+  }
+}
+
+/** Encode an op's payload at `at`; returns the end offset. */
+export function encodePayload(buf: Buffer, at: number, op: Op): number {
+  switch (op.type) {
+    case RecordType.WRITE:
+      writeU64(buf, op.offset, at);
+      at = writeName(buf, at + 8, op.name);
+      return at + op.data.copy(buf, at);
+    case RecordType.TRUNCATE:
+      writeU64(buf, op.length, at);
+      return writeName(buf, at + 8, op.name);
+    case RecordType.CREATE:
+    case RecordType.UNLINK:
+      return writeName(buf, at, op.name);
+    case RecordType.RENAME:
+      return writeName(buf, writeName(buf, at, op.from), op.to);
+    case RecordType.COMMIT:
+    case RecordType.CATALOG:
+      return writeEntries(buf, at, op.entries);
+    case RecordType.ABORT:
+      return at;
+    case RecordType.SEGEND:
+      writeU64(buf, op.nextSeq, at);
+      return at + 8;
+  }
+}
+
+/** Decode a payload. Throws RangeError on a payload that does not fit its type (a format error). */
+export function decodePayload(type: number, p: Buffer): Op {
+  switch (type) {
+    case RecordType.WRITE: {
+      const offset = readU64(p, 0);
+      const [name, at] = readName(p, 8);
+      return { type, name, offset, data: p.subarray(at) };
+    }
+    case RecordType.TRUNCATE: {
+      const length = readU64(p, 0);
+      return { type, name: readName(p, 8)[0], length };
+    }
+    case RecordType.CREATE:
+    case RecordType.UNLINK:
+      return { type, name: readName(p, 0)[0] };
+    case RecordType.RENAME: {
+      const [from, at] = readName(p, 0);
+      return { type, from, to: readName(p, at)[0] };
+    }
+    case RecordType.COMMIT:
+    case RecordType.CATALOG:
+      return { type, entries: readEntries(p, 0) };
+    case RecordType.ABORT:
+      return { type };
+    case RecordType.SEGEND:
+      return { type, nextSeq: readU64(p, 0) };
+    default:
+      throw new RangeError(`unknown record type ${type}`);
+  }
+}
+
+/** Encode one complete, sealed record (header + payload + padding). */
+export function encodeRecord(op: Op, salt: number, epoch: number): Buffer {
+  const len = payloadSize(op);
+  const b = Buffer.alloc(recordSize(len));
+  writeRecordHeader(b, 0, len, salt, op.type, epoch);
+  encodePayload(b, RECORD_HEADER_SIZE, op);
+  sealRecord(b, 0);
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// control file
+
+export interface ControlState {
+  counter: number;
+  storeId: string;
+  cursorSeq: number;
+  cursorOffset: number;
+  appliedEpoch: number;
+}
+
+export function encodeControlSlot(c: ControlState): Buffer {
+  const b = Buffer.alloc(CONTROL_SLOT_SIZE);
+  CONTROL_MAGIC.copy(b, 0);
+  b.writeUInt32LE(FORMAT_VERSION, 8);
+  writeU64(b, c.counter, 16);
+  Buffer.from(c.storeId, 'hex').copy(b, 24);
+  writeU64(b, c.cursorSeq, 32);
+  writeU64(b, c.cursorOffset, 40);
+  writeU64(b, c.appliedEpoch, 48);
+  b.writeUInt32LE(crc32(b.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);
+  return b;
+}
+
+export type ControlSlotResult =
+  | { ok: true; state: ControlState }
+  | { ok: false; reason: 'short' | 'zero' | 'magic' | 'crc' | 'version' };
+
+export function decodeControlSlot(b: Buffer): ControlSlotResult {
+  if (b.length < CONTROL_SLOT_SIZE) return { ok: false, reason: 'short' };
+  if (isZero(b)) return { ok: false, reason: 'zero' };
+  if (!b.subarray(0, 8).equals(CONTROL_MAGIC)) return { ok: false, reason: 'magic' };
+  if (b.readUInt32LE(CONTROL_SLOT_SIZE - 4) !== crc32(b.subarray(0, CONTROL_SLOT_SIZE - 4))) return { ok: false, reason: 'crc' };
+  if (b.readUInt32LE(8) !== FORMAT_VERSION) return { ok: false, reason: 'version' };
+  return {
+    ok: true,
+    state: {
+      counter: readU64(b, 16),
+      storeId: b.subarray(24, 32).toString('hex'),
+      cursorSeq: readU64(b, 32),
+      cursorOffset: readU64(b, 40),
+      appliedEpoch: readU64(b, 48),
+    },
+  };
+}
+
+export function isZero(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}

@@ -1,0 +1,14 @@
+/**
+ * cpfile: ordinary files with atomic epochs.
+ *
+ *   const store = await openStore(dir);
+ *   const f = await store.open('ledger.dat', 'a+');
+ *   await f.write('...');
+ *   await store.check();      // one atomic, durable epoch for every file of the store
+ */
+export { openStore, Store, type StoreOptions, type StoreStats } from './store.js';
+export { CpFile, type Mode, type Whence } from './file.js';
+export { CpError, type CpErrorCode } from './errors.js';
+export { type Hooks } from './hooks.js';
+export { type RecoveryReport } from './recovery.js';
+export { type IO, nodeIO } from './io.js';

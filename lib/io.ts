@@ -1,0 +1,166 @@
+/**
+ * The one I/O interface every file-system call of cpfile goes through, on the main thread and in the
+ * flusher worker alike. Tests put a recording, fault-injecting or simulated implementation in its
+ * place (test/helpers and the torture suite); production uses nodeIO (asynchronous, libuv thread
+ * pool: never blocks the event loop) on the main thread and syncNodeIO inside the worker, where
+ * blocking is the point and saves a thread hop per call.
+ */
+import * as fs from 'node:fs';
+import { promisify } from 'node:util';
+
+export type OpenMode =
+  | 'read'        // O_RDONLY
+  | 'readwrite'   // O_RDWR, must exist
+  | 'create'      // O_RDWR | O_CREAT
+  | 'createExcl'; // O_RDWR | O_CREAT | O_EXCL
+
+export interface StatInfo {
+  size: number;
+  isFile: boolean;
+  isDirectory: boolean;
+  isSymbolicLink: boolean;
+}
+
+export interface IO {
+  open(path: string, mode: OpenMode): Promise<number>;
+  close(fd: number): Promise<void>;
+  /** May return fewer bytes than asked (end of file). */
+  read(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number>;
+  /** May write fewer bytes than asked: use writeFully. */
+  write(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number>;
+  fsync(fd: number): Promise<void>;
+  fdatasync(fd: number): Promise<void>;
+  ftruncate(fd: number, len: number): Promise<void>;
+  fstat(fd: number): Promise<StatInfo>;
+  /** Follows symlinks. Rejects with code ENOENT when missing. */
+  stat(path: string): Promise<StatInfo>;
+  lstat(path: string): Promise<StatInfo>;
+  rename(from: string, to: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** Creates one directory; resolves false if it already existed. */
+  mkdir(path: string): Promise<boolean>;
+  readdir(path: string): Promise<string[]>;
+  /** fsync a directory, making creates, renames and unlinks inside it durable. */
+  fsyncDir(path: string): Promise<void>;
+  realpath(path: string): Promise<string>;
+}
+
+const FLAGS: Record<OpenMode, number> = {
+  read: fs.constants.O_RDONLY,
+  readwrite: fs.constants.O_RDWR,
+  create: fs.constants.O_RDWR | fs.constants.O_CREAT,
+  createExcl: fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL,
+};
+
+const toStat = (s: fs.Stats): StatInfo => ({
+  size: s.size,
+  isFile: s.isFile(),
+  isDirectory: s.isDirectory(),
+  isSymbolicLink: s.isSymbolicLink(),
+});
+
+const pOpen = promisify(fs.open);
+const pClose = promisify(fs.close);
+const pRead = promisify(fs.read);
+const pFsync = promisify(fs.fsync);
+const pFdatasync = promisify(fs.fdatasync);
+const pFtruncate = promisify(fs.ftruncate);
+const pFstat = promisify(fs.fstat);
+
+/** Asynchronous node:fs: for the main thread. */
+export const nodeIO: IO = {
+  open: (p, m) => pOpen(p, FLAGS[m], 0o666),
+  close: (fd) => pClose(fd),
+  read: async (fd, b, o, l, p) => (await pRead(fd, b, o, l, p)).bytesRead,
+  write: (fd, b, o, l, p) =>
+    new Promise((resolve, reject) => fs.write(fd, b, o, l, p, (err, n) => (err ? reject(err) : resolve(n)))),
+  fsync: (fd) => pFsync(fd),
+  fdatasync: (fd) => pFdatasync(fd),
+  ftruncate: (fd, l) => pFtruncate(fd, l),
+  fstat: async (fd) => toStat(await pFstat(fd)),
+  stat: async (p) => toStat(await fs.promises.stat(p)),
+  lstat: async (p) => toStat(await fs.promises.lstat(p)),
+  rename: (a, b) => fs.promises.rename(a, b),
+  unlink: (p) => fs.promises.unlink(p),
+  mkdir: async (p) => {
+    try {
+      await fs.promises.mkdir(p);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    }
+  },
+  readdir: (p) => fs.promises.readdir(p),
+  fsyncDir: async (p) => {
+    const fd = await pOpen(p, fs.constants.O_RDONLY);
+    try {
+      await pFsync(fd);
+    } finally {
+      await pClose(fd);
+    }
+  },
+  realpath: (p) => fs.promises.realpath(p),
+};
+
+/** Synchronous node:fs behind the same promise interface: for the flusher worker thread. */
+export const syncNodeIO: IO = {
+  open: async (p, m) => fs.openSync(p, FLAGS[m], 0o666),
+  close: async (fd) => fs.closeSync(fd),
+  read: async (fd, b, o, l, p) => fs.readSync(fd, b, o, l, p),
+  write: async (fd, b, o, l, p) => fs.writeSync(fd, b, o, l, p),
+  fsync: async (fd) => fs.fsyncSync(fd),
+  fdatasync: async (fd) => fs.fdatasyncSync(fd),
+  ftruncate: async (fd, l) => fs.ftruncateSync(fd, l),
+  fstat: async (fd) => toStat(fs.fstatSync(fd)),
+  stat: async (p) => toStat(fs.statSync(p)),
+  lstat: async (p) => toStat(fs.lstatSync(p)),
+  rename: async (a, b) => fs.renameSync(a, b),
+  unlink: async (p) => fs.unlinkSync(p),
+  mkdir: async (p) => {
+    try {
+      fs.mkdirSync(p);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    }
+  },
+  readdir: async (p) => fs.readdirSync(p),
+  fsyncDir: async (p) => {
+    const fd = fs.openSync(p, fs.constants.O_RDONLY);
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  },
+  realpath: async (p) => fs.realpathSync(p),
+};
+
+/** Write all of buf[off, off+len) at position, looping over short writes. */
+export async function writeFully(io: IO, fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<void> {
+  while (len > 0) {
+    const n = await io.write(fd, buf, off, len, position);
+    if (n <= 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
+    off += n;
+    len -= n;
+    position += n;
+  }
+}
+
+/** Read up to len bytes at position, looping over short reads; returns bytes read (less only at EOF). */
+export async function readFully(io: IO, fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number> {
+  let total = 0;
+  while (len > 0) {
+    const n = await io.read(fd, buf, off, len, position);
+    if (n <= 0) break;
+    total += n;
+    off += n;
+    len -= n;
+    position += n;
+  }
+  return total;
+}
+
+export const isENOENT = (e: unknown): boolean => (e as NodeJS.ErrnoException)?.code === 'ENOENT';

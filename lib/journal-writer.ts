@@ -1,0 +1,356 @@
+/**
+ * The main thread's side of the journal: it lays records out (segment and offset), batches them in
+ * a buffer and hands each batch to the flusher with its buffer transferred, not copied. write()
+ * therefore costs neither a syscall nor a thread round-trip. Consecutive writes that continue each
+ * other in one file are coalesced into one record. Memory stays bounded: when more than
+ * `maxInflight` bytes are on their way to the flusher, callers wait (see drain()).
+ */
+import * as path from 'node:path';
+import {
+  MAX_PAYLOAD, RECORD_HEADER_SIZE, RecordType, SEGEND_RECORD_SIZE, SEGMENT_HEADER_AREA, FORMAT_VERSION,
+  encodePayload, payloadSize, recordSize, sealRecord, writeRecordHeader, writeU64, nameSize, writeName, pos,
+  segmentFileName, type CatalogEntry, type Op,
+} from './format.js';
+import { type IO } from './io.js';
+import { type Action, type PlainSegment, type TaskResult, type FlusherInit } from './flusher.js';
+import { type FlusherPort } from './flusher-port.js';
+import { CpError, type CpErrorCode } from './errors.js';
+import { randomSalt } from './recovery.js';
+
+interface Chunk {
+  index: number;
+  seq: number;
+  startOff: number;
+  buf: Buffer;
+  used: number;
+  recStarts: number[];
+}
+
+/** A piece of a write as journaled: file range [fileStart, fileStart+len) is at (index, jOff). */
+export interface JournalPiece {
+  fileStart: number;
+  len: number;
+  index: number;
+  jOff: number;
+  /** Global position of the record (for ordering against the apply cursor). */
+  pos: number;
+}
+
+export interface WriterOptions {
+  segmentSize: number;
+  storeId: string;
+  batchBytes: number;
+  maxInflight: number;
+  journalDir: string;
+}
+
+export interface WriterStart {
+  segment: PlainSegment;
+  writeOffset: number;
+  free: number[];
+  nextIndex: number;
+  maxSeq: number;
+}
+
+export class JournalWriter {
+  seg: PlainSegment;
+  off: number;
+  private chunk: Chunk | null = null;
+  private queued: Action[] = [];
+  private transfer: ArrayBuffer[] = [];
+  private last: { name: string; fileEnd: number; recStart: number } | null = null;
+  private sentPos: number;
+  writtenPos: number;
+  private batches: { endPos: number; p: Promise<TaskResult> }[] = [];
+  private inflightBytes = 0;
+  private waiters: (() => void)[] = [];
+  private scheduled = false;
+  failure: CpError | null = null;
+  /** Segments holding records not yet applied (index -> seq), the current one included. */
+  private live = new Map<number, number>();
+  private free: number[];
+  private nextIndex: number;
+  private maxSeq: number;
+  private readFds = new Map<number, number>();
+  private readRefs = new Map<number, number>();
+  stats = { records: 0, bytes: 0, fsyncs: 0, batches: 0 };
+
+  constructor(
+    private port: FlusherPort, private io: IO, private opts: WriterOptions, start: WriterStart,
+    private catalog: () => { entries: CatalogEntry[]; epoch: number },
+  ) {
+    this.seg = start.segment;
+    this.off = start.writeOffset;
+    this.free = [...start.free];
+    this.nextIndex = start.nextIndex;
+    this.maxSeq = start.maxSeq;
+    this.live.set(this.seg.index, this.seg.seq);
+    this.sentPos = pos(this.seg.seq, this.off);
+    this.writtenPos = this.sentPos;
+  }
+
+  /** First task: hand the flusher its state. */
+  init(init: Omit<FlusherInit, 'segments'>): Promise<TaskResult> {
+    return this.track(this.port.run({ init: { ...init, segments: [this.seg] }, actions: [] }), this.sentPos, 0);
+  }
+
+  get position(): number {
+    return pos(this.seg.seq, this.off);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // layout
+
+  private closeChunk(): void {
+    const c = this.chunk;
+    if (!c) return;
+    const end = Math.ceil(c.used / 8) * 8;
+    c.buf.fill(0, c.used, end);
+    for (const at of c.recStarts) sealRecord(c.buf, at);
+    this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) });
+    this.transfer.push(c.buf.buffer as ArrayBuffer);
+    this.sentPos = pos(c.seq, c.startOff + end);
+    this.chunk = null;
+    this.last = null;
+  }
+
+  /** Make room for a record of `size` bytes in the current segment and chunk; returns its offset. */
+  private place(size: number): number {
+    if (size + SEGEND_RECORD_SIZE > this.seg.size - SEGMENT_HEADER_AREA) {
+      throw new CpError('EINVAL', `a record of ${size} bytes does not fit a segment of ${this.seg.size} bytes`);
+    }
+    if (this.off + size + SEGEND_RECORD_SIZE > this.seg.size) this.rotate();
+    let c = this.chunk;
+    if (c && (c.startOff + Math.ceil(c.used / 8) * 8 !== this.off || Math.ceil(c.used / 8) * 8 + size > c.buf.length)) {
+      this.closeChunk();
+      c = null;
+    }
+    if (!c) {
+      const cap = Math.max(this.opts.batchBytes, size);
+      c = this.chunk = { index: this.seg.index, seq: this.seg.seq, startOff: this.off, buf: Buffer.from(new ArrayBuffer(cap)), used: 0, recStarts: [] };
+    }
+    const aligned = Math.ceil(c.used / 8) * 8;
+    c.buf.fill(0, c.used, aligned);
+    c.used = aligned;
+    return aligned;
+  }
+
+  private rotate(): void {
+    const seq = this.maxSeq + 1;
+    this.emit({ type: RecordType.SEGEND, nextSeq: seq }, 0, true);
+    this.closeChunk();
+    const index = this.free.length ? this.free.shift()! : this.nextIndex++;
+    this.maxSeq = seq;
+    this.seg = { version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: this.opts.storeId, size: this.opts.segmentSize, index };
+    this.live.set(index, seq);
+    this.queued.push({ op: 'segment', seg: this.seg });
+    this.off = SEGMENT_HEADER_AREA;
+    const cat = this.catalog();
+    this.emit({ type: RecordType.CATALOG, entries: cat.entries }, cat.epoch);
+  }
+
+  /** Encode one record at the current position. `noRotate` is for the SEGEND itself. */
+  private emit(op: Op, epoch: number, noRotate = false): { index: number; offset: number; bufAt: number } {
+    const len = payloadSize(op);
+    const size = recordSize(len);
+    let at: number;
+    if (noRotate) {
+      // The writer always keeps SEGEND_RECORD_SIZE free, so this fits without rotating.
+      let c = this.chunk;
+      if (!c || c.startOff + Math.ceil(c.used / 8) * 8 !== this.off || Math.ceil(c.used / 8) * 8 + size > c.buf.length) {
+        this.closeChunk();
+        c = this.chunk = { index: this.seg.index, seq: this.seg.seq, startOff: this.off, buf: Buffer.from(new ArrayBuffer(Math.max(size, 4096))), used: 0, recStarts: [] };
+      }
+      const aligned = Math.ceil(c.used / 8) * 8;
+      c.buf.fill(0, c.used, aligned);
+      c.used = aligned;
+      at = aligned;
+    } else {
+      at = this.place(size);
+    }
+    const c = this.chunk!;
+    writeRecordHeader(c.buf, at, len, this.seg.salt, op.type, epoch);
+    encodePayload(c.buf, at + RECORD_HEADER_SIZE, op);
+    c.used = at + RECORD_HEADER_SIZE + len;
+    c.recStarts.push(at);
+    const offset = c.startOff + at;
+    this.off = c.startOff + Math.ceil(c.used / 8) * 8;
+    this.last = null;
+    this.stats.records++;
+    this.stats.bytes += size;
+    this.schedule();
+    return { index: c.index, offset, bufAt: at };
+  }
+
+  /** Journal a non-write operation; returns the record's global position. */
+  append(op: Op, epoch: number): number {
+    this.check();
+    const r = this.emit(op, epoch);
+    return pos(this.seg.seq, r.offset);
+  }
+
+  /** Journal a write, split into records of at most MAX_PAYLOAD and coalesced with a preceding one. */
+  appendWrite(name: string, fileOffset: number, data: Uint8Array, epoch: number): JournalPiece[] {
+    this.check();
+    const pieces: JournalPiece[] = [];
+    const fixed = 8 + nameSize(name);
+    let done = 0;
+    while (done < data.length || (data.length === 0 && pieces.length === 0)) {
+      const c = this.chunk;
+      const last = this.last;
+      // Coalesce: extend the last record when it is a write to this file ending where this one starts.
+      if (c && last && last.name === name && last.fileEnd === fileOffset + done) {
+        const curLen = c.buf.readUInt32LE(last.recStart + 4);
+        const room = Math.min(
+          MAX_PAYLOAD - curLen,
+          c.buf.length - c.used,
+          this.seg.size - SEGEND_RECORD_SIZE - (c.startOff + c.used) - 8,
+        );
+        if (room > 0) {
+          const n = Math.min(room, data.length - done);
+          const jOff = c.startOff + c.used;
+          c.buf.set(data.subarray(done, done + n), c.used);
+          c.used += n;
+          c.buf.writeUInt32LE(curLen + n, last.recStart + 4);
+          this.off = c.startOff + Math.ceil(c.used / 8) * 8;
+          this.stats.bytes += n;
+          pieces.push({ fileStart: fileOffset + done, len: n, index: c.index, jOff, pos: pos(c.seq, c.startOff + last.recStart) });
+          done += n;
+          last.fileEnd += n;
+          continue;
+        }
+      }
+      const n = Math.min(data.length - done, MAX_PAYLOAD - fixed);
+      const len = fixed + n;
+      const at = this.place(recordSize(len));
+      const ch = this.chunk!;
+      writeRecordHeader(ch.buf, at, len, this.seg.salt, RecordType.WRITE, epoch);
+      writeU64(ch.buf, fileOffset + done, at + RECORD_HEADER_SIZE);
+      const dataAt = writeName(ch.buf, at + RECORD_HEADER_SIZE + 8, name);
+      ch.buf.set(data.subarray(done, done + n), dataAt);
+      ch.used = dataAt + n;
+      ch.recStarts.push(at);
+      this.off = ch.startOff + Math.ceil(ch.used / 8) * 8;
+      this.stats.records++;
+      this.stats.bytes += recordSize(len);
+      pieces.push({ fileStart: fileOffset + done, len: n, index: ch.index, jOff: ch.startOff + dataAt, pos: pos(ch.seq, ch.startOff + at) });
+      this.last = { name, fileEnd: fileOffset + done + n, recStart: at };
+      done += n;
+      if (n === 0) break;
+    }
+    this.schedule();
+    return pieces;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // hand-off
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (!this.failure) void this.flush();
+    });
+  }
+
+  private track(p: Promise<TaskResult>, endPos: number, bytes: number): Promise<TaskResult> {
+    this.inflightBytes += bytes;
+    const tracked = p.then((res) => {
+      this.inflightBytes -= bytes;
+      this.stats.fsyncs += res.fsyncs;
+      if (res.ok) {
+        if (endPos > this.writtenPos) this.writtenPos = endPos;
+      } else if (!this.failure) {
+        const err = res.error!;
+        this.failure = new CpError((err.code as CpErrorCode) ?? 'EIO', err.message, { details: err.details });
+      }
+      this.batches = this.batches.filter((b) => b.p !== tracked);
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+      return res;
+    });
+    this.batches.push({ endPos, p: tracked });
+    return tracked;
+  }
+
+  /** Send everything laid out so far, followed by `extra` actions, as one task. */
+  flush(extra: Action[] = []): Promise<TaskResult> {
+    this.closeChunk();
+    if (this.queued.length === 0 && extra.length === 0) {
+      const lastBatch = this.batches[this.batches.length - 1];
+      return lastBatch ? lastBatch.p : Promise.resolve({ ok: !this.failure, fsyncs: 0 });
+    }
+    const actions = [...this.queued, ...extra];
+    let bytes = 0;
+    for (const a of this.queued) if (a.op === 'write') bytes += a.bytes.length;
+    const transfer = this.transfer;
+    this.queued = [];
+    this.transfer = [];
+    this.stats.batches++;
+    return this.track(this.port.run({ actions }, transfer), this.sentPos, bytes);
+  }
+
+  /** Wait while too much is on its way to the flusher. */
+  async drain(): Promise<void> {
+    while (this.inflightBytes > this.opts.maxInflight && !this.failure) {
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    this.check();
+  }
+
+  /** Resolve once every record before global position `p` has been written to its segment. */
+  async whenWritten(p: number): Promise<void> {
+    if (p > this.sentPos) void this.flush();
+    while (this.writtenPos < p) {
+      this.check();
+      const b = this.batches.find((x) => x.endPos >= p) ?? this.batches[this.batches.length - 1];
+      if (!b) break;
+      await b.p;
+    }
+    this.check();
+  }
+
+  check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // segments and reads
+
+  /** Called with the durable apply cursor: segments entirely before it are free again. */
+  applied(cursorSeq: number): void {
+    for (const [index, seq] of this.live) {
+      if (seq < cursorSeq && index !== this.seg.index && !this.readRefs.get(index)) {
+        this.live.delete(index);
+        this.free.push(index);
+      }
+    }
+  }
+
+  /** Read journaled bytes (already written) from segment `index`. */
+  async read(index: number, jOff: number, buf: Uint8Array, off: number, len: number): Promise<void> {
+    this.readRefs.set(index, (this.readRefs.get(index) ?? 0) + 1);
+    try {
+      let fd = this.readFds.get(index);
+      if (fd === undefined) {
+        fd = await this.io.open(path.join(this.opts.journalDir, segmentFileName(index)), 'read');
+        this.readFds.set(index, fd);
+      }
+      let done = 0;
+      while (done < len) {
+        const n = await this.io.read(fd, buf, off + done, len - done, jOff + done);
+        if (n <= 0) throw new CpError('EIO', `journal segment ${index} shorter than expected`);
+        done += n;
+      }
+    } finally {
+      this.readRefs.set(index, this.readRefs.get(index)! - 1);
+    }
+  }
+
+  async closeReads(): Promise<void> {
+    for (const fd of this.readFds.values()) await this.io.close(fd).catch(() => undefined);
+    this.readFds.clear();
+  }
+}

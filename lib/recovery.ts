@@ -1,0 +1,434 @@
+/**
+ * Recovery: bring a store to the state of its last durable checkpoint. Run by openStore and by the
+ * cp-recover tool; one code path.
+ *
+ *   1. Read the control file (the apply cursor) and the segment headers.
+ *   2. Walk the log from the start of the cursor's segment: the CATALOG there plus every COMMIT after
+ *      it give the entries (open files and positions); the last valid COMMIT is the recovered epoch.
+ *   3. Classify the end of the log: clean, torn tail (normal after a crash), or corruption (damage to
+ *      bytes that were once durable; see format.ts). Corruption stops recovery with ECORRUPT unless
+ *      forced; forcing first copies the journal aside.
+ *   4. Apply the committed epochs after the cursor (lib/apply.ts).
+ *   5. Start a fresh segment whose first record is a CATALOG of the recovered entries, sync it, and
+ *      move the cursor there. The uncommitted tail is now unreachable; every old segment is free.
+ * Each step is safe to interrupt: a crash at any point followed by another recovery gives the same files.
+ */
+import * as path from 'node:path';
+import * as crypto from 'node:crypto';
+import {
+  CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, RecordType, decodePayload, encodeRecord,
+  encodeSegmentHeader, pos, segmentFileName, type CatalogEntry, type ControlState,
+} from './format.js';
+import { type IO, isENOENT, writeFully } from './io.js';
+import { readControl, createControl, ControlWriter } from './control.js';
+import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, type EndReason } from './journal-scan.js';
+import { applyCommitted } from './apply.js';
+import { CpError, ioError } from './errors.js';
+
+export interface RecoverOptions {
+  io: IO;
+  dir: string;
+  sync?: boolean;
+  /** Analyse only: change nothing. */
+  dryRun?: boolean;
+  /** Proceed past corruption (after copying the journal aside). */
+  force?: boolean;
+  /** Create the store when `dir` holds none (openStore does; cp-recover does not). */
+  create?: boolean;
+  /** Segment size for a newly created segment. */
+  segmentSize: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface Corruption {
+  seq: number;
+  offset: number;
+  reason: string;
+  /** First epoch that would be lost, and the highest epoch seen after the damage. */
+  lostFrom: number;
+  lostTo: number;
+  evidence: string;
+}
+
+export interface RecoveryReport {
+  /** True when no store existed and one was created. */
+  created: boolean;
+  storeId: string;
+  /** The recovered (last durable) epoch. */
+  epoch: number;
+  /** Epochs committed but not yet applied when recovery started (replayed now, or to replay in a dry run). */
+  replayedEpochs: number;
+  replayedRecords: number;
+  replayedBytes: number;
+  /** Valid records after the last commit, discarded. */
+  discardedRecords: number;
+  discardedBytes: number;
+  /** The log ended in a damaged record that is a normal crash artifact. */
+  tornTail: boolean;
+  endReason: EndReason;
+  /** The store needed no work: nothing to replay and nothing to discard. */
+  clean: boolean;
+  corruption: Corruption | null;
+  /** Where the damaged journal was copied when forcing past corruption. */
+  brokenCopy: string | null;
+  filesTouched: string[];
+  /** Open (unfinished) entries with their checkpointed positions. */
+  entries: CatalogEntry[];
+  durationMs: number;
+}
+
+/** What openStore needs besides the report to continue writing. */
+export interface RecoveredState {
+  report: RecoveryReport;
+  control: ControlState;
+  /** The control file slot holding `control`. */
+  controlSlot: 0 | 1;
+  /** The fresh segment the writer continues in, and where. */
+  segment: SegmentInfo;
+  writeOffset: number;
+  /** Indexes of segment files free for reuse. */
+  free: number[];
+  nextIndex: number;
+  maxSeq: number;
+}
+
+const storeIdNew = (): string => crypto.randomBytes(8).toString('hex');
+export const randomSalt = (): number => crypto.randomBytes(4).readUInt32LE(0);
+
+export function metaPaths(dir: string): { meta: string; control: string; journal: string } {
+  const meta = path.join(dir, META_DIR);
+  return { meta, control: path.join(meta, CONTROL_FILE), journal: path.join(meta, JOURNAL_DIR) };
+}
+
+async function exists(io: IO, p: string): Promise<boolean> {
+  try {
+    await io.lstat(p);
+    return true;
+  } catch (e) {
+    if (isENOENT(e)) return false;
+    throw e;
+  }
+}
+
+/** Create the metadata of a new store, durably. */
+async function createStore(io: IO, dir: string, sync: boolean): Promise<void> {
+  const p = metaPaths(dir);
+  const madeMeta = await io.mkdir(p.meta);
+  await io.mkdir(p.journal);
+  const state: ControlState = { counter: 1, storeId: storeIdNew(), cursorSeq: 1, cursorOffset: SEGMENT_HEADER_AREA, appliedEpoch: 0 };
+  await createControl(io, p.control, state, sync);
+  if (sync) {
+    await io.fsyncDir(p.journal);
+    await io.fsyncDir(p.meta);
+    if (madeMeta) await io.fsyncDir(dir);
+  }
+}
+
+export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
+  const t0 = performance.now();
+  const { io, dir } = opts;
+  const sync = opts.sync !== false;
+  const p = metaPaths(dir);
+  let created = false;
+
+  try {
+    const st = await io.stat(dir);
+    if (!st.isDirectory) throw new CpError('EINVAL', `${dir} is not a directory`);
+  } catch (e) {
+    if (isENOENT(e)) throw new CpError('ENOENT', `store directory ${dir} does not exist`);
+    throw ioError(e, `reading ${dir}`);
+  }
+
+  if (!(await exists(io, p.control))) {
+    const hasSegments = (await listSegments(io, p.journal, null)).indexes.length > 0;
+    if (hasSegments) throw new CpError('ECORRUPT', `${p.control} is missing but the journal has segments: refusing to guess the apply cursor`);
+    if (!opts.create) throw new CpError('ENOENT', `${dir} is not a cpfile store (no ${META_DIR}/${CONTROL_FILE})`);
+    if (opts.dryRun) throw new CpError('ENOENT', `${dir} is not a cpfile store yet`);
+    await createStore(io, dir, sync);
+    created = true;
+  }
+
+  let ctl = await readControl(io, p.control);
+  if (ctl.kind === 'empty') {
+    // The creation of the store never finished: nothing was ever written to it.
+    const hasSegments = (await listSegments(io, p.journal, null)).indexes.length > 0;
+    if (hasSegments || !opts.create || opts.dryRun) {
+      throw new CpError('ECORRUPT', `${p.control} holds no valid slot${hasSegments ? ' but the journal has segments' : ''}`);
+    }
+    await io.unlink(p.control);
+    await createStore(io, dir, sync);
+    created = true;
+    ctl = await readControl(io, p.control);
+  }
+  if (ctl.kind === 'bad') {
+    const versionOrMagic = ctl.reasons.some((r) => r === 'version' || r === 'magic');
+    throw new CpError(versionOrMagic ? 'EFORMAT' : 'ECORRUPT',
+      `${p.control}: no valid slot (${ctl.reasons.join(', ')})${versionOrMagic ? `; this cpfile reads format version ${FORMAT_VERSION}` : ''}`);
+  }
+  if (ctl.kind !== 'ok') throw new CpError('ECORRUPT', 'unreadable control file');
+  const control = ctl.state;
+  const cursorPos = pos(control.cursorSeq, control.cursorOffset);
+
+  const listing = await listSegments(io, p.journal, control.storeId);
+  const segs = listing.bySeq;
+  const files = new SegmentFiles(io);
+  try {
+    // ---- 2. walk the log from the start of the cursor's segment
+    let catalog = new Map<string, CatalogEntry>();
+    let catalogEpoch = -1;
+    let lastCommitEpoch = control.appliedEpoch;
+    let lastCommitEnd = cursorPos;
+    let pendingRecords = 0;
+    let pendingBytes = 0;
+    let replayRecords = 0;
+    let replayBytes = 0;
+    let replayEpochs = 0;
+    let groupRecords = 0;
+    let groupBytes = 0;
+    let firstRecord = true;
+    let corruptEarly: string | null = null;
+    const touched = new Set<string>();
+    let groupNames: string[] = [];
+    const totalBytes = [...segs.values()].reduce((a, s) => a + s.size, 0);
+    let scanned = 0;
+
+    const cursorSeg = segs.get(control.cursorSeq);
+    let end: { seq: number; offset: number; pos: number; reason: EndReason };
+    if (!cursorSeg) {
+      if (control.cursorOffset !== SEGMENT_HEADER_AREA) {
+        throw new CpError('ECORRUPT', `the segment holding the apply cursor (seq ${control.cursorSeq}) is missing`);
+      }
+      end = { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA, pos: cursorPos, reason: 'missing-segment' };
+      catalogEpoch = control.appliedEpoch;
+    } else {
+      end = await walkLog(segs, files, control.cursorSeq, SEGMENT_HEADER_AREA, (r) => {
+        scanned += r.size;
+        if (opts.onProgress) opts.onProgress(scanned, totalBytes);
+        const t = r.header.type;
+        if (firstRecord) {
+          firstRecord = false;
+          if (t !== RecordType.CATALOG) {
+            corruptEarly = `segment ${r.seq} does not begin with a catalog record`;
+            return false;
+          }
+          const op = decodePayload(t, r.payload);
+          if (op.type === RecordType.CATALOG) for (const e of op.entries) catalog.set(e.name, e);
+          catalogEpoch = r.header.epoch;
+          return;
+        }
+        const after = r.pos >= cursorPos;
+        switch (t) {
+          case RecordType.COMMIT: {
+            const op = decodePayload(t, r.payload);
+            if (op.type === RecordType.COMMIT) {
+              for (const e of op.entries) {
+                if (e.state === 'open') catalog.set(e.name, e);
+                else catalog.delete(e.name);
+              }
+            }
+            if (after && r.header.epoch > control.appliedEpoch) {
+              replayEpochs++;
+              replayRecords += groupRecords;
+              replayBytes += groupBytes;
+              for (const n of groupNames) touched.add(n);
+            }
+            groupRecords = 0;
+            groupBytes = 0;
+            groupNames = [];
+            lastCommitEpoch = Math.max(lastCommitEpoch, r.header.epoch);
+            if (r.pos + r.size > lastCommitEnd) {
+              lastCommitEnd = r.pos + r.size;
+            }
+            pendingRecords = 0;
+            pendingBytes = 0;
+            break;
+          }
+          case RecordType.ABORT:
+            groupRecords = 0;
+            groupBytes = 0;
+            groupNames = [];
+            pendingRecords = 0;
+            pendingBytes = 0;
+            break;
+          case RecordType.SEGEND:
+          case RecordType.CATALOG:
+            break;
+          default: {
+            pendingRecords++;
+            pendingBytes += r.size;
+            if (after) {
+              groupRecords++;
+              groupBytes += r.payload.length;
+              try {
+                const op = decodePayload(t, r.payload);
+                if ('name' in op) groupNames.push(op.name);
+                if (op.type === RecordType.RENAME) groupNames.push(op.from, op.to);
+              } catch {
+                corruptEarly = `record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`;
+                return false;
+              }
+            }
+          }
+        }
+      });
+    }
+    if (corruptEarly) throw new CpError('ECORRUPT', corruptEarly);
+    if (catalogEpoch < 0 && cursorSeg && control.cursorOffset > SEGMENT_HEADER_AREA) {
+      throw new CpError('ECORRUPT', `the catalog record at the start of segment ${control.cursorSeq} is damaged`, {
+        details: { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA },
+      });
+    }
+    if (catalogEpoch < 0) catalogEpoch = control.appliedEpoch;
+    if (lastCommitEpoch < catalogEpoch) lastCommitEpoch = catalogEpoch;
+
+    // ---- 3. torn tail or corruption?
+    // 'zero' and 'stale' (bytes of an earlier life of a recycled segment) are the normal end of a log.
+    const damaged = end.reason === 'crc' || end.reason === 'length' || end.reason === 'type';
+    let corruption: Corruption | null = null;
+    const cur = lastCommitEpoch + 1;
+    if (end.reason !== 'stop') {
+      let evidence: string | null = null;
+      let lostTo = cur;
+      if (end.pos < cursorPos) evidence = `the apply cursor (segment ${control.cursorSeq} offset ${control.cursorOffset}) lies beyond it`;
+      else if (control.appliedEpoch >= cur) evidence = `the control file says epoch ${control.appliedEpoch} was applied`;
+      {
+        const later = await findLaterEpoch(segs, files, end.seq, end.offset, cur);
+        if (later) {
+          evidence ??= `a valid record of epoch ${later.epoch} follows at segment ${later.seq} offset ${later.offset}, and epoch ${later.epoch} is only written after epoch ${cur} was durable`;
+          lostTo = Math.max(lostTo, later.epoch);
+        }
+      }
+      if (evidence) {
+        corruption = { seq: end.seq, offset: end.offset, reason: end.reason, lostFrom: cur, lostTo, evidence };
+      }
+    }
+    if (corruption && !opts.force) {
+      throw new CpError('ECORRUPT',
+        `journal damaged at segment ${corruption.seq} offset ${corruption.offset} (${corruption.reason}), not a torn tail: ` +
+        `${corruption.evidence}. Epochs ${corruption.lostFrom}..${corruption.lostTo} would be lost; cp-recover --force keeps a copy and proceeds.`,
+        { details: { ...corruption } });
+    }
+
+    const tornTail = damaged;
+    const clean = replayEpochs === 0 && pendingRecords === 0 && !damaged && !corruption;
+    const report: RecoveryReport = {
+      created, storeId: control.storeId, epoch: lastCommitEpoch, replayedEpochs: replayEpochs,
+      replayedRecords: replayRecords, replayedBytes: replayBytes, discardedRecords: pendingRecords,
+      discardedBytes: pendingBytes, tornTail, endReason: end.reason, clean, corruption, brokenCopy: null,
+      filesTouched: [...touched].sort(), entries: [...catalog.values()].filter((e) => e.state === 'open'),
+      durationMs: 0,
+    };
+    if (opts.dryRun) {
+      report.durationMs = performance.now() - t0;
+      return { report, control, controlSlot: ctl.slot, segment: cursorSeg!, writeOffset: 0, free: [], nextIndex: 0, maxSeq: listing.maxSeq };
+    }
+
+    if (corruption) report.brokenCopy = await copyJournalAside(io, p.journal, p.meta, sync);
+
+    // ---- 4. apply committed epochs
+    const writer = await ControlWriter.open(io, p.control, sync, control, ctl.slot);
+    try {
+      if (lastCommitEnd > cursorPos) {
+        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync }, lastCommitEnd);
+        for (const n of applied.names) touched.add(n);
+        report.filesTouched = [...touched].sort();
+      }
+
+      // ---- 5. fresh segment with the recovered catalog; move the cursor to it
+      const keepSeq = writer.state.cursorSeq;
+      const free: number[] = [];
+      for (const idx of listing.indexes) {
+        const s = [...segs.values()].find((x) => x.index === idx);
+        if (!s || s.seq !== keepSeq) free.push(idx);
+      }
+      const nextIndex = listing.indexes.length ? listing.indexes[listing.indexes.length - 1] + 1 : 0;
+      const seq = listing.maxSeq + 1;
+      const index = free.length ? free.shift()! : nextIndex;
+      const segment: SegmentInfo = {
+        version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: control.storeId, size: opts.segmentSize,
+        index, file: path.join(p.journal, segmentFileName(index)),
+      };
+      const entries = report.entries;
+      const writeOffset = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal);
+      await writer.write({ cursorSeq: seq, cursorOffset: SEGMENT_HEADER_AREA, appliedEpoch: lastCommitEpoch });
+      // Every other segment is free now, including the one that held the cursor.
+      const freeAfter = listing.indexes.filter((i) => i !== index);
+      report.durationMs = performance.now() - t0;
+      return {
+        report, control: writer.state, controlSlot: writer.slot, segment, writeOffset, free: freeAfter,
+        nextIndex: Math.max(nextIndex, index + 1), maxSeq: seq,
+      };
+    } finally {
+      await writer.close();
+    }
+  } finally {
+    await files.closeAll();
+  }
+}
+
+/**
+ * (Re)initialise a segment file: header, then a CATALOG record of `entries` as of `epoch`; synced.
+ * Returns the offset after the catalog record. Used by recovery and by the flusher on rotation.
+ */
+export async function initSegment(
+  io: IO, seg: SegmentInfo, sync: boolean, entries: CatalogEntry[] | null, epoch: number, journalDir: string,
+): Promise<number> {
+  let isNew = false;
+  let fd: number;
+  try {
+    fd = await io.open(seg.file, 'readwrite');
+  } catch (e) {
+    if (!isENOENT(e)) throw e;
+    fd = await io.open(seg.file, 'create');
+    isNew = true;
+  }
+  try {
+    const st = await io.fstat(fd);
+    if (st.size !== seg.size) await io.ftruncate(fd, seg.size);
+    const area = Buffer.alloc(SEGMENT_HEADER_AREA);
+    encodeSegmentHeader(seg).copy(area, 0);
+    let bytes = area;
+    if (entries) {
+      const rec = encodeRecord({ type: RecordType.CATALOG, entries }, seg.salt, epoch);
+      bytes = Buffer.concat([area, rec]);
+    }
+    await writeFully(io, fd, bytes, 0, bytes.length, 0);
+    if (sync) {
+      if (isNew || st.size !== seg.size) await io.fsync(fd);
+      else await io.fdatasync(fd);
+    }
+    if (sync && isNew) await io.fsyncDir(journalDir);
+    return bytes.length;
+  } finally {
+    await io.close(fd);
+  }
+}
+
+async function copyJournalAside(io: IO, journalDir: string, metaDir: string, sync: boolean): Promise<string> {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const dest = path.join(metaDir, `journal.broken-${stamp}`);
+  await io.mkdir(dest);
+  for (const name of await io.readdir(journalDir)) {
+    const src = await io.open(path.join(journalDir, name), 'read');
+    const dst = await io.open(path.join(dest, name), 'create');
+    try {
+      const st = await io.fstat(src);
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (let off = 0; off < st.size;) {
+        const n = await io.read(src, buf, 0, Math.min(buf.length, st.size - off), off);
+        if (n <= 0) break;
+        await writeFully(io, dst, buf, 0, n, off);
+        off += n;
+      }
+      if (sync) await io.fsync(dst);
+    } finally {
+      await io.close(src);
+      await io.close(dst);
+    }
+  }
+  if (sync) {
+    await io.fsyncDir(dest);
+    await io.fsyncDir(metaDir);
+  }
+  return dest;
+}

@@ -1,0 +1,715 @@
+/**
+ * Store: a directory of ordinary files with atomic epochs. Every change is journaled (through the
+ * JournalWriter to the flusher); check() commits an epoch durably; committed epochs are applied to the
+ * real files in the background; recovery at open brings everything to the last durable epoch.
+ *
+ * All operations run in call order through one queue per store. Reads see the store's own pending
+ * changes through per-file overlays (lib/overlay.ts) whose data stays in the journal, not in memory.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CpError, ioError } from './errors.js';
+import {
+  DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RecordType, pos, posSeq, type CatalogEntry,
+} from './format.js';
+import { type IO, nodeIO, readFully, isENOENT } from './io.js';
+import { recover, metaPaths, type RecoveryReport } from './recovery.js';
+import { JournalWriter } from './journal-writer.js';
+import { InlinePort, WorkerPort, type FlusherPort } from './flusher-port.js';
+import { Overlay } from './overlay.js';
+import { normalizeName, checkInside, describe } from './names.js';
+import { acquireLock, type Lock } from './lock.js';
+import { CpFile, MODES, type Mode } from './file.js';
+import { callHook, validateHooks, type Hooks } from './hooks.js';
+
+export interface StoreOptions {
+  /** The seed's cp_hooks: mirror entries to an external checkpoint store. */
+  hooks?: Hooks;
+  /** fsync at all (default true). false trades every durability guarantee for speed. */
+  sync?: boolean;
+  /** Journal segment size in bytes (default 64 MiB). */
+  segmentSize?: number;
+  /** Milliseconds after which a lock whose owner stopped refreshing it is stale (default 10000, min 2000). */
+  lockStale?: number;
+  /** Run the flusher on the main thread instead of a worker (deterministic tests). */
+  inline?: boolean;
+  /** The I/O implementation (tests and the torture suite); implies inline. */
+  io?: IO;
+  /** Journal batch buffer size (default 1 MiB). */
+  batchBytes?: number;
+  /** Bytes on their way to the flusher before write() waits (default 32 MiB). */
+  maxInflight?: number;
+  /** Committed but unapplied journal bytes that trigger an apply at once (default 8 MiB). */
+  applyThreshold?: number;
+  /** Idle delay before committed epochs are applied in the background, in ms (default 25). */
+  applyDelay?: number;
+  /** Proceed past journal corruption (copying the journal aside first). cp-recover --force uses it. */
+  force?: boolean;
+  /** Take no lock (only for tests that build crash states in memory). */
+  noLock?: boolean;
+}
+
+/** @internal */
+export interface Entry {
+  name: string;
+  position: number;
+  posGen: number;
+  overlay: Overlay;
+  handles: Set<CpFile>;
+}
+
+export interface StoreStats {
+  records: number;
+  bytesJournaled: number;
+  fsyncs: number;
+  epochs: number;
+  batches: number;
+  appliedEpoch: number;
+  applyLag: { epochs: number; bytes: number };
+  openFiles: number;
+}
+
+export class Store {
+  readonly dir: string;
+  /** The last durable checkpoint (0 for a new store). */
+  epoch: number;
+  /** What open-time recovery did. */
+  readonly recovery: RecoveryReport;
+
+  private io: IO;
+  private rootReal: string;
+  private building: number;
+  private entries = new Map<string, Entry>();
+  private overlays = new Map<string, Overlay>();
+  /** Open entries as of the last COMMIT laid out in the journal (name -> position). */
+  private logged = new Map<string, number>();
+  /** Entries left unfinished by an earlier run, not reopened yet (name -> checkpointed position). */
+  private unfinished = new Map<string, number>();
+  private userdata = new Map<string, unknown>();
+  private closedSince = new Set<string>();
+  private tail: Promise<unknown> = Promise.resolve();
+  private failure: CpError | null = null;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private appliedPos: number;
+  private appliedEpoch: number;
+  private durableEnd: number;
+  private lastCheck: Promise<unknown> = Promise.resolve();
+  private applying: Promise<void> | null = null;
+  private applyTimer: NodeJS.Timeout | null = null;
+  private epochsDone = 0;
+
+  /** @internal */
+  constructor(
+    dir: string, rootReal: string, private opts: Required<Pick<StoreOptions, 'applyThreshold' | 'applyDelay'>> & StoreOptions,
+    private writer: JournalWriter, private port: FlusherPort, private lock: Lock | null, report: RecoveryReport,
+    cursorPos: number, io: IO, private hooks: Hooks | undefined,
+  ) {
+    this.dir = dir;
+    this.rootReal = rootReal;
+    this.io = io;
+    this.recovery = report;
+    this.epoch = report.epoch;
+    this.building = report.epoch + 1;
+    this.appliedEpoch = report.epoch;
+    this.appliedPos = cursorPos;
+    this.durableEnd = cursorPos;
+    for (const e of report.entries) {
+      this.logged.set(e.name, e.position);
+      this.unfinished.set(e.name, e.position);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // plumbing
+
+  /** @internal */
+  assertUsable(): void {
+    if (this.closed) throw new CpError('ECLOSED', `store ${this.dir} is closed`);
+    if (this.failure) throw this.failure;
+  }
+
+  /** Run `fn` after every earlier call of this store: calls take effect in call order. */
+  private run<T>(fn: () => Promise<T> | T): Promise<T> {
+    const p = this.tail.then(() => {
+      this.assertUsable();
+      return fn();
+    });
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  /** A flusher failure leaves the journal in an unknown state: only reopening (recovery) is safe. */
+  private fail(err: CpError): CpError {
+    if (!this.failure) {
+      this.failure = err.code === 'ECOMPROMISED' ? err
+        : new CpError('EREOPEN', `store ${this.dir} must be reopened after an I/O failure (${err.code}: ${err.message}); recovery restores epoch ${this.epoch}`, { cause: err });
+    }
+    return err;
+  }
+
+  /** @internal lock lost */
+  compromised(err: CpError): void {
+    if (!this.failure && !this.closed) this.failure = err;
+  }
+
+  private full(name: string): string {
+    return path.join(this.dir, ...name.split('/'));
+  }
+
+  private closeFd(fd: number | null): void {
+    if (fd !== null) this.io.close(fd).catch(() => undefined);
+  }
+
+  /** The overlay of `name`, opening the on-disk file when nothing is pending; null when it does not exist. */
+  private async overlayOf(name: string): Promise<Overlay | null> {
+    const ov = this.overlays.get(name);
+    if (ov) return ov.exists ? ov : null;
+    await checkInside(this.io, this.rootReal, this.dir, name);
+    let fd: number;
+    try {
+      fd = await this.io.open(this.full(name), 'read');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (isENOENT(e) || code === 'ENOTDIR') return null;
+      throw ioError(e, `opening ${name}`);
+    }
+    const st = await this.io.fstat(fd);
+    if (!st.isFile) {
+      await this.io.close(fd);
+      throw new CpError('EINVAL', `${JSON.stringify(name)} is ${st.isDirectory ? 'a directory' : 'not a regular file'}`);
+    }
+    const fresh = new Overlay(fd, st.size, true, true);
+    this.overlays.set(name, fresh);
+    return fresh;
+  }
+
+  /** Drop an overlay nobody uses and nothing is pending on. */
+  private release(name: string): void {
+    const ov = this.overlays.get(name);
+    if (!ov || ov.lastPos >= 0 || this.entries.has(name)) return;
+    this.overlays.delete(name);
+    this.closeFd(ov.baseFd);
+  }
+
+  private touch(ov: Overlay, p: number): void {
+    if (p > ov.lastPos) ov.lastPos = p;
+  }
+
+  private async readOverlay(ov: Overlay, name: string, start: number, buf: Uint8Array, off: number, len: number): Promise<number> {
+    const end = Math.min(start + len, ov.size);
+    if (start >= end) return 0;
+    for (const piece of ov.pieces(start, end)) {
+      const into = off + (piece.start - start);
+      const n = piece.end - piece.start;
+      if (piece.ext) {
+        const e = piece.ext;
+        const jAt = e.jOff + (piece.start - e.start);
+        await this.writer.whenWritten(pos(e.seq, jAt + n));
+        await this.writer.read(e.index, jAt, buf, into, n);
+        continue;
+      }
+      const baseEnd = Math.min(piece.end, ov.baseLimit);
+      let got = 0;
+      if (piece.start < baseEnd) {
+        if (ov.baseFd === null && ov.lastPos < 0) {
+          try {
+            ov.baseFd = await this.io.open(this.full(name), 'read');
+          } catch (e) {
+            if (!isENOENT(e)) throw ioError(e, `opening ${name}`);
+          }
+        }
+        if (ov.baseFd !== null) got = await readFully(this.io, ov.baseFd, buf, into, baseEnd - piece.start, piece.start);
+      }
+      if (got < n) buf.fill(0, into + got, into + n);
+    }
+    return end - start;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // files
+
+  /** Open `name` with an fopen mode ('r' by default). */
+  open(name: string, mode: Mode = 'r'): Promise<CpFile> {
+    try {
+      this.assertUsable();
+      if (!MODES.includes(mode)) throw new CpError('EINVAL', `mode must be one of ${MODES.join(', ')}, got ${describe(mode)}`);
+      const n = normalizeName(name);
+      return this.run(() => this.openNow(n, mode));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private async openNow(name: string, mode: Mode): Promise<CpFile> {
+    if (this.entries.has(name)) throw new CpError('EBUSY', `${JSON.stringify(name)} is already open in this store: use dup()`);
+    let ov = await this.overlayOf(name);
+    const resumedPos = ov ? this.unfinished.get(name) : undefined;
+    const resumed = resumedPos !== undefined;
+    if (!ov) {
+      if (mode === 'r' || mode === 'r+') throw new CpError('ENOENT', `no such file ${JSON.stringify(name)} in store ${this.dir}`);
+      await checkInside(this.io, this.rootReal, this.dir, name);
+      const old = this.overlays.get(name);
+      if (old) this.closeFd(old.baseFd);
+      ov = new Overlay(null, 0, true, false);
+      this.overlays.set(name, ov);
+      this.touch(ov, this.writer.append({ type: RecordType.CREATE, name }, this.building));
+    } else if ((mode === 'w' || mode === 'w+') && !resumed) {
+      ov.truncate(0);
+      this.touch(ov, this.writer.append({ type: RecordType.TRUNCATE, name, length: 0 }, this.building));
+    }
+    this.unfinished.delete(name);
+    let userdata: unknown;
+    if (this.hooks) {
+      const q = (await callHook(this.hooks, 'query', name)) as { userdata?: unknown } | null | undefined;
+      if (q) userdata = q.userdata;
+      else userdata = await callHook(this.hooks, 'insert', name);
+    }
+    this.userdata.set(name, userdata);
+    const entry: Entry = { name, position: resumed ? resumedPos! : 0, posGen: 0, overlay: ov, handles: new Set() };
+    const f = new CpFile(this, entry, mode, resumed);
+    entry.handles.add(f);
+    this.entries.set(name, entry);
+    return f;
+  }
+
+  /** @internal */
+  readEntry(f: CpFile, start: number, buf: Uint8Array, off: number, len: number): Promise<number> {
+    return this.run(() => {
+      if (f.closed) throw new CpError('EBADF', `read on closed file ${JSON.stringify(f.name)}`);
+      return this.readOverlay(f.entry.overlay, f.entry.name, start, buf, off, len);
+    });
+  }
+
+  /** @internal `start` null: append at the end (and move the position there when `movePos`). */
+  writeEntry(f: CpFile, start: number | null, data: Buffer, movePos: boolean): Promise<void> {
+    return this.run(async () => {
+      if (f.closed) throw new CpError('EBADF', `write on closed file ${JSON.stringify(f.name)}`);
+      await this.writer.drain();
+      const e = f.entry;
+      const ov = e.overlay;
+      const at = start === null ? ov.size : start;
+      if (data.length > 0) {
+        if (at + data.length > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', 'write past the largest supported position');
+        for (const p of this.writer.appendWrite(e.name, at, data, this.building)) {
+          ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff);
+          this.touch(ov, p.pos);
+        }
+      }
+      if (start === null && movePos) {
+        e.position = at + data.length;
+        e.posGen++;
+      }
+    });
+  }
+
+  /** @internal */
+  statEntry(f: CpFile): Promise<{ size: number }> {
+    return this.run(() => ({ size: f.entry.overlay.size }));
+  }
+
+  /** @internal */
+  truncateEntry(f: CpFile, len: number): Promise<void> {
+    return this.run(() => {
+      if (f.closed) throw new CpError('EBADF', `truncate on closed file ${JSON.stringify(f.name)}`);
+      const e = f.entry;
+      e.overlay.truncate(len);
+      this.touch(e.overlay, this.writer.append({ type: RecordType.TRUNCATE, name: e.name, length: len }, this.building));
+    });
+  }
+
+  /** @internal */
+  closeHandle(f: CpFile): Promise<void> {
+    f.closed = true;
+    return this.run(() => {
+      const e = f.entry;
+      e.handles.delete(f);
+      if (e.handles.size > 0) return;
+      if (this.entries.get(e.name) === e) this.entries.delete(e.name);
+      this.closedSince.add(e.name);
+      this.release(e.name);
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // names
+
+  unlink(name: string): Promise<void> {
+    try {
+      const n = normalizeName(name);
+      return this.run(async () => {
+        if (this.entries.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: close it before unlinking`);
+        const ov = await this.overlayOf(n);
+        if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(n)} in store ${this.dir}`);
+        this.closeFd(ov.baseFd);
+        const tomb = new Overlay(null, 0, false, false);
+        this.overlays.set(n, tomb);
+        this.touch(tomb, this.writer.append({ type: RecordType.UNLINK, name: n }, this.building));
+        this.forget(n);
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Rename `from` to `to`, replacing `to` if it exists (as POSIX rename). */
+  rename(from: string, to: string): Promise<void> {
+    try {
+      const a = normalizeName(from);
+      const b = normalizeName(to);
+      return this.run(async () => {
+        for (const n of [a, b]) if (this.entries.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: close it before renaming`);
+        const ov = await this.overlayOf(a);
+        if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(a)} in store ${this.dir}`);
+        if (a === b) return;
+        await checkInside(this.io, this.rootReal, this.dir, b);
+        const target = await this.overlayOf(b).catch((e) => {
+          if (e instanceof CpError && e.code === 'EINVAL') throw new CpError('EINVAL', `cannot rename onto ${JSON.stringify(b)}: ${e.message}`);
+          throw e;
+        });
+        if (target) this.closeFd(target.baseFd);
+        const p = this.writer.append({ type: RecordType.RENAME, from: a, to: b }, this.building);
+        const tomb = new Overlay(null, 0, false, false);
+        this.overlays.set(a, tomb);
+        this.overlays.set(b, ov);
+        this.touch(tomb, p);
+        this.touch(ov, p);
+        this.forget(a);
+        this.forget(b);
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** A name's unfinished entry ends when its file is unlinked or renamed away. */
+  private forget(name: string): void {
+    this.unfinished.delete(name);
+    if (this.logged.has(name)) this.closedSince.add(name);
+  }
+
+  /** The whole content of `name`, pending changes included. */
+  readFile(name: string): Promise<Buffer> {
+    try {
+      const n = normalizeName(name);
+      return this.run(async () => {
+        const ov = await this.overlayOf(n);
+        if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(n)} in store ${this.dir}`);
+        if (ov.size > 2 ** 31 - 1) throw new CpError('EINVAL', `${JSON.stringify(n)} is too large for readFile (${ov.size} bytes): open it and read in parts`);
+        const buf = Buffer.alloc(ov.size);
+        await this.readOverlay(ov, n, 0, buf, 0, buf.length);
+        this.release(n);
+        return buf;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Replace the content of `name` (creating it), atomically at the next check. */
+  writeFile(name: string, data: Uint8Array | string): Promise<void> {
+    try {
+      const n = normalizeName(name);
+      let bytes: Buffer;
+      if (typeof data === 'string') bytes = Buffer.from(data, 'utf8');
+      else if (data instanceof Uint8Array) bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      else throw new CpError('EINVAL', 'writeFile needs a Buffer, Uint8Array or string');
+      return this.run(async () => {
+        if (this.entries.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: write through its handle`);
+        await this.writer.drain();
+        let ov = await this.overlayOf(n);
+        if (!ov) {
+          await checkInside(this.io, this.rootReal, this.dir, n);
+          const old = this.overlays.get(n);
+          if (old) this.closeFd(old.baseFd);
+          ov = new Overlay(null, 0, true, false);
+          this.overlays.set(n, ov);
+          this.touch(ov, this.writer.append({ type: RecordType.CREATE, name: n }, this.building));
+        } else {
+          ov.truncate(0);
+          this.touch(ov, this.writer.append({ type: RecordType.TRUNCATE, name: n, length: 0 }, this.building));
+        }
+        for (const p of this.writer.appendWrite(n, 0, bytes, this.building)) {
+          ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff);
+          this.touch(ov, p.pos);
+        }
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // epochs
+
+  /** The catalog as of the last COMMIT laid out (for the CATALOG record opening each segment). */
+  /** @internal */
+  catalogSnapshot(): { entries: CatalogEntry[]; epoch: number } {
+    return { entries: [...this.logged].map(([name, position]) => ({ name, position, state: 'open' as const })), epoch: this.building - 1 };
+  }
+
+  /** Make one atomic, durable epoch of every change so far; resolves with its number. */
+  check(): Promise<number> {
+    let commit: { p: Promise<{ ok: boolean }>; epoch: number; deltas: CatalogEntry[]; end: number };
+    const queued = this.run(() => {
+      const deltas: CatalogEntry[] = [];
+      for (const e of this.entries.values()) {
+        if (this.logged.get(e.name) !== e.position) deltas.push({ name: e.name, position: e.position, state: 'open' });
+      }
+      for (const n of this.closedSince) {
+        if (!this.entries.has(n) && this.logged.has(n)) deltas.push({ name: n, position: this.logged.get(n)!, state: 'closed' });
+      }
+      const epoch = this.building;
+      this.writer.append({ type: RecordType.COMMIT, entries: deltas }, epoch);
+      for (const d of deltas) {
+        if (d.state === 'open') this.logged.set(d.name, d.position);
+        else this.logged.delete(d.name);
+      }
+      this.closedSince.clear();
+      this.building++;
+      const end = this.writer.position;
+      commit = { p: this.writer.flush([{ op: 'sync' }]), epoch, deltas, end };
+      return commit;
+    });
+    const done = queued.then(async (c) => {
+      const res = await c.p;
+      if (!res.ok) {
+        const err = this.writer.failure ?? new CpError('EIO', 'check failed');
+        this.fail(err);
+        await callHook(this.hooks, 'rollback').catch(() => undefined);
+        throw new CpError(err.code, `check of epoch ${c.epoch} failed: ${err.message}; the store stays at epoch ${this.epoch}`, { cause: err });
+      }
+      if (c.epoch > this.epoch) this.epoch = c.epoch;
+      if (c.end > this.durableEnd) this.durableEnd = c.end;
+      this.epochsDone++;
+      if (this.hooks) {
+        for (const d of c.deltas) await callHook(this.hooks, 'update', d.name, d.position, this.userdata.get(d.name), d.state);
+        await callHook(this.hooks, 'commit');
+      }
+      this.scheduleApply();
+      return c.epoch;
+    });
+    this.lastCheck = done.catch(() => undefined);
+    return done;
+  }
+
+  private scheduleApply(): void {
+    const lag = this.durableEnd - this.appliedPos;
+    if (lag <= 0) return;
+    const bigLag = posSeq(this.durableEnd) !== posSeq(this.appliedPos) || lag >= this.opts.applyThreshold;
+    if (bigLag) {
+      void this.applyNow().catch(() => undefined);
+      return;
+    }
+    if (this.applyTimer) return;
+    this.applyTimer = setTimeout(() => {
+      this.applyTimer = null;
+      if (!this.closed && !this.failure) void this.applyNow().catch(() => undefined);
+    }, this.opts.applyDelay);
+    this.applyTimer.unref();
+  }
+
+  /** Apply every durable epoch to the files now; resolves when done. */
+  private async applyNow(): Promise<void> {
+    while (this.applying) await this.applying;
+    const end = this.durableEnd;
+    if (end <= this.appliedPos) return;
+    this.applying = (async () => {
+      const res = await this.writer.flush([{ op: 'apply', endPos: end }]);
+      if (!res.ok || !('applied' in res) || !(res as { applied?: unknown }).applied) {
+        if (!res.ok) this.fail(this.writer.failure ?? new CpError('EIO', 'apply failed'));
+        return;
+      }
+      const a = (res as { applied: { cursorSeq: number; cursorOffset: number; appliedEpoch: number } }).applied;
+      this.appliedPos = pos(a.cursorSeq, a.cursorOffset);
+      this.appliedEpoch = a.appliedEpoch;
+      this.writer.applied(a.cursorSeq);
+      for (const [name, ov] of this.overlays) {
+        if (ov.lastPos >= 0 && ov.lastPos < this.appliedPos) {
+          if (!ov.exists) {
+            this.overlays.delete(name);
+            continue;
+          }
+          ov.settle();
+          this.release(name);
+        }
+      }
+    })();
+    try {
+      await this.applying;
+    } finally {
+      this.applying = null;
+    }
+  }
+
+  /** Discard every change since the last check: files, names and positions return to it. */
+  rollback(): Promise<void> {
+    return this.run(async () => {
+      this.writer.append({ type: RecordType.ABORT }, this.building);
+      await this.lastCheck;
+      this.assertUsable();
+      await this.resetToDisk();
+      await callHook(this.hooks, 'rollback');
+    });
+  }
+
+  /** After an ABORT: apply all that is committed, then let the disk be the whole truth again. */
+  private async resetToDisk(): Promise<void> {
+    const flushed = await this.writer.flush();
+    if (!flushed.ok) throw this.fail(this.writer.failure ?? new CpError('EIO', 'flush failed'));
+    await this.applyNow();
+    this.assertUsable();
+    if (this.durableEnd > this.appliedPos) throw new CpError('EIO', 'committed epochs could not be applied');
+    for (const ov of this.overlays.values()) this.closeFd(ov.baseFd);
+    this.overlays.clear();
+    this.closedSince.clear();
+    for (const [name, e] of [...this.entries]) {
+      const position = this.logged.get(name);
+      const ov = position === undefined ? null : await this.overlayOf(name);
+      if (position === undefined || !ov) {
+        for (const h of e.handles) h.closed = true;
+        this.entries.delete(name);
+        continue;
+      }
+      e.position = position;
+      e.posGen++;
+      e.overlay = ov;
+    }
+    this.unfinished.clear();
+    for (const [name, position] of this.logged) if (!this.entries.has(name)) this.unfinished.set(name, position);
+  }
+
+  /** Final check (unless discard), apply everything, release the lock and the worker. */
+  close(opts: { discard?: boolean } = {}): Promise<void> {
+    if (this.closing) return this.closing;
+    if (this.closed) return Promise.resolve();
+    this.closing = (async () => {
+      let firstErr: unknown = null;
+      try {
+        if (this.failure) throw this.failure;
+        if (opts.discard) {
+          await this.run(async () => {
+            this.writer.append({ type: RecordType.ABORT }, this.building);
+          });
+        } else {
+          await this.check();
+        }
+        await this.tail;
+        await this.lastCheck;
+        await this.run(() => this.writer.flush()).then((r) => {
+          if (!r.ok) throw this.writer.failure ?? new CpError('EIO', 'flush failed');
+        });
+        await this.applyNow();
+        if (this.failure) throw this.failure;
+        await callHook(this.hooks, 'fini');
+      } catch (e) {
+        firstErr = e;
+      } finally {
+        if (this.applyTimer) clearTimeout(this.applyTimer);
+        this.closed = true;
+        await this.port.run({ actions: [], close: true }).catch(() => undefined);
+        await this.port.destroy().catch(() => undefined);
+        await this.writer.closeReads();
+        for (const ov of this.overlays.values()) if (ov.baseFd !== null) await this.io.close(ov.baseFd).catch(() => undefined);
+        this.overlays.clear();
+        for (const e of this.entries.values()) for (const h of e.handles) h.closed = true;
+        this.entries.clear();
+        if (this.lock) await this.lock.release();
+      }
+      if (firstErr) throw firstErr;
+    })();
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  stats(): StoreStats {
+    const s = this.writer.stats;
+    return {
+      records: s.records,
+      bytesJournaled: s.bytes,
+      fsyncs: s.fsyncs,
+      epochs: this.epochsDone,
+      batches: s.batches,
+      appliedEpoch: this.appliedEpoch,
+      applyLag: { epochs: this.epoch - this.appliedEpoch, bytes: Math.max(0, this.durableEnd - this.appliedPos) },
+      openFiles: this.entries.size,
+    };
+  }
+}
+
+function intOption(v: unknown, name: string, min: number, max: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new CpError('EINVAL', `option ${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** Open (creating if needed) the store in `dir`, recovering it to its last durable checkpoint. */
+export async function openStore(dir: string, options: StoreOptions = {}): Promise<Store> {
+  if (typeof dir !== 'string' || dir.length === 0) throw new CpError('EINVAL', `store directory must be a non-empty string, got ${describe(dir)}`);
+  if (options === null || typeof options !== 'object') throw new CpError('EINVAL', 'options must be an object');
+  const hooks = validateHooks(options.hooks);
+  const segmentSize = intOption(options.segmentSize, 'segmentSize', MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE, DEFAULT_SEGMENT_SIZE);
+  const lockStale = intOption(options.lockStale, 'lockStale', 2000, 24 * 3600 * 1000, 10000);
+  const batchBytes = intOption(options.batchBytes, 'batchBytes', 4096, 64 * 1024 * 1024, 1024 * 1024);
+  const maxInflight = intOption(options.maxInflight, 'maxInflight', batchBytes, 2 ** 31, 32 * 1024 * 1024);
+  const applyThreshold = intOption(options.applyThreshold, 'applyThreshold', 0, 2 ** 40, 8 * 1024 * 1024);
+  const applyDelay = intOption(options.applyDelay, 'applyDelay', 0, 3600 * 1000, 25);
+  const sync = options.sync !== false;
+  const io = options.io ?? nodeIO;
+  const root = path.resolve(dir);
+
+  try {
+    await fs.promises.mkdir(root, { recursive: true });
+  } catch (e) {
+    throw ioError(e, `creating store directory ${root}`);
+  }
+  const p = metaPaths(root);
+  try {
+    if (await io.mkdir(p.meta) && sync) await io.fsyncDir(root);
+  } catch (e) {
+    throw ioError(e, `creating ${p.meta}`);
+  }
+  const rootReal = await io.realpath(root);
+
+  let store: Store | null = null;
+  let pendingCompromise: CpError | null = null;
+  const lock = options.noLock ? null : await acquireLock(p.meta, lockStale, (err) => {
+    if (store) store.compromised(err);
+    else pendingCompromise = err;
+  });
+  let port: FlusherPort | null = null;
+  try {
+    const rec = await recover({ io, dir: root, sync, create: true, force: options.force, segmentSize });
+    port = options.io || options.inline ? new InlinePort(io) : new WorkerPort();
+    let storeRef: Store | null = null;
+    const writer = new JournalWriter(port, io, {
+      segmentSize, storeId: rec.control.storeId, batchBytes, maxInflight, journalDir: p.journal,
+    }, { segment: rec.segment, writeOffset: rec.writeOffset, free: rec.free, nextIndex: rec.nextIndex, maxSeq: rec.maxSeq },
+    () => storeRef!.catalogSnapshot());
+    const init = await writer.init({ dir: root, sync, control: rec.control, controlSlot: rec.controlSlot });
+    if (!init.ok) throw new CpError((init.error?.code as 'EIO') ?? 'EIO', `starting the flusher: ${init.error?.message}`);
+    store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay }, writer, port, lock, rec.report,
+      pos(rec.control.cursorSeq, rec.control.cursorOffset), io, hooks);
+    storeRef = store;
+    if (pendingCompromise) store.compromised(pendingCompromise);
+    await callHook(hooks, 'init');
+    if (hooks && rec.report.entries.length) {
+      for (const e of rec.report.entries) await callHook(hooks, 'update', e.name, e.position, undefined, 'open');
+      await callHook(hooks, 'commit');
+    }
+    return store;
+  } catch (e) {
+    if (store) await store.close({ discard: true }).catch(() => undefined);
+    else {
+      if (port) await port.destroy().catch(() => undefined);
+      if (lock) await lock.release();
+    }
+    throw e instanceof CpError ? e : ioError(e, `opening store ${root}`);
+  }
+}
+

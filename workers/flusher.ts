@@ -1,0 +1,28 @@
+/**
+ * The flusher's worker-thread entry point, run by piscina (one thread per store). All logic lives in
+ * lib/flusher.ts; this module only keeps the FlusherCore between tasks. Every task awaits all of its
+ * I/O before returning, so nothing is left parked while piscina idles the thread.
+ */
+import { FlusherCore, type Task, type TaskResult } from '../lib/flusher.js';
+import { syncNodeIO } from '../lib/io.js';
+import { errorToPlain } from '../lib/errors.js';
+
+let core: FlusherCore | null = null;
+
+export default async function run(task: Task): Promise<TaskResult> {
+  try {
+    if (task.init) {
+      if (core) await core.close();
+      core = await FlusherCore.create(syncNodeIO, task.init);
+    }
+    if (!core) return { ok: false, fsyncs: 0, error: { code: 'EIO', message: 'flusher used before init' } };
+    const res = await core.run(task.actions);
+    if (task.close) {
+      await core.close();
+      core = null;
+    }
+    return res;
+  } catch (e) {
+    return { ok: false, fsyncs: 0, error: errorToPlain(e) };
+  }
+}
