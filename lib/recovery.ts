@@ -16,7 +16,7 @@
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import {
-  CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, RecordType, decodePayload, encodeRecord,
+  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, RecordType, decodePayload, encodeRecord,
   encodeSegmentHeader, pos, segmentFileName, type CatalogEntry, type ControlState,
 } from './format.js';
 import { type IO, isENOENT, writeFully } from './io.js';
@@ -35,8 +35,8 @@ export interface RecoverOptions {
   force?: boolean;
   /** Create the store when `dir` holds none (openStore does; cp-recover does not). */
   create?: boolean;
-  /** Segment size for a newly created segment. */
-  segmentSize: number;
+  /** Size of the fresh segment recovery starts (default: the size of the segment holding the cursor, else 64 MiB). */
+  segmentSize?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -345,7 +345,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       const seq = listing.maxSeq + 1;
       const index = free.length ? free.shift()! : nextIndex;
       const segment: SegmentInfo = {
-        version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: control.storeId, size: opts.segmentSize,
+        version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: control.storeId, size: opts.segmentSize ?? cursorSeg?.size ?? DEFAULT_SEGMENT_SIZE,
         index, file: path.join(p.journal, segmentFileName(index)),
       };
       const entries = report.entries;

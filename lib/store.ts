@@ -6,7 +6,6 @@
  * All operations run in call order through one queue per store. Reads see the store's own pending
  * changes through per-file overlays (lib/overlay.ts) whose data stays in the journal, not in memory.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CpError, ioError } from './errors.js';
 import {
@@ -664,7 +663,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   const root = path.resolve(dir);
 
   try {
-    await fs.promises.mkdir(root, { recursive: true });
+    await mkdirp(io, root);
   } catch (e) {
     throw ioError(e, `creating store directory ${root}`);
   }
@@ -713,3 +712,17 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   }
 }
 
+
+/** mkdir -p through the I/O interface. */
+async function mkdirp(io: IO, dir: string): Promise<void> {
+  try {
+    const st = await io.stat(dir);
+    if (!st.isDirectory) throw new CpError('EINVAL', `${dir} exists and is not a directory`);
+    return;
+  } catch (e) {
+    if (!isENOENT(e)) throw e;
+  }
+  const parent = path.dirname(dir);
+  if (parent !== dir) await mkdirp(io, parent);
+  await io.mkdir(dir);
+}
