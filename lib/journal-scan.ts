@@ -75,7 +75,7 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
 export class SegmentReader {
   private win = Buffer.alloc(0);
   private winStart = 0;
-  constructor(private io: IO, private fd: number, readonly size: number, private chunk = 4 * 1024 * 1024) {}
+  constructor(private io: IO, private fd: number, readonly size: number, private chunk = 1024 * 1024) {}
 
   /** Bytes [off, off+len) of the segment (shorter if the file is shorter). */
   async get(off: number, len: number): Promise<Buffer> {
@@ -189,11 +189,15 @@ export async function walkLog(
 /**
  * Look for proof that bytes at a failed record were once durable: a valid record with an epoch above
  * `epoch` after it, in the same segment (scanning 8-byte aligned offsets, since the failed record's
- * length cannot be trusted) or in any segment with a higher seq. Returns the first one found.
+ * length cannot be trusted) or in any segment with a higher seq. Returns the one with the highest epoch.
  */
 export async function findLaterEpoch(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, failSeq: number, failOffset: number, epoch: number,
 ): Promise<{ seq: number; offset: number; epoch: number } | null> {
+  let best: { seq: number; offset: number; epoch: number } | null = null;
+  const consider = (seq: number, offset: number, e: number): void => {
+    if (e > epoch && (!best || e > best.epoch)) best = { seq, offset, epoch: e };
+  };
   const seg = segs.get(failSeq);
   if (seg) {
     const reader = await files.reader(seg);
@@ -202,21 +206,17 @@ export async function findLaterEpoch(
       if (hb.length < RECORD_HEADER_SIZE) break;
       if (hb.readUInt32LE(8) !== seg.salt) continue;
       const r = await readRecordAt(reader, seg, off);
-      if (r.ok && r.rec.header.epoch > epoch) return { seq: seg.seq, offset: off, epoch: r.rec.header.epoch };
+      if (r.ok) {
+        consider(seg.seq, off, r.rec.header.epoch);
+        off += r.rec.size - 8;
+      }
     }
   }
   const later = [...segs.values()].filter((s) => s.seq > failSeq).sort((a, b) => a.seq - b.seq);
   for (const s of later) {
-    let found: { seq: number; offset: number; epoch: number } | null = null;
-    await walkSegmentOnly(files, s, (rec) => {
-      if (rec.header.epoch > epoch) {
-        found = { seq: s.seq, offset: rec.offset, epoch: rec.header.epoch };
-        return false;
-      }
-    });
-    if (found) return found;
+    await walkSegmentOnly(files, s, (rec) => consider(s.seq, rec.offset, rec.header.epoch));
   }
-  return null;
+  return best;
 }
 
 /** Valid records of one segment from its start, without following SEGEND. */

@@ -291,10 +291,15 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       let lostTo = cur;
       if (end.pos < cursorPos) evidence = `the apply cursor (segment ${control.cursorSeq} offset ${control.cursorOffset}) lies beyond it`;
       else if (control.appliedEpoch >= cur) evidence = `the control file says epoch ${control.appliedEpoch} was applied`;
+      // The catalog opening the cursor's segment was synced before the cursor moved there: if it is
+      // damaged while anything valid follows it, that is corruption whatever the epochs say.
+      const catalogDamaged = cursorSeg !== undefined && end.seq === control.cursorSeq && end.offset === SEGMENT_HEADER_AREA;
       {
-        const later = await findLaterEpoch(segs, files, end.seq, end.offset, cur);
+        const later = await findLaterEpoch(segs, files, end.seq, end.offset, catalogDamaged ? -1 : cur);
         if (later) {
-          evidence ??= `a valid record of epoch ${later.epoch} follows at segment ${later.seq} offset ${later.offset}, and epoch ${later.epoch} is only written after epoch ${cur} was durable`;
+          evidence ??= catalogDamaged
+            ? `the catalog record opening segment ${end.seq} is damaged but valid records follow it`
+            : `a valid record of epoch ${later.epoch} follows at segment ${later.seq} offset ${later.offset}, and epoch ${later.epoch} is only written after epoch ${cur} was durable`;
           lostTo = Math.max(lostTo, later.epoch);
         }
       }

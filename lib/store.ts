@@ -131,6 +131,7 @@ export class Store {
   /** Run `fn` after every earlier call of this store: calls take effect in call order. */
   private run<T>(fn: () => Promise<T> | T): Promise<T> {
     const p = this.tail.then(() => {
+      if (this.writer.failure && !this.closed) this.fail(this.writer.failure);
       this.assertUsable();
       return fn();
     });
@@ -211,7 +212,9 @@ export class Store {
       const baseEnd = Math.min(piece.end, ov.baseLimit);
       let got = 0;
       if (piece.start < baseEnd) {
-        if (ov.baseFd === null && ov.lastPos < 0) {
+        // No base fd yet: a new file whose creation has been applied since (settled). Its name is
+        // stable: an open entry's name can only see data operations.
+        if (ov.baseFd === null) {
           try {
             ov.baseFd = await this.io.open(this.full(name), 'read');
           } catch (e) {

@@ -1,0 +1,219 @@
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openStore, CpError, type Store } from '../lib/index.js';
+import { recover } from '../lib/recovery.js';
+import { nodeIO, type IO } from '../lib/io.js';
+import { RecordType, RECORD_HEADER_SIZE } from '../lib/format.js';
+import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
+
+const dirs: string[] = [];
+const fresh = (): string => {
+  const d = tempDir();
+  dirs.push(d);
+  return d;
+};
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+async function writeEpochs(s: Store, n: number): Promise<void> {
+  for (let i = 1; i <= n; i++) {
+    await s.writeFile('a.txt', `epoch ${i} `.repeat(i));
+    await s.writeFile(`f${i}.txt`, `file ${i}`);
+    await s.check();
+  }
+}
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<CpError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).to.be.instanceOf(CpError);
+    expect((e as CpError).code, (e as Error).message).to.equal(code);
+    return e as CpError;
+  }
+  throw new Error(`expected ${code}`);
+}
+
+describe('recovery', () => {
+  it('replays committed but unapplied epochs and discards the uncommitted tail', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await writeEpochs(s, 3);
+    await s.writeFile('a.txt', 'uncommitted');
+    await s.writeFile('tail.txt', 'never');
+    await crash(s);
+    expect(fs.existsSync(path.join(dir, 'f1.txt'))).to.equal(false); // nothing applied yet
+    const r = await openStore(dir, NO_APPLY);
+    expect(r.epoch).to.equal(3);
+    expect(r.recovery.replayedEpochs).to.equal(3);
+    expect(r.recovery.discardedRecords).to.be.greaterThan(0);
+    expect(r.recovery.tornTail).to.equal(false);
+    expect((await r.readFile('a.txt')).toString()).to.equal('epoch 3 '.repeat(3));
+    expect(snapshot(dir).has('tail.txt')).to.equal(false);
+    expect(fs.readFileSync(path.join(dir, 'f3.txt'), 'utf8')).to.equal('file 3');
+    await r.close();
+  });
+
+  it('a torn last record is a torn tail: the last acknowledged epoch survives', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await writeEpochs(s, 2);
+    await s.writeFile('a.txt', 'x'.repeat(3000));
+    await crash(s);
+    const recs = await records(dir);
+    const last = recs[recs.length - 1];
+    expect(last.header.type).to.equal(RecordType.WRITE);
+    flipByte(segmentPath(dir, last), last.offset + RECORD_HEADER_SIZE + 100);
+    const r = await openStore(dir, NO_APPLY);
+    expect(r.recovery.tornTail).to.equal(true);
+    expect(r.epoch).to.equal(2);
+    expect((await r.readFile('a.txt')).toString()).to.equal('epoch 2 epoch 2 ');
+    await r.close();
+  });
+
+  it('a bad record followed by later committed epochs is ECORRUPT naming the epochs, never silently dropped', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await writeEpochs(s, 4);
+    await crash(s);
+    const recs = await records(dir);
+    const victim = recs.find((r) => r.header.type === RecordType.WRITE && r.header.epoch === 2)!;
+    flipByte(segmentPath(dir, victim), victim.offset + RECORD_HEADER_SIZE + victim.header.len - 1);
+    const before = snapshot(dir);
+    const err = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    expect(err.details).to.include({ lostFrom: 2, lostTo: 4 });
+    expect(err.message).to.match(/Epochs 2\.\.4/);
+    expect(snapshot(dir)).to.deep.equal(before); // refusing changed nothing
+
+    const forced = await openStore(dir, { ...NO_APPLY, force: true });
+    expect(forced.epoch).to.equal(1);
+    expect(forced.recovery.brokenCopy).to.be.a('string');
+    expect(fs.existsSync(forced.recovery.brokenCopy!)).to.equal(true);
+    expect((await forced.readFile('a.txt')).toString()).to.equal('epoch 1 ');
+    await forced.close();
+  });
+
+  it('damage before the apply cursor is corruption even with nothing after it', async () => {
+    const dir = fresh();
+    const s = await openStore(dir, { inline: true, noLock: true, segmentSize: 1 << 20 });
+    await writeEpochs(s, 2);
+    await s.close(); // applied: the cursor sits at a fresh segment's catalog
+    const s2 = await openHeld(dir);
+    await s2.writeFile('b.txt', 'bee');
+    await s2.check();
+    await crash(s2);
+    const recs = await records(dir);
+    const cat = recs[0];
+    expect(cat.header.type).to.equal(RecordType.CATALOG);
+    // The catalog sits before the last commit, which was fsynced after it: damage there is corruption.
+    flipByte(segmentPath(dir, cat), cat.offset + 8);
+    await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+  });
+
+  it('records left from an earlier life of a recycled segment are never replayed', async () => {
+    const dir = fresh();
+    const expect1: Record<string, string> = {};
+    let s = await openStore(dir, { inline: true, noLock: true, segmentSize: 64 * 1024, applyThreshold: 0 });
+    // Enough traffic to wrap through recycled segments many times.
+    for (let i = 0; i < 60; i++) {
+      const name = `k${i % 7}.txt`;
+      const body = `${i}:`.padEnd(3000 + (i % 5) * 700, String.fromCharCode(97 + (i % 26)));
+      await s.writeFile(name, body);
+      expect1[name] = body;
+      await s.check();
+    }
+    const segCount = fs.readdirSync(path.join(dir, '.cpfile', 'journal')).length;
+    expect(segCount).to.be.lessThan(12); // recycled, not one per epoch
+    await s.writeFile('k0.txt', 'uncommitted');
+    await crash(s);
+    s = await openStore(dir, NO_APPLY);
+    for (const [name, body] of Object.entries(expect1)) expect((await s.readFile(name)).toString()).to.equal(body);
+    await s.close();
+    for (const [name, body] of Object.entries(expect1)) expect(fs.readFileSync(path.join(dir, name), 'utf8')).to.equal(body);
+  });
+
+  it('is idempotent: a crash at every mutating I/O call of recovery, then recovery again, gives the same files', async () => {
+    const base = fresh();
+    const s = await openHeld(base);
+    await s.writeFile('a.txt', 'one');
+    await s.writeFile('d/b.txt', 'two');
+    await s.check();
+    await s.rename('a.txt', 'c.txt');
+    await s.writeFile('a.txt', 'new a');
+    await s.unlink('d/b.txt');
+    const f = await s.open('log', 'a+');
+    await f.write('line1\n');
+    await s.check();
+    await f.write('line2\n');
+    await s.check();
+    await s.writeFile('c.txt', 'uncommitted');
+    await crash(s);
+
+    const reference = fresh();
+    fs.cpSync(base, reference, { recursive: true });
+    const ref = await openStore(reference, NO_APPLY);
+    await ref.close({ discard: true });
+    const want = snapshot(reference);
+    expect(Object.fromEntries(want)).to.deep.equal(Object.fromEntries(snapshot(reference)));
+    expect(Buffer.from(want.get('c.txt')!, 'hex').toString()).to.equal('one');
+    expect(Buffer.from(want.get('a.txt')!, 'hex').toString()).to.equal('new a');
+    expect(Buffer.from(want.get('log')!, 'hex').toString()).to.equal('line1\nline2\n');
+    expect(want.has('d/b.txt')).to.equal(false);
+
+    const MUTATING = new Set(['write', 'ftruncate', 'rename', 'unlink', 'mkdir', 'open', 'fsync', 'fdatasync', 'fsyncDir']);
+    let n = 0;
+    for (let stopAt = 1; ; stopAt++) {
+      const dir = fresh();
+      fs.cpSync(base, dir, { recursive: true });
+      let calls = 0;
+      const killed = new Error('killed');
+      const io = new Proxy(nodeIO, {
+        get(t, k: string) {
+          const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
+          if (!MUTATING.has(k)) return f;
+          return async (...args: unknown[]) => {
+            if (++calls === stopAt) throw killed;
+            return f(...args);
+          };
+        },
+      }) as IO;
+      let died = false;
+      try {
+        await recover({ io, dir, create: false });
+      } catch (e) {
+        expect(String((e as Error).message)).to.include('killed');
+        died = true;
+      }
+      const again = await openStore(dir, NO_APPLY);
+      await again.close({ discard: true });
+      expect(Object.fromEntries(snapshot(dir)), `crash at mutating call ${stopAt}`).to.deep.equal(Object.fromEntries(want));
+      fs.rmSync(dir, { recursive: true, force: true });
+      n++;
+      if (!died) break;
+    }
+    expect(n).to.be.greaterThan(5);
+  });
+
+  it('a store whose control file is missing but has segments is refused, not re-created', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await writeEpochs(s, 1);
+    await crash(s);
+    fs.rmSync(path.join(dir, '.cpfile', 'control'));
+    await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+  });
+
+  it('a control file of another format version is EFORMAT', async () => {
+    const dir = fresh();
+    const s = await openStore(dir, { inline: true, noLock: true });
+    await s.close();
+    const file = path.join(dir, '.cpfile', 'control');
+    const b = fs.readFileSync(file);
+    b.write('NOTCPF!!', 0, 'latin1');
+    b.write('NOTCPF!!', 512, 'latin1');
+    fs.writeFileSync(file, b);
+    await expectCode(openStore(dir, { inline: true, noLock: true }), 'EFORMAT');
+  });
+});
