@@ -59,6 +59,8 @@ export class JournalWriter {
   private queued: Action[] = [];
   private transfer: ArrayBuffer[] = [];
   private last: { name: string; fileEnd: number; recStart: number } | null = null;
+  /** End of the records closed into queued actions, and of those handed to the flusher. */
+  private laidOut: number;
   private sentPos: number;
   writtenPos: number;
   private batches: { endPos: number; p: Promise<TaskResult> }[] = [];
@@ -86,6 +88,7 @@ export class JournalWriter {
     this.maxSeq = start.maxSeq;
     this.live.set(this.seg.index, this.seg.seq);
     this.sentPos = pos(this.seg.seq, this.off);
+    this.laidOut = this.sentPos;
     this.writtenPos = this.sentPos;
   }
 
@@ -109,7 +112,7 @@ export class JournalWriter {
     for (const at of c.recStarts) sealRecord(c.buf, at);
     this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) });
     this.transfer.push(c.buf.buffer as ArrayBuffer);
-    this.sentPos = pos(c.seq, c.startOff + end);
+    this.laidOut = pos(c.seq, c.startOff + end);
     this.chunk = null;
     this.last = null;
   }
@@ -288,6 +291,7 @@ export class JournalWriter {
     const transfer = this.transfer;
     this.queued = [];
     this.transfer = [];
+    this.sentPos = this.laidOut;
     this.stats.batches++;
     return this.track(this.port.run({ actions }, transfer), this.sentPos, bytes);
   }

@@ -85,7 +85,8 @@ export class Store {
   /** Entries left unfinished by an earlier run, not reopened yet (name -> checkpointed position). */
   private unfinished = new Map<string, number>();
   private userdata = new Map<string, unknown>();
-  private closedSince = new Set<string>();
+  /** Entries closed (or whose file was unlinked or renamed away) since the last commit: name -> position then. */
+  private closedSince = new Map<string, number>();
   private tail: Promise<unknown> = Promise.resolve();
   private failure: CpError | null = null;
   private closed = false;
@@ -328,7 +329,7 @@ export class Store {
       e.handles.delete(f);
       if (e.handles.size > 0) return;
       if (this.entries.get(e.name) === e) this.entries.delete(e.name);
-      this.closedSince.add(e.name);
+      this.closedSince.set(e.name, e.position);
       this.release(e.name);
     });
   }
@@ -387,7 +388,7 @@ export class Store {
   /** A name's unfinished entry ends when its file is unlinked or renamed away. */
   private forget(name: string): void {
     this.unfinished.delete(name);
-    if (this.logged.has(name)) this.closedSince.add(name);
+    if (this.logged.has(name)) this.closedSince.set(name, this.logged.get(name)!);
   }
 
   /** The whole content of `name`, pending changes included. */
@@ -458,8 +459,8 @@ export class Store {
       for (const e of this.entries.values()) {
         if (this.logged.get(e.name) !== e.position) deltas.push({ name: e.name, position: e.position, state: 'open' });
       }
-      for (const n of this.closedSince) {
-        if (!this.entries.has(n) && this.logged.has(n)) deltas.push({ name: n, position: this.logged.get(n)!, state: 'closed' });
+      for (const [n, position] of this.closedSince) {
+        if (!this.entries.has(n)) deltas.push({ name: n, position, state: 'closed' });
       }
       const epoch = this.building;
       this.writer.append({ type: RecordType.COMMIT, entries: deltas }, epoch);
