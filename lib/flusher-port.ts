@@ -46,8 +46,16 @@ export class InlinePort implements FlusherPort {
 
 const WORKER_URL = new URL('../workers/flusher.js', import.meta.url);
 
+/**
+ * Runs the flusher in a piscina worker thread. Tasks are handed over one at a time (order is part of
+ * the durability argument, so it is enforced here rather than left to the pool's queue); tasks that
+ * arrive while one is running are merged into the next hand-over, which also batches their fsyncs.
+ */
 export class WorkerPort implements FlusherPort {
   private pool: Piscina;
+  private busy = false;
+  private waiting: { task: Task; transfer: ArrayBuffer[]; resolve: (r: TaskResult) => void }[] = [];
+
   constructor() {
     this.pool = new Piscina({
       filename: WORKER_URL.href,
@@ -55,20 +63,41 @@ export class WorkerPort implements FlusherPort {
       maxThreads: 1,
       concurrentTasksPerWorker: 1,
       idleTimeout: Infinity,
-      // The worker's tasks are awaited to completion; keep its event loop awake between them.
+      // Every task awaits all of its I/O; keep the worker's event loop awake between tasks anyway.
       atomics: 'disabled',
     });
   }
 
-  async run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult> {
-    try {
-      return (await this.pool.run(task, transfer && transfer.length ? { transferList: transfer } : undefined)) as TaskResult;
-    } catch (e) {
-      return { ok: false, fsyncs: 0, error: errorToPlain(e) };
+  run(task: Task, transfer: ArrayBuffer[] = []): Promise<TaskResult> {
+    return new Promise((resolve) => {
+      this.waiting.push({ task, transfer, resolve });
+      if (!this.busy) void this.pump();
+    });
+  }
+
+  private async pump(): Promise<void> {
+    this.busy = true;
+    while (this.waiting.length) {
+      // Merge consecutive tasks, but never past one that carries init or close.
+      const batch = [this.waiting.shift()!];
+      while (this.waiting.length && !batch[0].task.init && !batch[0].task.close && !this.waiting[0].task.init && !this.waiting[0].task.close) {
+        batch.push(this.waiting.shift()!);
+      }
+      const task: Task = batch.length === 1 ? batch[0].task : { actions: batch.flatMap((b) => b.task.actions) };
+      const transfer = batch.flatMap((b) => b.transfer);
+      let res: TaskResult;
+      try {
+        res = (await this.pool.run(task, transfer.length ? { transferList: transfer } : undefined)) as TaskResult;
+      } catch (e) {
+        res = { ok: false, fsyncs: 0, error: errorToPlain(e) };
+      }
+      batch.forEach((b, i) => b.resolve(i === batch.length - 1 ? res : { ...res, fsyncs: 0 }));
     }
+    this.busy = false;
   }
 
   async destroy(): Promise<void> {
+    while (this.busy) await new Promise((r) => setTimeout(r, 1));
     await this.pool.destroy();
   }
 }

@@ -67,6 +67,8 @@ export class JournalWriter {
   private inflightBytes = 0;
   private waiters: (() => void)[] = [];
   private scheduled = false;
+  /** Bytes closed into queued write actions, not yet handed to the flusher. */
+  private queuedBytes = 0;
   failure: CpError | null = null;
   /** Segments holding records not yet applied (index -> seq), the current one included. */
   private live = new Map<number, number>();
@@ -112,6 +114,7 @@ export class JournalWriter {
     for (const at of c.recStarts) sealRecord(c.buf, at);
     this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) });
     this.transfer.push(c.buf.buffer as ArrayBuffer);
+    this.queuedBytes += end;
     this.laidOut = pos(c.seq, c.startOff + end);
     this.chunk = null;
     this.last = null;
@@ -223,7 +226,10 @@ export class JournalWriter {
           continue;
         }
       }
-      const n = Math.min(data.length - done, MAX_PAYLOAD - fixed);
+      // A record never exceeds MAX_PAYLOAD nor a quarter of a segment (small test segments).
+      const cap = Math.min(MAX_PAYLOAD, Math.floor((this.seg.size - SEGMENT_HEADER_AREA) / 4)) - fixed;
+      if (cap <= 0) throw new CpError('EINVAL', `file name too long for a segment of ${this.seg.size} bytes`);
+      const n = Math.min(data.length - done, cap);
       const len = fixed + n;
       const at = this.place(recordSize(len));
       const ch = this.chunk!;
@@ -249,6 +255,12 @@ export class JournalWriter {
   // hand-off
 
   private schedule(): void {
+    // A caller looping on awaited writes never yields to the event loop: hand full batches over
+    // now rather than at the next setImmediate, or they would pile up in memory.
+    if (this.queuedBytes >= this.opts.batchBytes && !this.failure) {
+      void this.flush();
+      return;
+    }
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {
@@ -291,6 +303,7 @@ export class JournalWriter {
     const transfer = this.transfer;
     this.queued = [];
     this.transfer = [];
+    this.queuedBytes = 0;
     this.sentPos = this.laidOut;
     this.stats.batches++;
     return this.track(this.port.run({ actions }, transfer), this.sentPos, bytes);
