@@ -138,7 +138,7 @@ export async function readRecordAt(
 /** Opens segment files on demand and keeps them open for the walk. */
 export class SegmentFiles {
   private fds = new Map<number, number>();
-  constructor(private io: IO) {}
+  constructor(readonly io: IO) {}
   async fd(seg: SegmentInfo): Promise<number> {
     let fd = this.fds.get(seg.index);
     if (fd === undefined) {
@@ -200,16 +200,40 @@ export async function findLaterEpoch(
   };
   const seg = segs.get(failSeq);
   if (seg) {
+    // Read the rest of the segment in large chunks and only decode where the salt matches.
+    const fd = await files.fd(seg);
     const reader = await files.reader(seg);
-    for (let off = failOffset + 8; off + RECORD_HEADER_SIZE <= seg.size; off += 8) {
-      const hb = await reader.get(off, RECORD_HEADER_SIZE);
-      if (hb.length < RECORD_HEADER_SIZE) break;
-      if (hb.readUInt32LE(8) !== seg.salt) continue;
-      const r = await readRecordAt(reader, seg, off);
-      if (r.ok) {
-        consider(seg.seq, off, r.rec.header.epoch);
-        off += r.rec.size - 8;
+    const CHUNK = 4 * 1024 * 1024;
+    const buf = Buffer.allocUnsafe(CHUNK);
+    const saltBytes = Buffer.alloc(4);
+    saltBytes.writeUInt32LE(seg.salt >>> 0, 0);
+    let off = failOffset + 8;
+    while (off + RECORD_HEADER_SIZE <= seg.size) {
+      const n = await readFully(files.io, fd, buf, 0, Math.min(CHUNK, seg.size - off), off);
+      if (n < RECORD_HEADER_SIZE) break;
+      let next = off + n - RECORD_HEADER_SIZE + 8; // where the next chunk resumes
+      const view = buf.subarray(0, n);
+      for (let i = 0; i + RECORD_HEADER_SIZE <= n; i += 8) {
+        // Jump to the next place the salt appears (native search), then to its record start.
+        const hit = view.indexOf(saltBytes, i + 8);
+        if (hit < 0) break;
+        if ((hit - 8) % 8 !== 0) {
+          i = hit - 8 - ((hit - 8) % 8);
+          continue;
+        }
+        i = hit - 8;
+        if (i + RECORD_HEADER_SIZE > n) break;
+        const r = await readRecordAt(reader, seg, off + i);
+        if (r.ok) {
+          consider(seg.seq, off + i, r.rec.header.epoch);
+          if (i + r.rec.size > n) {
+            next = off + i + r.rec.size;
+            break;
+          }
+          i += r.rec.size - 8;
+        }
       }
+      off = Math.max(next, off + 8);
     }
   }
   const later = [...segs.values()].filter((s) => s.seq > failSeq).sort((a, b) => a.seq - b.seq);
