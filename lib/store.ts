@@ -36,7 +36,7 @@ export interface StoreOptions {
   io?: IO;
   /** Journal batch buffer size (default 1 MiB). */
   batchBytes?: number;
-  /** Bytes on their way to the flusher before write() waits (default 32 MiB). */
+  /** Bytes on their way to the flusher before write() waits (default 16 MiB). */
   maxInflight?: number;
   /** Committed but unapplied journal bytes that trigger an apply at once (default 8 MiB). */
   applyThreshold?: number;
@@ -659,7 +659,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   const segmentSize = intOption(options.segmentSize, 'segmentSize', MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE, DEFAULT_SEGMENT_SIZE);
   const lockStale = intOption(options.lockStale, 'lockStale', 2000, 24 * 3600 * 1000, 10000);
   const batchBytes = intOption(options.batchBytes, 'batchBytes', 4096, 64 * 1024 * 1024, 1024 * 1024);
-  const maxInflight = intOption(options.maxInflight, 'maxInflight', batchBytes, 2 ** 31, 32 * 1024 * 1024);
+  const maxInflight = intOption(options.maxInflight, 'maxInflight', batchBytes, 2 ** 31, 16 * 1024 * 1024);
   const applyThreshold = intOption(options.applyThreshold, 'applyThreshold', 0, 2 ** 40, 8 * 1024 * 1024);
   const applyDelay = intOption(options.applyDelay, 'applyDelay', 0, 3600 * 1000, 25);
   const sync = options.sync !== false;
