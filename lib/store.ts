@@ -131,10 +131,15 @@ export class Store {
 
   /** Run `fn` after every earlier call of this store: calls take effect in call order. */
   private run<T>(fn: () => Promise<T> | T): Promise<T> {
-    const p = this.tail.then(() => {
+    const p = this.tail.then(async () => {
       if (this.writer.failure && !this.closed) this.fail(this.writer.failure);
       this.assertUsable();
-      return fn();
+      try {
+        return await fn();
+      } catch (e) {
+        // Whatever fails below (fs, the flusher), callers only ever see a CpError.
+        throw e instanceof CpError ? e : ioError(e, 'cpfile');
+      }
     });
     this.tail = p.catch(() => undefined);
     return p;
