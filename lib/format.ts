@@ -7,7 +7,7 @@
  *   <dir>/<name>                 the user's files, at their own names (applied state)
  *   <dir>/.cpfile/control        the control file: two 512-byte slots holding the apply cursor
  *   <dir>/.cpfile/journal/seg-NNNNNN.cpj   journal segments, preallocated and recycled
- *   <dir>/.cpfile/lock           proper-lockfile's lock directory;  .cpfile/owner: owner pid
+ *   <dir>/.cpfile/lock           proper-lockfile's lock directory;  .cpfile/owner.<pid>: would-be owners
  *
  * Segment header (first SEGMENT_HEADER_AREA = 4096 bytes of every segment file; records follow)
  *

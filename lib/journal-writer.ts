@@ -336,10 +336,13 @@ export class JournalWriter {
   // ------------------------------------------------------------------------------------------
   // segments and reads
 
-  /** Called with the durable apply cursor: segments entirely before it are free again. */
-  applied(cursorSeq: number): void {
+  /**
+   * Called with the durable apply cursor: segments entirely before it are free again, unless a
+   * pending overlay still reads from them (`pinned`).
+   */
+  applied(cursorSeq: number, pinned: Set<number>): void {
     for (const [index, seq] of this.live) {
-      if (seq < cursorSeq && index !== this.seg.index && !this.readRefs.get(index)) {
+      if (seq < cursorSeq && index !== this.seg.index && !this.readRefs.get(index) && !pinned.has(index)) {
         this.live.delete(index);
         this.free.push(index);
       }

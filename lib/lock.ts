@@ -14,14 +14,9 @@ export interface Lock {
   release(): Promise<void>;
 }
 
-function ownerAlive(ownerFile: string): boolean {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(ownerFile, 'utf8').split('\n')[0]);
-  } catch {
-    return true; // unknown owner: let staleness decide
-  }
-  if (!Number.isInteger(pid) || pid <= 0) return true;
+const OWNER_RE = new RegExp(`^${OWNER_FILE}\\.(\\d+)$`);
+
+function alive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
@@ -31,9 +26,29 @@ function ownerAlive(ownerFile: string): boolean {
   }
 }
 
+/** Pids that announced themselves as (would-be) owners, from the owner.<pid> files. */
+function owners(metaDir: string): number[] {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(metaDir);
+  } catch {
+    return [];
+  }
+  return names.map((n) => OWNER_RE.exec(n)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1]));
+}
+
+function removeOwner(metaDir: string, pid: number): void {
+  fs.rmSync(path.join(metaDir, `${OWNER_FILE}.${pid}`), { force: true });
+}
+
+/**
+ * Every process writes `owner.<pid>` before it tries the lock, so a process that holds the lock always
+ * has its file: when the lock is taken and none of the announced pids is alive, the holder is dead and
+ * the lock is reclaimed at once instead of after `stale` milliseconds.
+ */
 export async function acquireLock(metaDir: string, stale: number, onCompromised: (err: CpError) => void): Promise<Lock> {
   const lockPath = path.join(metaDir, LOCK_NAME);
-  const ownerFile = path.join(metaDir, OWNER_FILE);
+  const mine = path.join(metaDir, `${OWNER_FILE}.${process.pid}`);
   const opts = {
     lockfilePath: lockPath,
     stale,
@@ -44,27 +59,37 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
       onCompromised(new CpError('ECOMPROMISED', `the store's lock was lost (${err.message}); reopen the store`, { cause: err }));
     },
   };
+  const locked = (cause: unknown): CpError => new CpError('ELOCKED', `store ${path.dirname(metaDir)} is in use by another process`, { cause });
+  const hadMine = fs.existsSync(mine);
+  fs.writeFileSync(mine, `${process.pid}\n`);
   let release: () => Promise<void>;
   try {
     release = await lockfile.lock(metaDir, opts);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') throw new CpError('EIO', `cannot lock ${metaDir}: ${(e as Error).message}`, { cause: e });
-    if (ownerAlive(ownerFile)) {
-      throw new CpError('ELOCKED', `store ${path.dirname(metaDir)} is in use by another process`, { cause: e });
+    if ((e as NodeJS.ErrnoException).code !== 'ELOCKED') {
+      if (!hadMine) removeOwner(metaDir, process.pid);
+      throw new CpError('EIO', `cannot lock ${metaDir}: ${(e as Error).message}`, { cause: e });
     }
-    // The owner is dead: its lock is ours to take.
+    const others = owners(metaDir).filter((pid) => pid !== process.pid);
+    // Our own pid among the owners means another store object of this process holds it.
+    if (hadMine || others.some(alive)) {
+      if (!hadMine) removeOwner(metaDir, process.pid);
+      throw locked(e);
+    }
+    // Every announced owner is dead: the lock is ours to take.
     fs.rmSync(lockPath, { recursive: true, force: true });
     try {
       release = await lockfile.lock(metaDir, opts);
     } catch (e2) {
-      throw new CpError('ELOCKED', `store ${path.dirname(metaDir)} is in use by another process`, { cause: e2 });
+      removeOwner(metaDir, process.pid);
+      throw locked(e2);
     }
   }
-  fs.writeFileSync(ownerFile, `${process.pid}\n`);
+  for (const pid of owners(metaDir)) if (pid !== process.pid && !alive(pid)) removeOwner(metaDir, pid);
   return {
     release: async () => {
+      removeOwner(metaDir, process.pid);
       try {
-        fs.rmSync(ownerFile, { force: true });
         await release();
       } catch {
         // Already released or compromised: nothing left to do.

@@ -2,6 +2,12 @@
  * A file's pending state as the store sees it, on the main thread: which byte ranges live in the
  * journal (not yet applied), the logical size, and how much of the on-disk base file still shows
  * through. Reads consult the extents first, then the base file below `baseLimit`, then zeros.
+ *
+ * The applier works through the journal in order, so at any moment the file on disk is the state
+ * after every applied operation, and the overlay only needs what comes after: settle(appliedPos)
+ * drops the extents and truncates that are applied. It cannot do that while a namespace operation
+ * (create, rename into this name) is pending: until that is applied the file is not at this name on
+ * disk, and the base must keep coming from the extents or the fd opened before.
  */
 
 export interface Extent {
@@ -11,6 +17,8 @@ export interface Extent {
   index: number;
   seq: number;
   jOff: number;
+  /** Journal position of the record holding it. */
+  pos: number;
 }
 
 export class Overlay {
@@ -20,6 +28,10 @@ export class Overlay {
   baseLimit: number;
   /** Journal position of the last pending operation on this name; -1 when nothing is pending. */
   lastPos = -1;
+  /** Pending truncates (a create counts as a truncate to 0). */
+  truncs: { pos: number; len: number }[] = [];
+  /** Position of a pending create of, or rename into, this name; -1 when none is pending. */
+  nsPos = -1;
 
   constructor(
     /** Read-only fd on the base file, or null when there is none (new file) or it is not open yet. */
@@ -44,22 +56,22 @@ export class Overlay {
   }
 
   /** Record that [start, start+len) now lives at (index, jOff). */
-  insert(start: number, len: number, index: number, seq: number, jOff: number): void {
+  insert(start: number, len: number, index: number, seq: number, jOff: number, pos: number): void {
     if (len <= 0) return;
     const end = start + len;
-    const fresh: Extent = { start, end, index, seq, jOff };
+    const fresh: Extent = { start, end, index, seq, jOff, pos };
     let i = this.firstAfter(start);
     const replace: Extent[] = [];
     let j = i;
     while (j < this.extents.length && this.extents[j].start < end) {
       const e = this.extents[j];
-      if (e.start < start) replace.push({ start: e.start, end: start, index: e.index, seq: e.seq, jOff: e.jOff });
-      if (e.end > end) replace.push({ start: end, end: e.end, index: e.index, seq: e.seq, jOff: e.jOff + (end - e.start) });
+      if (e.start < start) replace.push({ ...e, end: start });
+      if (e.end > end) replace.push({ ...e, start: end, jOff: e.jOff + (end - e.start) });
       j++;
     }
     // Merge with a neighbour that continues in the same place of the journal (coalesced records).
     const left = replace.length && replace[0].end === start ? null : this.extents[i - 1];
-    if (left && left.end === start && left.index === index && left.seq === seq && left.jOff + (left.end - left.start) === jOff) {
+    if (left && left.end === start && left.pos === pos && left.index === index && left.seq === seq && left.jOff + (left.end - left.start) === jOff) {
       i--;
       fresh.start = left.start;
       fresh.jOff = left.jOff;
@@ -71,7 +83,8 @@ export class Overlay {
     if (end > this.size) this.size = end;
   }
 
-  truncate(len: number): void {
+  truncate(len: number, pos: number): void {
+    this.truncs.push({ pos, len });
     const i = this.firstAfter(len);
     if (i < this.extents.length) {
       const e = this.extents[i];
@@ -109,10 +122,17 @@ export class Overlay {
     return out;
   }
 
-  /** Everything pending has been applied: the base file on disk is the whole truth again. */
-  settle(): void {
-    this.extents = [];
-    this.baseLimit = Infinity;
-    this.lastPos = -1;
+  /**
+   * Forget what the applier has made durable on disk (everything before `appliedPos`). Returns true
+   * when nothing is pending any more.
+   */
+  settle(appliedPos: number): boolean {
+    if (this.nsPos >= appliedPos) return false;
+    this.nsPos = -1;
+    this.extents = this.extents.filter((e) => e.pos >= appliedPos);
+    this.truncs = this.truncs.filter((t) => t.pos >= appliedPos);
+    this.baseLimit = this.truncs.reduce((m, t) => Math.min(m, t.len), Infinity);
+    if (this.lastPos < appliedPos) this.lastPos = -1;
+    return this.lastPos === -1;
   }
 }

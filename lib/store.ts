@@ -93,6 +93,7 @@ export class Store {
   private closing: Promise<void> | null = null;
   private appliedPos: number;
   private appliedEpoch: number;
+  private appliedSeq: number;
   private durableEnd: number;
   private lastCheck: Promise<unknown> = Promise.resolve();
   private applying: Promise<void> | null = null;
@@ -113,6 +114,7 @@ export class Store {
     this.building = report.epoch + 1;
     this.appliedEpoch = report.epoch;
     this.appliedPos = cursorPos;
+    this.appliedSeq = posSeq(cursorPos);
     this.durableEnd = cursorPos;
     for (const e of report.entries) {
       this.logged.set(e.name, e.position);
@@ -198,6 +200,16 @@ export class Store {
     this.closeFd(ov.baseFd);
   }
 
+  /** The overlay of a file created by the CREATE record at `p` (replacing any tombstone). */
+  private created(name: string, p: number): Overlay {
+    const ov = new Overlay(null, 0, true, false);
+    ov.truncate(0, p);
+    ov.nsPos = p;
+    this.touch(ov, p);
+    this.overlays.set(name, ov);
+    return ov;
+  }
+
   private touch(ov: Overlay, p: number): void {
     if (p > ov.lastPos) ov.lastPos = p;
   }
@@ -220,7 +232,7 @@ export class Store {
       if (piece.start < baseEnd) {
         // No base fd yet: a new file whose creation has been applied since (settled). Its name is
         // stable: an open entry's name can only see data operations.
-        if (ov.baseFd === null) {
+        if (ov.baseFd === null && ov.nsPos < 0) {
           try {
             ov.baseFd = await this.io.open(this.full(name), 'read');
           } catch (e) {
@@ -259,12 +271,11 @@ export class Store {
       await checkInside(this.io, this.rootReal, this.dir, name);
       const old = this.overlays.get(name);
       if (old) this.closeFd(old.baseFd);
-      ov = new Overlay(null, 0, true, false);
-      this.overlays.set(name, ov);
-      this.touch(ov, this.writer.append({ type: RecordType.CREATE, name }, this.building));
+      ov = this.created(name, this.writer.append({ type: RecordType.CREATE, name }, this.building));
     } else if ((mode === 'w' || mode === 'w+') && !resumed) {
-      ov.truncate(0);
-      this.touch(ov, this.writer.append({ type: RecordType.TRUNCATE, name, length: 0 }, this.building));
+      const p = this.writer.append({ type: RecordType.TRUNCATE, name, length: 0 }, this.building);
+      ov.truncate(0, p);
+      this.touch(ov, p);
     }
     this.unfinished.delete(name);
     let userdata: unknown;
@@ -300,7 +311,7 @@ export class Store {
       if (data.length > 0) {
         if (at + data.length > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', 'write past the largest supported position');
         for (const p of this.writer.appendWrite(e.name, at, data, this.building)) {
-          ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff);
+          ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff, p.pos);
           this.touch(ov, p.pos);
         }
       }
@@ -321,8 +332,9 @@ export class Store {
     return this.run(() => {
       if (f.closed) throw new CpError('EBADF', `truncate on closed file ${JSON.stringify(f.name)}`);
       const e = f.entry;
-      e.overlay.truncate(len);
-      this.touch(e.overlay, this.writer.append({ type: RecordType.TRUNCATE, name: e.name, length: len }, this.building));
+      const p = this.writer.append({ type: RecordType.TRUNCATE, name: e.name, length: len }, this.building);
+      e.overlay.truncate(len, p);
+      this.touch(e.overlay, p);
     });
   }
 
@@ -376,7 +388,17 @@ export class Store {
           throw e;
         });
         if (target) this.closeFd(target.baseFd);
+        // After the move the file is not at its new name on disk until the rename is applied: hold
+        // its content by fd from now on.
+        if (ov.baseFd === null && ov.nsPos < 0 && ov.baseLimit > 0) {
+          try {
+            ov.baseFd = await this.io.open(this.full(a), 'read');
+          } catch (e) {
+            if (!isENOENT(e)) throw e;
+          }
+        }
         const p = this.writer.append({ type: RecordType.RENAME, from: a, to: b }, this.building);
+        ov.nsPos = p;
         const tomb = new Overlay(null, 0, false, false);
         this.overlays.set(a, tomb);
         this.overlays.set(b, ov);
@@ -430,15 +452,14 @@ export class Store {
           await checkInside(this.io, this.rootReal, this.dir, n);
           const old = this.overlays.get(n);
           if (old) this.closeFd(old.baseFd);
-          ov = new Overlay(null, 0, true, false);
-          this.overlays.set(n, ov);
-          this.touch(ov, this.writer.append({ type: RecordType.CREATE, name: n }, this.building));
+          ov = this.created(n, this.writer.append({ type: RecordType.CREATE, name: n }, this.building));
         } else {
-          ov.truncate(0);
-          this.touch(ov, this.writer.append({ type: RecordType.TRUNCATE, name: n, length: 0 }, this.building));
+          const p = this.writer.append({ type: RecordType.TRUNCATE, name: n, length: 0 }, this.building);
+          ov.truncate(0, p);
+          this.touch(ov, p);
         }
         for (const p of this.writer.appendWrite(n, 0, bytes, this.building)) {
-          ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff);
+          ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff, p.pos);
           this.touch(ov, p.pos);
         }
       });
@@ -506,48 +527,58 @@ export class Store {
     if (lag <= 0) return;
     const bigLag = posSeq(this.durableEnd) !== posSeq(this.appliedPos) || lag >= this.opts.applyThreshold;
     if (bigLag) {
-      void this.applyNow().catch(() => undefined);
+      void this.applyNow(false).catch(() => undefined);
       return;
     }
     if (this.applyTimer) return;
     this.applyTimer = setTimeout(() => {
       this.applyTimer = null;
-      if (!this.closed && !this.failure) void this.applyNow().catch(() => undefined);
+      if (!this.closed && !this.failure) void this.applyNow(false).catch(() => undefined);
     }, this.opts.applyDelay);
     this.applyTimer.unref();
   }
 
-  /** Apply every durable epoch to the files now; resolves when done. */
-  private async applyNow(): Promise<void> {
+  /**
+   * Apply every durable epoch to the files now; resolves when done. The overlays are settled inside
+   * the call queue, never in the middle of another call: `inQueue` says the caller already is in it.
+   */
+  private async applyNow(inQueue: boolean): Promise<void> {
     while (this.applying) await this.applying;
     const end = this.durableEnd;
     if (end <= this.appliedPos) return;
     this.applying = (async () => {
       const res = await this.writer.flush([{ op: 'apply', endPos: end }]);
-      if (!res.ok || !('applied' in res) || !(res as { applied?: unknown }).applied) {
-        if (!res.ok) this.fail(this.writer.failure ?? new CpError('EIO', 'apply failed'));
+      if (!res.ok) {
+        this.fail(this.writer.failure ?? new CpError('EIO', 'apply failed'));
         return;
       }
-      const a = (res as { applied: { cursorSeq: number; cursorOffset: number; appliedEpoch: number } }).applied;
-      this.appliedPos = pos(a.cursorSeq, a.cursorOffset);
-      this.appliedEpoch = a.appliedEpoch;
-      this.writer.applied(a.cursorSeq);
-      for (const [name, ov] of this.overlays) {
-        if (ov.lastPos >= 0 && ov.lastPos < this.appliedPos) {
-          if (!ov.exists) {
-            this.overlays.delete(name);
-            continue;
-          }
-          ov.settle();
-          this.release(name);
-        }
-      }
+      if (!res.applied) return;
+      this.appliedPos = pos(res.applied.cursorSeq, res.applied.cursorOffset);
+      this.appliedSeq = res.applied.cursorSeq;
+      this.appliedEpoch = res.applied.appliedEpoch;
+      if (inQueue) this.settleAll();
+      else void this.run(() => this.settleAll()).catch(() => undefined);
     })();
     try {
       await this.applying;
     } finally {
       this.applying = null;
     }
+  }
+
+  /** Drop what the applier made durable from every overlay; free journal segments nothing points into. */
+  private settleAll(): void {
+    const applied = this.appliedPos;
+    const pinned = new Set<number>();
+    for (const [name, ov] of this.overlays) {
+      if (!ov.exists) {
+        if (ov.lastPos < applied) this.overlays.delete(name);
+        continue;
+      }
+      if (ov.settle(applied)) this.release(name);
+      for (const e of ov.extents) pinned.add(e.index);
+    }
+    this.writer.applied(this.appliedSeq, pinned);
   }
 
   /** Discard every change since the last check: files, names and positions return to it. */
@@ -565,7 +596,7 @@ export class Store {
   private async resetToDisk(): Promise<void> {
     const flushed = await this.writer.flush();
     if (!flushed.ok) throw this.fail(this.writer.failure ?? new CpError('EIO', 'flush failed'));
-    await this.applyNow();
+    await this.applyNow(true);
     this.assertUsable();
     if (this.durableEnd > this.appliedPos) throw new CpError('EIO', 'committed epochs could not be applied');
     for (const ov of this.overlays.values()) this.closeFd(ov.baseFd);
@@ -604,10 +635,11 @@ export class Store {
         }
         await this.tail;
         await this.lastCheck;
-        await this.run(() => this.writer.flush()).then((r) => {
+        await this.run(async () => {
+          const r = await this.writer.flush();
           if (!r.ok) throw this.writer.failure ?? new CpError('EIO', 'flush failed');
+          await this.applyNow(true);
         });
-        await this.applyNow();
         if (this.failure) throw this.failure;
         await callHook(this.hooks, 'fini');
       } catch (e) {
