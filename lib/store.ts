@@ -480,10 +480,15 @@ export class Store {
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
   check(): Promise<number> {
     let commit: { p: Promise<{ ok: boolean }>; epoch: number; deltas: CatalogEntry[]; end: number };
+    // Positions move when a call is made (that is what makes unawaited calls line up), so the epoch
+    // takes them as they are now, not when its turn in the queue comes.
+    const positions = new Map<Entry, number>();
+    for (const e of this.entries.values()) positions.set(e, e.position);
     const queued = this.run(() => {
       const deltas: CatalogEntry[] = [];
       for (const e of this.entries.values()) {
-        if (this.logged.get(e.name) !== e.position) deltas.push({ name: e.name, position: e.position, state: 'open' });
+        const position = positions.get(e) ?? e.position;
+        if (this.logged.get(e.name) !== position) deltas.push({ name: e.name, position, state: 'open' });
       }
       for (const [n, position] of this.closedSince) {
         if (!this.entries.has(n)) deltas.push({ name: n, position, state: 'closed' });

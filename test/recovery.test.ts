@@ -196,6 +196,23 @@ describe('recovery', () => {
     expect(n).to.be.greaterThan(5);
   });
 
+  it('an epoch records handle positions as they were when check() was called, not when it ran', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    const f = await s.open('a', 'w');
+    await f.write('hello');
+    const c = s.check(); // epoch 1 is called at position 5...
+    await f.write('world'); // ...this write belongs to epoch 2
+    expect(await c).to.equal(1);
+    await crash(s);
+    const r = await openStore(dir, NO_APPLY);
+    const g = await r.open('a', 'r+');
+    expect((await r.readFile('a')).toString()).to.equal('hello');
+    expect(g.resumed).to.equal(true);
+    expect(g.tell()).to.equal(5);
+    await r.close();
+  });
+
   it('a store whose control file is missing but has segments is refused, not re-created', async () => {
     const dir = fresh();
     const s = await openHeld(dir);
