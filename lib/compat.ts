@@ -53,6 +53,15 @@ function handleOf(cpf: CP_FILE | null | undefined): CpFile {
   return cpf.handle;
 }
 
+/** Bytes of `count` items of `size` bytes, checked against the buffer. */
+function itemBytes(buf: Uint8Array, size: number, count: number): number {
+  if (!Number.isSafeInteger(size) || !Number.isSafeInteger(count) || size < 0 || count < 0) throw new CpError('EINVAL', 'size and count must be non-negative integers');
+  if (!(buf instanceof Uint8Array)) throw new CpError('EINVAL', 'buffer must be a Buffer or Uint8Array');
+  const want = size * count;
+  if (want > buf.byteLength) throw new CpError('EINVAL', `size*count (${want}) exceeds the buffer`);
+  return want;
+}
+
 /** The last error a compat call failed with, or null. */
 export function cp_error(): CpError | null {
   return lastError;
@@ -96,9 +105,7 @@ export async function cp_close(cpf: CP_FILE): Promise<number> {
 export async function cp_read(cpf: CP_FILE, buf: Uint8Array, size: number, count: number): Promise<number> {
   try {
     const f = handleOf(cpf);
-    if (!Number.isSafeInteger(size) || !Number.isSafeInteger(count) || size < 0 || count < 0) throw new CpError('EINVAL', 'size and count must be non-negative integers');
-    const want = size * count;
-    if (want > buf.byteLength) throw new CpError('EINVAL', `size*count (${want}) exceeds the buffer`);
+    const want = itemBytes(buf, size, count);
     if (want === 0) return 0;
     const { bytesRead } = await f.read(buf, 0, want);
     return Math.floor(bytesRead / size);
@@ -112,9 +119,7 @@ export async function cp_read(cpf: CP_FILE, buf: Uint8Array, size: number, count
 export async function cp_write(cpf: CP_FILE, buf: Uint8Array, size: number, count: number): Promise<number> {
   try {
     const f = handleOf(cpf);
-    if (!Number.isSafeInteger(size) || !Number.isSafeInteger(count) || size < 0 || count < 0) throw new CpError('EINVAL', 'size and count must be non-negative integers');
-    const want = size * count;
-    if (want > buf.byteLength) throw new CpError('EINVAL', `size*count (${want}) exceeds the buffer`);
+    const want = itemBytes(buf, size, count);
     if (want === 0) return 0;
     await f.write(buf, 0, want);
     return count;
