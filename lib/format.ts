@@ -26,7 +26,8 @@
  *   +-------+-------+-------+----+-----+-------+---------------+-------------------------+
  *   | crc32 |  len  | salt  |type|flags| resvd | epoch (u64)   | payload (len bytes) ... |
  *   +-------+-------+-------+----+-----+-------+---------------+-------------------------+
- *   crc32 covers bytes [4, 24 + len): the rest of the header and the payload. salt must equal the
+ *   crc32 covers the record's segment offset (u32 LE) followed by bytes [4, 24 + len): the rest of the
+ *   header and the payload, so a record only validates where it was written. salt must equal the
  *   segment's salt. epoch is the epoch the record belongs to (last committed + 1); a COMMIT record
  *   carries the epoch it commits. len <= MAX_PAYLOAD, and a record never crosses a segment's end.
  *
@@ -201,10 +202,21 @@ export function writeRecordHeader(buf: Buffer, at: number, len: number, salt: nu
   writeU64(buf, epoch, at + 16);
 }
 
-/** Compute and store the crc of the record at `at` whose payload length is already in its header. */
-export function sealRecord(buf: Buffer, at: number): void {
+/**
+ * The crc of a record: its segment offset (u32 LE) followed by bytes [4, 24 + len). Binding the
+ * offset means a valid record copied or moved to another place (a misdirected write, a duplicated
+ * or reordered range) no longer validates there.
+ */
+export function recordCrc(buf: Buffer, at: number, len: number, offset: number): number {
+  const o = Buffer.allocUnsafe(4);
+  o.writeUInt32LE(offset >>> 0, 0);
+  return crc32(buf.subarray(at + 4, at + RECORD_HEADER_SIZE + len), crc32(o));
+}
+
+/** Compute and store the crc of the record at `at` (segment offset `offset`) whose payload length is already in its header. */
+export function sealRecord(buf: Buffer, at: number, offset = 0): void {
   const len = buf.readUInt32LE(at + 4);
-  buf.writeUInt32LE(crc32(buf.subarray(at + 4, at + RECORD_HEADER_SIZE + len)), at);
+  buf.writeUInt32LE(recordCrc(buf, at, len, offset), at);
 }
 
 export function recordSize(payloadLen: number): number {
@@ -235,9 +247,9 @@ export function checkRecordHeader(h: RecordHeader, salt: number, room: number, r
   return 'ok';
 }
 
-/** Check the crc of a whole record held in `b` at `at`. */
-export function recordCrcOk(b: Buffer, at: number, len: number): boolean {
-  return b.readUInt32LE(at) === crc32(b.subarray(at + 4, at + RECORD_HEADER_SIZE + len));
+/** Check the crc of a whole record held in `b` at `at`, read from segment offset `offset`. */
+export function recordCrcOk(b: Buffer, at: number, len: number, offset = 0): boolean {
+  return b.readUInt32LE(at) === recordCrc(b, at, len, offset);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,13 +390,13 @@ export function decodePayload(type: number, p: Buffer): Op {
   }
 }
 
-/** Encode one complete, sealed record (header + payload + padding). */
-export function encodeRecord(op: Op, salt: number, epoch: number): Buffer {
+/** Encode one complete, sealed record (header + payload + padding) to be written at segment offset `offset`. */
+export function encodeRecord(op: Op, salt: number, epoch: number, offset = 0): Buffer {
   const len = payloadSize(op);
   const b = Buffer.alloc(recordSize(len));
   writeRecordHeader(b, 0, len, salt, op.type, epoch);
   encodePayload(b, RECORD_HEADER_SIZE, op);
-  sealRecord(b, 0);
+  sealRecord(b, 0, offset);
   return b;
 }
 

@@ -125,7 +125,7 @@ export async function readRecordAt(
   if (check !== 'ok') return { ok: false, reason: check };
   const whole = await reader.get(offset, RECORD_HEADER_SIZE + h.len);
   if (whole.length < RECORD_HEADER_SIZE + h.len) return { ok: false, reason: 'length' };
-  if (!recordCrcOk(whole, 0, h.len)) return { ok: false, reason: 'crc' };
+  if (!recordCrcOk(whole, 0, h.len, offset)) return { ok: false, reason: 'crc' };
   return {
     ok: true,
     rec: {

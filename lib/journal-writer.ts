@@ -111,7 +111,7 @@ export class JournalWriter {
     if (!c) return;
     const end = Math.ceil(c.used / 8) * 8;
     c.buf.fill(0, c.used, end);
-    for (const at of c.recStarts) sealRecord(c.buf, at);
+    for (const at of c.recStarts) sealRecord(c.buf, at, c.startOff + at);
     this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) });
     this.transfer.push(c.buf.buffer as ArrayBuffer);
     this.queuedBytes += end;

@@ -115,6 +115,9 @@ async function createStore(io: IO, dir: string, sync: boolean): Promise<void> {
   const p = metaPaths(dir);
   const madeMeta = await io.mkdir(p.meta);
   await io.mkdir(p.journal);
+  // The journal directory must be durable before the control file can be: a control file without
+  // its journal directory is a store that can never be opened.
+  if (sync) await io.fsyncDir(p.meta);
   const state: ControlState = { counter: 1, storeId: storeIdNew(), cursorSeq: 1, cursorOffset: SEGMENT_HEADER_AREA, appliedEpoch: 0 };
   await createControl(io, p.control, state, sync);
   if (sync) {
@@ -168,6 +171,12 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   if (ctl.kind !== 'ok') throw new CpError('ECORRUPT', 'unreadable control file');
   const control = ctl.state;
   const cursorPos = pos(control.cursorSeq, control.cursorOffset);
+  // A store created before its journal directory was durable (older createStore): re-create it.
+  if (!opts.dryRun && (await io.mkdir(p.journal)) && sync) await io.fsyncDir(p.meta);
+  // Counter 1: the control file as createStore wrote it; the cursor has never moved, so segment 1 and
+  // its catalog may never have been written. Every later cursor points into a segment that was sized,
+  // written and synced (header and catalog) before the cursor moved there.
+  const fresh = control.counter === 1;
 
   const listing = await listSegments(io, p.journal, control.storeId);
   const segs = listing.bySeq;
@@ -186,6 +195,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let groupRecords = 0;
     let groupBytes = 0;
     let firstRecord = true;
+    // The log is epoch-continuous: after a CATALOG of epoch c every record carries c+1 up to the
+    // COMMIT of c+1, then c+2, ... (ABORT keeps the epoch; SEGEND carries 0). A record with a valid
+    // checksum but another epoch was copied or misdirected: a torn write never makes one.
+    let expectEpoch = -1;
     let corruptEarly: string | null = null;
     const touched = new Set<string>();
     let groupNames: string[] = [];
@@ -195,12 +208,23 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     const cursorSeg = segs.get(control.cursorSeq);
     let end: { seq: number; offset: number; pos: number; reason: EndReason };
     if (!cursorSeg) {
-      if (control.cursorOffset !== SEGMENT_HEADER_AREA) {
-        throw new CpError('ECORRUPT', `the segment holding the apply cursor (seq ${control.cursorSeq}) is missing`);
+      if (control.cursorOffset !== SEGMENT_HEADER_AREA || !fresh) {
+        const bad = listing.invalid.map((x) => `${path.basename(x.file)}: ${x.reason}`).join(', ');
+        throw new CpError('ECORRUPT', `the segment holding the apply cursor (seq ${control.cursorSeq}) is missing${bad ? ` (segment files with unusable headers: ${bad})` : ''}`, {
+          details: { seq: control.cursorSeq, offset: control.cursorOffset, invalid: listing.invalid },
+        });
       }
       end = { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA, pos: cursorPos, reason: 'missing-segment' };
       catalogEpoch = control.appliedEpoch;
     } else {
+      if (!fresh) {
+        const st = await io.fstat(await files.fd(cursorSeg));
+        if (st.size < cursorSeg.size) {
+          throw new CpError('ECORRUPT', `the segment holding the apply cursor (seq ${control.cursorSeq}, ${path.basename(cursorSeg.file)}) is ${st.size} bytes, its header says ${cursorSeg.size}`, {
+            details: { seq: control.cursorSeq, size: st.size, expected: cursorSeg.size },
+          });
+        }
+      }
       end = await walkLog(segs, files, control.cursorSeq, SEGMENT_HEADER_AREA, (r) => {
         scanned += r.size;
         if (opts.onProgress) opts.onProgress(scanned, totalBytes);
@@ -214,7 +238,16 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
           const op = decodePayload(t, r.payload);
           if (op.type === RecordType.CATALOG) for (const e of op.entries) catalog.set(e.name, e);
           catalogEpoch = r.header.epoch;
+          expectEpoch = r.header.epoch + 1;
           return;
+        }
+        if (t !== RecordType.SEGEND) {
+          const want = t === RecordType.CATALOG ? expectEpoch - 1 : expectEpoch;
+          if (r.header.epoch !== want) {
+            corruptEarly = `the record at segment ${r.seq} offset ${r.offset} (type ${t}) carries epoch ${r.header.epoch} where the log continues with epoch ${want}: a valid record out of place`;
+            return false;
+          }
+          if (t === RecordType.COMMIT) expectEpoch++;
         }
         const after = r.pos >= cursorPos;
         switch (t) {
@@ -293,7 +326,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       else if (control.appliedEpoch >= cur) evidence = `the control file says epoch ${control.appliedEpoch} was applied`;
       // The catalog opening the cursor's segment was synced before the cursor moved there: if it is
       // damaged while anything valid follows it, that is corruption whatever the epochs say.
-      const catalogDamaged = cursorSeg !== undefined && end.seq === control.cursorSeq && end.offset === SEGMENT_HEADER_AREA;
+      const catalogDamaged = !fresh && cursorSeg !== undefined && end.seq === control.cursorSeq && end.offset === SEGMENT_HEADER_AREA;
       {
         const later = await findLaterEpoch(segs, files, end.seq, end.offset, catalogDamaged ? -1 : cur);
         if (later) {
@@ -394,7 +427,7 @@ export async function initSegment(
     encodeSegmentHeader(seg).copy(area, 0);
     let bytes = area;
     if (entries) {
-      const rec = encodeRecord({ type: RecordType.CATALOG, entries }, seg.salt, epoch);
+      const rec = encodeRecord({ type: RecordType.CATALOG, entries }, seg.salt, epoch, SEGMENT_HEADER_AREA);
       bytes = Buffer.concat([area, rec]);
     }
     await writeFully(io, fd, bytes, 0, bytes.length, 0);

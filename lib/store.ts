@@ -719,7 +719,12 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   } catch (e) {
     throw ioError(e, `creating ${p.meta}`);
   }
-  const rootReal = await io.realpath(root);
+  let rootReal: string;
+  try {
+    rootReal = await io.realpath(root);
+  } catch (e) {
+    throw ioError(e, `resolving ${root}`);
+  }
 
   let store: Store | null = null;
   let pendingCompromise: CpError | null = null;

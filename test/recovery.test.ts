@@ -213,6 +213,44 @@ describe('recovery', () => {
     await r.close();
   });
 
+  it('a damaged header or a shortened file of the segment holding the cursor is ECORRUPT, not an empty log', async () => {
+    for (const damage of ['header', 'short'] as const) {
+      const dir = fresh();
+      const s = await openHeld(dir);
+      await writeEpochs(s, 2);
+      await crash(s);
+      const recs = await records(dir);
+      const file = segmentPath(dir, recs[0]);
+      if (damage === 'header') flipByte(file, 20);
+      else fs.truncateSync(file, 4096);
+      await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    }
+  });
+
+  it('valid records copied to another place do not validate there, and records out of epoch order are refused', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await writeEpochs(s, 2);
+    await crash(s);
+    const recs = await records(dir);
+    const file = segmentPath(dir, recs[0]);
+    const lastCommit = recs.filter((r) => r.header.type === RecordType.COMMIT).pop()!;
+    // Copy the records of epoch 1 (after the catalog, up to its commit) right after the last commit.
+    const firstOf1 = recs[1];
+    const commit1 = recs.find((r) => r.header.type === RecordType.COMMIT && r.header.epoch === 1)!;
+    const fd = fs.openSync(file, 'r+');
+    const len = commit1.offset + commit1.size - firstOf1.offset;
+    const b = Buffer.alloc(len);
+    fs.readSync(fd, b, 0, len, firstOf1.offset);
+    fs.writeSync(fd, b, 0, len, lastCommit.offset + lastCommit.size);
+    fs.closeSync(fd);
+    const r = await openStore(dir, NO_APPLY);
+    // Moved records fail their offset-bound checksum: an ordinary end of the log, epoch 2 intact.
+    expect(r.epoch).to.equal(2);
+    expect((await r.readFile('a.txt')).toString()).to.equal('epoch 2 epoch 2 ');
+    await r.close();
+  });
+
   it('a store whose control file is missing but has segments is refused, not re-created', async () => {
     const dir = fresh();
     const s = await openHeld(dir);
