@@ -56,6 +56,14 @@ export class JournalWriter {
   seg: PlainSegment;
   off: number;
   private chunk: Chunk | null = null;
+  /**
+   * A batch buffer kept on this thread: when a chunk is handed over far from full (a caller that
+   * yields to the event loop between writes gets one flush per write), a right-sized copy is
+   * transferred and the big buffer is reused for the next chunk, instead of allocating (and zeroing)
+   * batchBytes per write. `spareUsed` bytes of it hold old data and are zeroed before reuse.
+   */
+  private spare: Buffer | null = null;
+  private spareUsed = 0;
   private queued: Action[] = [];
   private transfer: ArrayBuffer[] = [];
   private last: { name: string; fileEnd: number; recStart: number } | null = null;
@@ -112,8 +120,17 @@ export class JournalWriter {
     const end = Math.ceil(c.used / 8) * 8;
     c.buf.fill(0, c.used, end);
     for (const at of c.recStarts) sealRecord(c.buf, at, c.startOff + at);
-    this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) });
-    this.transfer.push(c.buf.buffer as ArrayBuffer);
+    if (end * 4 <= c.buf.length && c.buf.length <= this.opts.batchBytes) {
+      const copy = Buffer.from(new ArrayBuffer(end));
+      c.buf.copy(copy, 0, 0, end);
+      this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: copy });
+      this.transfer.push(copy.buffer as ArrayBuffer);
+      this.spare = c.buf;
+      this.spareUsed = end;
+    } else {
+      this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) });
+      this.transfer.push(c.buf.buffer as ArrayBuffer);
+    }
     this.queuedBytes += end;
     this.laidOut = pos(c.seq, c.startOff + end);
     this.chunk = null;
@@ -133,12 +150,23 @@ export class JournalWriter {
     }
     if (!c) {
       const cap = Math.max(this.opts.batchBytes, size);
-      c = this.chunk = { index: this.seg.index, seq: this.seg.seq, startOff: this.off, buf: Buffer.from(new ArrayBuffer(cap)), used: 0, recStarts: [] };
+      c = this.chunk = { index: this.seg.index, seq: this.seg.seq, startOff: this.off, buf: this.newBuffer(cap), used: 0, recStarts: [] };
     }
     const aligned = Math.ceil(c.used / 8) * 8;
     c.buf.fill(0, c.used, aligned);
     c.used = aligned;
     return aligned;
+  }
+
+  /** A zeroed batch buffer of at least `cap` bytes (the spare one when it is big enough). */
+  private newBuffer(cap: number): Buffer {
+    const spare = this.spare;
+    if (spare && spare.length >= cap) {
+      this.spare = null;
+      spare.fill(0, 0, this.spareUsed);
+      return spare;
+    }
+    return Buffer.from(new ArrayBuffer(cap));
   }
 
   private rotate(): void {
