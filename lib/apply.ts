@@ -68,7 +68,10 @@ class FileCache {
     let dir = this.ctx.root;
     for (const p of parts) {
       const next = path.join(dir, p);
-      if (await this.ctx.io.mkdir(next)) this.dirtyDirs.add(dir);
+      // An existing directory may come from an earlier, killed run and not be durable yet: sync its
+      // parent either way (the barrier syncs each directory once).
+      await this.ctx.io.mkdir(next);
+      this.dirtyDirs.add(dir);
       dir = next;
     }
   }
@@ -200,9 +203,11 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
           if (exists) {
             await cache.mkdirs(d.to);
             await ctx.io.rename(from, to);
-            cache.dirtyDirs.add(path.dirname(from));
-            cache.dirtyDirs.add(path.dirname(to));
           }
+          // Synced even when the source is gone: an earlier run (killed, or failed at this very
+          // barrier) may have renamed without making it durable.
+          cache.dirtyDirs.add(path.dirname(from));
+          cache.dirtyDirs.add(path.dirname(to));
           await cache.barrier();
           await ctx.control.write({ cursorSeq: posSeq(d.next), cursorOffset: posOffset(d.next), appliedEpoch: res.appliedEpoch });
           res.names.add(d.from);

@@ -363,6 +363,12 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
 
     if (corruption) report.brokenCopy = await copyJournalAside(io, p.journal, p.meta, sync);
 
+    // After a process crash the page cache can hold journal records, segment files, a control file
+    // and directory entries that never reached the disk. Recovery is about to act on what it read
+    // (apply it to the data files, move the cursor past it), so make all of that durable first:
+    // otherwise a power loss after recovery loses records whose effects it already made durable.
+    if (sync) await syncLog(io, dir, p, segs, control.cursorSeq);
+
     // ---- 4. apply committed epochs
     const writer = await ControlWriter.open(io, p.control, sync, control, ctl.slot);
     try {
@@ -402,6 +408,28 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   } finally {
     await files.closeAll();
   }
+}
+
+/** fdatasync the live log's segments and the control file, fsync the metadata directories. */
+async function syncLog(io: IO, dir: string, p: { meta: string; control: string; journal: string }, segs: Map<number, SegmentInfo>, fromSeq: number): Promise<void> {
+  for (const s of [...segs.values()].sort((a, b) => a.seq - b.seq)) {
+    if (s.seq < fromSeq) continue;
+    const fd = await io.open(s.file, 'readwrite');
+    try {
+      await io.fdatasync(fd);
+    } finally {
+      await io.close(fd);
+    }
+  }
+  const fd = await io.open(p.control, 'readwrite');
+  try {
+    await io.fdatasync(fd);
+  } finally {
+    await io.close(fd);
+  }
+  await io.fsyncDir(p.journal);
+  await io.fsyncDir(p.meta);
+  await io.fsyncDir(dir);
 }
 
 /**

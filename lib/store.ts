@@ -528,6 +528,7 @@ export class Store {
   }
 
   private scheduleApply(): void {
+    if (this.failure || this.writer.failure || this.closed) return; // only reopening is safe now
     const lag = this.durableEnd - this.appliedPos;
     if (lag <= 0) return;
     const bigLag = posSeq(this.durableEnd) !== posSeq(this.appliedPos) || lag >= this.opts.applyThreshold;
