@@ -52,6 +52,7 @@ export class FlusherCore {
   private fds = new Map<number, number>(); // index -> write fd
   private dirty = new Set<number>();
   private dirtyDir = false;
+  private broken: TaskResult['error'] | null = null;
   private files: SegmentFiles;
   private journalDir: string;
 
@@ -83,8 +84,16 @@ export class FlusherCore {
     return fd;
   }
 
-  /** Run a task's actions in order. Never throws: failures come back as { ok: false, error }. */
+  /**
+   * Run a task's actions in order. Never throws: failures come back as { ok: false, error }. After a
+   * failure every later task fails too, without touching the disk: tasks already queued behind the
+   * failed one would otherwise write records of the next epoch after a hole (a failed write) or after
+   * a COMMIT that never became durable, which recovery must then call corruption.
+   */
   async run(actions: Action[]): Promise<TaskResult> {
+    if (this.broken) {
+      return { ok: false, fsyncs: 0, error: { ...this.broken, message: `an earlier flusher task failed (${this.broken.code}: ${this.broken.message})` } };
+    }
     const res: TaskResult = { ok: true, fsyncs: 0 };
     try {
       for (const a of actions) {
@@ -116,6 +125,7 @@ export class FlusherCore {
     } catch (e) {
       res.ok = false;
       res.error = errorToPlain(e);
+      this.broken = res.error;
     }
     return res;
   }
