@@ -91,7 +91,7 @@ export class WorkerPort implements FlusherPort {
       } catch (e) {
         res = { ok: false, fsyncs: 0, error: errorToPlain(e) };
       }
-      batch.forEach((b, i) => b.resolve(i === batch.length - 1 ? res : { ...res, fsyncs: 0 }));
+      batch.forEach((b, i) => b.resolve(i === batch.length - 1 ? res : { ...res, fsyncs: 0, recycled: undefined }));
     }
     this.busy = false;
   }

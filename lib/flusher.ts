@@ -43,6 +43,11 @@ export interface TaskResult {
   ok: boolean;
   error?: { code: string; message: string; details?: Record<string, unknown> };
   fsyncs: number;
+  /**
+   * The buffers of this task's write actions, handed back once written so the main thread can reuse
+   * them for later batches (transferred back from the worker, not copied).
+   */
+  recycled?: ArrayBuffer[];
   applied?: { cursorSeq: number; cursorOffset: number; appliedEpoch: number; epochs: number; bytes: number };
 }
 
@@ -103,6 +108,7 @@ export class FlusherCore {
             const fd = await this.fd(a.index);
             await writeFully(this.io, fd, a.bytes, 0, a.bytes.length, a.offset);
             this.dirty.add(a.index);
+            if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
             break;
           }
           case 'sync': res.fsyncs += await this.syncAll(); break;

@@ -73,8 +73,10 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
 
 /** Windowed reader over one segment file: few large reads instead of one per record. */
 export class SegmentReader {
-  private win = Buffer.alloc(0);
+  private win: Buffer = Buffer.alloc(0);
   private winStart = 0;
+  /** The window's memory, reused by the next read that fits: what get() returns is valid until the next get(). */
+  private backing: Buffer | null = null;
   constructor(private io: IO, private fd: number, readonly size: number, private chunk = 1024 * 1024) {}
 
   /** Bytes [off, off+len) of the segment (shorter if the file is shorter). */
@@ -83,7 +85,8 @@ export class SegmentReader {
       return this.win.subarray(off - this.winStart, off - this.winStart + len);
     }
     const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off));
-    const b = Buffer.allocUnsafe(want);
+    if (!this.backing || this.backing.length < want) this.backing = Buffer.allocUnsafe(Math.max(want, this.chunk));
+    const b = this.backing.subarray(0, want);
     const n = await readFully(this.io, this.fd, b, 0, want, off);
     this.win = b.subarray(0, n);
     this.winStart = off;

@@ -64,6 +64,8 @@ export class JournalWriter {
    */
   private spare: Buffer | null = null;
   private spareUsed = 0;
+  /** Full-size batch buffers the flusher handed back after writing them (see TaskResult.recycled). */
+  private pool: Buffer[] = [];
   private queued: Action[] = [];
   private transfer: ArrayBuffer[] = [];
   private last: { name: string; fileEnd: number; recStart: number } | null = null;
@@ -166,6 +168,8 @@ export class JournalWriter {
       spare.fill(0, 0, this.spareUsed);
       return spare;
     }
+    const pooled = this.pool.pop();
+    if (pooled && pooled.length >= cap) return pooled.fill(0);
     return Buffer.from(new ArrayBuffer(cap));
   }
 
@@ -226,6 +230,24 @@ export class JournalWriter {
   /** Journal a write, split into records of at most MAX_PAYLOAD and coalesced with a preceding one. */
   appendWrite(name: string, fileOffset: number, data: Uint8Array, epoch: number): JournalPiece[] {
     this.check();
+    // Fast path: the whole write continues the last record (small sequential writes).
+    const c0 = this.chunk;
+    const l0 = this.last;
+    if (c0 && l0 && data.length > 0 && l0.name === name && l0.fileEnd === fileOffset) {
+      const curLen = c0.buf.readUInt32LE(l0.recStart + 4);
+      const n = data.length;
+      if (curLen + n <= MAX_PAYLOAD && c0.used + n <= c0.buf.length && c0.startOff + c0.used + n + 8 <= this.seg.size - SEGEND_RECORD_SIZE) {
+        const jOff = c0.startOff + c0.used;
+        c0.buf.set(data, c0.used);
+        c0.used += n;
+        c0.buf.writeUInt32LE(curLen + n, l0.recStart + 4);
+        this.off = c0.startOff + Math.ceil(c0.used / 8) * 8;
+        this.stats.bytes += n;
+        l0.fileEnd += n;
+        this.schedule();
+        return [{ fileStart: fileOffset, len: n, index: c0.index, jOff, pos: pos(c0.seq, c0.startOff + l0.recStart) }];
+      }
+    }
     const pieces: JournalPiece[] = [];
     const fixed = 8 + nameSize(name);
     let done = 0;
@@ -243,7 +265,7 @@ export class JournalWriter {
         if (room > 0) {
           const n = Math.min(room, data.length - done);
           const jOff = c.startOff + c.used;
-          c.buf.set(data.subarray(done, done + n), c.used);
+          c.buf.set(done === 0 && n === data.length ? data : data.subarray(done, done + n), c.used);
           c.used += n;
           c.buf.writeUInt32LE(curLen + n, last.recStart + 4);
           this.off = c.startOff + Math.ceil(c.used / 8) * 8;
@@ -302,6 +324,12 @@ export class JournalWriter {
     const tracked = p.then((res) => {
       this.inflightBytes -= bytes;
       this.stats.fsyncs += res.fsyncs;
+      if (res.recycled) {
+        for (const ab of res.recycled) {
+          if (ab.byteLength === this.opts.batchBytes && this.pool.length < 8 && !this.pool.some((b) => b.buffer === ab)) this.pool.push(Buffer.from(ab));
+        }
+        res.recycled = undefined;
+      }
       if (res.ok) {
         if (endPos > this.writtenPos) this.writtenPos = endPos;
       } else if (!this.failure) {
@@ -335,6 +363,11 @@ export class JournalWriter {
     this.sentPos = this.laidOut;
     this.stats.batches++;
     return this.track(this.port.run({ actions }, transfer), this.sentPos, bytes);
+  }
+
+  /** True when drain() would wait: too much is on its way to the flusher. */
+  get congested(): boolean {
+    return this.inflightBytes > this.opts.maxInflight && !this.failure;
   }
 
   /** Wait while too much is on its way to the flusher. */

@@ -29,8 +29,11 @@ export function normalizeName(name: unknown): string {
   return out;
 }
 
-/** Refuse names whose existing components are symlinks leading out of the store. */
-export async function checkInside(io: IO, rootReal: string, root: string, name: string): Promise<void> {
+/**
+ * Refuse names whose existing components are symlinks leading out of the store. Resolves true when
+ * every component exists, false when one is missing (the name does not exist).
+ */
+export async function checkInside(io: IO, rootReal: string, root: string, name: string): Promise<boolean> {
   const parts = name.split('/');
   let cur = root;
   for (let i = 0; i < parts.length; i++) {
@@ -39,7 +42,7 @@ export async function checkInside(io: IO, rootReal: string, root: string, name: 
     try {
       st = await io.lstat(cur);
     } catch (e) {
-      if (isENOENT(e)) return;
+      if (isENOENT(e)) return false;
       throw e;
     }
     if (st.isSymbolicLink) {
@@ -60,6 +63,7 @@ export async function checkInside(io: IO, rootReal: string, root: string, name: 
       throw new CpError('ENOENT', `${parts.slice(0, i + 1).join('/')} is not a directory`);
     }
   }
+  return true;
 }
 
 export function describe(v: unknown): string {

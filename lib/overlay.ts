@@ -59,6 +59,17 @@ export class Overlay {
   insert(start: number, len: number, index: number, seq: number, jOff: number, pos: number): void {
     if (len <= 0) return;
     const end = start + len;
+    // Fast path: a write at or past the end of the last extent (appends, sequential writes).
+    const last = this.extents[this.extents.length - 1];
+    if (!last || last.end <= start) {
+      if (last && last.end === start && last.pos === pos && last.index === index && last.seq === seq && last.jOff + (last.end - last.start) === jOff) {
+        last.end = end;
+      } else {
+        this.extents.push({ start, end, index, seq, jOff, pos });
+      }
+      if (end > this.size) this.size = end;
+      return;
+    }
     const fresh: Extent = { start, end, index, seq, jOff, pos };
     let i = this.firstAfter(start);
     const replace: Extent[] = [];

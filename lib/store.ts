@@ -88,6 +88,8 @@ export class Store {
   /** Entries closed (or whose file was unlinked or renamed away) since the last commit: name -> position then. */
   private closedSince = new Map<string, number>();
   private tail: Promise<unknown> = Promise.resolve();
+  /** No call is queued or running: a call that needs no I/O may run at once, keeping call order. */
+  private idle = true;
   private failure: CpError | null = null;
   private closed = false;
   private closing: Promise<void> | null = null;
@@ -133,6 +135,7 @@ export class Store {
 
   /** Run `fn` after every earlier call of this store: calls take effect in call order. */
   private run<T>(fn: () => Promise<T> | T): Promise<T> {
+    this.idle = false;
     const p = this.tail.then(async () => {
       if (this.writer.failure && !this.closed) this.fail(this.writer.failure);
       this.assertUsable();
@@ -143,7 +146,11 @@ export class Store {
         throw e instanceof CpError ? e : ioError(e, 'cpfile');
       }
     });
-    this.tail = p.catch(() => undefined);
+    const settled = (): void => {
+      if (this.tail === t) this.idle = true;
+    };
+    const t: Promise<unknown> = p.then(settled, settled);
+    this.tail = t;
     return p;
   }
 
@@ -169,11 +176,19 @@ export class Store {
     if (fd !== null) this.io.close(fd).catch(() => undefined);
   }
 
+  /** The name overlayOf() just found absent, having checked it with checkInside(). */
+  private checkedAbsent: string | null = null;
+
   /** The overlay of `name`, opening the on-disk file when nothing is pending; null when it does not exist. */
   private async overlayOf(name: string): Promise<Overlay | null> {
+    this.checkedAbsent = null;
     const ov = this.overlays.get(name);
     if (ov) return ov.exists ? ov : null;
-    await checkInside(this.io, this.rootReal, this.dir, name);
+    if (!(await checkInside(this.io, this.rootReal, this.dir, name))) {
+      // lstat found no such file: no need to try opening it, nor for the caller to check again.
+      this.checkedAbsent = name;
+      return null;
+    }
     let fd: number;
     try {
       fd = await this.io.open(this.full(name), 'read');
@@ -268,7 +283,7 @@ export class Store {
     const resumed = resumedPos !== undefined;
     if (!ov) {
       if (mode === 'r' || mode === 'r+') throw new CpError('ENOENT', `no such file ${JSON.stringify(name)} in store ${this.dir}`);
-      await checkInside(this.io, this.rootReal, this.dir, name);
+      if (this.checkedAbsent !== name) await checkInside(this.io, this.rootReal, this.dir, name);
       const old = this.overlays.get(name);
       if (old) this.closeFd(old.baseFd);
       ov = this.created(name, this.writer.append({ type: RecordType.CREATE, name }, this.building));
@@ -302,9 +317,27 @@ export class Store {
 
   /** @internal `start` null: append at the end (and move the position there when `movePos`). */
   writeEntry(f: CpFile, start: number | null, data: Buffer, movePos: boolean): Promise<void> {
+    if (this.idle && !this.writer.congested) {
+      // Nothing queued and no back-pressure: lay the write out now (no queue round trip).
+      try {
+        if (this.writer.failure && !this.closed) this.fail(this.writer.failure);
+        this.assertUsable();
+        this.writeNow(f, start, data, movePos);
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e instanceof CpError ? e : ioError(e, 'cpfile'));
+      }
+    }
     return this.run(async () => {
+      if (this.writer.congested) await this.writer.drain();
+      this.writeNow(f, start, data, movePos);
+    });
+  }
+
+  private writeNow(f: CpFile, start: number | null, data: Buffer, movePos: boolean): void {
+    {
       if (f.closed) throw new CpError('EBADF', `write on closed file ${JSON.stringify(f.name)}`);
-      await this.writer.drain();
+      this.writer.check();
       const e = f.entry;
       const ov = e.overlay;
       const at = start === null ? ov.size : start;
@@ -319,7 +352,7 @@ export class Store {
         e.position = at + data.length;
         e.posGen++;
       }
-    });
+    }
   }
 
   /** @internal */
@@ -449,7 +482,7 @@ export class Store {
         await this.writer.drain();
         let ov = await this.overlayOf(n);
         if (!ov) {
-          await checkInside(this.io, this.rootReal, this.dir, n);
+          if (this.checkedAbsent !== n) await checkInside(this.io, this.rootReal, this.dir, n);
           const old = this.overlays.get(n);
           if (old) this.closeFd(old.baseFd);
           ov = this.created(n, this.writer.append({ type: RecordType.CREATE, name: n }, this.building));

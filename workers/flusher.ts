@@ -3,11 +3,26 @@
  * lib/flusher.ts; this module only keeps the FlusherCore between tasks. Every task awaits all of its
  * I/O before returning, so nothing is left parked while piscina idles the thread.
  */
+import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { FlusherCore, type Task, type TaskResult } from '../lib/flusher.js';
 import { syncNodeIO } from '../lib/io.js';
 import { errorToPlain } from '../lib/errors.js';
 
 let core: FlusherCore | null = null;
+
+/** The result, with its recycled buffers transferred back rather than copied. */
+function reply(res: TaskResult): TaskResult {
+  const buffers = res.recycled;
+  if (!buffers || buffers.length === 0) return res;
+  return move({
+    get [transferableSymbol]() {
+      return buffers;
+    },
+    get [valueSymbol]() {
+      return res;
+    },
+  }) as unknown as TaskResult;
+}
 
 export default async function run(task: Task): Promise<TaskResult> {
   try {
@@ -21,7 +36,7 @@ export default async function run(task: Task): Promise<TaskResult> {
       await core.close();
       core = null;
     }
-    return res;
+    return reply(res);
   } catch (e) {
     return { ok: false, fsyncs: 0, error: errorToPlain(e) };
   }

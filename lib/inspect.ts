@@ -1,0 +1,420 @@
+/**
+ * Read-only views of a store for the operator's tool (tools/cp-recover.ts): who owns it, what its
+ * journal holds record by record, and whether it is clean. Nothing here writes to the store; the
+ * verdict on the journal's end (clean, torn tail, corruption) comes from recover({ dryRun: true }),
+ * the very code openStore runs, so the tool and the library never disagree about it.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  LOCK_NAME, OWNER_FILE, META_DIR, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, RecordType, SEGMENT_HEADER_AREA,
+  decodePayload, isZero, readRecordHeader, type CatalogEntry, type ControlState,
+} from './format.js';
+import { type IO, isENOENT } from './io.js';
+import { readControl } from './control.js';
+import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from './journal-scan.js';
+import { recover, metaPaths, type RecoveryReport } from './recovery.js';
+import { CpError, ioError } from './errors.js';
+
+// ---------------------------------------------------------------------------------------------
+// the store directory and its owner
+
+export interface StorePaths {
+  root: string;
+  meta: string;
+  control: string;
+  journal: string;
+  lock: string;
+}
+
+/**
+ * Check that `dir` exists, is a directory and has a metadata directory, without creating anything.
+ * Throws a CpError with a one-line message otherwise (ENOENT, EINVAL, EACCES, ...).
+ */
+export async function probeStore(io: IO, dir: string): Promise<StorePaths> {
+  const root = path.resolve(dir);
+  const p = metaPaths(root);
+  let st;
+  try {
+    st = await io.stat(root);
+  } catch (e) {
+    if (isENOENT(e)) throw new CpError('ENOENT', `${root}: no such directory`, { cause: e });
+    throw fsError(e, root);
+  }
+  if (!st.isDirectory) throw new CpError('EINVAL', `${root} is not a directory`);
+  let meta;
+  try {
+    meta = await io.stat(p.meta);
+  } catch (e) {
+    if (isENOENT(e)) throw new CpError('ENOENT', `${root} is not a cpfile store (no ${META_DIR}/ directory)`, { cause: e });
+    throw fsError(e, p.meta);
+  }
+  if (!meta.isDirectory) throw new CpError('ENOENT', `${root} is not a cpfile store (${META_DIR} is not a directory)`);
+  // Readable? (readdir fails with EACCES before recovery would, with a clearer path.)
+  try {
+    await io.readdir(p.meta);
+  } catch (e) {
+    throw fsError(e, p.meta);
+  }
+  return { root, ...p, lock: path.join(p.meta, LOCK_NAME) };
+}
+
+/** A one-line CpError for a node:fs failure on `what`. */
+export function fsError(e: unknown, what: string): CpError {
+  if (e instanceof CpError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'EACCES' || code === 'EPERM') return new CpError(code, `${what}: permission denied`, { cause: e });
+  if (code === 'ENOENT') return new CpError('ENOENT', `${what}: no such file or directory`, { cause: e });
+  return ioError(e, what);
+}
+
+export interface OwnerStatus {
+  /** proper-lockfile's lock directory (.cpfile/lock) exists. */
+  lockDir: boolean;
+  /** Pids from the .cpfile/owner.<pid> files and whether each process is alive. */
+  owners: { pid: number; alive: boolean }[];
+  /** Live pids other than this process's: the store is in use. */
+  live: number[];
+  /** The lock directory exists but no announced owner is alive: openStore (or cp-recover) reclaims it. */
+  staleLock: boolean;
+}
+
+/** Same rule as lib/lock.ts: a pid we may not signal (EPERM) is alive. */
+export function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Who owns the store, read without taking the lock and without writing anything. Every process
+ * writes .cpfile/owner.<pid> before it tries the lock (lib/lock.ts), so a live announced pid means a
+ * process owns the store or is about to; when none is alive, a leftover lock is reclaimable.
+ */
+export function ownerStatus(metaDir: string): OwnerStatus {
+  const re = new RegExp(`^${OWNER_FILE}\\.(\\d+)$`);
+  const names = fs.readdirSync(metaDir);
+  const owners = names
+    .map((n) => re.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b)
+    .map((pid) => ({ pid, alive: pid !== process.pid && pidAlive(pid) }));
+  const lockDir = names.includes(LOCK_NAME);
+  const live = owners.filter((o) => o.alive).map((o) => o.pid);
+  return { lockDir, owners, live, staleLock: lockDir && live.length === 0 };
+}
+
+// ---------------------------------------------------------------------------------------------
+// verdict
+
+/** Why a dry-run report is not clean (empty when it is). */
+export function uncleanReasons(r: RecoveryReport): string[] {
+  const out: string[] = [];
+  if (r.corruption) {
+    out.push(`journal damaged at segment ${r.corruption.seq} offset ${r.corruption.offset} (${r.corruption.reason}), not a torn tail: ` +
+      `${r.corruption.evidence}; epochs ${r.corruption.lostFrom}..${r.corruption.lostTo} would be lost`);
+  }
+  if (r.replayedEpochs > 0) {
+    out.push(`${r.replayedEpochs} committed epoch${r.replayedEpochs === 1 ? '' : 's'} not yet applied to the files (${r.replayedRecords} records, ${r.replayedBytes} bytes)`);
+  }
+  if (r.discardedRecords > 0) {
+    out.push(`${r.discardedRecords} uncommitted record${r.discardedRecords === 1 ? '' : 's'} (${r.discardedBytes} bytes) after epoch ${r.epoch} would be discarded`);
+  }
+  if (r.tornTail && !r.corruption) out.push(`the journal ends in a torn record (${r.endReason}), the normal trace of a crash`);
+  if (out.length === 0 && !r.clean) out.push('recovery has work to do');
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// journal inspection
+
+export interface InspectedRecord {
+  /** Record number in log order, 0 = the first record of the cursor's segment. */
+  n: number;
+  seq: number;
+  /** Segment file index (seg-NNNNNN.cpj). */
+  index: number;
+  offset: number;
+  /** Payload length from the header (null when the header is zeros). */
+  len: number | null;
+  /** Bytes the record takes on disk, padding included (null for a failed record). */
+  size: number | null;
+  /** Type name ('write', 'commit', ...), 'type-<n>' for an unknown type, null for a zero header. */
+  type: string | null;
+  epoch: number | null;
+  name?: string;
+  from?: string;
+  to?: string;
+  /** Bytes of the file a WRITE covers [start, end); a TRUNCATE cuts or extends the file at start (end null). */
+  range?: { start: number; end: number | null };
+  /** COMMIT and CATALOG: the entries carried. */
+  entries?: CatalogEntry[];
+  /** SEGEND: the seq of the segment the log continues in. */
+  nextSeq?: number;
+  /** 'ok', or why the record ends the log: zero, stale, length, type, crc, segment-end. */
+  crc: string;
+  /** Anything odd about a valid record (epoch out of place, undecodable payload, ...). */
+  note?: string;
+}
+
+export interface InspectSummary {
+  /** Valid records in the log. */
+  records: number;
+  /** Records shown (after --from/--limit). */
+  shown: number;
+  from: number;
+  limit: number | null;
+  byType: Record<string, number>;
+  /** On-disk bytes of the valid records. */
+  bytes: number;
+  /** WRITE data bytes. */
+  dataBytes: number;
+  segmentsWalked: number[];
+  commits: number;
+  firstEpoch: number | null;
+  lastCommitEpoch: number | null;
+  /** Valid records after the last COMMIT (or ABORT): the uncommitted tail. */
+  uncommittedRecords: number;
+  end: {
+    seq: number;
+    offset: number;
+    reason: EndReason;
+    explanation: string;
+    /** The failed record's header as read (may be garbage), when it is not zeros. */
+    record: InspectedRecord | null;
+  };
+  /** What recover() would do (its dry run), or the error it would stop with. */
+  verdict:
+    | { ok: true; report: RecoveryReport; problems: string[] }
+    | { ok: false; error: { code: string; message: string; details?: Record<string, unknown> } };
+}
+
+export interface InspectResult {
+  dir: string;
+  control: (ControlState & { slot: 0 | 1 }) | null;
+  /** Why the control file could not be used (then the walk starts at the lowest valid segment). */
+  controlProblem: string | null;
+  segments: { index: number; file: string; seq: number; size: number; salt: number; storeId: string }[];
+  invalidSegments: { index: number; file: string; reason: string }[];
+  start: { seq: number; offset: number } | null;
+  summary: InspectSummary;
+}
+
+export interface InspectOptions {
+  io: IO;
+  dir: string;
+  /** First record number to report (default 0). */
+  from?: number;
+  /** Records to report at most (default: all). */
+  limit?: number;
+  /** Called for each reported record, in order, as the walk goes (for streaming output). */
+  onRecord?: (r: InspectedRecord) => void | Promise<void>;
+}
+
+export const END_EXPLANATIONS: Record<string, string> = {
+  zero: 'zeros: the normal end of the log',
+  stale: 'a record of an earlier life of this recycled segment (wrong salt): the normal end of the log',
+  length: 'a header with an impossible length',
+  type: 'a header with an unknown type or flags',
+  crc: 'a checksum mismatch',
+  'segment-end': 'the end of a segment without a SEGEND record',
+  'missing-segment': 'the segment to continue in does not exist',
+  stop: 'stopped',
+};
+
+function typeName(t: number): string {
+  return RECORD_TYPE_NAMES[t] ?? `type-${t}`;
+}
+
+/** Describe a valid record. */
+export function describeRecord(n: number, r: ScannedRecord): InspectedRecord {
+  const out: InspectedRecord = {
+    n, seq: r.seq, index: r.index, offset: r.offset, len: r.header.len, size: r.size,
+    type: typeName(r.header.type), epoch: r.header.epoch, crc: 'ok',
+  };
+  try {
+    const op = decodePayload(r.header.type, r.payload);
+    switch (op.type) {
+      case RecordType.WRITE:
+        out.name = op.name;
+        out.range = { start: op.offset, end: op.offset + op.data.length };
+        break;
+      case RecordType.TRUNCATE:
+        out.name = op.name;
+        out.range = { start: op.length, end: null };
+        break;
+      case RecordType.CREATE:
+      case RecordType.UNLINK:
+        out.name = op.name;
+        break;
+      case RecordType.RENAME:
+        out.from = op.from;
+        out.to = op.to;
+        break;
+      case RecordType.COMMIT:
+      case RecordType.CATALOG:
+        out.entries = op.entries;
+        break;
+      case RecordType.SEGEND:
+        out.nextSeq = op.nextSeq;
+        break;
+      default:
+        break;
+    }
+  } catch (e) {
+    out.note = `valid checksum but undecodable payload (${(e as Error).message})`;
+  }
+  return out;
+}
+
+/** The header of a record that ends the log, as read from the file (the fields may be garbage). */
+async function describeFailed(io: IO, seg: SegmentInfo, n: number, offset: number, reason: string): Promise<InspectedRecord | null> {
+  if (reason === 'zero' || reason === 'missing-segment') return null;
+  const b = Buffer.alloc(RECORD_HEADER_SIZE);
+  let got = 0;
+  const fd = await io.open(seg.file, 'read');
+  try {
+    got = await io.read(fd, b, 0, b.length, offset);
+  } finally {
+    await io.close(fd);
+  }
+  if (got < RECORD_HEADER_SIZE || isZero(b)) {
+    return { n, seq: seg.seq, index: seg.index, offset, len: null, size: null, type: null, epoch: null, crc: reason };
+  }
+  const h = readRecordHeader(b);
+  return {
+    n, seq: seg.seq, index: seg.index, offset, len: h.len, size: null, type: typeName(h.type),
+    epoch: h.epoch, crc: reason, note: reason === 'stale' ? 'left from an earlier life of the segment' : 'damaged: header fields as read',
+  };
+}
+
+/**
+ * Walk the journal the way recovery does (from the start of the cursor's segment, following SEGEND
+ * records) and describe every record; then ask recover({ dryRun: true, force: true }) for its verdict.
+ * Changes nothing. Throws a CpError when `dir` holds no store; a damaged control file is reported in
+ * the result (the walk then starts at the lowest valid segment).
+ */
+export async function inspectJournal(opts: InspectOptions): Promise<InspectResult> {
+  const { io } = opts;
+  const from = opts.from ?? 0;
+  const limit = opts.limit ?? null;
+  const paths = await probeStore(io, opts.dir);
+  const root = paths.root;
+
+  let control: InspectResult['control'] = null;
+  let controlProblem: string | null = null;
+  let ctlExists = true;
+  try {
+    await io.lstat(paths.control);
+  } catch (e) {
+    if (!isENOENT(e)) throw fsError(e, paths.control);
+    ctlExists = false;
+  }
+  if (ctlExists) {
+    const ctl = await readControl(io, paths.control).catch((e) => { throw fsError(e, paths.control); });
+    if (ctl.kind === 'ok') control = { ...ctl.state, slot: ctl.slot };
+    else if (ctl.kind === 'empty') controlProblem = `${paths.control} holds no valid slot (zero or short: the store's creation never finished)`;
+    else controlProblem = `${paths.control}: no valid slot (${ctl.reasons.join(', ')})`;
+  } else {
+    controlProblem = `${paths.control} is missing`;
+  }
+
+  const listing = await listSegments(io, paths.journal, control ? control.storeId : null).catch((e) => { throw fsError(e, paths.journal); });
+  if (!control && listing.indexes.length === 0 && !ctlExists) {
+    throw new CpError('ENOENT', `${root} is not a cpfile store (no ${META_DIR}/control)`);
+  }
+  const segs = listing.bySeq;
+  const segments = [...segs.values()].sort((a, b) => a.seq - b.seq)
+    .map((s) => ({ index: s.index, file: s.file, seq: s.seq, size: s.size, salt: s.salt, storeId: s.storeId }));
+
+  let startSeq: number | null = control ? control.cursorSeq : (segments.length ? segments[0].seq : null);
+  const byType: Record<string, number> = {};
+  const summary: InspectSummary = {
+    records: 0, shown: 0, from, limit, byType, bytes: 0, dataBytes: 0, segmentsWalked: [], commits: 0,
+    firstEpoch: null, lastCommitEpoch: null, uncommittedRecords: 0,
+    end: { seq: startSeq ?? 0, offset: SEGMENT_HEADER_AREA, reason: 'missing-segment', explanation: '', record: null },
+    verdict: { ok: false, error: { code: 'EINVAL', message: 'not run' } },
+  };
+  const inPage = (n: number): boolean => n >= from && (limit === null || n < from + limit);
+
+  if (startSeq !== null) {
+    const files = new SegmentFiles(io);
+    try {
+      let n = 0;
+      let expect = -1;
+      let first = true;
+      const end = await walkLog(segs, files, startSeq, SEGMENT_HEADER_AREA, async (r) => {
+        const d = describeRecord(n, r);
+        const t = r.header.type;
+        if (!summary.segmentsWalked.includes(r.seq)) summary.segmentsWalked.push(r.seq);
+        if (first) {
+          first = false;
+          if (t !== RecordType.CATALOG) d.note = appendNote(d.note, `the segment does not begin with a catalog record`);
+          else expect = r.header.epoch + 1;
+        } else if (t !== RecordType.SEGEND && expect >= 0) {
+          const want = t === RecordType.CATALOG ? expect - 1 : expect;
+          if (r.header.epoch !== want) d.note = appendNote(d.note, `epoch out of place: the log continues with epoch ${want}`);
+          if (t === RecordType.COMMIT) expect++;
+        }
+        summary.records++;
+        summary.bytes += r.size;
+        byType[d.type!] = (byType[d.type!] ?? 0) + 1;
+        if (d.range && d.range.end !== null) summary.dataBytes += d.range.end - d.range.start;
+        if (summary.firstEpoch === null) summary.firstEpoch = r.header.epoch;
+        if (t === RecordType.COMMIT) {
+          summary.commits++;
+          summary.lastCommitEpoch = r.header.epoch;
+          summary.uncommittedRecords = 0;
+        } else if (t === RecordType.ABORT) {
+          summary.uncommittedRecords = 0;
+        } else if (t !== RecordType.CATALOG && t !== RecordType.SEGEND) {
+          summary.uncommittedRecords++;
+        }
+        if (inPage(n)) {
+          summary.shown++;
+          if (opts.onRecord) await opts.onRecord(d);
+        }
+        n++;
+      });
+      const seg = segs.get(end.seq);
+      const failed = seg ? await describeFailed(io, seg, n, end.offset, end.reason) : null;
+      summary.end = { seq: end.seq, offset: end.offset, reason: end.reason, explanation: END_EXPLANATIONS[end.reason] ?? end.reason, record: failed };
+      if (failed && inPage(n)) {
+        summary.shown++;
+        if (opts.onRecord) await opts.onRecord(failed);
+      }
+    } finally {
+      await files.closeAll();
+    }
+  } else {
+    startSeq = null;
+    summary.end.explanation = 'the journal has no usable segment';
+  }
+  if (startSeq !== null && !segs.has(startSeq)) {
+    summary.end.explanation = control && control.counter === 1
+      ? 'the store has never been written: its first segment does not exist yet'
+      : 'the segment holding the apply cursor is missing or its header is unusable';
+  }
+
+  try {
+    const rec = await recover({ io, dir: root, create: false, dryRun: true, force: true });
+    summary.verdict = { ok: true, report: rec.report, problems: uncleanReasons(rec.report) };
+  } catch (e) {
+    const err = e instanceof CpError ? e : fsError(e, root);
+    summary.verdict = { ok: false, error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } };
+  }
+
+  return {
+    dir: root, control, controlProblem, segments, invalidSegments: listing.invalid,
+    start: startSeq === null ? null : { seq: startSeq, offset: SEGMENT_HEADER_AREA }, summary,
+  };
+}
+
+function appendNote(a: string | undefined, b: string): string {
+  return a ? `${a}; ${b}` : b;
+}
