@@ -1,0 +1,106 @@
+// Smoke test of the benchmark (npm run bench): every workload once, on every subject, at tiny sizes.
+// It checks that the benchmark runs and reports; it asserts no timing.
+import { access } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { parseArgs, quickConfig, type BenchConfig } from '../tools/bench/config.js';
+import { renderReport } from '../tools/bench/report.js';
+import { runBench, type BenchResult } from '../tools/bench/run.js';
+import { parseSize, percentile, median } from '../tools/bench/util.js';
+
+describe('bench: smoke run at tiny sizes', function () {
+  this.timeout(120_000);
+  let result: BenchResult;
+  let report: string;
+
+  before(async function () {
+    const config: BenchConfig = {
+      ...quickConfig(),
+      verbose: false,
+      reps: { P1: 1, P2: 1, P3: 1, P4: 1, P5: 1, P6: 1, P7: 0, P8: 1 },
+      p1Commits: 10,
+      p2Total: 2 * 1024 * 1024,
+      p2Checkpoint: 512 * 1024,
+      p3FileSize: 2 * 1024 * 1024,
+      p3Writes: 300,
+      p3PerCheckpoint: 100,
+      p4Writes: 2000,
+      p5Bytes: 1024 * 1024,
+      p5Checkpoint: 256 * 1024,
+      p6Bytes: 2 * 1024 * 1024,
+      p8Files: 10,
+    };
+    result = await runBench(config);
+    report = renderReport(result);
+  });
+
+  it('runs every workload on cpfile, raw fs and the peers', function () {
+    expect(result.workloads.map((w) => w.id)).to.deep.equal(['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P8']);
+    for (const w of result.workloads) {
+      const ids = w.subjects.map((s) => s.id);
+      expect(ids, w.id).to.include.members(['raw', 'cpfile', 'write-file-atomic', 'sqlite', 'lmdb', 'leveldb']);
+      for (const s of w.subjects) {
+        expect(s.errors, `${w.id} ${s.id}`).to.deep.equal([]);
+        if (s.na) continue;
+        expect(s.samples, `${w.id} ${s.id}`).to.have.length(1);
+        const primary = s.samples[0]![w.metrics[0]!.key];
+        expect(primary, `${w.id} ${s.id} ${w.metrics[0]!.key}`).to.be.a('number').and.satisfy(Number.isFinite);
+      }
+    }
+  });
+
+  it('measures the event-loop delay during P2 and the cpfile-only figures', function () {
+    const p2 = result.workloads.find((w) => w.id === 'P2')!;
+    const cp = p2.subjects.find((s) => s.id === 'cpfile')!;
+    expect(cp.samples[0]).to.include.keys('mbps', 'mbpsApplied', 'elMax', 'elP99');
+    const p5 = result.workloads.find((w) => w.id === 'P5')!.subjects.find((s) => s.id === 'cpfile')!;
+    expect(p5.infos[0]).to.match(/^replayed 1\.0 MiB|^replayed 1 MiB/);
+    const p6 = result.workloads.find((w) => w.id === 'P6')!.subjects.find((s) => s.id === 'cpfile')!;
+    expect(p6.samples[0]!.peakMiB).to.be.greaterThan(0);
+  });
+
+  it('prints a Markdown report with the machine, every table and every target', function () {
+    expect(report).to.include('### Machine');
+    expect(report).to.match(/nproc \d+/);
+    for (const id of ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8']) expect(report).to.include(`### ${id} `);
+    expect(report).to.include('### Targets');
+    const targetRows = report.split('\n').filter((l) => /^\| P\d \|/.test(l));
+    expect(targetRows.length).to.be.at.least(13);
+    for (const row of targetRows) expect(row).to.match(/\| (met|\*\*missed\*\*) \|$/);
+    expect(report).to.match(/\| cpfile \| atomic \+ durable \| [\d.]+/);
+    expect(report).to.include('÷ raw');
+  });
+
+  it('leaves no temp dirs behind', async function () {
+    expect(path.dirname(result.root)).to.equal(os.tmpdir());
+    let gone = false;
+    await access(result.root).catch(() => (gone = true));
+    expect(gone, `${result.root} was not removed`).to.equal(true);
+  });
+});
+
+describe('bench: helpers', function () {
+  it('parses sizes, counts and flags', function () {
+    expect(parseSize('64k')).to.equal(65536);
+    expect(parseSize('1GiB')).to.equal(2 ** 30);
+    expect(parseSize('256m')).to.equal(256 * 2 ** 20);
+    expect(parseSize('100')).to.equal(100);
+    const cli = parseArgs(['--quick', '--only', 'p1,P4', '--subjects', 'cpfile,raw', '--reps', '3', '--p4-writes', '1,000', '--out', 'x.md']);
+    expect(cli.config.quick).to.equal(true);
+    expect(cli.config.only).to.deep.equal(['P1', 'P4']);
+    expect(cli.config.subjects).to.deep.equal(['cpfile', 'raw']);
+    expect(cli.config.reps.P4).to.equal(3);
+    expect(cli.config.p4Writes).to.equal(1000);
+    expect(cli.out).to.equal('x.md');
+    expect(() => parseArgs(['--bogus'])).to.throw(/unknown flag/);
+  });
+
+  it('computes medians and nearest-rank percentiles', function () {
+    expect(median([3, 1, 2])).to.equal(2);
+    expect(median([4, 1, 2, 3])).to.equal(2.5);
+    const xs = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentile(xs, 99)).to.equal(99);
+    expect(percentile(xs, 50)).to.equal(50);
+  });
+});

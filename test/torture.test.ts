@@ -1,0 +1,148 @@
+// A bounded sample of the torture suite (tools/torture.ts, `npm run torture` runs the full targets):
+// the simulated file system's power-loss model itself, then a few thousand power-loss crash states, a
+// fast-check journal-corruption sample, I/O fault injection at every call site of a few workloads, and
+// a few real SIGKILLs (test/kill-loop.test.ts does the kill loop at length).
+//
+//   CPFILE_TORTURE_SEED=N npm test     replay a base seed (printed in the test titles)
+
+import { expect } from 'chai';
+import { SimFS, CrashModel, SECTOR } from './torture/simfs.js';
+import { runPowerloss } from './torture/powerloss.js';
+import { runFuzz } from './torture/fuzz.js';
+import { runFaults } from './torture/faults.js';
+import { runKill } from './torture/kill.js';
+import { replayLine, type KindOptions, type KindResult } from './torture/common.js';
+import { Rng } from './helpers/model.js';
+
+const SEED = process.env.CPFILE_TORTURE_SEED !== undefined
+  ? Number(process.env.CPFILE_TORTURE_SEED) >>> 0
+  : ((Date.now() ^ (process.pid << 8)) >>> 0);
+
+function opts(cases: number): KindOptions {
+  return { seed: SEED, cases, log: () => undefined, lanes: 1 };
+}
+
+function noViolations(r: KindResult): void {
+  const lines = r.violations.slice(0, 5).map((v) => `${v.detail.split('\n').slice(0, 8).join('\n    ')}\n    replay: ${replayLine(v)}`);
+  expect(r.violations.length, `${r.violations.length} ${r.kind} violation(s) (seed ${SEED}):\n  ${lines.join('\n  ')}`).to.equal(0);
+  expect(r.cases).to.be.greaterThan(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the simulator
+
+/** Every crash state (several random draws of each mode) at the end of a trace, as images. */
+function statesAtEnd(base: ReturnType<SimFS['image']>, sim: SimFS, draws = 200): SimFS[] {
+  const m = new CrashModel(base, sim.trace);
+  while (!m.done) m.step();
+  const rng = new Rng(42);
+  const out: SimFS[] = [];
+  for (let i = 0; i < draws; i++) {
+    const mode = (['durable', 'all', 'random', 'ordered'] as const)[i % 4];
+    out.push(new SimFS(m.materialize(m.randomChoice(rng, mode, 0.5))));
+  }
+  return out;
+}
+
+describe('torture: the simulated file system and its power-loss model', () => {
+  it('an fsynced file in an fsynced directory survives every crash state', async () => {
+    const sim = new SimFS();
+    sim.mkdirSync('/d');
+    const base = sim.image();
+    const fd = await sim.open('/d/f', 'create');
+    await sim.write(fd, Buffer.from('durable'), 0, 7, 0);
+    await sim.fsync(fd);
+    await sim.fsyncDir('/d');
+    await sim.write(fd, Buffer.alloc(2000, 1), 0, 2000, 7);
+    for (const s of statesAtEnd(base, sim)) {
+      const b = s.readFileSync('/d/f');
+      expect(b, 'file exists').to.not.equal(null);
+      expect(b!.subarray(0, 7).toString()).to.equal('durable');
+      // the unsynced write: absent, whole, or a prefix cut at a sector boundary of the file
+      expect([7, 512, 1024, 1536, 2007]).to.include(b!.length);
+    }
+  });
+
+  it('a create or rename not followed by a directory fsync may be lost, never half done', async () => {
+    const sim = new SimFS();
+    sim.mkdirSync('/d');
+    sim.mkdirSync('/e');
+    const base = sim.image();
+    const fd = await sim.open('/d/a', 'create');
+    await sim.write(fd, Buffer.from('A'), 0, 1, 0);
+    await sim.fsync(fd);
+    await sim.fsyncDir('/d');
+    await sim.rename('/d/a', '/e/b');
+    await sim.fsyncDir('/d'); // only one of the two directories: the rename is not durable yet
+    const seen = new Set<string>();
+    for (const s of statesAtEnd(base, sim)) {
+      const a = s.readFileSync('/d/a');
+      const b = s.readFileSync('/e/b');
+      expect((a === null) !== (b === null), 'exactly one name').to.equal(true);
+      seen.add(a ? 'old' : 'new');
+    }
+    expect([...seen].sort()).to.deep.equal(['new', 'old']);
+    await sim.fsyncDir('/e');
+    for (const s of statesAtEnd(base, sim, 40)) expect(s.readFileSync('/e/b')!.toString()).to.equal('A');
+  });
+
+  it('operations on one name stay in order: an unlink and re-create never resurrect the old file', async () => {
+    const sim = new SimFS();
+    sim.mkdirSync('/d');
+    let fd = await sim.open('/d/x', 'create');
+    await sim.write(fd, Buffer.from('old'), 0, 3, 0);
+    await sim.fsync(fd);
+    await sim.fsyncDir('/d');
+    const base = sim.image();
+    await sim.unlink('/d/x');
+    fd = await sim.open('/d/x', 'create');
+    await sim.write(fd, Buffer.from('new'), 0, 3, 0);
+    await sim.fsync(fd);
+    await sim.rename('/d/x', '/d/y');
+    for (const s of statesAtEnd(base, sim)) {
+      const x = s.readFileSync('/d/x');
+      const y = s.readFileSync('/d/y');
+      if (y !== null) {
+        expect(y.toString(), 'y is the new file').to.equal('new');
+        expect(x, 'x is gone once the rename happened').to.equal(null);
+      }
+      if (x !== null) expect(['old', 'new']).to.include(x.toString());
+    }
+  });
+
+  it('torn writes are cut at 512-byte sectors of the file', async () => {
+    const sim = new SimFS();
+    sim.mkdirSync('/d');
+    const fd = await sim.open('/d/f', 'create');
+    await sim.fsync(fd);
+    await sim.fsyncDir('/d');
+    const base = sim.image();
+    await sim.write(fd, Buffer.alloc(3000, 7), 0, 3000, 100);
+    const lengths = new Set(statesAtEnd(base, sim, 400).map((s) => s.readFileSync('/d/f')!.length));
+    for (const n of lengths) expect(n === 0 || n === 3100 || n % SECTOR === 0, `length ${n}`).to.equal(true);
+    expect(lengths.size).to.be.greaterThan(2);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// samples of the four kinds
+
+describe(`torture sample (seed ${SEED}; full run: npm run torture)`, function () {
+  this.timeout(120_000);
+
+  it('power loss: 6,000 crash states along recorded workloads recover to an acknowledged (or later issued) epoch', async () => {
+    noViolations(await runPowerloss(opts(6000)));
+  });
+
+  it('journal corruption (fast-check): 3,000 damaged journals recover exactly or are rejected with ECORRUPT', async () => {
+    noViolations(await runFuzz(opts(3000)));
+  });
+
+  it('I/O faults: ENOSPC/EIO/EACCES at every call site of a workload and of recovery; nothing acknowledged is lost', async () => {
+    noViolations(await runFaults(opts(1200)));
+  });
+
+  it('kill loop: a few SIGKILLs during check, apply and recovery with the real worker', async () => {
+    noViolations(await runKill(opts(8)));
+  });
+});

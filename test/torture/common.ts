@@ -1,0 +1,114 @@
+/**
+ * Shared pieces of the torture suite: results and violations, unit seeds, and recovery of a store
+ * held in a simulated file system image.
+ */
+import { openStore, CpError } from '../../lib/index.js';
+import { SimFS, type Image } from './simfs.js';
+import { mixSeed } from '../helpers/model.js';
+
+export type KindName = 'powerloss' | 'kill' | 'fuzz' | 'faults';
+export const KINDS: readonly KindName[] = ['powerloss', 'kill', 'fuzz', 'faults'];
+
+export interface Violation {
+  kind: KindName;
+  /** the unit seed: `--kind <kind> --seed <seed> --cases <cases>` replays it as the first unit */
+  seed: number;
+  /** cases of that unit up to and including the failing one */
+  cases: number;
+  /** the class of the violation (numbers stripped): violations are grouped by it in the summary */
+  what: string;
+  detail: string;
+}
+
+/** A violation class from a message: its first line with numbers and quoted names blurred. */
+export function sig(msg: string): string {
+  return msg.split('\n')[0].replace(/\d+/g, 'N').replace(/'[^']*'/g, "'…'").slice(0, 160);
+}
+
+export interface KindResult {
+  kind: KindName;
+  cases: number;
+  violations: Violation[];
+  ms: number;
+  /** extra figures for the summary (name -> value) */
+  stats: Record<string, number | string>;
+}
+
+export interface KindOptions {
+  seed: number;
+  /** target number of cases */
+  cases: number;
+  /** print progress lines */
+  log: (line: string) => void;
+  /** stop after this many violations */
+  maxViolations?: number;
+  /** kill loop: parallel lanes (independent stores) */
+  lanes?: number;
+}
+
+/** Seed of unit `i` of a run with base seed `base`: unit 0 uses the base seed itself, so a unit replays alone. */
+export function unitSeed(base: number, i: number): number {
+  return i === 0 ? base >>> 0 : mixSeed(base, i);
+}
+
+const printed = new Map<string, number>();
+
+/** Record a violation; print the first two of each class in full, with the command that replays it. */
+export function report(o: KindOptions, out: KindResult, v: Violation): void {
+  out.violations.push(v);
+  const key = `${v.kind}: ${v.what}`;
+  const n = (printed.get(key) ?? 0) + 1;
+  printed.set(key, n);
+  if (n > 2) return;
+  o.log(`  VIOLATION ${v.kind} (seed ${v.seed}, case ${v.cases}): ${v.detail.split('\n').slice(0, 14).map((l) => l.slice(0, 400)).join('\n    ')}`);
+  o.log(`    replay: ${replayLine(v)}`);
+}
+
+export function replayLine(v: Violation): string {
+  return `npm run torture -- --kind ${v.kind} --seed ${v.seed} --cases ${v.cases}`;
+}
+
+export const STORE = '/store';
+export const SEGMENT = 64 * 1024;
+
+export interface SimRecovery {
+  sim: SimFS;
+  /** null when recovery rejected */
+  epoch: number | null;
+  entries: { name: string; position: number }[] | null;
+  files: Map<string, Buffer>;
+  error: unknown;
+  /** trace events recorded during recovery (openStore) */
+  traceLen: number;
+  store: Awaited<ReturnType<typeof openStore>> | null;
+}
+
+/** Open (recover) the store held in `img` with the simulated I/O; reads the files it leaves on disk. */
+export async function recoverImage(img: Image, adopt = true, opts: { segmentSize?: number; keepOpen?: boolean } = {}): Promise<SimRecovery> {
+  const sim = new SimFS(img, adopt);
+  sim.allowedRoot = STORE;
+  let store: Awaited<ReturnType<typeof openStore>> | null = null;
+  try {
+    store = await openStore(STORE, {
+      io: sim, noLock: true, segmentSize: opts.segmentSize ?? SEGMENT, applyDelay: 3600_000, applyThreshold: 2 ** 40,
+    });
+  } catch (e) {
+    return { sim, epoch: null, entries: null, files: sim.tree(STORE), error: e, traceLen: sim.trace.length, store: null };
+  }
+  const out: SimRecovery = {
+    sim, epoch: store.epoch, entries: store.recovery.entries.map((e) => ({ name: e.name, position: e.position })),
+    files: sim.tree(STORE), error: null, traceLen: sim.trace.length, store,
+  };
+  if (!opts.keepOpen) out.store = null;
+  return out;
+}
+
+export function isCpError(e: unknown): e is CpError {
+  return e instanceof CpError;
+}
+
+export function fmtMs(ms: number): string {
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}

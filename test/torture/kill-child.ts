@@ -1,0 +1,114 @@
+/**
+ * Child process of the torture kill loop (test/torture/kill.ts). Usage: node kill-child.js '<json plan>'.
+ *
+ * mode 'run': opens the store on the real file system with the real flusher worker, prints
+ *   BASE <epoch>, then runs the deterministic workload of test/helpers/model.ts, printing ACK <k> <epoch>
+ *   after each check resolves. It is SIGKILLed by the parent at a random moment, or kills itself:
+ *   'check' - while check number j is in flight (the worker is writing or syncing the commit);
+ *   'apply' - right after check j resolved, while the worker applies the epoch (applyThreshold 0).
+ * mode 'recover': opens (recovers) a crashed store through an IO wrapper over node:fs that SIGKILLs
+ *   the process at its n-th mutating call (before or after doing it); prints RECOVERED <epoch> <calls>
+ *   if recovery finished first.
+ * Any answer of the store that differs from the model ends the child with FAIL (exit code 3).
+ */
+import { openStore } from '../../lib/index.js';
+import { nodeIO, type IO } from '../../lib/io.js';
+import { workload, readTree, describeOp } from '../helpers/model.js';
+import { execOp, Mismatch, errText } from './driver.js';
+
+export interface ChildPlan {
+  mode: 'run' | 'recover';
+  dir: string;
+  seed: number;
+  segmentSize: number;
+  kill?: { type: 'none' } | { type: 'check' | 'apply'; j: number; spinUs: number };
+  applyDelay?: number;
+  applyThreshold?: number;
+  /** recover: SIGKILL at the n-th mutating call, before it (after: false) or after it */
+  at?: number;
+  after?: boolean;
+}
+
+const plan = JSON.parse(process.argv[2] ?? '{}') as ChildPlan;
+const out = (s: string): void => {
+  process.stdout.write(s + '\n');
+};
+const die = (): never => {
+  process.kill(process.pid, 'SIGKILL');
+  for (;;) { /* never returns */ }
+};
+const spin = (us: number): void => {
+  const end = performance.now() + us / 1000;
+  while (performance.now() < end) { /* busy: the worker thread keeps going */ }
+};
+
+// a safety net only: the parent kills us long before this
+setTimeout(() => {
+  out('TIMEOUT');
+  process.exit(4);
+}, 60_000).unref();
+
+const MUTATING = new Set(['write', 'fsync', 'fdatasync', 'ftruncate', 'rename', 'unlink', 'mkdir', 'fsyncDir']);
+
+function killerIO(at: number, after: boolean): { io: IO; count: () => number } {
+  let n = 0;
+  const io: Record<string, unknown> = {};
+  for (const [k, f] of Object.entries(nodeIO)) {
+    io[k] = async (...args: unknown[]) => {
+      if (!MUTATING.has(k)) return (f as (...a: unknown[]) => Promise<unknown>)(...args);
+      n++;
+      if (n === at && !after) die();
+      const r = await (f as (...a: unknown[]) => Promise<unknown>)(...args);
+      if (n === at && after) die();
+      return r;
+    };
+  }
+  return { io: io as unknown as IO, count: () => n };
+}
+
+if (plan.mode === 'recover') {
+  const k = killerIO(plan.at ?? 1, plan.after ?? false);
+  const s = await openStore(plan.dir, { io: k.io, segmentSize: plan.segmentSize, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+  out(`RECOVERED ${s.epoch} ${k.count()}`);
+  process.exit(0);
+}
+
+const store = await openStore(plan.dir, {
+  segmentSize: plan.segmentSize, applyDelay: plan.applyDelay ?? 25, applyThreshold: plan.applyThreshold,
+});
+const initial = await readTree(plan.dir);
+out(`BASE ${store.epoch}`);
+
+type File = Awaited<ReturnType<typeof store.open>>;
+const handles = new Map<number, File>();
+const kill = plan.kill ?? { type: 'none' };
+let i = 0;
+for (const op of workload(plan.seed, initial)) {
+  if (i++ > 5000) break;
+  try {
+    if (op.t === 'check') {
+      const p = op.via !== null && handles.has(op.via) ? handles.get(op.via)!.check() : store.check();
+      if (kill.type === 'check' && kill.j === op.k) {
+        // let the commit reach the worker, then die while it writes and syncs
+        for (let t = 0; t < 4; t++) await Promise.resolve();
+        spin(kill.spinUs);
+        die();
+      }
+      const epoch = await p;
+      out(`ACK ${op.k} ${epoch}`);
+      if (kill.type === 'apply' && kill.j === op.k) {
+        // the apply task was handed to the worker when the check resolved; let it start, then die
+        await new Promise((r) => setImmediate(r));
+        spin(kill.spinUs);
+        die();
+      }
+    } else {
+      await execOp(store, handles, op);
+    }
+  } catch (e) {
+    out(`FAIL ${i - 1} ${describeOp(op)}: ${e instanceof Mismatch ? e.message : errText(e)}`.replace(/\n/g, ' | '));
+    process.exit(3);
+  }
+}
+out('DONE');
+process.exit(0);

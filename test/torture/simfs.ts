@@ -1,0 +1,799 @@
+/**
+ * A simulated in-memory POSIX file system behind cpfile's IO interface (lib/io.ts), and the model of
+ * what such a file system may leave behind after a power loss.
+ *
+ * SimFS is an ordinary in-memory file system (inodes, directories, file descriptors) that records every
+ * call, and in its trace every operation that matters for durability: data writes and truncates per
+ * inode, fsync/fdatasync per inode, directory operations (create, mkdir, unlink, rename) and directory
+ * fsyncs, plus marks the workload driver puts in (a check was issued, a check resolved).
+ *
+ * CrashModel replays such a trace from a base image and knows, at every point of it:
+ *   - per file inode: the durable content (as of its last fsync/fdatasync) and the data operations
+ *     issued since (writes and truncates), any subset of which may have reached the disk; a write may
+ *     also be torn: only a prefix of it, cut at a 512-byte sector boundary of the file, persisted;
+ *   - per directory: the durable entries (as of its last fsyncDir) and the directory operations since.
+ *     A directory operation either happened or not (ext4-like metadata): never half a rename. A
+ *     rename is durable only once both of its directories were fsynced after it. Operations on one
+ *     name (or inside a directory created since) depend on each other: a later one is only chosen
+ *     together with the earlier ones it builds on, and making one durable makes those durable too.
+ * materialize(choice) builds the image of one crash state; randomChoice() draws a choice.
+ */
+import * as path from 'node:path';
+import type { IO, OpenMode, StatInfo } from '../../lib/io.js';
+
+export type Kind = 'file' | 'dir';
+
+export interface ImageNode {
+  kind: Kind;
+  data?: Buffer;
+  entries?: Map<string, number>;
+}
+
+/** A whole file system: every inode reachable from the root. */
+export interface Image {
+  root: number;
+  nextIno: number;
+  nodes: Map<number, ImageNode>;
+}
+
+export type Mark = { kind: 'issue' | 'ack'; k: number } | { kind: 'note'; text: string };
+
+export type TraceEv =
+  | { t: 'write'; ino: number; pos: number; data: Buffer }
+  | { t: 'trunc'; ino: number; len: number }
+  | { t: 'fsync'; ino: number }
+  | { t: 'link'; dir: number; name: string; ino: number; kind: Kind }
+  | { t: 'unlink'; dir: number; name: string; ino: number }
+  | { t: 'rename'; fdir: number; fname: string; tdir: number; tname: string; ino: number }
+  | { t: 'fsyncdir'; dir: number }
+  | { t: 'mark'; m: Mark };
+
+interface Node {
+  id: number;
+  kind: Kind;
+  /** file content lives in data[0, size) */
+  data: Buffer;
+  size: number;
+  entries: Map<string, number> | null;
+}
+
+interface Fd {
+  ino: number;
+  writable: boolean;
+  path: string;
+}
+
+export function fsError(code: string, syscall: string, p: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: simulated ${syscall} '${p}'`), { code, syscall, path: p, errno: -1 });
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export class SimFS implements IO {
+  private nodes = new Map<number, Node>();
+  private root: number;
+  private nextIno: number;
+  private fds = new Map<number, Fd>();
+  private nextFd = 3;
+  /** Durability-relevant events, in call order. */
+  trace: TraceEv[] = [];
+  /** Number of IO calls made (all kinds). */
+  calls = 0;
+  /** Mutations attempted outside `allowedRoot`. */
+  violations: string[] = [];
+  /** When set, every mutation must stay inside this directory. */
+  allowedRoot: string | null = null;
+
+  /** `adopt`: take the image's buffers instead of copying them (the caller gives them up). */
+  constructor(img?: Image, adopt = false) {
+    if (!img) {
+      this.root = 1;
+      this.nextIno = 2;
+      this.nodes.set(1, { id: 1, kind: 'dir', data: EMPTY, size: 0, entries: new Map() });
+      return;
+    }
+    this.root = img.root;
+    this.nextIno = img.nextIno;
+    for (const [id, n] of img.nodes) {
+      if (n.kind === 'dir') this.nodes.set(id, { id, kind: 'dir', data: EMPTY, size: 0, entries: new Map(n.entries) });
+      else {
+        const d = n.data ?? EMPTY;
+        this.nodes.set(id, { id, kind: 'file', data: adopt ? d : Buffer.from(d), size: d.length, entries: null });
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // helpers
+
+  /** The current (volatile) view as an image: what a process crash (not a power loss) leaves. */
+  image(): Image {
+    const nodes = new Map<number, ImageNode>();
+    const visit = (id: number): void => {
+      if (nodes.has(id)) return;
+      const n = this.nodes.get(id)!;
+      if (n.kind === 'dir') {
+        nodes.set(id, { kind: 'dir', entries: new Map(n.entries!) });
+        for (const c of n.entries!.values()) visit(c);
+      } else nodes.set(id, { kind: 'file', data: Buffer.from(n.data.subarray(0, n.size)) });
+    };
+    visit(this.root);
+    return { root: this.root, nextIno: this.nextIno, nodes };
+  }
+
+  mark(m: Mark): void {
+    this.trace.push({ t: 'mark', m });
+  }
+
+  private parts(p: string): string[] {
+    if (!p.startsWith('/')) throw fsError('EINVAL', 'resolve', p);
+    return path.posix.normalize(p).split('/').filter((x) => x.length > 0);
+  }
+
+  private lookup(p: string, syscall: string): Node {
+    let n = this.nodes.get(this.root)!;
+    for (const part of this.parts(p)) {
+      if (n.kind !== 'dir') throw fsError('ENOTDIR', syscall, p);
+      const c = n.entries!.get(part);
+      if (c === undefined) throw fsError('ENOENT', syscall, p);
+      n = this.nodes.get(c)!;
+    }
+    return n;
+  }
+
+  private tryLookup(p: string): Node | null {
+    try {
+      return this.lookup(p, 'lookup');
+    } catch {
+      return null;
+    }
+  }
+
+  private parentOf(p: string, syscall: string): { dir: Node; name: string } {
+    const parts = this.parts(p);
+    if (parts.length === 0) throw fsError('EBUSY', syscall, p);
+    const name = parts.pop()!;
+    const dir = this.lookup('/' + parts.join('/'), syscall);
+    if (dir.kind !== 'dir') throw fsError('ENOTDIR', syscall, p);
+    return { dir, name };
+  }
+
+  private guard(p: string, syscall: string): void {
+    if (this.allowedRoot === null) return;
+    const norm = path.posix.normalize(p);
+    if (norm !== this.allowedRoot && !norm.startsWith(this.allowedRoot + '/')) {
+      this.violations.push(`${syscall} outside the store: ${p}`);
+    }
+  }
+
+  private fd(fd: number, syscall: string): Fd {
+    const f = this.fds.get(fd);
+    if (!f) throw fsError('EBADF', syscall, String(fd));
+    return f;
+  }
+
+  private newNode(kind: Kind): Node {
+    const n: Node = { id: this.nextIno++, kind, data: EMPTY, size: 0, entries: kind === 'dir' ? new Map() : null };
+    this.nodes.set(n.id, n);
+    return n;
+  }
+
+  private info(n: Node): StatInfo {
+    return { size: n.kind === 'file' ? n.size : 4096, isFile: n.kind === 'file', isDirectory: n.kind === 'dir', isSymbolicLink: false };
+  }
+
+  private resize(n: Node, len: number): void {
+    if (len > n.data.length) {
+      const cap = Math.max(len, Math.min(n.data.length * 2, len + (1 << 20)));
+      const nb = Buffer.alloc(cap);
+      n.data.copy(nb, 0, 0, n.size);
+      n.data = nb;
+    } else if (len < n.size) {
+      n.data.fill(0, len, n.size);
+    }
+    n.size = len;
+  }
+
+  /** Create a directory synchronously, outside the trace (for building base images). */
+  mkdirSync(p: string): void {
+    const { dir, name } = this.parentOf(p, 'mkdir');
+    if (dir.entries!.has(name)) return;
+    const n = this.newNode('dir');
+    dir.entries!.set(name, n.id);
+  }
+
+  /** Content of a file (null when missing), synchronously. */
+  readFileSync(p: string): Buffer | null {
+    const n = this.tryLookup(p);
+    if (!n || n.kind !== 'file') return null;
+    return Buffer.from(n.data.subarray(0, n.size));
+  }
+
+  /** Every regular file under `dir` ('/'-separated names relative to it), skipping `skip` at the top. */
+  tree(dir: string, skip = '.cpfile'): Map<string, Buffer> {
+    const out = new Map<string, Buffer>();
+    const start = this.tryLookup(dir);
+    if (!start || start.kind !== 'dir') return out;
+    const walk = (n: Node, prefix: string): void => {
+      for (const [name, id] of n.entries!) {
+        if (prefix === '' && name === skip) continue;
+        const c = this.nodes.get(id)!;
+        if (c.kind === 'dir') walk(c, `${prefix}${name}/`);
+        else out.set(`${prefix}${name}`, Buffer.from(c.data.subarray(0, c.size)));
+      }
+    };
+    walk(start, '');
+    return out;
+  }
+
+  /** Replace a file's whole content in place (fuzzing); not traced. */
+  writeFileSync(p: string, data: Buffer): void {
+    const n = this.lookup(p, 'write');
+    if (n.kind !== 'file') throw fsError('EISDIR', 'write', p);
+    n.data = Buffer.from(data);
+    n.size = data.length;
+  }
+
+  listSync(p: string): string[] {
+    const n = this.lookup(p, 'readdir');
+    if (n.kind !== 'dir') throw fsError('ENOTDIR', 'readdir', p);
+    return [...n.entries!.keys()];
+  }
+
+  openFds(): number {
+    return this.fds.size;
+  }
+
+  /**
+   * Re-issue a traced event (by inode ids) and trace it again. Replaying the operations pending at a
+   * point on top of the durable state there rebuilds what a *process* crash leaves: the same files,
+   * with the same operations still waiting to become durable.
+   */
+  replay(ev: TraceEv): void {
+    const node = (id: number, kind: Kind): Node => {
+      let n = this.nodes.get(id);
+      if (!n) {
+        n = { id, kind, data: EMPTY, size: 0, entries: kind === 'dir' ? new Map() : null };
+        this.nodes.set(id, n);
+        if (id >= this.nextIno) this.nextIno = id + 1;
+      }
+      return n;
+    };
+    switch (ev.t) {
+      case 'write': {
+        const n = node(ev.ino, 'file');
+        if (ev.pos + ev.data.length > n.size) this.resize(n, ev.pos + ev.data.length);
+        n.data.set(ev.data, ev.pos);
+        break;
+      }
+      case 'trunc':
+        this.resize(node(ev.ino, 'file'), ev.len);
+        break;
+      case 'link':
+        node(ev.dir, 'dir').entries!.set(ev.name, node(ev.ino, ev.kind).id);
+        break;
+      case 'unlink':
+        node(ev.dir, 'dir').entries!.delete(ev.name);
+        break;
+      case 'rename':
+        node(ev.fdir, 'dir').entries!.delete(ev.fname);
+        node(ev.tdir, 'dir').entries!.set(ev.tname, ev.ino);
+        break;
+      default:
+        break;
+    }
+    this.trace.push(ev);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // IO
+
+  async open(p: string, mode: OpenMode): Promise<number> {
+    this.calls++;
+    const { dir, name } = this.parentOf(p, 'open');
+    const id = dir.entries!.get(name);
+    let n: Node;
+    if (id !== undefined) {
+      if (mode === 'createExcl') throw fsError('EEXIST', 'open', p);
+      n = this.nodes.get(id)!;
+      if (n.kind === 'dir' && mode !== 'read') throw fsError('EISDIR', 'open', p);
+    } else {
+      if (mode === 'read' || mode === 'readwrite') throw fsError('ENOENT', 'open', p);
+      this.guard(p, 'open(create)');
+      n = this.newNode('file');
+      dir.entries!.set(name, n.id);
+      this.trace.push({ t: 'link', dir: dir.id, name, ino: n.id, kind: 'file' });
+    }
+    const fd = this.nextFd++;
+    this.fds.set(fd, { ino: n.id, writable: mode !== 'read', path: p });
+    return fd;
+  }
+
+  async close(fd: number): Promise<void> {
+    this.calls++;
+    this.fd(fd, 'close');
+    this.fds.delete(fd);
+  }
+
+  async read(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number> {
+    this.calls++;
+    const f = this.fd(fd, 'read');
+    const n = this.nodes.get(f.ino)!;
+    if (n.kind === 'dir') throw fsError('EISDIR', 'read', f.path);
+    if (position >= n.size || len <= 0) return 0;
+    const m = Math.min(len, n.size - position);
+    buf.set(n.data.subarray(position, position + m), off);
+    return m;
+  }
+
+  async write(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number> {
+    this.calls++;
+    const f = this.fd(fd, 'write');
+    if (!f.writable) throw fsError('EBADF', 'write', f.path);
+    this.guard(f.path, 'write');
+    const n = this.nodes.get(f.ino)!;
+    if (len <= 0) return 0;
+    if (position + len > n.size) this.resize(n, position + len);
+    const src = buf.subarray(off, off + len);
+    n.data.set(src, position);
+    this.trace.push({ t: 'write', ino: n.id, pos: position, data: Buffer.from(src) });
+    return len;
+  }
+
+  private syncFd(fd: number, syscall: string): void {
+    const f = this.fd(fd, syscall);
+    const n = this.nodes.get(f.ino)!;
+    if (n.kind === 'dir') this.trace.push({ t: 'fsyncdir', dir: n.id });
+    else this.trace.push({ t: 'fsync', ino: n.id });
+  }
+
+  async fsync(fd: number): Promise<void> {
+    this.calls++;
+    this.syncFd(fd, 'fsync');
+  }
+
+  async fdatasync(fd: number): Promise<void> {
+    this.calls++;
+    this.syncFd(fd, 'fdatasync');
+  }
+
+  async ftruncate(fd: number, len: number): Promise<void> {
+    this.calls++;
+    const f = this.fd(fd, 'ftruncate');
+    if (!f.writable) throw fsError('EINVAL', 'ftruncate', f.path);
+    this.guard(f.path, 'ftruncate');
+    const n = this.nodes.get(f.ino)!;
+    this.resize(n, len);
+    this.trace.push({ t: 'trunc', ino: n.id, len });
+  }
+
+  async fstat(fd: number): Promise<StatInfo> {
+    this.calls++;
+    return this.info(this.nodes.get(this.fd(fd, 'fstat').ino)!);
+  }
+
+  async stat(p: string): Promise<StatInfo> {
+    this.calls++;
+    return this.info(this.lookup(p, 'stat'));
+  }
+
+  async lstat(p: string): Promise<StatInfo> {
+    this.calls++;
+    return this.info(this.lookup(p, 'lstat'));
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    this.calls++;
+    this.guard(from, 'rename');
+    this.guard(to, 'rename');
+    const a = this.parentOf(from, 'rename');
+    const id = a.dir.entries!.get(a.name);
+    if (id === undefined) throw fsError('ENOENT', 'rename', from);
+    const b = this.parentOf(to, 'rename');
+    const moving = this.nodes.get(id)!;
+    const old = b.dir.entries!.get(b.name);
+    if (old === id) return;
+    if (old !== undefined) {
+      const o = this.nodes.get(old)!;
+      if (o.kind === 'dir' && moving.kind !== 'dir') throw fsError('EISDIR', 'rename', to);
+      if (o.kind !== 'dir' && moving.kind === 'dir') throw fsError('ENOTDIR', 'rename', to);
+      if (o.kind === 'dir' && o.entries!.size > 0) throw fsError('ENOTEMPTY', 'rename', to);
+    }
+    a.dir.entries!.delete(a.name);
+    b.dir.entries!.set(b.name, id);
+    this.trace.push({ t: 'rename', fdir: a.dir.id, fname: a.name, tdir: b.dir.id, tname: b.name, ino: id });
+  }
+
+  async unlink(p: string): Promise<void> {
+    this.calls++;
+    this.guard(p, 'unlink');
+    const { dir, name } = this.parentOf(p, 'unlink');
+    const id = dir.entries!.get(name);
+    if (id === undefined) throw fsError('ENOENT', 'unlink', p);
+    if (this.nodes.get(id)!.kind === 'dir') throw fsError('EISDIR', 'unlink', p);
+    dir.entries!.delete(name);
+    this.trace.push({ t: 'unlink', dir: dir.id, name, ino: id });
+  }
+
+  async mkdir(p: string): Promise<boolean> {
+    this.calls++;
+    const { dir, name } = this.parentOf(p, 'mkdir');
+    if (dir.entries!.has(name)) return false;
+    this.guard(p, 'mkdir');
+    const n = this.newNode('dir');
+    dir.entries!.set(name, n.id);
+    this.trace.push({ t: 'link', dir: dir.id, name, ino: n.id, kind: 'dir' });
+    return true;
+  }
+
+  async readdir(p: string): Promise<string[]> {
+    this.calls++;
+    const n = this.lookup(p, 'readdir');
+    if (n.kind !== 'dir') throw fsError('ENOTDIR', 'readdir', p);
+    return [...n.entries!.keys()];
+  }
+
+  async fsyncDir(p: string): Promise<void> {
+    this.calls++;
+    const n = this.lookup(p, 'open');
+    if (n.kind !== 'dir') throw fsError('ENOTDIR', 'fsyncDir', p);
+    this.trace.push({ t: 'fsyncdir', dir: n.id });
+  }
+
+  async realpath(p: string): Promise<string> {
+    this.calls++;
+    this.lookup(p, 'realpath');
+    return '/' + this.parts(p).join('/');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the power-loss model
+
+interface PendData {
+  id: number;
+  ev: Extract<TraceEv, { t: 'write' } | { t: 'trunc' }>;
+}
+
+interface PendDir {
+  id: number;
+  ev: Extract<TraceEv, { t: 'link' } | { t: 'unlink' } | { t: 'rename' }>;
+  provides: string[];
+  needs: string[];
+  /** ids of earlier pending directory operations this one builds on */
+  deps: number[];
+  /** directories still to be fsynced before this operation is durable */
+  unsynced: Set<number>;
+}
+
+/** Which pending operations reached the disk in one crash state. */
+export interface Choice {
+  /** trace id of a pending data op -> bytes of it that persisted (Infinity: all) */
+  data: Map<number, number>;
+  /** trace ids of pending directory operations that happened (closed under dependencies) */
+  dir: Set<number>;
+  /** a short description, unique per distinct state at one model version */
+  key: string;
+}
+
+export type ChoiceMode = 'durable' | 'all' | 'random' | 'ordered';
+
+export const SECTOR = 512;
+
+function applyData(buf: Buffer, ev: PendData['ev'], persisted = Infinity): Buffer {
+  if (ev.t === 'trunc') {
+    if (ev.len === buf.length) return buf;
+    const nb = Buffer.alloc(ev.len);
+    buf.copy(nb, 0, 0, Math.min(ev.len, buf.length));
+    return nb;
+  }
+  const n = Math.min(ev.data.length, persisted);
+  if (n <= 0) return buf;
+  let out = buf;
+  if (ev.pos + n > buf.length) {
+    out = Buffer.alloc(ev.pos + n);
+    buf.copy(out, 0);
+  }
+  ev.data.copy(out, ev.pos, 0, n);
+  return out;
+}
+
+function dirKeys(ev: PendDir['ev']): { provides: string[]; needs: string[]; dirs: number[] } {
+  switch (ev.t) {
+    case 'link': {
+      const e = `e:${ev.dir}/${ev.name}`;
+      return { provides: ev.kind === 'dir' ? [e, `d:${ev.ino}`] : [e], needs: [e, `d:${ev.dir}`], dirs: [ev.dir] };
+    }
+    case 'unlink': {
+      const e = `e:${ev.dir}/${ev.name}`;
+      return { provides: [e], needs: [e, `d:${ev.dir}`], dirs: [ev.dir] };
+    }
+    case 'rename': {
+      const a = `e:${ev.fdir}/${ev.fname}`;
+      const b = `e:${ev.tdir}/${ev.tname}`;
+      return { provides: [a, b], needs: [a, b, `d:${ev.fdir}`, `d:${ev.tdir}`], dirs: [ev.fdir, ev.tdir] };
+    }
+  }
+}
+
+function applyDir(dirs: Map<number, Map<string, number>>, ev: PendDir['ev']): void {
+  const get = (d: number): Map<string, number> => {
+    let m = dirs.get(d);
+    if (!m) {
+      m = new Map();
+      dirs.set(d, m);
+    }
+    return m;
+  };
+  switch (ev.t) {
+    case 'link':
+      get(ev.dir).set(ev.name, ev.ino);
+      if (ev.kind === 'dir') get(ev.ino);
+      break;
+    case 'unlink':
+      get(ev.dir).delete(ev.name);
+      break;
+    case 'rename':
+      get(ev.fdir).delete(ev.fname);
+      get(ev.tdir).set(ev.tname, ev.ino);
+      break;
+  }
+}
+
+export interface Rand {
+  next(): number;
+  int(n: number): number;
+  chance(p: number): boolean;
+}
+
+/**
+ * Durable state of a traced run, advanced one trace event at a time. After `step()` has processed
+ * events [0, pos), `materialize()` gives crash states at that point.
+ */
+export class CrashModel {
+  pos = 0;
+  /** Bumped whenever the durable state changes. */
+  version = 0;
+  acked = 0;
+  issued = 0;
+  private root: number;
+  private nextIno: number;
+  private kinds = new Map<number, Kind>();
+  private files = new Map<number, Buffer>();
+  private dirs = new Map<number, Map<string, number>>();
+  private pendData = new Map<number, PendData[]>();
+  private pendDir: PendDir[] = [];
+  /** inode -> its path when last linked (for explanations) */
+  private names = new Map<number, string>();
+
+  constructor(base: Image, private trace: TraceEv[], marksFrom?: { acked: number; issued: number }) {
+    this.root = base.root;
+    this.nextIno = base.nextIno;
+    for (const [id, n] of base.nodes) {
+      this.kinds.set(id, n.kind);
+      if (n.kind === 'dir') this.dirs.set(id, new Map(n.entries));
+      else this.files.set(id, n.data ?? EMPTY);
+    }
+    const walk = (id: number, p: string): void => {
+      this.names.set(id, p || '/');
+      const n = base.nodes.get(id);
+      if (n?.kind === 'dir') for (const [name, c] of n.entries!) walk(c, `${p}/${name}`);
+    };
+    walk(base.root, '');
+    if (marksFrom) {
+      this.acked = marksFrom.acked;
+      this.issued = marksFrom.issued;
+    }
+  }
+
+  get done(): boolean {
+    return this.pos >= this.trace.length;
+  }
+
+  get pendingCount(): number {
+    let n = this.pendDir.length;
+    for (const l of this.pendData.values()) n += l.length;
+    return n;
+  }
+
+  /** Process one trace event; returns it. */
+  step(): TraceEv {
+    const id = this.pos;
+    const ev = this.trace[this.pos++];
+    switch (ev.t) {
+      case 'mark':
+        if (ev.m.kind === 'ack') this.acked = Math.max(this.acked, ev.m.k);
+        if (ev.m.kind === 'issue') this.issued = Math.max(this.issued, ev.m.k);
+        break;
+      case 'write':
+      case 'trunc': {
+        if (!this.kinds.has(ev.ino)) {
+          this.kinds.set(ev.ino, 'file');
+          this.files.set(ev.ino, EMPTY);
+        }
+        let l = this.pendData.get(ev.ino);
+        if (!l) this.pendData.set(ev.ino, (l = []));
+        l.push({ id, ev });
+        break;
+      }
+      case 'fsync': {
+        const l = this.pendData.get(ev.ino);
+        if (l && l.length) {
+          let b = this.files.get(ev.ino) ?? EMPTY;
+          for (const p of l) b = applyData(b === this.files.get(ev.ino) ? Buffer.from(b) : b, p.ev);
+          this.files.set(ev.ino, b);
+          this.pendData.delete(ev.ino);
+          this.version++;
+        }
+        break;
+      }
+      case 'link':
+      case 'unlink':
+      case 'rename': {
+        if (ev.t === 'link') this.names.set(ev.ino, `${this.nameOf(ev.dir)}/${ev.name}`);
+        if (ev.t === 'rename') this.names.set(ev.ino, `${this.nameOf(ev.tdir)}/${ev.tname}`);
+        if (ev.t === 'link' && !this.kinds.has(ev.ino)) {
+          this.kinds.set(ev.ino, ev.kind);
+          if (ev.kind === 'dir') this.dirs.set(ev.ino, new Map());
+          else this.files.set(ev.ino, EMPTY);
+        }
+        const k = dirKeys(ev);
+        const deps: number[] = [];
+        for (const p of this.pendDir) if (p.provides.some((x) => k.needs.includes(x))) deps.push(p.id);
+        this.pendDir.push({ id, ev, provides: k.provides, needs: k.needs, deps, unsynced: new Set(k.dirs) });
+        break;
+      }
+      case 'fsyncdir': {
+        const durable = new Set<number>();
+        for (const p of this.pendDir) {
+          if (!p.unsynced.delete(ev.dir)) continue;
+          if (p.unsynced.size === 0) this.closure(p.id, durable);
+        }
+        if (durable.size) {
+          for (const p of this.pendDir) if (durable.has(p.id)) applyDir(this.dirs, p.ev);
+          this.pendDir = this.pendDir.filter((p) => !durable.has(p.id));
+          this.version++;
+        }
+        break;
+      }
+    }
+    return ev;
+  }
+
+  private nameOf(ino: number): string {
+    const n = this.names.get(ino);
+    return n === '/' ? '' : n ?? `#${ino}`;
+  }
+
+  /** The pending operations at this point, each marked persisted, torn or lost in `choice`. */
+  explain(choice: Choice, max = 14): string {
+    const lines: { id: number; s: string }[] = [];
+    for (const [ino, l] of this.pendData) {
+      for (const d of l) {
+        const n = choice.data.get(d.id);
+        const what = d.ev.t === 'write' ? `write ${d.ev.data.length}B at ${d.ev.pos}` : `truncate to ${d.ev.len}`;
+        const fate = n === undefined ? 'lost' : n === Infinity ? 'persisted' : `torn: first ${n}B persisted`;
+        lines.push({ id: d.id, s: `#${d.id} ${what} of ${this.nameOf(ino)}: ${fate}` });
+      }
+    }
+    for (const p of this.pendDir) {
+      const ev = p.ev;
+      const what = ev.t === 'link' ? `${ev.kind === 'dir' ? 'mkdir' : 'create'} ${this.nameOf(ev.dir)}/${ev.name}`
+        : ev.t === 'unlink' ? `unlink ${this.nameOf(ev.dir)}/${ev.name}` : `rename ${this.nameOf(ev.fdir)}/${ev.fname} -> ${this.nameOf(ev.tdir)}/${ev.tname}`;
+      lines.push({ id: p.id, s: `#${p.id} ${what}: ${choice.dir.has(p.id) ? 'happened' : 'lost'}` });
+    }
+    lines.sort((a, b) => a.id - b.id);
+    const shown = lines.length > max ? [...lines.slice(0, 4), { id: -1, s: `... ${lines.length - max + 1} more` }, ...lines.slice(-(max - 5))] : lines;
+    return shown.length ? `pending since the last syncs: ${shown.map((l) => l.s).join('; ')}` : 'nothing pending: the durable state';
+  }
+
+  /** Add `id` and every pending directory operation it depends on (transitively) to `into`. */
+  private closure(id: number, into: Set<number>): void {
+    if (into.has(id)) return;
+    into.add(id);
+    const p = this.pendDir.find((x) => x.id === id);
+    if (p) for (const d of p.deps) this.closure(d, into);
+  }
+
+  /** Draw which pending operations reached the disk. */
+  randomChoice(rng: Rand, mode: ChoiceMode, tearRate = 0.35): Choice {
+    const data = new Map<number, number>();
+    const dir = new Set<number>();
+    const ordered: ({ id: number; d: PendData } | { id: number; p: PendDir })[] = [];
+    if (mode === 'all') {
+      for (const l of this.pendData.values()) for (const d of l) data.set(d.id, Infinity);
+      for (const p of this.pendDir) dir.add(p.id);
+    } else if (mode === 'random') {
+      const pr = [0.15, 0.5, 0.85][rng.int(3)];
+      for (const l of this.pendData.values()) {
+        for (const d of l) {
+          if (!rng.chance(pr)) continue;
+          data.set(d.id, this.tear(rng, d, tearRate));
+        }
+      }
+      for (const p of this.pendDir) if (rng.chance(pr)) this.closure(p.id, dir);
+    } else if (mode === 'ordered') {
+      for (const l of this.pendData.values()) for (const d of l) ordered.push({ id: d.id, d });
+      for (const p of this.pendDir) ordered.push({ id: p.id, p });
+      ordered.sort((a, b) => a.id - b.id);
+      const cut = rng.int(ordered.length + 1);
+      for (let i = 0; i < cut; i++) {
+        const o = ordered[i];
+        if ('d' in o) data.set(o.id, i === cut - 1 ? this.tear(rng, o.d, 0.7) : Infinity);
+        else this.closure(o.id, dir);
+      }
+    }
+    const keyData = [...data].sort((a, b) => a[0] - b[0]).map(([i, n]) => (n === Infinity ? `${i}` : `${i}:${n}`)).join(',');
+    const keyDir = [...dir].sort((a, b) => a - b).join(',');
+    return { data, dir, key: `${this.version}|${keyData}|${keyDir}` };
+  }
+
+  /** Bytes of a pending write that persist: all, or a prefix ending at a sector boundary of the file. */
+  private tear(rng: Rand, d: PendData, rate: number): number {
+    if (d.ev.t !== 'write' || !rng.chance(rate)) return Infinity;
+    const start = d.ev.pos;
+    const end = start + d.ev.data.length;
+    const first = Math.floor(start / SECTOR) * SECTOR + SECTOR;
+    if (first >= end) return Infinity;
+    const bounds = Math.floor((end - 1 - first) / SECTOR) + 1;
+    const cutAt = first + rng.int(bounds) * SECTOR;
+    return cutAt - start;
+  }
+
+  /** The image of one crash state at the current point. */
+  materialize(choice: Choice, everyInode = false): Image {
+    const dirs = new Map<number, Map<string, number>>();
+    for (const [id, m] of this.dirs) dirs.set(id, new Map(m));
+    if (choice.dir.size) for (const p of this.pendDir) if (choice.dir.has(p.id)) applyDir(dirs, p.ev);
+    const nodes = new Map<number, ImageNode>();
+    const visit = (id: number): void => {
+      if (nodes.has(id)) return;
+      const kind = this.kinds.get(id);
+      if (kind === 'dir') {
+        const entries = dirs.get(id) ?? new Map<string, number>();
+        nodes.set(id, { kind: 'dir', entries });
+        for (const c of entries.values()) visit(c);
+        return;
+      }
+      let b: Buffer = Buffer.from(this.files.get(id) ?? EMPTY);
+      for (const d of this.pendData.get(id) ?? []) {
+        const n = choice.data.get(d.id);
+        if (n === undefined) continue;
+        b = applyData(b, d.ev, n);
+      }
+      nodes.set(id, { kind: 'file', data: b });
+    };
+    visit(this.root);
+    if (everyInode) for (const id of this.kinds.keys()) visit(id);
+    return { root: this.root, nextIno: Math.max(this.nextIno, ...this.kinds.keys()) + 1, nodes };
+  }
+
+  /** The operations pending at this point, in trace order. */
+  pendingEvents(): TraceEv[] {
+    const out: { id: number; ev: TraceEv }[] = [];
+    for (const l of this.pendData.values()) for (const d of l) out.push(d);
+    for (const p of this.pendDir) out.push(p);
+    return out.sort((a, b) => a.id - b.id).map((x) => x.ev);
+  }
+
+  /**
+   * What a process crash at this point leaves, as a live SimFS whose trace starts with the pending
+   * operations (still not durable), and the durable base image to model later power losses from.
+   */
+  processCrash(): { sim: SimFS; base: Image } {
+    const durable: Choice = { data: new Map(), dir: new Set(), key: '' };
+    const base = this.materialize(durable, true);
+    const sim = new SimFS(cloneImage(base), true);
+    for (const ev of this.pendingEvents()) sim.replay(ev);
+    return { sim, base };
+  }
+}
+
+/** Deep copy of an image (file buffers included). */
+export function cloneImage(img: Image): Image {
+  const nodes = new Map<number, ImageNode>();
+  for (const [id, n] of img.nodes) {
+    nodes.set(id, n.kind === 'dir' ? { kind: 'dir', entries: new Map(n.entries) } : { kind: 'file', data: Buffer.from(n.data ?? EMPTY) });
+  }
+  return { root: img.root, nextIno: img.nextIno, nodes };
+}
