@@ -416,7 +416,15 @@ async function syncLog(io: IO, dir: string, p: { meta: string; control: string; 
     if (s.seq < fromSeq) continue;
     const fd = await io.open(s.file, 'readwrite');
     try {
-      await io.fdatasync(fd);
+      // A segment the flusher had just started may have lost its (unsynced) sizing while writes into
+      // it survived: give it its size back before the cursor can move into it.
+      const st = await io.fstat(fd);
+      if (st.size < s.size) {
+        await io.ftruncate(fd, s.size);
+        await io.fsync(fd);
+      } else {
+        await io.fdatasync(fd);
+      }
     } finally {
       await io.close(fd);
     }
