@@ -44,7 +44,7 @@ export class InlinePort implements FlusherPort {
   }
 }
 
-const WORKER_URL = new URL('../workers/flusher.js', import.meta.url);
+const WORKER_URL = new URL('../workers/flusher-entry.cjs', import.meta.url);
 
 /**
  * Runs the flusher in a piscina worker thread. Tasks are handed over one at a time (order is part of

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import lockfile from 'proper-lockfile';
-import { CpError } from './errors.js';
+import { CpError, ioError } from './errors.js';
 import { LOCK_NAME, OWNER_FILE } from './format.js';
 
 export interface Lock {
@@ -61,7 +61,12 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
   };
   const locked = (cause: unknown): CpError => new CpError('ELOCKED', `store ${path.dirname(metaDir)} is in use by another process`, { cause });
   const hadMine = fs.existsSync(mine);
-  fs.writeFileSync(mine, `${process.pid}\n`);
+  try {
+    fs.writeFileSync(mine, `${process.pid}\n`);
+  } catch (e) {
+    // EACCES on a read-only store, ENOENT without a metadata directory, ...: a CpError like every failure.
+    throw ioError(e, `cannot announce this process as the owner of ${path.dirname(metaDir)}`);
+  }
   let release: () => Promise<void>;
   try {
     release = await lockfile.lock(metaDir, opts);

@@ -200,6 +200,9 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     // checksum but another epoch was copied or misdirected: a torn write never makes one.
     let expectEpoch = -1;
     let corruptEarly: string | null = null;
+    // Where a valid but misplaced (or undecodable) record stopped the walk: corruption that --force can
+    // cut the log at. (A segment that does not begin with a catalog leaves it null: nothing to keep.)
+    let corruptAt: { seq: number; offset: number; reason: string } | null = null;
     const touched = new Set<string>();
     let groupNames: string[] = [];
     const totalBytes = [...segs.values()].reduce((a, s) => a + s.size, 0);
@@ -209,6 +212,13 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let end: { seq: number; offset: number; pos: number; reason: EndReason };
     if (!cursorSeg) {
       if (control.cursorOffset !== SEGMENT_HEADER_AREA || !fresh) {
+        // A segment whose header is intact but of another format version is not damage: say so.
+        const other = listing.invalid.filter((x) => x.reason === 'version');
+        if (other.length) {
+          throw new CpError('EFORMAT', `${other.map((x) => x.file).join(', ')}: journal segment of another format version; this cpfile reads format version ${FORMAT_VERSION}`, {
+            details: { seq: control.cursorSeq, invalid: listing.invalid },
+          });
+        }
         const bad = listing.invalid.map((x) => `${path.basename(x.file)}: ${x.reason}`).join(', ');
         throw new CpError('ECORRUPT', `the segment holding the apply cursor (seq ${control.cursorSeq}) is missing${bad ? ` (segment files with unusable headers: ${bad})` : ''}`, {
           details: { seq: control.cursorSeq, offset: control.cursorOffset, invalid: listing.invalid },
@@ -245,11 +255,21 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
           const want = t === RecordType.CATALOG ? expectEpoch - 1 : expectEpoch;
           if (r.header.epoch !== want) {
             corruptEarly = `the record at segment ${r.seq} offset ${r.offset} (type ${t}) carries epoch ${r.header.epoch} where the log continues with epoch ${want}: a valid record out of place`;
+            corruptAt = { seq: r.seq, offset: r.offset, reason: 'epoch' };
             return false;
           }
           if (t === RecordType.COMMIT) expectEpoch++;
         }
         const after = r.pos >= cursorPos;
+        if (t !== RecordType.COMMIT && t !== RecordType.ABORT && t !== RecordType.SEGEND && t !== RecordType.CATALOG) {
+          try {
+            decodePayload(t, r.payload);
+          } catch {
+            corruptEarly = `record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`;
+            corruptAt = { seq: r.seq, offset: r.offset, reason: 'payload' };
+            return false;
+          }
+        }
         switch (t) {
           case RecordType.COMMIT: {
             const op = decodePayload(t, r.payload);
@@ -305,7 +325,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         }
       });
     }
-    if (corruptEarly) throw new CpError('ECORRUPT', corruptEarly);
+    if (corruptEarly && !corruptAt) throw new CpError('ECORRUPT', corruptEarly);
     if (catalogEpoch < 0 && cursorSeg && control.cursorOffset > SEGMENT_HEADER_AREA) {
       throw new CpError('ECORRUPT', `the catalog record at the start of segment ${control.cursorSeq} is damaged`, {
         details: { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA },
@@ -319,7 +339,16 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     const damaged = end.reason === 'crc' || end.reason === 'length' || end.reason === 'type';
     let corruption: Corruption | null = null;
     const cur = lastCommitEpoch + 1;
-    if (end.reason !== 'stop') {
+    const misplaced = corruptAt as { seq: number; offset: number; reason: string } | null;
+    if (misplaced) {
+      // The walk stopped at a valid record that cannot belong where it is: everything from it on is
+      // suspect, and it was durable (it validates), so this is corruption, never a torn tail.
+      const later = await findLaterEpoch(segs, files, misplaced.seq, misplaced.offset, cur);
+      corruption = {
+        seq: misplaced.seq, offset: misplaced.offset, reason: misplaced.reason, lostFrom: cur,
+        lostTo: Math.max(cur, later ? later.epoch : cur), evidence: corruptEarly!,
+      };
+    } else if (end.reason !== 'stop') {
       let evidence: string | null = null;
       let lostTo = cur;
       if (end.pos < cursorPos) evidence = `the apply cursor (segment ${control.cursorSeq} offset ${control.cursorOffset}) lies beyond it`;
@@ -347,7 +376,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         { details: { ...corruption } });
     }
 
-    const tornTail = damaged;
+    // A damaged record is a torn tail only when it is not corruption (RecoveryReport.tornTail's contract).
+    const tornTail = damaged && !corruption;
     const clean = replayEpochs === 0 && pendingRecords === 0 && !damaged && !corruption;
     const report: RecoveryReport = {
       created, storeId: control.storeId, epoch: lastCommitEpoch, replayedEpochs: replayEpochs,
