@@ -15,7 +15,8 @@
 import { execSync } from 'node:child_process';
 import * as os from 'node:os';
 import { runPowerloss } from '../test/torture/powerloss.js';
-import { runKill } from '../test/torture/kill.js';
+import { runKill, liveDirs } from '../test/torture/kill.js';
+import { rmSync } from 'node:fs';
 import { runFuzz } from '../test/torture/fuzz.js';
 import { runFaults } from '../test/torture/faults.js';
 import { KINDS, fmtMs, replayLine, type KindName, type KindOptions, type KindResult } from '../test/torture/common.js';
@@ -68,6 +69,13 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
 }
 
 const args = parse(process.argv.slice(2));
+// interrupted: remove the kill loop's store directories (its children die with the process group)
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 const log = (s: string): void => console.log(s);
 let commit = '';
 try {

@@ -109,6 +109,7 @@ export function isCpError(e: unknown): e is CpError {
 
 export function fmtMs(ms: number): string {
   const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(1)} s`;
-  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  if (s < 59.95) return `${s.toFixed(1)} s`;
+  const r = Math.round(s);
+  return `${Math.floor(r / 60)} min ${r % 60} s`;
 }

@@ -38,10 +38,14 @@ export interface LaneStats {
 
 class RoundFailure extends Error {}
 
+/** Store directories of running lanes (the CLI removes them when interrupted). */
+export const liveDirs = new Set<string>();
+
 /** One lane: `kills` SIGKILLs on one store directory, starting from an empty store. */
 export async function killLane(seed: number, kills: number, log: (s: string) => void, deadline = Infinity, live?: { kills: number }): Promise<LaneStats> {
   const st: LaneStats = { rounds: 0, kills: 0, byPlan: {}, recoveriesFinished: 0, acks: 0, laterEpoch: 0, violations: [] };
   const dir = await mkTmp('cpfile-torture-kill-');
+  liveDirs.add(dir);
   const rng = new Rng(seed);
   let state = new Map<string, Buffer>();
   let epoch = 0;
@@ -71,6 +75,7 @@ export async function killLane(seed: number, kills: number, log: (s: string) => 
     }
   } finally {
     await rmTmp(dir);
+    liveDirs.delete(dir);
   }
   return st;
 }
