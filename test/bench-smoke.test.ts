@@ -4,7 +4,6 @@ import { access } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { lmdbAvailable } from '../tools/bench/peers.js';
 import { parseArgs, quickConfig, type BenchConfig } from '../tools/bench/config.js';
 import { renderReport } from '../tools/bench/report.js';
 import { runBench, type BenchResult } from '../tools/bench/run.js';
@@ -40,7 +39,7 @@ describe('bench: smoke run at tiny sizes', function () {
     expect(result.workloads.map((w) => w.id)).to.deep.equal(['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P8']);
     for (const w of result.workloads) {
       const ids = w.subjects.map((s) => s.id);
-      expect(ids, w.id).to.include.members(['raw', 'cpfile', 'write-file-atomic', 'sqlite', 'leveldb', ...(lmdbAvailable() ? ['lmdb'] : [])]);
+      expect(ids, w.id).to.include.members(['raw', 'cpfile', 'write-file-atomic', 'sqlite', 'leveldb', 'lmdb']);
       for (const s of w.subjects) {
         expect(s.errors, `${w.id} ${s.id}`).to.deep.equal([]);
         if (s.na) continue;
@@ -68,11 +67,7 @@ describe('bench: smoke run at tiny sizes', function () {
     expect(report).to.include('### Targets');
     const targetRows = report.split('\n').filter((l) => /^\| P\d \|/.test(l));
     expect(targetRows.length).to.be.at.least(13);
-    for (const row of targetRows) {
-      // Without the optional lmdb peer, its comparisons are reported as not measured.
-      if (!lmdbAvailable() && /lmdb/.test(row)) expect(row).to.match(/not measured/);
-      else expect(row).to.match(/\| (met|\*\*missed\*\*) \|$/);
-    }
+    for (const row of targetRows) expect(row).to.match(/\| (met|\*\*missed\*\*) \|$/);
     expect(report).to.match(/\| cpfile \| atomic \+ durable \| [\d.]+/);
     expect(report).to.include('÷ raw');
   });

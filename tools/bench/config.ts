@@ -1,4 +1,3 @@
-import { lmdbAvailable } from './peers.js';
 // Benchmark configuration: the defaults of the issue, the --quick sizes, and the command line.
 import * as fs from 'node:fs';
 import os from 'node:os';
@@ -58,7 +57,7 @@ export function defaultConfig(): BenchConfig {
     quick: false,
     reps: { P1: 7, P2: 4, P3: 5, P4: 5, P5: 4, P6: 2, P7: 0, P8: 7 },
     only: [...WORKLOAD_IDS],
-    subjects: SUBJECT_IDS.filter((s) => s !== 'cpfile-b' && (s !== 'lmdb' || lmdbAvailable())),
+    subjects: SUBJECT_IDS.filter((s) => s !== 'cpfile-b'),
     verbose: true,
     repTimeoutS: 600,
     libB: null,

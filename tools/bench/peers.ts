@@ -6,31 +6,12 @@
 //   LevelDB     classic-level; the committing write (a chained batch) is written with {sync: true}.
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { createRequire } from 'node:module';
 import { ClassicLevel } from 'classic-level';
+import { open as openLmdbEnv, type RootDatabase } from 'lmdb';
 import type { SubjectId } from './config.js';
 
 export type Sqlite = Database.Database;
-/**
- * lmdb is optional: its platform packages cannot all be locked from the registry this project builds
- * with, so it is not a devDependency (npm ci would fail). `npm install --no-save lmdb` before
- * `npm run bench` adds it; without it the lmdb subject is left out.
- */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Lmdb = any;
-const requireOptional = createRequire(import.meta.url);
-let lmdbModule: { open: (o: object) => Lmdb } | null | undefined;
-function lmdb(): { open: (o: object) => Lmdb } | null {
-  if (lmdbModule === undefined) {
-    try {
-      lmdbModule = requireOptional('lmdb') as { open: (o: object) => Lmdb };
-    } catch {
-      lmdbModule = null;
-    }
-  }
-  return lmdbModule;
-}
-export const lmdbAvailable = (): boolean => lmdb() !== null;
+export type Lmdb = RootDatabase<Buffer, number>;
 export type Level = ClassicLevel<string, Buffer>;
 
 export function openSqlite(dir: string): Sqlite {
@@ -42,9 +23,7 @@ export function openSqlite(dir: string): Sqlite {
 }
 
 export function openLmdb(dir: string): Lmdb {
-  const m = lmdb();
-  if (!m) throw new Error('lmdb is not installed (npm install --no-save lmdb)');
-  return m.open({
+  return openLmdbEnv<Buffer, number>({
     path: path.join(dir, 'bench.lmdb'),
     encoding: 'binary',
     keyEncoding: 'uint32',
