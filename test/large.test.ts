@@ -129,7 +129,6 @@ describe('large: positions above 4 GiB and bounded memory', function () {
     const chunk = Buffer.alloc(MiB);
     const base = process.memoryUsage().rss;
     let peak = base;
-    const t0 = Date.now();
     for (let i = 0; i < N; i++) {
       chunk.fill(fillOf(i));
       chunk.writeUInt32BE(i, 0);
@@ -171,6 +170,5 @@ describe('large: positions above 4 GiB and bounded memory', function () {
     } finally {
       await fh.close();
     }
-    expect(Date.now() - t0, 'elapsed ms').to.be.lessThan(40000);
   });
 });
