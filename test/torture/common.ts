@@ -64,6 +64,21 @@ export function report(o: KindOptions, out: KindResult, v: Violation): void {
   o.log(`    replay: ${replayLine(v)}`);
 }
 
+/**
+ * Run one unit; a unit that throws (its set-up failed, say) is a violation of its own, counted as one
+ * case, with the command that replays it, rather than an exception that ends the whole run.
+ */
+export async function guardUnit<T>(o: KindOptions, out: KindResult, seed: number, unit: () => Promise<T>): Promise<T | null> {
+  try {
+    return await unit();
+  } catch (e) {
+    out.cases += 1;
+    const msg = `the unit threw: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
+    report(o, out, { kind: out.kind, seed, cases: 1, what: sig(msg), detail: msg });
+    return null;
+  }
+}
+
 export function replayLine(v: Violation): string {
   return `npm run torture -- --kind ${v.kind} --seed ${v.seed} --cases ${v.cases}`;
 }

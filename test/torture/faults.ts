@@ -18,7 +18,7 @@ import { SimFS, CrashModel, type Image } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { recoverImage, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
 
 export const FAULT_CODES = ['ENOSPC', 'EIO', 'EACCES'] as const;
 export type FaultCode = (typeof FAULT_CODES)[number];
@@ -319,7 +319,8 @@ export async function runFaults(o: KindOptions): Promise<KindResult> {
   let lastLog = t0;
   for (let i = 0; out.cases < o.cases; i++) {
     const seed = unitSeed(o.seed, i);
-    const r = await faultUnit(seed, o.cases - out.cases);
+    const r = await guardUnit(o, out, seed, () => faultUnit(seed, o.cases - out.cases));
+    if (!r) continue;
     units++;
     out.cases += r.cases;
     absorbed += r.absorbed;

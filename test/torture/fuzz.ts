@@ -25,7 +25,7 @@ import { SimFS, cloneImage, type Image } from './simfs.js';
 import { drive, errText, type Snapshot } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { recoverImage, unitSeed, sig, report, STORE, isCpError, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, unitSeed, sig, report, STORE, isCpError, type KindOptions, type KindResult, type Violation } from './common.js';
 
 const META = `${STORE}/.cpfile`;
 const JOURNAL = `${META}/journal`;
@@ -410,7 +410,8 @@ export async function runFuzz(o: KindOptions): Promise<KindResult> {
   let lastLog = t0;
   for (let i = 0; out.cases < o.cases; i++) {
     const seed = unitSeed(o.seed, i);
-    const r = await fuzzUnit(seed, Math.min(500, o.cases - out.cases));
+    const r = await guardUnit(o, out, seed, () => fuzzUnit(seed, Math.min(500, o.cases - out.cases)));
+    if (!r) continue;
     units++;
     out.cases += r.cases;
     for (const [k, v] of Object.entries(r.outcomes)) outcomes[k] = (outcomes[k] ?? 0) + v;

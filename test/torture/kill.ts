@@ -19,7 +19,7 @@ import { openStore } from '../../lib/index.js';
 import { Child, Rng, mixSeed, modelRun, readTree, describeOp, mkTmp, rmTmp, codeOf, NAMES, type Op } from '../helpers/model.js';
 import { judge } from './oracle.js';
 import { errText } from './driver.js';
-import { unitSeed, sig, type KindOptions, type KindResult, type Violation } from './common.js';
+import { replayLine, unitSeed, sig, type KindOptions, type KindResult, type Violation } from './common.js';
 import type { ChildPlan } from './kill-child.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -65,8 +65,8 @@ export async function killLane(seed: number, kills: number, log: (s: string) => 
         const v: Violation = { kind: 'kill', seed, cases: st.kills, what: sig(msg), detail: `round ${round} (round seed ${rseed}): ${msg}` };
         st.violations.push(v);
         log(`  VIOLATION kill (lane seed ${seed}, round ${round}): ${msg.split('\n').slice(0, 14).join('\n    ')}`);
-        if (!(e instanceof RoundFailure)) throw e;
-        // start over on a fresh store
+        log(`    replay (same workloads and kill plans; kill moments are real time): ${replayLine({ ...v, cases: st.kills + 1 })} --lanes 1`);
+        // whatever failed (the oracle or the harness), start over on a fresh store
         await rmTmp(dir);
         await import('node:fs/promises').then((f) => f.mkdir(dir, { recursive: true }));
         state = new Map();

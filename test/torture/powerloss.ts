@@ -12,7 +12,7 @@ import { SimFS, CrashModel, type ChoiceMode } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { recoverImage, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
 
 export interface PowerlossUnitOptions {
   /** crash states to aim for in this unit (the unit's own plan; independent of the run's total) */
@@ -89,7 +89,7 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
 
   for (;;) {
     // a process crash here (the page cache survives), recovery, then a power loss during or after it
-    if (pick.chance(killRate * sample) && res.states + 2 <= limit) {
+    if (pick.chance(killRate * sample) && res.states < limit) {
       const where = `process killed at trace point ${model.pos}/${sim.trace.length} (acked ${model.acked}, issued ${model.issued})`;
       const x = { snaps: run.snaps, lo: model.acked, hi: model.issued };
       const pc = model.processCrash();
@@ -106,7 +106,8 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
       } catch (e) {
         fail(res.states, `recovery after a process crash rejected: ${errText(e)}`, where);
       }
-      if (first !== null) {
+      // (a replay that stops at the first recovery's case skips the power loss after it)
+      if (first !== null && res.states < limit) {
         const done = pc.sim.trace.length;
         const m = new CrashModel(pc.base, pc.sim.trace, { acked: model.acked, issued: model.issued });
         const stop = pending + pick.int(done - pending + 1);
@@ -190,7 +191,8 @@ export async function runPowerloss(o: KindOptions): Promise<KindResult> {
   let lastLog = t0;
   for (let i = 0; out.cases < o.cases; i++) {
     const seed = unitSeed(o.seed, i);
-    const r = await powerlossUnit(seed, { budget: 2500, limit: o.cases - out.cases });
+    const r = await guardUnit(o, out, seed, () => powerlossUnit(seed, { budget: 2500, limit: o.cases - out.cases }));
+    if (!r) continue;
     units++;
     out.cases += r.states;
     doubles += r.doubles;
