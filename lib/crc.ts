@@ -1,7 +1,7 @@
 /**
  * CRC-32 (IEEE, the zlib/PNG polynomial) for journal records.
  * Node's zlib.crc32 (Node >= 20.15) is native and several times faster than the crc-32 package;
- * the package is the fallback for older Node 20 releases. test/crc.test.ts proves both agree.
+ * the package is the fallback for older Node 20 releases. test/format.test.ts proves both agree.
  */
 import * as zlib from 'node:zlib';
 import { createRequire } from 'node:module';

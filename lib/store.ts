@@ -540,7 +540,9 @@ export class Store {
     });
     const done = queued.then(async (c) => {
       const res = await c.p;
-      if (!res.ok) {
+      // An earlier batch that failed leaves a hole before this COMMIT: the flusher refuses every task
+      // after a failure, and the check does not count on that alone.
+      if (!res.ok || this.writer.failure) {
         const err = this.writer.failure ?? new CpError('EIO', 'check failed');
         this.fail(err);
         await callHook(this.hooks, 'rollback').catch(() => undefined);
