@@ -15,6 +15,7 @@ import { type IO, nodeIO, readFully, isENOENT } from './io.js';
 import { recover, metaPaths, type RecoveryReport } from './recovery.js';
 import { JournalWriter } from './journal-writer.js';
 import { InlinePort, WorkerPort, type FlusherPort } from './flusher-port.js';
+import { Namespace } from './namespace.js';
 import { Overlay } from './overlay.js';
 import { normalizeName, checkInside, describe } from './names.js';
 import { acquireLock, type Lock } from './lock.js';
@@ -79,7 +80,7 @@ export class Store {
   private rootReal: string;
   private building: number;
   private entries = new Map<string, Entry>();
-  private overlays = new Map<string, Overlay>();
+  private overlays = new Namespace();
   /** Open entries as of the last COMMIT laid out in the journal (name -> position). */
   private logged = new Map<string, number>();
   /** Entries left unfinished by an earlier run, not reopened yet (name -> checkpointed position). */
@@ -284,6 +285,17 @@ export class Store {
     if (!ov) {
       if (mode === 'r' || mode === 'r+') throw new CpError('ENOENT', `no such file ${JSON.stringify(name)} in store ${this.dir}`);
       if (this.checkedAbsent !== name) await checkInside(this.io, this.rootReal, this.dir, name);
+      this.overlays.assertCanCreate(name);
+    }
+    // The hooks may refuse the open (EHOOK): ask them before anything is journaled, so that a
+    // refused open neither creates nor truncates the file.
+    let userdata: unknown;
+    if (this.hooks) {
+      const q = (await callHook(this.hooks, 'query', name)) as { userdata?: unknown } | null | undefined;
+      if (q) userdata = q.userdata;
+      else userdata = await callHook(this.hooks, 'insert', name);
+    }
+    if (!ov) {
       const old = this.overlays.get(name);
       if (old) this.closeFd(old.baseFd);
       ov = this.created(name, this.writer.append({ type: RecordType.CREATE, name }, this.building));
@@ -293,12 +305,6 @@ export class Store {
       this.touch(ov, p);
     }
     this.unfinished.delete(name);
-    let userdata: unknown;
-    if (this.hooks) {
-      const q = (await callHook(this.hooks, 'query', name)) as { userdata?: unknown } | null | undefined;
-      if (q) userdata = q.userdata;
-      else userdata = await callHook(this.hooks, 'insert', name);
-    }
     this.userdata.set(name, userdata);
     const entry: Entry = { name, position: resumed ? resumedPos! : 0, posGen: 0, overlay: ov, handles: new Set() };
     const f = new CpFile(this, entry, mode, resumed);
@@ -416,6 +422,7 @@ export class Store {
         if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(a)} in store ${this.dir}`);
         if (a === b) return;
         await checkInside(this.io, this.rootReal, this.dir, b);
+        this.overlays.assertCanCreate(b);
         const target = await this.overlayOf(b).catch((e) => {
           if (e instanceof CpError && e.code === 'EINVAL') throw new CpError('EINVAL', `cannot rename onto ${JSON.stringify(b)}: ${e.message}`);
           throw e;
@@ -483,6 +490,7 @@ export class Store {
         let ov = await this.overlayOf(n);
         if (!ov) {
           if (this.checkedAbsent !== n) await checkInside(this.io, this.rootReal, this.dir, n);
+          this.overlays.assertCanCreate(n);
           const old = this.overlays.get(n);
           if (old) this.closeFd(old.baseFd);
           ov = this.created(n, this.writer.append({ type: RecordType.CREATE, name: n }, this.building));
@@ -551,11 +559,19 @@ export class Store {
       if (c.epoch > this.epoch) this.epoch = c.epoch;
       if (c.end > this.durableEnd) this.durableEnd = c.end;
       this.epochsDone++;
-      if (this.hooks) {
-        for (const d of c.deltas) await callHook(this.hooks, 'update', d.name, d.position, this.userdata.get(d.name), d.state);
-        await callHook(this.hooks, 'commit');
-      }
       this.scheduleApply();
+      if (this.hooks) {
+        try {
+          for (const d of c.deltas) await callHook(this.hooks, 'update', d.name, d.position, this.userdata.get(d.name), d.state);
+          await callHook(this.hooks, 'commit');
+        } catch (e) {
+          // The epoch is durable whatever the hooks say (the journal is the source of truth): say so,
+          // so that the caller does not take the check for failed. Recovery passes every entry to
+          // the hooks again.
+          const err = e as CpError;
+          throw new CpError('EHOOK', `epoch ${c.epoch} is durable, but ${err.message}`, { cause: err.cause ?? err, details: { epoch: c.epoch, durable: true } });
+        }
+      }
       return c.epoch;
     });
     this.lastCheck = done.catch(() => undefined);
@@ -745,7 +761,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   const root = path.resolve(dir);
 
   try {
-    await mkdirp(io, root);
+    await mkdirp(io, root, sync);
   } catch (e) {
     throw ioError(e, `creating store directory ${root}`);
   }
@@ -801,7 +817,8 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
 
 
 /** mkdir -p through the I/O interface. */
-async function mkdirp(io: IO, dir: string): Promise<void> {
+/** mkdir -p; with `sync`, each directory it makes is made durable in its parent (fsync of the parent). */
+async function mkdirp(io: IO, dir: string, sync: boolean): Promise<void> {
   try {
     const st = await io.stat(dir);
     if (!st.isDirectory) throw new CpError('EINVAL', `${dir} exists and is not a directory`);
@@ -810,6 +827,6 @@ async function mkdirp(io: IO, dir: string): Promise<void> {
     if (!isENOENT(e)) throw e;
   }
   const parent = path.dirname(dir);
-  if (parent !== dir) await mkdirp(io, parent);
-  await io.mkdir(dir);
+  if (parent !== dir) await mkdirp(io, parent, sync);
+  if ((await io.mkdir(dir)) && sync) await io.fsyncDir(parent);
 }

@@ -672,4 +672,35 @@ describe('api: core store and file handles', function () {
       await f.close();
     });
   });
+
+  describe('a file and a directory of the same name', function () {
+    // Apply never removes a directory: a file where a pending name needs a directory (or the other
+    // way round) could never be applied, so it is refused before anything is journaled.
+    it('a name under a pending file is refused, and so is a file where pending names need a directory', async function () {
+      await store.writeFile('a', 'file a');
+      await expectCpError(() => store.writeFile('a/b', 'x'), 'ENOENT');
+      await expectCpError(() => store.open('a/c', 'w'), 'ENOENT');
+      await store.writeFile('d/e', 'under d');
+      await expectCpError(() => store.writeFile('d', 'x'), 'EINVAL');
+      await expectCpError(() => store.open('d', 'w+'), 'EINVAL');
+      await expectCpError(() => store.rename('a', 'd'), 'EINVAL');
+      await expectCpError(() => store.rename('d/e', 'a/e'), 'ENOENT');
+      expect(await store.check()).to.equal(1);
+      await store.close();
+      store = await sb.open(dir);
+      expect(text(await store.readFile('a'))).to.equal('file a');
+      expect(text(await store.readFile('d/e'))).to.equal('under d');
+      expect(text(await fsReadFile(path.join(dir, 'd', 'e')))).to.equal('under d');
+    });
+
+    it('a name whose pending file was unlinked can become a directory, and the store applies it', async function () {
+      await store.writeFile('a', 'file a');
+      await store.check();
+      await store.unlink('a');
+      await store.writeFile('a/b', 'now a directory');
+      await store.check();
+      await store.close();
+      expect(text(await fsReadFile(path.join(dir, 'a', 'b')))).to.equal('now a directory');
+    });
+  });
 });

@@ -225,4 +225,39 @@ describe('hooks: application callbacks', function () {
     expect(commitAfter, 'commit after the recovered updates').to.be.greaterThan(lastUpdate);
     expect(kinds(evs)).to.not.include('insert');
   });
+
+  it('an open refused by a hook (EHOOK) neither creates nor truncates the file', async function () {
+    await store.writeFile('precious', 'keep me');
+    await store.check();
+    await store.close();
+    const refusing = { ...r.hooks, query: () => { throw new Error('catalog offline'); } } as Hooks;
+    store = await sb.open(dir, { hooks: refusing });
+    for (const [name, mode] of [['precious', 'w'], ['fresh', 'w+']] as const) {
+      const err = await store.open(name, mode).then(() => null, (e: unknown) => e);
+      expect((err as { code?: string })?.code, `${mode} ${name}`).to.equal('EHOOK');
+    }
+    await store.check();
+    await store.close();
+    store = await sb.open(dir);
+    expect((await store.readFile('precious')).toString()).to.equal('keep me');
+    const missing = await store.readFile('fresh').then(() => null, (e: unknown) => e);
+    expect((missing as { code?: string })?.code).to.equal('ENOENT');
+  });
+
+  it('a hook failing after the commit is durable rejects with EHOOK that names the durable epoch', async function () {
+    await store.close();
+    const failing = { ...r.hooks, commit: () => { throw new Error('mirror down'); } } as Hooks;
+    store = await sb.open(dir, { hooks: failing });
+    await store.writeFile('a', 'durable');
+    const epoch = store.epoch + 1;
+    const err = (await store.check().then(() => null, (e: unknown) => e)) as { code?: string; message?: string; details?: Record<string, unknown> };
+    expect(err?.code).to.equal('EHOOK');
+    expect(err?.message).to.include(`epoch ${epoch} is durable`);
+    expect(err?.details).to.deep.include({ epoch, durable: true });
+    expect(store.epoch).to.equal(epoch);
+    await store.close({ discard: true }).catch(() => undefined);
+    store = await sb.open(dir);
+    expect(store.epoch).to.equal(epoch);
+    expect((await store.readFile('a')).toString()).to.equal('durable');
+  });
 });
