@@ -16,6 +16,12 @@ export interface Lock {
 
 const OWNER_RE = new RegExp(`^${OWNER_FILE}\\.(\\d+)$`);
 
+/**
+ * Metadata directories this process holds the lock of. An `owner.<our pid>` file alone does not say
+ * that: after a reboot or in a new container a dead process may have had our pid.
+ */
+const heldHere = new Set<string>();
+
 function alive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
@@ -60,7 +66,8 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
     },
   };
   const locked = (cause: unknown): CpError => new CpError('ELOCKED', `store ${path.dirname(metaDir)} is in use by another process`, { cause });
-  const hadMine = fs.existsSync(mine);
+  const key = path.resolve(metaDir);
+  const hadMine = heldHere.has(key);
   try {
     fs.writeFileSync(mine, `${process.pid}\n`);
   } catch (e) {
@@ -76,7 +83,7 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
       throw new CpError('EIO', `cannot lock ${metaDir}: ${(e as Error).message}`, { cause: e });
     }
     const others = owners(metaDir).filter((pid) => pid !== process.pid);
-    // Our own pid among the owners means another store object of this process holds it.
+    // Another store object of this process holds it.
     if (hadMine || others.some(alive)) {
       if (!hadMine) removeOwner(metaDir, process.pid);
       throw locked(e);
@@ -91,8 +98,10 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
     }
   }
   for (const pid of owners(metaDir)) if (pid !== process.pid && !alive(pid)) removeOwner(metaDir, pid);
+  heldHere.add(key);
   return {
     release: async () => {
+      heldHere.delete(key);
       removeOwner(metaDir, process.pid);
       try {
         await release();

@@ -1,7 +1,9 @@
 // Store ownership: one live owner per directory, stale locks are reclaimed, a lost lock
 // becomes ECOMPROMISED instead of crashing the process.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { utimesSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { openStore } from '../lib/index.js';
@@ -115,5 +117,40 @@ describe('locking: one owner per store directory', function () {
     // the process is still alive and can keep running work
     await sleep(10);
     expect(process.exitCode ?? 0).to.equal(0);
+    // and nothing acknowledged is lost
+    await store.close().catch(() => undefined);
+    const again = await sb.open(dir);
+    expect(text(await again.readFile('a'))).to.equal('before');
+  });
+
+  it('an event-loop stall past lockStale while another opener takes the stale lock: ECOMPROMISED, no crash, nothing acknowledged lost', async function () {
+    const store: Store = await sb.open(dir, { lockStale: 2000 });
+    await store.writeFile('a', 'acknowledged');
+    await store.check();
+    await store.writeFile('a', 'pending when the lock was lost');
+    const until = Date.now() + 3500;
+    while (Date.now() < until) { /* a synchronous stall: the lock's refresh timer cannot run */ }
+    // Meanwhile the lock looked stale to another process, which took it (refreshing its mtime).
+    const now = new Date();
+    for (const l of await findLockPaths(dir)) utimesSync(l, now, now);
+    await sleep(1500); // the late refresh finds a lock that is not ours any more: compromised
+    await expectCpError(() => store.check(), 'ECOMPROMISED');
+    expect(process.exitCode ?? 0).to.equal(0);
+    await store.close().catch(() => undefined);
+    const again = await sb.open(dir);
+    expect(text(await again.readFile('a'))).to.equal('acknowledged');
+  });
+
+  it('a lock left by a dead process that had our pid (a reboot, a new container) is reclaimed at once', async function () {
+    const store: Store = await sb.open(dir);
+    await store.writeFile('a', 'checked');
+    await store.check();
+    await store.close();
+    // what that process left: its owner file (with our pid) and a fresh, not yet stale lock
+    await writeFile(path.join(dir, '.cpfile', `owner.${process.pid}`), `${process.pid}\n`);
+    await mkdir(path.join(dir, '.cpfile', 'lock'));
+    const again = await sb.open(dir);
+    expect(text(await again.readFile('a'))).to.equal('checked');
+    await expectCpError(() => openStore(dir, SMALL), 'ELOCKED');
   });
 });
