@@ -36,11 +36,14 @@ describe('durability order (recorded I/O calls)', () => {
     const s = await openStore(dir, { io: recordingIO(log), noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
     await s.writeFile('x', 'data');
     log.length = 0;
-    await s.check();
+    // a call is logged when it has returned: the marker shows when check() resolved among them
+    await s.check().then(() => log.push({ op: 'check resolved', arg: '' }));
     const sync = log.findIndex((c) => c.op === 'fdatasync' && c.arg.includes(`${path.sep}journal${path.sep}seg-`));
     const write = log.findIndex((c) => c.op === 'write' && c.arg.includes('seg-'));
+    const resolved = log.findIndex((c) => c.op === 'check resolved');
     expect(write).to.be.greaterThan(-1);
     expect(sync).to.be.greaterThan(write);
+    expect(resolved, 'check() resolved after the fdatasync returned').to.be.greaterThan(sync);
     await s.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
