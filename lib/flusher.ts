@@ -31,6 +31,11 @@ export interface FlusherInit {
   controlSlot: 0 | 1;
   /** Segments of the live log, the current one included. */
   segments: PlainSegment[];
+  /**
+   * Worker only: the URL of a module whose `io` export the worker uses instead of syncNodeIO (tests
+   * record or fail the worker's own calls with it). The inline flusher is given its IO directly.
+   */
+  ioModule?: string;
 }
 
 export interface Task {

@@ -3,7 +3,13 @@
  * flusher worker alike. Tests put a recording, fault-injecting or simulated implementation in its
  * place (test/helpers and the torture suite); production uses nodeIO (asynchronous, libuv thread
  * pool: never blocks the event loop) on the main thread and syncNodeIO inside the worker, where
- * blocking is the point and saves a thread hop per call.
+ * blocking is the point and saves a thread hop per call. The worker's implementation can be swapped
+ * too (StoreOptions.workerIO), so tests record and fail the worker's own calls.
+ *
+ * One deliberate exception: the store lock (lib/lock.ts) and the owner files beside it (which
+ * cp-recover reads through lib/inspect.ts) use node:fs directly, because proper-lockfile does its own
+ * file-system calls and timers. They hold no data and take no part in recovery; the torture suite
+ * runs without them (noLock) and the locking tests exercise them on the real file system.
  */
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';

@@ -35,6 +35,11 @@ export interface StoreOptions {
   inline?: boolean;
   /** The I/O implementation (tests and the torture suite); implies inline. */
   io?: IO;
+  /**
+   * Tests: the URL of a module exporting `io` (an IO) that the flusher worker uses instead of its
+   * synchronous node:fs implementation, to record or fail the worker's own calls.
+   */
+  workerIO?: string;
   /** Journal batch buffer size (default 1 MiB). */
   batchBytes?: number;
   /** Bytes on their way to the flusher before write() waits (default 16 MiB). */
@@ -793,7 +798,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
       segmentSize, storeId: rec.control.storeId, batchBytes, maxInflight, journalDir: p.journal,
     }, { segment: rec.segment, writeOffset: rec.writeOffset, free: rec.free, nextIndex: rec.nextIndex, maxSeq: rec.maxSeq },
     () => storeRef!.catalogSnapshot());
-    const init = await writer.init({ dir: root, sync, control: rec.control, controlSlot: rec.controlSlot });
+    const init = await writer.init({ dir: root, sync, control: rec.control, controlSlot: rec.controlSlot, ...(options.workerIO && port instanceof WorkerPort ? { ioModule: options.workerIO } : {}) });
     if (!init.ok) throw new CpError((init.error?.code as 'EIO') ?? 'EIO', `starting the flusher: ${init.error?.message}`);
     store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay }, writer, port, lock, rec.report,
       pos(rec.control.cursorSeq, rec.control.cursorOffset), io, hooks);

@@ -5,7 +5,7 @@
  */
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { FlusherCore, type Task, type TaskResult } from '../lib/flusher.js';
-import { syncNodeIO } from '../lib/io.js';
+import { syncNodeIO, type IO } from '../lib/io.js';
 import { errorToPlain } from '../lib/errors.js';
 
 let core: FlusherCore | null = null;
@@ -28,7 +28,8 @@ export default async function run(task: Task): Promise<TaskResult> {
   try {
     if (task.init) {
       if (core) await core.close();
-      core = await FlusherCore.create(syncNodeIO, task.init);
+      const io = task.init.ioModule ? ((await import(task.init.ioModule)) as { io: IO }).io : syncNodeIO;
+      core = await FlusherCore.create(io, task.init);
     }
     if (!core) return { ok: false, fsyncs: 0, error: { code: 'EIO', message: 'flusher used before init' } };
     const res = await core.run(task.actions);

@@ -1,0 +1,72 @@
+// The flusher worker's own file-system calls go through the IO interface: a test can record them and
+// fail them inside the real piscina worker (StoreOptions.workerIO), not only in the inline flusher.
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openStore, CpError } from '../lib/index.js';
+import { tempDir } from './helpers/journal.js';
+
+const MODULE = new URL('./fixtures-worker/worker-io.js', import.meta.url).href;
+
+function withEnv<T>(vars: Record<string, string>, f: () => Promise<T>): Promise<T> {
+  const old = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  return f().finally(() => {
+    for (const [k, v] of Object.entries(old)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+}
+
+describe('the flusher worker through the IO interface', () => {
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  it('records the worker thread\'s journal writes, fdatasyncs, applies and directory fsyncs', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const log = path.join(dir, '..', `${path.basename(dir)}.worker-log`);
+    dirs.push(log);
+    const s = await withEnv({ CPFILE_TEST_WORKER_LOG: log }, () => openStore(dir, { workerIO: MODULE, applyDelay: 0 }));
+    await s.writeFile('sub/a.txt', 'through the worker');
+    await s.check();
+    await s.close();
+    const lines = fs.readFileSync(log, 'utf8').trim().split('\n');
+    const seen = (re: RegExp): boolean => lines.some((l) => re.test(l));
+    expect(seen(/^write .*seg-\d+\.cpj$/), 'journal write').to.equal(true);
+    expect(seen(/^fdatasync .*seg-\d+\.cpj$/), 'journal fdatasync').to.equal(true);
+    expect(seen(/^write .*sub\/a\.txt$/), 'apply write').to.equal(true);
+    expect(seen(/^fdatasync .*sub\/a\.txt$/), 'apply fdatasync').to.equal(true);
+    expect(seen(new RegExp(`^fsyncDir ${dir}/sub$`)), 'directory fsync after create').to.equal(true);
+    expect(fs.readFileSync(path.join(dir, 'sub', 'a.txt'), 'utf8')).to.equal('through the worker');
+  });
+
+  for (const [call, code] of [['fdatasync', 'EIO'], ['write', 'ENOSPC']] as const) {
+    it(`${code} from the worker's ${call} of the journal rejects check() with ${code}; the store stays at the previous epoch and a reopen loses nothing`, async () => {
+      const dir = tempDir();
+      dirs.push(dir);
+      // The first check makes one journal write and one fdatasync: fail the second of each.
+      const s = await withEnv({ CPFILE_TEST_WORKER_FAIL: `${call}:2:${code}` }, () =>
+        openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
+      await s.writeFile('a', 'epoch one');
+      expect(await s.check()).to.equal(1);
+      await s.writeFile('a', 'epoch two, never acknowledged');
+      const err = await s.check().then(() => null, (e: unknown) => e);
+      expect(err).to.be.instanceOf(CpError);
+      expect((err as CpError).code).to.equal(code);
+      expect((err as CpError).message).to.match(/worker's/);
+      expect(s.epoch).to.equal(1);
+      const later = await s.readFile('a').then(() => null, (e: unknown) => e);
+      expect((later as CpError).code).to.equal('EREOPEN');
+      await s.close().catch(() => undefined);
+      const r = await openStore(dir);
+      expect(r.epoch).to.be.oneOf([1, 2]);
+      if (call === 'write') expect(r.epoch).to.equal(1);
+      expect((await r.readFile('a')).toString()).to.equal(r.epoch === 1 ? 'epoch one' : 'epoch two, never acknowledged');
+      await r.close();
+    });
+  }
+});
