@@ -313,10 +313,14 @@ export class JournalWriter {
     }
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => {
+    // Otherwise hand over a millisecond later, not at the next turn of the event loop: a caller
+    // that awaits other I/O between writes (store.writeFile of many small files, say) would make one
+    // worker task per write, and each costs a postMessage on both threads. check() and close() do
+    // not wait for this: they flush at once.
+    setTimeout(() => {
       this.scheduled = false;
       if (!this.failure) void this.flush();
-    });
+    }, 1);
   }
 
   private track(p: Promise<TaskResult>, endPos: number, bytes: number): Promise<TaskResult> {
