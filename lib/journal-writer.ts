@@ -227,27 +227,42 @@ export class JournalWriter {
     return pos(this.seg.seq, r.offset);
   }
 
+  /**
+   * Fast path of appendWrite: when the whole (non-empty) write continues the last record (small
+   * sequential writes), extend it and return the data's journal offset; -1 when it does not fit
+   * (then call appendWrite). The record is the one at lastRecordPos / lastRecordIndex.
+   */
+  continueWrite(name: string, fileOffset: number, data: Uint8Array): number {
+    const c0 = this.chunk;
+    const l0 = this.last;
+    if (!c0 || !l0 || data.length === 0 || l0.name !== name || l0.fileEnd !== fileOffset || this.failure) return -1;
+    const curLen = c0.buf.readUInt32LE(l0.recStart + 4);
+    const n = data.length;
+    if (curLen + n > MAX_PAYLOAD || c0.used + n > c0.buf.length || c0.startOff + c0.used + n + 8 > this.seg.size - SEGEND_RECORD_SIZE) return -1;
+    const jOff = c0.startOff + c0.used;
+    c0.buf.set(data, c0.used);
+    c0.used += n;
+    c0.buf.writeUInt32LE(curLen + n, l0.recStart + 4);
+    this.off = c0.startOff + Math.ceil(c0.used / 8) * 8;
+    this.stats.bytes += n;
+    l0.fileEnd += n;
+    this.schedule();
+    return jOff;
+  }
+
+  /** Position of the record continueWrite extends. */
+  get lastRecordPos(): number {
+    return pos(this.chunk!.seq, this.chunk!.startOff + this.last!.recStart);
+  }
+
+  /** Segment index of the record continueWrite extends. */
+  get lastRecordIndex(): number {
+    return this.chunk!.index;
+  }
+
   /** Journal a write, split into records of at most MAX_PAYLOAD and coalesced with a preceding one. */
   appendWrite(name: string, fileOffset: number, data: Uint8Array, epoch: number): JournalPiece[] {
     this.check();
-    // Fast path: the whole write continues the last record (small sequential writes).
-    const c0 = this.chunk;
-    const l0 = this.last;
-    if (c0 && l0 && data.length > 0 && l0.name === name && l0.fileEnd === fileOffset) {
-      const curLen = c0.buf.readUInt32LE(l0.recStart + 4);
-      const n = data.length;
-      if (curLen + n <= MAX_PAYLOAD && c0.used + n <= c0.buf.length && c0.startOff + c0.used + n + 8 <= this.seg.size - SEGEND_RECORD_SIZE) {
-        const jOff = c0.startOff + c0.used;
-        c0.buf.set(data, c0.used);
-        c0.used += n;
-        c0.buf.writeUInt32LE(curLen + n, l0.recStart + 4);
-        this.off = c0.startOff + Math.ceil(c0.used / 8) * 8;
-        this.stats.bytes += n;
-        l0.fileEnd += n;
-        this.schedule();
-        return [{ fileStart: fileOffset, len: n, index: c0.index, jOff, pos: pos(c0.seq, c0.startOff + l0.recStart) }];
-      }
-    }
     const pieces: JournalPiece[] = [];
     const fixed = 8 + nameSize(name);
     let done = 0;

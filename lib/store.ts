@@ -54,6 +54,9 @@ export interface StoreOptions {
   noLock?: boolean;
 }
 
+/** What writeEntry returns when the write was laid out at once (CpFile.write then skips a tick). */
+export const LAID_OUT: Promise<void> = Promise.resolve();
+
 /** @internal */
 export interface Entry {
   name: string;
@@ -327,14 +330,14 @@ export class Store {
   }
 
   /** @internal `start` null: append at the end (and move the position there when `movePos`). */
-  writeEntry(f: CpFile, start: number | null, data: Buffer, movePos: boolean): Promise<void> {
+  writeEntry(f: CpFile, start: number | null, data: Uint8Array, movePos: boolean): Promise<void> {
     if (this.idle && !this.writer.congested) {
       // Nothing queued and no back-pressure: lay the write out now (no queue round trip).
       try {
         if (this.writer.failure && !this.closed) this.fail(this.writer.failure);
         this.assertUsable();
         this.writeNow(f, start, data, movePos);
-        return Promise.resolve();
+        return LAID_OUT;
       } catch (e) {
         return Promise.reject(e instanceof CpError ? e : ioError(e, 'cpfile'));
       }
@@ -345,7 +348,7 @@ export class Store {
     });
   }
 
-  private writeNow(f: CpFile, start: number | null, data: Buffer, movePos: boolean): void {
+  private writeNow(f: CpFile, start: number | null, data: Uint8Array, movePos: boolean): void {
     {
       if (f.closed) throw new CpError('EBADF', `write on closed file ${JSON.stringify(f.name)}`);
       this.writer.check();
@@ -354,7 +357,13 @@ export class Store {
       const at = start === null ? ov.size : start;
       if (data.length > 0) {
         if (at + data.length > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', 'write past the largest supported position');
-        for (const p of this.writer.appendWrite(e.name, at, data, this.building)) {
+        // Small sequential writes continue the last record: no piece objects on this path.
+        const jOff = this.writer.continueWrite(e.name, at, data);
+        if (jOff >= 0) {
+          const p = this.writer.lastRecordPos;
+          ov.insert(at, data.length, this.writer.lastRecordIndex, posSeq(p), jOff, p);
+          this.touch(ov, p);
+        } else for (const p of this.writer.appendWrite(e.name, at, data, this.building)) {
           ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff, p.pos);
           this.touch(ov, p.pos);
         }
