@@ -59,9 +59,11 @@ export interface RecoveryReport {
   /** Epochs committed but not yet applied when recovery started (replayed now, or to replay in a dry run). */
   replayedEpochs: number;
   replayedRecords: number;
+  /** Payload bytes of the replayed records (the data and names they carry, without record headers). */
   replayedBytes: number;
   /** Valid records after the last commit, discarded. */
   discardedRecords: number;
+  /** Journal bytes of the discarded records (headers and padding included). */
   discardedBytes: number;
   /** The log ended in a damaged record that is a normal crash artifact. */
   tornTail: boolean;
