@@ -45,6 +45,9 @@
  *                                                          as of the last commit (epoch field = that epoch)
  *   SEGEND   9  u64 nextSeq                                the log continues in the segment with nextSeq
  *
+ *   Seeks have no record: a COMMIT carries the positions (as of the check() call) of the entries
+ *   whose position or state changed, which is all that resuming needs.
+ *
  * Control file: two slots at offsets 0 and 512; the valid slot with the larger counter wins and a
  * write always goes to the other slot, so a torn write never destroys the last good cursor.
  *
