@@ -128,11 +128,14 @@ describe('locking: one owner per store directory', function () {
     await store.writeFile('a', 'acknowledged');
     await store.check();
     await store.writeFile('a', 'pending when the lock was lost');
+    const locks = await findLockPaths(dir);
+    expect(locks).to.not.be.empty;
     const until = Date.now() + 3500;
     while (Date.now() < until) { /* a synchronous stall: the lock's refresh timer cannot run */ }
-    // Meanwhile the lock looked stale to another process, which took it (refreshing its mtime).
+    // Meanwhile the lock looked stale to another process, which took it (refreshing its mtime):
+    // done before the event loop turns, so the overdue refresh sees it.
     const now = new Date();
-    for (const l of await findLockPaths(dir)) utimesSync(l, now, now);
+    for (const l of locks) utimesSync(l, now, now);
     await sleep(1500); // the late refresh finds a lock that is not ours any more: compromised
     await expectCpError(() => store.check(), 'ECOMPROMISED');
     expect(process.exitCode ?? 0).to.equal(0);
