@@ -19,5 +19,11 @@ const native = (zlib as unknown as { crc32?: (d: Uint8Array, v?: number) => numb
 /** The native implementation, or undefined on Node releases that lack zlib.crc32. */
 export const crc32Native: Crc | undefined = native ? (data, seed = 0) => native(data, seed) >>> 0 : undefined;
 
-/** The implementation cpfile uses. */
-export const crc32: Crc = crc32Native ?? crc32Js;
+/**
+ * The implementation cpfile uses: native from 256 bytes up, where it wins; below that the call into
+ * C++ costs more than the pure-JS loop. Measured on the 2-core development VM (Node 20.20): 64 B
+ * 35 ns JS / 106 ns native, 256 B 135 / 136, 1 KiB 520 / 273, 4 KiB 2.1 us / 0.71 us, 1 MiB
+ * 1.96 / 6.65 GB/s (3.4x).
+ */
+const NATIVE_FROM = 256;
+export const crc32: Crc = crc32Native ? (data, seed = 0) => (data.length >= NATIVE_FROM ? crc32Native(data, seed) : crc32Js(data, seed)) : crc32Js;

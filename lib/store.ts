@@ -54,7 +54,7 @@ export interface StoreOptions {
   noLock?: boolean;
 }
 
-/** What writeEntry returns when the write was laid out at once (CpFile.write then skips a tick). */
+/** @internal What writeEntry returns when the write was laid out at once (CpFile.write then skips a tick). */
 export const LAID_OUT: Promise<void> = Promise.resolve();
 
 /** @internal */

@@ -22,6 +22,16 @@ describe('format', () => {
         expect(crc32Native!(b, seed)).to.equal(crc32Js(b, seed));
       }
     });
+
+    it('the crc32 cpfile uses (JS below 256 bytes, native above) chains across the switch', () => {
+      const whole = Buffer.alloc(2000);
+      for (let j = 0; j < whole.length; j++) whole[j] = (j * 31 + 7) & 0xff;
+      for (const cut of [0, 24, 255, 256, 257, 1000, 1999]) {
+        const a = whole.subarray(0, cut);
+        const b = whole.subarray(cut);
+        expect(crc32(b, crc32(a)), `cut at ${cut}`).to.equal(crc32Js(whole));
+      }
+    });
   });
 
   describe('records', () => {
