@@ -100,14 +100,17 @@ describe('durability order (recorded I/O calls)', () => {
     const top = tempDir();
     const log: Call[] = [];
     const root = path.join(top, 'new', 'nested');
-    const s = await openStore(root, { io: recordingIO(log), noLock: true });
-    await s.close();
-    for (const [made, parent] of [[path.join(top, 'new'), top], [root, path.join(top, 'new')], [path.join(root, '.cpfile'), root]]) {
-      const mk = log.findIndex((c) => c.op === 'mkdir' && path.resolve(c.arg) === made);
-      expect(mk, `mkdir ${made}`).to.be.greaterThan(-1);
-      const synced = log.findIndex((c, i) => i > mk && c.op === 'fsyncDir' && path.resolve(c.arg) === parent);
-      expect(synced, `fsync of ${parent} after mkdir ${made}`).to.be.greaterThan(mk);
+    try {
+      const s = await openStore(root, { io: recordingIO(log), noLock: true });
+      await s.close();
+      for (const [made, parent] of [[path.join(top, 'new'), top], [root, path.join(top, 'new')], [path.join(root, '.cpfile'), root]]) {
+        const mk = log.findIndex((c) => c.op === 'mkdir' && path.resolve(c.arg) === made);
+        expect(mk, `mkdir ${made}`).to.be.greaterThan(-1);
+        const synced = log.findIndex((c, i) => i > mk && c.op === 'fsyncDir' && path.resolve(c.arg) === parent);
+        expect(synced, `fsync of ${parent} after mkdir ${made}`).to.be.greaterThan(mk);
+      }
+    } finally {
+      fs.rmSync(top, { recursive: true, force: true });
     }
-    fs.rmSync(top, { recursive: true, force: true });
   });
 });
