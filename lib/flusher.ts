@@ -36,7 +36,17 @@ export interface FlusherInit {
    * record or fail the worker's own calls with it). The inline flusher is given its IO directly.
    */
   ioModule?: string;
+  /** Where the first of `segments` has no blocks yet (recovery created or grew it), if anywhere. */
+  sparseFrom?: number | null;
 }
+
+/**
+ * Commits that wrote at most this much since the previous sync get the journal ahead of them
+ * pre-written with zeros (see FlusherCore.prefill); bigger ones allocate their blocks by writing them.
+ */
+const PREFILL_TASK_MAX = 256 * 1024;
+/** How far ahead of a small commit's records the journal is pre-written. */
+const PREFILL_AHEAD = 1024 * 1024;
 
 export interface Task {
   init?: FlusherInit;
@@ -63,6 +73,15 @@ export class FlusherCore {
   private dirty = new Set<number>();
   private dirtyDir = false;
   private broken: TaskResult['error'] | null = null;
+  /**
+   * Segments whose file still has unallocated blocks (index -> offset from which nothing was ever
+   * written). A write into unallocated blocks makes the next fdatasync commit their allocation too;
+   * into blocks written before, it does not (measured: 0.67x the fdatasync time).
+   */
+  private sparse = new Map<number, number>();
+  private zeros: Buffer | null = null;
+  /** Journal bytes written since the last sync. */
+  private sinceSync = 0;
   private files: SegmentFiles;
   private journalDir: string;
 
@@ -70,6 +89,7 @@ export class FlusherCore {
     this.files = new SegmentFiles(io);
     this.journalDir = metaPaths(init.dir).journal;
     for (const s of init.segments) this.remember(s);
+    if (init.sparseFrom !== undefined && init.sparseFrom !== null && init.segments.length) this.sparse.set(init.segments[0].index, init.sparseFrom);
   }
 
   static async create(io: IO, init: FlusherInit): Promise<FlusherCore> {
@@ -106,12 +126,15 @@ export class FlusherCore {
     }
     const res: TaskResult = { ok: true, fsyncs: 0 };
     try {
+      const small = this.sparse.size > 0 && isSmallCommit(actions, this.sinceSync);
       for (const a of actions) {
         switch (a.op) {
           case 'segment': await this.initSegment(a.seg); break;
           case 'write': {
             const fd = await this.fd(a.index);
+            await this.prefill(fd, a.index, a.offset, a.offset + a.bytes.length, small);
             await writeFully(this.io, fd, a.bytes, 0, a.bytes.length, a.offset);
+            this.sinceSync += a.bytes.length;
             this.dirty.add(a.index);
             if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
             break;
@@ -141,6 +164,28 @@ export class FlusherCore {
     return res;
   }
 
+  /**
+   * Keep small commits out of unallocated journal blocks: before a small commit's write reaches
+   * past what the segment file ever had written, write zeros from there to PREFILL_AHEAD beyond it
+   * (zeros read as the end of the log, exactly like the unallocated blocks they replace). This
+   * commit's fdatasync then allocates a megabyte at once and the next few hundred small commits
+   * overwrite allocated blocks. Never writes below the frontier, so no record is ever touched.
+   */
+  private async prefill(fd: number, index: number, start: number, end: number, small: boolean): Promise<void> {
+    const frontier = this.sparse.get(index);
+    if (frontier === undefined || end <= frontier) return;
+    const size = this.segs.get(this.bySeqIndex.get(index)!)?.size ?? end;
+    let next = end;
+    if (small) {
+      next = Math.min(size, end + PREFILL_AHEAD);
+      const from = Math.max(frontier, start);
+      this.zeros ??= Buffer.alloc(PREFILL_AHEAD + PREFILL_TASK_MAX);
+      await writeFully(this.io, fd, this.zeros, 0, next - from, from);
+    }
+    if (next >= size) this.sparse.delete(index);
+    else this.sparse.set(index, next);
+  }
+
   private async initSegment(seg: PlainSegment): Promise<void> {
     const file = path.join(this.journalDir, segmentFileName(seg.index));
     let fd = this.fds.get(seg.index);
@@ -161,6 +206,8 @@ export class FlusherCore {
     await writeFully(this.io, fd, area, 0, area.length, 0);
     this.dirty.add(seg.index);
     this.remember(seg);
+    if (st.size < seg.size) this.sparse.set(seg.index, Math.max(st.size, SEGMENT_HEADER_AREA));
+    else this.sparse.delete(seg.index);
   }
 
   private async syncAll(): Promise<number> {
@@ -177,6 +224,7 @@ export class FlusherCore {
     }
     this.dirty.clear();
     this.dirtyDir = false;
+    this.sinceSync = 0;
     return n;
   }
 
@@ -186,4 +234,15 @@ export class FlusherCore {
     await this.files.closeAll();
     await this.control.close();
   }
+}
+
+/** A task that ends a commit (it syncs) that wrote little since the last sync: its latency is what matters. */
+function isSmallCommit(actions: Action[], sinceSync: number): boolean {
+  let bytes = sinceSync;
+  let sync = false;
+  for (const a of actions) {
+    if (a.op === 'write') bytes += a.bytes.length;
+    else if (a.op === 'sync') sync = true;
+  }
+  return sync && bytes <= PREFILL_TASK_MAX;
 }

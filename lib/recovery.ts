@@ -88,6 +88,11 @@ export interface RecoveredState {
   /** The fresh segment the writer continues in, and where. */
   segment: SegmentInfo;
   writeOffset: number;
+  /**
+   * Where the fresh segment's file has no blocks yet (it was created or grown by ftruncate), or null
+   * when every block of it was written before (a recycled segment).
+   */
+  sparseFrom: number | null;
   /** Indexes of segment files free for reuse. */
   free: number[];
   nextIndex: number;
@@ -390,7 +395,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     };
     if (opts.dryRun) {
       report.durationMs = performance.now() - t0;
-      return { report, control, controlSlot: ctl.slot, segment: cursorSeg!, writeOffset: 0, free: [], nextIndex: 0, maxSeq: listing.maxSeq };
+      return { report, control, controlSlot: ctl.slot, segment: cursorSeg!, writeOffset: 0, sparseFrom: null, free: [], nextIndex: 0, maxSeq: listing.maxSeq };
     }
 
     if (corruption) report.brokenCopy = await copyJournalAside(io, p.journal, p.meta, sync);
@@ -425,13 +430,13 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         index, file: path.join(p.journal, segmentFileName(index)),
       };
       const entries = report.entries;
-      const writeOffset = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal);
+      const { writeOffset, sparseFrom } = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal);
       await writer.write({ cursorSeq: seq, cursorOffset: SEGMENT_HEADER_AREA, appliedEpoch: lastCommitEpoch });
       // Every other segment is free now, including the one that held the cursor.
       const freeAfter = listing.indexes.filter((i) => i !== index);
       report.durationMs = performance.now() - t0;
       return {
-        report, control: writer.state, controlSlot: writer.slot, segment, writeOffset, free: freeAfter,
+        report, control: writer.state, controlSlot: writer.slot, segment, writeOffset, sparseFrom, free: freeAfter,
         nextIndex: Math.max(nextIndex, index + 1), maxSeq: seq,
       };
     } finally {
@@ -478,7 +483,7 @@ async function syncLog(io: IO, dir: string, p: { meta: string; control: string; 
  */
 export async function initSegment(
   io: IO, seg: SegmentInfo, sync: boolean, entries: CatalogEntry[] | null, epoch: number, journalDir: string,
-): Promise<number> {
+): Promise<{ writeOffset: number; sparseFrom: number | null }> {
   let isNew = false;
   let fd: number;
   try {
@@ -504,7 +509,7 @@ export async function initSegment(
       else await io.fdatasync(fd);
     }
     if (sync && isNew) await io.fsyncDir(journalDir);
-    return bytes.length;
+    return { writeOffset: bytes.length, sparseFrom: st.size < seg.size ? Math.max(st.size, bytes.length) : null };
   } finally {
     await io.close(fd);
   }

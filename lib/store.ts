@@ -807,7 +807,10 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
       segmentSize, storeId: rec.control.storeId, batchBytes, maxInflight, journalDir: p.journal,
     }, { segment: rec.segment, writeOffset: rec.writeOffset, free: rec.free, nextIndex: rec.nextIndex, maxSeq: rec.maxSeq },
     () => storeRef!.catalogSnapshot());
-    const init = await writer.init({ dir: root, sync, control: rec.control, controlSlot: rec.controlSlot, ...(options.workerIO && port instanceof WorkerPort ? { ioModule: options.workerIO } : {}) });
+    const init = await writer.init({
+      dir: root, sync, control: rec.control, controlSlot: rec.controlSlot, sparseFrom: rec.sparseFrom,
+      ...(options.workerIO && port instanceof WorkerPort ? { ioModule: options.workerIO } : {}),
+    });
     if (!init.ok) throw new CpError((init.error?.code as 'EIO') ?? 'EIO', `starting the flusher: ${init.error?.message}`);
     store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay }, writer, port, lock, rec.report,
       pos(rec.control.cursorSeq, rec.control.cursorOffset), io, hooks);

@@ -48,11 +48,14 @@ describe('the flusher worker through the IO interface', () => {
     it(`${code} from the worker's ${call} of the journal rejects check() with ${code}; the store stays at the previous epoch and a reopen loses nothing`, async () => {
       const dir = tempDir();
       dirs.push(dir);
-      // The first check makes one journal write and one fdatasync: fail the second of each.
-      const s = await withEnv({ CPFILE_TEST_WORKER_FAIL: `${call}:2:${code}` }, () =>
+      // Armed once the first check resolved: the next journal call of that kind fails.
+      const arm = `${dir}.arm`;
+      dirs.push(arm);
+      const s = await withEnv({ CPFILE_TEST_WORKER_FAIL: `${call}:${code}:${arm}` }, () =>
         openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
       await s.writeFile('a', 'epoch one');
       expect(await s.check()).to.equal(1);
+      fs.writeFileSync(arm, '');
       await s.writeFile('a', 'epoch two, never acknowledged');
       const err = await s.check().then(() => null, (e: unknown) => e);
       expect(err).to.be.instanceOf(CpError);

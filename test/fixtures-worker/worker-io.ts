@@ -1,16 +1,17 @@
 /**
  * An IO module for the flusher worker (StoreOptions.workerIO): syncNodeIO, plus
  *   CPFILE_TEST_WORKER_LOG=<file>          append one line per call ("<call> <path>") to <file>
- *   CPFILE_TEST_WORKER_FAIL=<call>:<n>:<code>
- *                                          the n-th <call> on a journal segment fails with <code>
- * Read once, when the worker loads this module (a worker's env is a copy taken at its start).
+ *   CPFILE_TEST_WORKER_FAIL=<call>:<code>:<file>
+ *                                          once <file> exists, the next <call> on a journal segment
+ *                                          fails with <code> (once)
+ * Read when the worker loads this module (a worker's env is a copy taken at its start).
  */
 import * as fs from 'node:fs';
 import { syncNodeIO, type IO } from '../../lib/io.js';
 
 const logFile = process.env.CPFILE_TEST_WORKER_LOG;
-const [failCall, failN, failCode] = (process.env.CPFILE_TEST_WORKER_FAIL ?? '::').split(':');
-let seen = 0;
+const [failCall, failCode, armFile] = (process.env.CPFILE_TEST_WORKER_FAIL ?? '::').split(':');
+let fired = false;
 const fdPath = new Map<number, string>();
 
 export const io: IO = new Proxy(syncNodeIO, {
@@ -19,7 +20,8 @@ export const io: IO = new Proxy(syncNodeIO, {
     if (typeof f !== 'function') return f;
     return async (...args: unknown[]) => {
       const p = typeof args[0] === 'number' ? (fdPath.get(args[0]) ?? `fd ${args[0]}`) : String(args[0]);
-      if (key === failCall && /seg-\d+\.cpj$/.test(p) && ++seen === Number(failN)) {
+      if (key === failCall && !fired && /seg-\d+\.cpj$/.test(p) && fs.existsSync(armFile)) {
+        fired = true;
         if (logFile) fs.appendFileSync(logFile, `${key} ${p} FAILED ${failCode}\n`);
         throw Object.assign(new Error(`injected ${failCode} in the worker's ${key}`), { code: failCode });
       }

@@ -1,0 +1,111 @@
+// Small commits stay out of unallocated journal blocks: the flusher writes zeros ahead of them in a
+// segment file that was created sparse (an fdatasync after writing into unallocated blocks also
+// commits their allocation). It never writes below what was written before, and big tasks skip it.
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openStore, type IO } from '../lib/index.js';
+import { nodeIO } from '../lib/io.js';
+import { tempDir } from './helpers/journal.js';
+
+interface SegWrite { pos: number; len: number; zeros: boolean }
+
+/** nodeIO recording every write to a journal segment file: where, how long, all zeros or not. */
+function recorder(log: SegWrite[]): IO {
+  const seg = new Set<number>();
+  return new Proxy(nodeIO, {
+    get(t, k: string) {
+      const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
+      if (k === 'open') {
+        return async (p: string, mode: string) => {
+          const fd = (await f(p, mode)) as number;
+          if (/seg-\d+\.cpj$/.test(p)) seg.add(fd);
+          else seg.delete(fd);
+          return fd;
+        };
+      }
+      if (k === 'write') {
+        return async (fd: number, buf: Uint8Array, off: number, len: number, pos: number) => {
+          if (seg.has(fd)) log.push({ pos, len, zeros: buf.subarray(off, off + len).every((b) => b === 0) });
+          return f(fd, buf, off, len, pos);
+        };
+      }
+      return f;
+    },
+  }) as IO;
+}
+
+describe('journal prefill of sparse segments', () => {
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  it('a small commit in a new store pre-writes zeros ahead of its records, once per megabyte, never below them', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const log: SegWrite[] = [];
+    const s = await openStore(dir, { io: recorder(log), noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+    const f = await s.open('a.log', 'a');
+    log.length = 0;
+    for (let i = 0; i < 40; i++) {
+      await f.write(Buffer.alloc(4096, 1 + (i % 200)));
+      await s.check();
+    }
+    const zeroWrites = log.filter((w) => w.zeros && w.len >= 1024 * 1024);
+    expect(zeroWrites.length, 'one prefill for 40 small commits').to.equal(1);
+    // everything else is records, written at increasing offsets, none of them below the prefill's start
+    const data = log.filter((w) => !w.zeros);
+    expect(data.length).to.be.at.least(40);
+    for (let i = 1; i < data.length; i++) expect(data[i].pos, `record write ${i}`).to.be.greaterThan(data[i - 1].pos);
+    expect(data[0].pos).to.be.at.least(zeroWrites[0].pos);
+    await f.close();
+    await s.close();
+    const r = await openStore(dir, { noLock: true });
+    expect((await r.readFile('a.log')).length).to.equal(40 * 4096);
+    await r.close();
+  });
+
+  it('big commits (more than 256 KiB since the last sync) allocate their blocks by writing them: no prefill', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const log: SegWrite[] = [];
+    const s = await openStore(dir, { io: recorder(log), noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+    const f = await s.open('big.bin', 'w');
+    log.length = 0;
+    for (let i = 0; i < 4; i++) {
+      await f.write(Buffer.alloc(1024 * 1024, 7));
+      await s.check();
+    }
+    expect(log.filter((w) => w.zeros && w.len >= 1024 * 1024)).to.have.length(0);
+    await f.close();
+    await s.close();
+  });
+
+  it('a recycled segment (every block written before) gets no prefill', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    // 1 MiB segments: fill and apply a few so that later segments are recycled files
+    const s0 = await openStore(dir, { noLock: true, segmentSize: 1024 * 1024, applyDelay: 0 });
+    const g = await s0.open('fill.bin', 'w');
+    for (let i = 0; i < 24; i++) {
+      await g.write(Buffer.alloc(256 * 1024, 3));
+      await s0.check();
+    }
+    await g.close();
+    await s0.close();
+    const segs = fs.readdirSync(path.join(dir, '.cpfile', 'journal')).filter((n) => n.endsWith('.cpj'));
+    expect(segs.length, 'several segment files to recycle').to.be.greaterThan(1);
+    const log: SegWrite[] = [];
+    const s = await openStore(dir, { io: recorder(log), noLock: true, segmentSize: 1024 * 1024, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+    const f = await s.open('small.log', 'a');
+    log.length = 0;
+    for (let i = 0; i < 10; i++) {
+      await f.write('x'.repeat(100));
+      await s.check();
+    }
+    expect(log.filter((w) => w.zeros && w.len >= 64 * 1024), 'no prefill in a recycled segment').to.have.length(0);
+    await f.close();
+    await s.close();
+  });
+});
