@@ -272,7 +272,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
   };
 
   try {
-    await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, visit);
+    await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, visit, endPos);
     if (lastCommitEnd >= 0) {
       await cache.barrier();
       await ctx.control.write({ cursorSeq: posSeq(lastCommitEnd), cursorOffset: posOffset(lastCommitEnd), appliedEpoch: res.appliedEpoch });

@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import {
   RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, SEGMENT_FILE_RE, MAX_PAYLOAD, RecordType,
-  checkRecordHeader, decodeSegmentHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos,
+  checkRecordHeader, decodeSegmentHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos, posSeq, posOffset,
   type RecordHeader, type RecordCheck, type SegmentHeader,
 } from './format.js';
 import { type IO, readFully } from './io.js';
@@ -71,20 +71,27 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
   return out;
 }
 
+/**
+ * Read window of SegmentReader: larger than the largest record (MAX_PAYLOAD plus its header), so a
+ * record's header and payload come in the same read and a window holds several big records.
+ */
+export const READ_WINDOW = 4 * 1024 * 1024;
+
 /** Windowed reader over one segment file: few large reads instead of one per record. */
 export class SegmentReader {
   private win: Buffer = Buffer.alloc(0);
   private winStart = 0;
   /** The window's memory, reused by the next read that fits: what get() returns is valid until the next get(). */
   private backing: Buffer | null = null;
-  constructor(private io: IO, private fd: number, readonly size: number, private chunk = 1024 * 1024) {}
+  /** `readEnd`: nothing at or past it is wanted (reads stop there unless a request reaches beyond). */
+  constructor(private io: IO, private fd: number, readonly size: number, private chunk = READ_WINDOW, private readEnd = size) {}
 
   /** Bytes [off, off+len) of the segment (shorter if the file is shorter). */
   async get(off: number, len: number): Promise<Buffer> {
     if (off >= this.winStart && off + len <= this.winStart + this.win.length) {
       return this.win.subarray(off - this.winStart, off - this.winStart + len);
     }
-    const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off));
+    const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off), Math.max(len, this.readEnd - off));
     if (!this.backing || this.backing.length < want) this.backing = Buffer.allocUnsafe(Math.max(want, this.chunk));
     const b = this.backing.subarray(0, want);
     const n = await readFully(this.io, this.fd, b, 0, want, off);
@@ -150,8 +157,10 @@ export class SegmentFiles {
     }
     return fd;
   }
-  async reader(seg: SegmentInfo): Promise<SegmentReader> {
-    return new SegmentReader(this.io, await this.fd(seg), seg.size);
+  /** A reader of `seg`; with `endPos`, reads stop where that position falls in this segment. */
+  async reader(seg: SegmentInfo, endPos?: number): Promise<SegmentReader> {
+    const readEnd = endPos !== undefined && posSeq(endPos) === seg.seq ? posOffset(endPos) : seg.size;
+    return new SegmentReader(this.io, await this.fd(seg), seg.size, READ_WINDOW, readEnd);
   }
   async closeAll(): Promise<void> {
     for (const fd of this.fds.values()) await this.io.close(fd);
@@ -166,11 +175,13 @@ export class SegmentFiles {
 export async function walkLog(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, startSeq: number, startOffset: number,
   visit: (r: ScannedRecord) => boolean | void | Promise<boolean | void>,
+  /** The caller stops at this position (visit returns false there): no need to read past it. */
+  endPos?: number,
 ): Promise<ScanEnd> {
   let seg = segs.get(startSeq);
   let offset = startOffset;
   if (!seg) return { seq: startSeq, offset, pos: pos(startSeq, offset), reason: 'missing-segment' };
-  let reader = await files.reader(seg);
+  let reader = await files.reader(seg, endPos);
   for (;;) {
     const r = await readRecordAt(reader, seg, offset);
     if (!r.ok) return { seq: seg.seq, offset, pos: pos(seg.seq, offset), reason: r.reason };
@@ -182,7 +193,7 @@ export async function walkLog(
       if (!next) return { seq: nextSeq, offset: SEGMENT_HEADER_AREA, pos: pos(nextSeq, SEGMENT_HEADER_AREA), reason: 'missing-segment' };
       seg = next;
       offset = SEGMENT_HEADER_AREA;
-      reader = await files.reader(seg);
+      reader = await files.reader(seg, endPos);
       continue;
     }
     offset += rec.size;
