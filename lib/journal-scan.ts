@@ -92,7 +92,7 @@ export class SegmentReader {
       return this.win.subarray(off - this.winStart, off - this.winStart + len);
     }
     const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off), Math.max(len, this.readEnd - off));
-    if (!this.backing || this.backing.length < want) this.backing = Buffer.allocUnsafe(Math.max(want, this.chunk));
+    if (!this.backing || this.backing.length < want) this.backing = Buffer.allocUnsafe(want);
     const b = this.backing.subarray(0, want);
     const n = await readFully(this.io, this.fd, b, 0, want, off);
     this.win = b.subarray(0, n);
