@@ -1,24 +1,19 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { openStore, CpError, type IO } from '../lib/index.js';
-import { nodeIO } from '../lib/io.js';
+import { interceptIO, injected } from './helpers/intercept-io.js';
 import { tempDir } from './helpers/journal.js';
 
 /** nodeIO with a switch: while `fail` names a call and `match` accepts its path/fd, that call throws `code`. */
 function faultyIO(): { io: IO; arm(call: string, code: string, match?: (arg: unknown) => boolean): void; disarm(): void; hits: number } {
   const state = { call: '', code: '', match: (_: unknown) => true, hits: 0 };
-  const io = new Proxy(nodeIO, {
-    get(t, k: string) {
-      const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
-      return async (...args: unknown[]) => {
-        if (k === state.call && state.match(args[0])) {
-          state.hits++;
-          throw Object.assign(new Error(`injected ${state.code} in ${k}`), { code: state.code });
-        }
-        return f(...args);
-      };
-    },
-  }) as IO;
+  const io = interceptIO(async (call, args, next) => {
+    if (call === state.call && state.match(args[0])) {
+      state.hits++;
+      throw injected(state.code, call);
+    }
+    return next();
+  });
   return {
     io,
     arm(call, code, match = () => true) {

@@ -5,47 +5,38 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openStore, type IO } from '../lib/index.js';
-import { nodeIO } from '../lib/io.js';
-import { tempDir } from './helpers/journal.js';
+import { interceptIO } from './helpers/intercept-io.js';
+import { Sandbox } from './helpers/sandbox.js';
 
 interface SegWrite { pos: number; len: number; zeros: boolean }
 
 /** nodeIO recording every write to a journal segment file: where, how long, all zeros or not. */
 function recorder(log: SegWrite[]): IO {
   const seg = new Set<number>();
-  return new Proxy(nodeIO, {
-    get(t, k: string) {
-      const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
-      if (k === 'open') {
-        return async (p: string, mode: string) => {
-          const fd = (await f(p, mode)) as number;
-          if (/seg-\d+\.cpj$/.test(p)) seg.add(fd);
-          else seg.delete(fd);
-          return fd;
-        };
-      }
-      if (k === 'write') {
-        return async (fd: number, buf: Uint8Array, off: number, len: number, pos: number) => {
-          if (seg.has(fd)) log.push({ pos, len, zeros: buf.subarray(off, off + len).every((b) => b === 0) });
-          return f(fd, buf, off, len, pos);
-        };
-      }
-      return f;
-    },
-  }) as IO;
+  return interceptIO(async (call, args, next) => {
+    const r = await next();
+    if (call === 'open') {
+      if (/seg-\d+\.cpj$/.test(args[0] as string)) seg.add(r as number);
+      else seg.delete(r as number);
+    } else if (call === 'write' && seg.has(args[0] as number)) {
+      const [, buf, off, len, pos] = args as [number, Uint8Array, number, number, number];
+      log.push({ pos, len, zeros: buf.subarray(off, off + len).every((b) => b === 0) });
+    }
+    return r;
+  });
 }
 
+/** Committed epochs stay in the journal: only the prefill and the records write to it. */
+const HELD = { noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 } as const;
+
 describe('journal prefill of sparse segments', () => {
-  const dirs: string[] = [];
-  after(() => {
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   it('a small commit in a new store pre-writes zeros ahead of its records, once per megabyte, never below them', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = await sb.dir();
     const log: SegWrite[] = [];
-    const s = await openStore(dir, { io: recorder(log), noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+    const s = await openStore(dir, { ...HELD, io: recorder(log) });
     const f = await s.open('a.log', 'a');
     log.length = 0;
     for (let i = 0; i < 40; i++) {
@@ -67,10 +58,9 @@ describe('journal prefill of sparse segments', () => {
   });
 
   it('big commits (more than 256 KiB since the last sync) allocate their blocks by writing them: no prefill', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = await sb.dir();
     const log: SegWrite[] = [];
-    const s = await openStore(dir, { io: recorder(log), noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+    const s = await openStore(dir, { ...HELD, io: recorder(log) });
     const f = await s.open('big.bin', 'w');
     log.length = 0;
     for (let i = 0; i < 4; i++) {
@@ -83,8 +73,7 @@ describe('journal prefill of sparse segments', () => {
   });
 
   it('a recycled segment (every block written before) gets no prefill', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = await sb.dir();
     // 1 MiB segments: fill and apply a few so that later segments are recycled files
     const s0 = await openStore(dir, { noLock: true, segmentSize: 1024 * 1024, applyDelay: 0 });
     const g = await s0.open('fill.bin', 'w');
@@ -97,7 +86,7 @@ describe('journal prefill of sparse segments', () => {
     const segs = fs.readdirSync(path.join(dir, '.cpfile', 'journal')).filter((n) => n.endsWith('.cpj'));
     expect(segs.length, 'several segment files to recycle').to.be.greaterThan(1);
     const log: SegWrite[] = [];
-    const s = await openStore(dir, { io: recorder(log), noLock: true, segmentSize: 1024 * 1024, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+    const s = await openStore(dir, { ...HELD, io: recorder(log), segmentSize: 1024 * 1024 });
     const f = await s.open('small.log', 'a');
     log.length = 0;
     for (let i = 0; i < 10; i++) {

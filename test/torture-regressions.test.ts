@@ -1,31 +1,24 @@
 // Regression tests for bugs the torture suite found. Each one failed before its fix (checked by
 // reverting the fix) and names the commit message that explains it (`git log --grep torture`).
 import { expect } from 'chai';
-import * as fs from 'node:fs';
 import { openStore, CpError, type IO } from '../lib/index.js';
-import { nodeIO } from '../lib/io.js';
-import { tempDir } from './helpers/journal.js';
+import { interceptIO, injected } from './helpers/intercept-io.js';
+import { Sandbox } from './helpers/sandbox.js';
 import { powerlossUnit } from './torture/powerloss.js';
 
 /** nodeIO whose n-th `write` call (1-based, counted once armed) throws ENOSPC; counts the writes after it. */
 function failNthWrite(n: number): { io: IO; arm(): void; after: number; failed: boolean } {
   const st = { armed: false, seen: 0, failed: false, after: 0 };
-  const io = new Proxy(nodeIO, {
-    get(t, k: string) {
-      const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
-      if (k !== 'write') return f;
-      return async (...args: unknown[]) => {
-        if (st.armed) {
-          if (st.failed) st.after++;
-          else if (++st.seen === n) {
-            st.failed = true;
-            throw Object.assign(new Error('injected ENOSPC in write'), { code: 'ENOSPC' });
-          }
-        }
-        return f(...args);
-      };
-    },
-  }) as IO;
+  const io = interceptIO(async (call, _args, next) => {
+    if (call === 'write' && st.armed) {
+      if (st.failed) st.after++;
+      else if (++st.seen === n) {
+        st.failed = true;
+        throw injected('ENOSPC', call);
+      }
+    }
+    return next();
+  });
   return {
     io,
     arm: () => void (st.armed = true),
@@ -39,15 +32,12 @@ function failNthWrite(n: number): { io: IO; arm(): void; after: number; failed: 
 }
 
 describe('torture regressions', () => {
-  const dirs: string[] = [];
-  after(() => {
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   // 155dab2 "The flusher refuses every task after its first failure"
   it('after a failed journal write, batches queued behind it never reach the disk, and the store reopens without --force', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = await sb.dir();
     const f = failNthWrite(2);
     const s = await openStore(dir, { io: f.io, noLock: true, batchBytes: 4096, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
     await s.writeFile('a', 'epoch one');

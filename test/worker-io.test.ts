@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openStore, CpError } from '../lib/index.js';
-import { tempDir } from './helpers/journal.js';
+import { Sandbox } from './helpers/sandbox.js';
 
 const MODULE = new URL('./fixtures-worker/worker-io.js', import.meta.url).href;
 
@@ -20,16 +20,12 @@ function withEnv<T>(vars: Record<string, string>, f: () => Promise<T>): Promise<
 }
 
 describe('the flusher worker through the IO interface', () => {
-  const dirs: string[] = [];
-  after(() => {
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-  });
+  const sb = new Sandbox();
+  after(() => sb.cleanup());
 
   it('records the worker thread\'s journal writes, fdatasyncs, applies and directory fsyncs', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
-    const log = path.join(dir, '..', `${path.basename(dir)}.worker-log`);
-    dirs.push(log);
+    const dir = await sb.dir();
+    const log = path.join(await sb.dir(), 'worker-log');
     const s = await withEnv({ CPFILE_TEST_WORKER_LOG: log }, () => openStore(dir, { workerIO: MODULE, applyDelay: 0 }));
     await s.writeFile('sub/a.txt', 'through the worker');
     await s.check();
@@ -46,11 +42,9 @@ describe('the flusher worker through the IO interface', () => {
 
   for (const [call, code] of [['fdatasync', 'EIO'], ['write', 'ENOSPC']] as const) {
     it(`${code} from the worker's ${call} of the journal rejects check() with ${code}; the store stays at the previous epoch and a reopen loses nothing`, async () => {
-      const dir = tempDir();
-      dirs.push(dir);
+      const dir = await sb.dir();
       // Armed once the first check resolved: the next journal call of that kind fails.
-      const arm = `${dir}.arm`;
-      dirs.push(arm);
+      const arm = path.join(await sb.dir(), 'arm');
       const s = await withEnv({ CPFILE_TEST_WORKER_FAIL: `${call}:${code}:${arm}` }, () =>
         openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
       await s.writeFile('a', 'epoch one');

@@ -8,27 +8,22 @@
  */
 import * as fs from 'node:fs';
 import { syncNodeIO, type IO } from '../../lib/io.js';
+import { interceptIO, injected } from '../helpers/intercept-io.js';
 
 const logFile = process.env.CPFILE_TEST_WORKER_LOG;
 const [failCall, failCode, armFile] = (process.env.CPFILE_TEST_WORKER_FAIL ?? '::').split(':');
 let fired = false;
 const fdPath = new Map<number, string>();
 
-export const io: IO = new Proxy(syncNodeIO, {
-  get(target, key: string) {
-    const f = (target as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[key];
-    if (typeof f !== 'function') return f;
-    return async (...args: unknown[]) => {
-      const p = typeof args[0] === 'number' ? (fdPath.get(args[0]) ?? `fd ${args[0]}`) : String(args[0]);
-      if (key === failCall && !fired && /seg-\d+\.cpj$/.test(p) && fs.existsSync(armFile)) {
-        fired = true;
-        if (logFile) fs.appendFileSync(logFile, `${key} ${p} FAILED ${failCode}\n`);
-        throw Object.assign(new Error(`injected ${failCode} in the worker's ${key}`), { code: failCode });
-      }
-      const r = await f.apply(target, args);
-      if (key === 'open') fdPath.set(r as number, p);
-      if (logFile) fs.appendFileSync(logFile, `${key} ${p}\n`);
-      return r;
-    };
-  },
-});
+export const io: IO = interceptIO(async (call, args, next) => {
+  const p = typeof args[0] === 'number' ? (fdPath.get(args[0]) ?? `fd ${args[0]}`) : String(args[0]);
+  if (call === failCall && !fired && /seg-\d+\.cpj$/.test(p) && fs.existsSync(armFile)) {
+    fired = true;
+    if (logFile) fs.appendFileSync(logFile, `${call} ${p} FAILED ${failCode}\n`);
+    throw injected(failCode, `the worker's ${call}`);
+  }
+  const r = await next();
+  if (call === 'open') fdPath.set(r as number, p);
+  if (logFile) fs.appendFileSync(logFile, `${call} ${p}\n`);
+  return r;
+}, syncNodeIO);

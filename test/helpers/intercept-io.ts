@@ -1,0 +1,20 @@
+/**
+ * An IO that runs every call through `around(call, args, next)`: tests record, count or fail calls
+ * without each writing its own Proxy. `next()` performs the real call with the same arguments.
+ */
+import { nodeIO, type IO } from '../../lib/io.js';
+
+export type Around = (call: keyof IO, args: unknown[], next: () => Promise<unknown>) => Promise<unknown>;
+
+export function interceptIO(around: Around, base: IO = nodeIO): IO {
+  return new Proxy(base, {
+    get(t, k: string) {
+      const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
+      if (typeof f !== 'function') return f;
+      return (...args: unknown[]) => around(k as keyof IO, args, () => f.apply(t, args));
+    },
+  }) as IO;
+}
+
+/** An error as node:fs would throw it, with `code`. */
+export const injected = (code: string, call: string): Error => Object.assign(new Error(`injected ${code} in ${call}`), { code });
