@@ -13,7 +13,7 @@ import { type IO, isENOENT, writeFully } from './io.js';
 import { ControlWriter } from './control.js';
 import { SegmentFiles, type SegmentInfo } from './journal-scan.js';
 import { applyCommitted } from './apply.js';
-import { errorToPlain } from './errors.js';
+import { CpError, errorToPlain } from './errors.js';
 import { metaPaths } from './recovery.js';
 
 export type PlainSegment = Omit<SegmentInfo, 'file'>;
@@ -22,7 +22,14 @@ export type Action =
   | { op: 'segment'; seg: PlainSegment }
   | { op: 'write'; index: number; offset: number; bytes: Uint8Array }
   | { op: 'sync' }
-  | { op: 'apply'; endPos: number };
+  | { op: 'apply'; endPos: number }
+  // Direct appends (see docs/FORMAT.md, FENCE). The main thread queues, per file and epoch: the FENCE
+  // record, a 'sync' (the fence is durable before any data goes to the file), 'fence', then 'direct'
+  // writes; before the epoch's COMMIT, 'datasync'; on rollback, 'undoDirect'.
+  | { op: 'fence'; name: string; size: number }
+  | { op: 'direct'; name: string; offset: number; bytes: Uint8Array }
+  | { op: 'datasync' }
+  | { op: 'undoDirect' };
 
 export interface FlusherInit {
   dir: string;
@@ -84,6 +91,10 @@ export class FlusherCore {
   private sinceSync = 0;
   private files: SegmentFiles;
   private journalDir: string;
+  /** Files written directly in the epoch being built: name -> committed size (the fence). */
+  private fences = new Map<string, number>();
+  /** Write fds on those files. */
+  private dataFds = new Map<string, number>();
 
   private constructor(private io: IO, private init: FlusherInit, private control: ControlWriter) {
     this.files = new SegmentFiles(io);
@@ -140,6 +151,17 @@ export class FlusherCore {
             break;
           }
           case 'sync': res.fsyncs += await this.syncAll(); break;
+          case 'fence':
+            if (!this.fences.has(a.name)) this.fences.set(a.name, a.size);
+            break;
+          case 'direct': {
+            if (!this.fences.has(a.name)) throw new CpError('EINVAL', `direct write to ${JSON.stringify(a.name)} without a fence`);
+            await writeFully(this.io, await this.dataFd(a.name), a.bytes, 0, a.bytes.length, a.offset);
+            if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
+            break;
+          }
+          case 'datasync': res.fsyncs += await this.endDirect(false); break;
+          case 'undoDirect': res.fsyncs += await this.endDirect(true); break;
           case 'apply': {
             // Records must be durable before they are applied: the data files may not run ahead
             // of the journal.
@@ -186,6 +208,44 @@ export class FlusherCore {
     else this.sparse.set(index, next);
   }
 
+  private async dataFd(name: string): Promise<number> {
+    let fd = this.dataFds.get(name);
+    if (fd === undefined) {
+      // The file exists: the main thread only writes directly to a file with no pending create,
+      // rename or truncate, whose creation was therefore applied and made durable.
+      fd = await this.io.open(path.join(this.init.dir, ...name.split('/')), 'readwrite');
+      this.dataFds.set(name, fd);
+    }
+    return fd;
+  }
+
+  /**
+   * End the epoch's direct writes: make them durable (before the COMMIT is written), or, on rollback,
+   * cut every directly written file back to its fence, durably, before anything later is journaled.
+   */
+  private async endDirect(undo: boolean): Promise<number> {
+    let n = 0;
+    try {
+      for (const [name, size] of this.fences) {
+        if (undo) {
+          const fd = await this.dataFd(name);
+          await this.io.ftruncate(fd, size);
+        }
+        const fd = this.dataFds.get(name);
+        if (fd !== undefined && this.init.sync) {
+          await this.io.fdatasync(fd);
+          n++;
+        }
+      }
+    } finally {
+      const fds = [...this.dataFds.values()];
+      this.dataFds.clear();
+      this.fences.clear();
+      for (const fd of fds) await this.io.close(fd);
+    }
+    return n;
+  }
+
   private async initSegment(seg: PlainSegment): Promise<void> {
     const file = path.join(this.journalDir, segmentFileName(seg.index));
     let fd = this.fds.get(seg.index);
@@ -229,6 +289,8 @@ export class FlusherCore {
   }
 
   async close(): Promise<void> {
+    for (const fd of this.dataFds.values()) await this.io.close(fd);
+    this.dataFds.clear();
     for (const fd of this.fds.values()) await this.io.close(fd);
     this.fds.clear();
     await this.files.closeAll();

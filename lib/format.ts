@@ -1,7 +1,7 @@
 /**
- * cpfile on-disk format, version 1. This file is the specification: every constant and every
- * record layout lives here, encoder beside decoder, and docs/FORMAT.md mirrors it. All integers
- * are little-endian. u64 values are written as two u32 halves and must stay below 2^53.
+ * cpfile on-disk format, version 2 (version 1, which lacks FENCE records, is still read). This file
+ * is the specification: every constant and every record layout lives here, encoder beside decoder,
+ * and docs/FORMAT.md mirrors it. All integers are little-endian. u64 values are written as two u32 halves and must stay below 2^53.
  *
  * Store layout
  *   <dir>/<name>                 the user's files, at their own names (applied state)
@@ -44,6 +44,12 @@
  *                                                          (open files and their checkpointed positions)
  *                                                          as of the last commit (epoch field = that epoch)
  *   SEGEND   9  u64 nextSeq                                the log continues in the segment with nextSeq
+ *   FENCE   10  u64 size | name                            (version 2) from here to the epoch's COMMIT,
+ *                                                          bytes of `name` at or past some offset >= size
+ *                                                          may be written to the data file itself, not
+ *                                                          the journal; size is the file's committed size.
+ *                                                          Synced before any such write. If the epoch does
+ *                                                          not commit, recovery cuts the file back to size.
  *
  *   Seeks have no record: a COMMIT carries the positions (as of the check() call) of the entries
  *   whose position or state changed, which is all that resuming needs.
@@ -73,7 +79,12 @@
 
 import { crc32 } from './crc.js';
 
-export const FORMAT_VERSION = 1;
+/** The version this code writes. */
+export const FORMAT_VERSION = 2;
+/** The versions it reads: version 1 is version 2 without FENCE records. */
+export const isReadableVersion = (v: number): boolean => v === 1 || v === 2;
+/** For messages: "format versions 1 and 2". */
+export const READABLE_VERSIONS_TEXT = 'format versions 1 and 2';
 
 export const META_DIR = '.cpfile';
 export const CONTROL_FILE = 'control';
@@ -110,11 +121,12 @@ export const enum RecordType {
   ABORT = 7,
   CATALOG = 8,
   SEGEND = 9,
+  FENCE = 10,
 }
 export const RECORD_TYPE_NAMES: Record<number, string> = {
-  1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend',
+  1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend', 10: 'fence',
 };
-export const isKnownType = (t: number): boolean => t >= 1 && t <= 9;
+export const isKnownType = (t: number): boolean => t >= 1 && t <= 10;
 
 /** Bytes a SEGEND record takes; the writer keeps this much free at the end of every segment. */
 export const SEGEND_RECORD_SIZE = RECORD_HEADER_SIZE + 8;
@@ -169,7 +181,7 @@ export function decodeSegmentHeader(b: Buffer): HeaderResult {
   if (!b.subarray(0, 8).equals(SEGMENT_MAGIC)) return { ok: false, reason: 'magic' };
   if (b.readUInt32LE(60) !== crc32(b.subarray(0, 60))) return { ok: false, reason: 'crc' };
   const version = b.readUInt32LE(8);
-  if (version !== FORMAT_VERSION) return { ok: false, reason: 'version' };
+  if (!isReadableVersion(version)) return { ok: false, reason: 'version' };
   return {
     ok: true,
     header: {
@@ -273,7 +285,8 @@ export type Op =
   | { type: RecordType.COMMIT; entries: CatalogEntry[] }
   | { type: RecordType.ABORT }
   | { type: RecordType.CATALOG; entries: CatalogEntry[] }
-  | { type: RecordType.SEGEND; nextSeq: number };
+  | { type: RecordType.SEGEND; nextSeq: number }
+  | { type: RecordType.FENCE; name: string; size: number };
 
 export const nameSize = (name: string): number => 2 + Buffer.byteLength(name, 'utf8');
 
@@ -325,7 +338,8 @@ function readEntries(buf: Buffer, at: number): CatalogEntry[] {
 export function payloadSize(op: Op): number {
   switch (op.type) {
     case RecordType.WRITE: return 8 + nameSize(op.name) + op.data.length;
-    case RecordType.TRUNCATE: return 8 + nameSize(op.name);
+    case RecordType.TRUNCATE:
+    case RecordType.FENCE: return 8 + nameSize(op.name);
     case RecordType.CREATE:
     case RecordType.UNLINK: return nameSize(op.name);
     case RecordType.RENAME: return nameSize(op.from) + nameSize(op.to);
@@ -345,6 +359,9 @@ export function encodePayload(buf: Buffer, at: number, op: Op): number {
       return at + op.data.copy(buf, at);
     case RecordType.TRUNCATE:
       writeU64(buf, op.length, at);
+      return writeName(buf, at + 8, op.name);
+    case RecordType.FENCE:
+      writeU64(buf, op.size, at);
       return writeName(buf, at + 8, op.name);
     case RecordType.CREATE:
     case RecordType.UNLINK:
@@ -373,6 +390,10 @@ export function decodePayload(type: number, p: Buffer): Op {
     case RecordType.TRUNCATE: {
       const length = readU64(p, 0);
       return { type, name: readName(p, 8)[0], length };
+    }
+    case RecordType.FENCE: {
+      const size = readU64(p, 0);
+      return { type, name: readName(p, 8)[0], size };
     }
     case RecordType.CREATE:
     case RecordType.UNLINK:
@@ -436,7 +457,7 @@ export function decodeControlSlot(b: Buffer): ControlSlotResult {
   if (isZero(b)) return { ok: false, reason: 'zero' };
   if (!b.subarray(0, 8).equals(CONTROL_MAGIC)) return { ok: false, reason: 'magic' };
   if (b.readUInt32LE(CONTROL_SLOT_SIZE - 4) !== crc32(b.subarray(0, CONTROL_SLOT_SIZE - 4))) return { ok: false, reason: 'crc' };
-  if (b.readUInt32LE(8) !== FORMAT_VERSION) return { ok: false, reason: 'version' };
+  if (!isReadableVersion(b.readUInt32LE(8))) return { ok: false, reason: 'version' };
   return {
     ok: true,
     state: {

@@ -156,6 +156,8 @@ export interface InspectedRecord {
   entries?: CatalogEntry[];
   /** SEGEND: the seq of the segment the log continues in. */
   nextSeq?: number;
+  /** FENCE: the file's committed size, which recovery cuts it back to if the epoch does not commit. */
+  fence?: number;
   /** 'ok', or why the record ends the log: zero, stale, length, type, crc, segment-end. */
   crc: string;
   /** Anything odd about a valid record (epoch out of place, undecodable payload, ...). */
@@ -247,6 +249,10 @@ export function describeRecord(n: number, r: ScannedRecord): InspectedRecord {
       case RecordType.TRUNCATE:
         out.name = op.name;
         out.range = { start: op.length, end: null };
+        break;
+      case RecordType.FENCE:
+        out.name = op.name;
+        out.fence = op.size;
         break;
       case RecordType.CREATE:
       case RecordType.UNLINK:

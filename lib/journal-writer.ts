@@ -87,7 +87,14 @@ export class JournalWriter {
   private maxSeq: number;
   private readFds = new Map<number, number>();
   private readRefs = new Map<number, number>();
-  stats = { records: 0, bytes: 0, fsyncs: 0, batches: 0 };
+  /** Files with direct appends in the epoch being built (name -> fence: the committed size). */
+  private fenced = new Map<string, number>();
+  /** The direct-append buffer being filled: bytes for [offset, offset+used) of `name`. */
+  private direct: { name: string; offset: number; buf: Buffer; used: number } | null = null;
+  /** Counts appendDirect calls; directDone is the count whose data the flusher has written. */
+  directMark = 0;
+  directDone = 0;
+  stats = { records: 0, bytes: 0, fsyncs: 0, batches: 0, directBytes: 0 };
 
   constructor(
     private port: FlusherPort, private io: IO, private opts: WriterOptions, start: WriterStart,
@@ -317,6 +324,109 @@ export class JournalWriter {
   }
 
   // ------------------------------------------------------------------------------------------
+  // direct appends
+
+  /**
+   * Write `data` at `offset` of `name` straight to the data file instead of the journal. The caller
+   * (Store.writeNow) has checked that the range lies past everything the file's pending records
+   * touch and that nothing pending renames, creates or truncates it. The first direct append of a
+   * file in an epoch journals a FENCE carrying `fence`, the file's committed size, and makes it
+   * durable before any of the data can reach the file: if the epoch never commits, recovery cuts
+   * the file back to the fence.
+   */
+  appendDirect(name: string, fence: number, offset: number, data: Uint8Array, epoch: number): void {
+    this.check();
+    if (!this.fenced.has(name)) {
+      this.emit({ type: RecordType.FENCE, name, size: fence }, epoch);
+      this.closeDirect();
+      this.closeChunk();
+      this.queued.push({ op: 'sync' }, { op: 'fence', name, size: fence });
+      this.fenced.set(name, fence);
+    }
+    this.directMark++;
+    this.stats.directBytes += data.length;
+    let d = this.direct;
+    if (d && (d.name !== name || d.offset + d.used !== offset || d.used + data.length > d.buf.length)) {
+      this.closeDirect();
+      d = null;
+    }
+    if (!d) {
+      if (data.length >= this.opts.batchBytes) {
+        const own = Buffer.from(new ArrayBuffer(data.length));
+        own.set(data);
+        this.queueDirect(name, offset, own);
+        this.schedule();
+        return;
+      }
+      const pooled = this.pool.pop();
+      d = this.direct = { name, offset, buf: pooled ?? Buffer.from(new ArrayBuffer(this.opts.batchBytes)), used: 0 };
+    }
+    d.buf.set(data, d.used);
+    d.used += data.length;
+    if (d.used === d.buf.length) this.closeDirect();
+    this.schedule();
+  }
+
+  /** Fast path of appendDirect for a write continuing the direct buffer; false when it does not. */
+  continueDirect(name: string, offset: number, data: Uint8Array): boolean {
+    const d = this.direct;
+    if (!d || d.name !== name || d.offset + d.used !== offset || d.used + data.length > d.buf.length || this.failure) return false;
+    d.buf.set(data, d.used);
+    d.used += data.length;
+    this.directMark++;
+    this.stats.directBytes += data.length;
+    if (d.used === d.buf.length) this.closeDirect();
+    this.schedule();
+    return true;
+  }
+
+  private closeDirect(): void {
+    const d = this.direct;
+    if (!d) return;
+    this.direct = null;
+    if (d.used === 0) {
+      if (d.buf.length === this.opts.batchBytes) this.pool.push(d.buf);
+      return;
+    }
+    this.queueDirect(d.name, d.offset, d.buf.subarray(0, d.used));
+  }
+
+  private queueDirect(name: string, offset: number, bytes: Buffer): void {
+    this.queued.push({ op: 'direct', name, offset, bytes });
+    this.transfer.push(bytes.buffer as ArrayBuffer);
+    this.queuedBytes += bytes.length;
+  }
+
+  /** Files with direct appends in the epoch being built. */
+  get directFiles(): number {
+    return this.fenced.size;
+  }
+
+  /** Before the epoch's COMMIT is laid out: its direct appends are made durable first. */
+  commitDirect(): void {
+    if (this.fenced.size === 0) return;
+    this.closeDirect();
+    this.closeChunk();
+    this.queued.push({ op: 'datasync' });
+    this.fenced.clear();
+  }
+
+  /** After an ABORT: the files written directly are cut back to their fences, durably. */
+  abortDirect(): void {
+    if (this.fenced.size === 0) return;
+    this.closeDirect();
+    this.closeChunk();
+    this.queued.push({ op: 'undoDirect' });
+    this.fenced.clear();
+  }
+
+  /** Resolve once the flusher has written every direct append up to `mark` (a directMark value). */
+  async whenDirect(mark: number): Promise<void> {
+    if (this.directDone < mark) await this.flush();
+    this.check();
+  }
+
+  // ------------------------------------------------------------------------------------------
   // hand-off
 
   private schedule(): void {
@@ -338,7 +448,7 @@ export class JournalWriter {
     }, 1);
   }
 
-  private track(p: Promise<TaskResult>, endPos: number, bytes: number): Promise<TaskResult> {
+  private track(p: Promise<TaskResult>, endPos: number, bytes: number, directMark = 0): Promise<TaskResult> {
     this.inflightBytes += bytes;
     const tracked = p.then((res) => {
       this.inflightBytes -= bytes;
@@ -351,6 +461,7 @@ export class JournalWriter {
       }
       if (res.ok) {
         if (endPos > this.writtenPos) this.writtenPos = endPos;
+        if (directMark > this.directDone) this.directDone = directMark;
       } else if (!this.failure) {
         const err = res.error!;
         this.failure = new CpError((err.code as CpErrorCode) ?? 'EIO', err.message, { details: err.details });
@@ -367,6 +478,7 @@ export class JournalWriter {
 
   /** Send everything laid out so far, followed by `extra` actions, as one task. */
   flush(extra: Action[] = []): Promise<TaskResult> {
+    this.closeDirect();
     this.closeChunk();
     if (this.queued.length === 0 && extra.length === 0) {
       const lastBatch = this.batches[this.batches.length - 1];
@@ -374,14 +486,14 @@ export class JournalWriter {
     }
     const actions = [...this.queued, ...extra];
     let bytes = 0;
-    for (const a of this.queued) if (a.op === 'write') bytes += a.bytes.length;
+    for (const a of this.queued) if (a.op === 'write' || a.op === 'direct') bytes += a.bytes.length;
     const transfer = this.transfer;
     this.queued = [];
     this.transfer = [];
     this.queuedBytes = 0;
     this.sentPos = this.laidOut;
     this.stats.batches++;
-    return this.track(this.port.run({ actions }, transfer), this.sentPos, bytes);
+    return this.track(this.port.run({ actions }, transfer), this.sentPos, bytes, this.directMark);
   }
 
   /** True when drain() would wait: too much is on its way to the flusher. */

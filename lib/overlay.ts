@@ -32,6 +32,19 @@ export class Overlay {
   truncs: { pos: number; len: number }[] = [];
   /** Position of a pending create of, or rename into, this name; -1 when none is pending. */
   nsPos = -1;
+  /** The epoch in which a write last changed this file, and the size before it (the committed size). */
+  modEpoch = -1;
+  startSize = 0;
+  /**
+   * Direct appends (Store.directStart): in epoch `directEpoch`, bytes at or past `directFrom` go
+   * straight to the data file, which is cut back to `fence` (the committed size) if the epoch does
+   * not commit. Nothing pending touches the file at or past directFrom, so reads there come from
+   * the base file, once the flusher has written up to `directMark` (JournalWriter.directMark).
+   */
+  directEpoch = -1;
+  directFrom = 0;
+  fence = 0;
+  directMark = 0;
 
   constructor(
     /** Read-only fd on the base file, or null when there is none (new file) or it is not open yet. */

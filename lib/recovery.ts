@@ -16,7 +16,7 @@
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import {
-  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, RecordType, decodePayload, encodeRecord,
+  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, READABLE_VERSIONS_TEXT, RecordType, decodePayload, encodeRecord,
   encodeSegmentHeader, pos, segmentFileName, type CatalogEntry, type ControlState,
 } from './format.js';
 import { type IO, isENOENT, writeFully } from './io.js';
@@ -74,6 +74,11 @@ export interface RecoveryReport {
   /** Where the damaged journal was copied when forcing past corruption. */
   brokenCopy: string | null;
   filesTouched: string[];
+  /**
+   * The FENCE records of the discarded tail: files that took direct appends in an epoch that never
+   * committed, and the committed size each is cut back to (when it is longer).
+   */
+  fences: { name: string; size: number }[];
   /** Open (unfinished) entries with their checkpointed positions. */
   entries: CatalogEntry[];
   durationMs: number;
@@ -173,7 +178,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   if (ctl.kind === 'bad') {
     const versionOrMagic = ctl.reasons.some((r) => r === 'version' || r === 'magic');
     throw new CpError(versionOrMagic ? 'EFORMAT' : 'ECORRUPT',
-      `${p.control}: no valid slot (${ctl.reasons.join(', ')})${versionOrMagic ? `; this cpfile reads format version ${FORMAT_VERSION}` : ''}`);
+      `${p.control}: no valid slot (${ctl.reasons.join(', ')})${versionOrMagic ? `; this cpfile reads ${READABLE_VERSIONS_TEXT}` : ''}`);
   }
   if (ctl.kind !== 'ok') throw new CpError('ECORRUPT', 'unreadable control file');
   const control = ctl.state;
@@ -212,6 +217,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let corruptAt: { seq: number; offset: number; reason: string } | null = null;
     const touched = new Set<string>();
     let groupNames: string[] = [];
+    // FENCE records since the last COMMIT (an ABORT does not end them: its epoch may still never commit).
+    let fences = new Map<string, number>();
     const totalBytes = [...segs.values()].reduce((a, s) => a + s.size, 0);
     let scanned = 0;
 
@@ -222,7 +229,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         // A segment whose header is intact but of another format version is not damage: say so.
         const other = listing.invalid.filter((x) => x.reason === 'version');
         if (other.length) {
-          throw new CpError('EFORMAT', `${other.map((x) => x.file).join(', ')}: journal segment of another format version; this cpfile reads format version ${FORMAT_VERSION}`, {
+          throw new CpError('EFORMAT', `${other.map((x) => x.file).join(', ')}: journal segment of another format version; this cpfile reads ${READABLE_VERSIONS_TEXT}`, {
             details: { seq: control.cursorSeq, invalid: listing.invalid },
           });
         }
@@ -295,6 +302,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
             groupRecords = 0;
             groupBytes = 0;
             groupNames = [];
+            fences = new Map();
             lastCommitEpoch = Math.max(lastCommitEpoch, r.header.epoch);
             if (r.pos + r.size > lastCommitEnd) {
               lastCommitEnd = r.pos + r.size;
@@ -321,6 +329,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
               groupBytes += r.payload.length;
               try {
                 const op = decodePayload(t, r.payload);
+                if (op.type === RecordType.FENCE && !fences.has(op.name)) fences.set(op.name, op.size);
                 if ('name' in op) groupNames.push(op.name);
                 if (op.type === RecordType.RENAME) groupNames.push(op.from, op.to);
               } catch {
@@ -390,7 +399,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       created, storeId: control.storeId, epoch: lastCommitEpoch, replayedEpochs: replayEpochs,
       replayedRecords: replayRecords, replayedBytes: replayBytes, discardedRecords: pendingRecords,
       discardedBytes: pendingBytes, tornTail, endReason: end.reason, clean, corruption, brokenCopy: null,
-      filesTouched: [...touched].sort(), entries: [...catalog.values()].filter((e) => e.state === 'open'),
+      filesTouched: [...touched].sort(), fences: [...fences].map(([name, size]) => ({ name, size })), entries: [...catalog.values()].filter((e) => e.state === 'open'),
       durationMs: 0,
     };
     if (opts.dryRun) {
@@ -412,8 +421,11 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       if (lastCommitEnd > cursorPos) {
         const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync }, lastCommitEnd);
         for (const n of applied.names) touched.add(n);
-        report.filesTouched = [...touched].sort();
       }
+      // Direct appends of the epoch that did not commit: cut each file back to its committed size,
+      // durably, before the cursor moves past the FENCE records that say so.
+      for (const { name, size } of report.fences) if (await cutBack(io, dir, name, size, sync)) touched.add(name);
+      report.filesTouched = [...touched].sort();
 
       // ---- 5. fresh segment with the recovered catalog; move the cursor to it
       const keepSeq = writer.state.cursorSeq;
@@ -445,6 +457,28 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   } finally {
     await files.closeAll();
   }
+}
+
+/** Truncate the store file `name` to `size` if it is longer; true when it was. */
+async function cutBack(io: IO, dir: string, name: string, size: number, sync: boolean): Promise<boolean> {
+  const file = path.join(dir, ...name.split('/'));
+  let fd: number;
+  try {
+    const st = await io.lstat(file);
+    if (!st.isFile || st.size <= size) return false;
+    fd = await io.open(file, 'readwrite');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (isENOENT(e) || code === 'ENOTDIR') return false;
+    throw ioError(e, `cutting ${name} back to its committed size`);
+  }
+  try {
+    await io.ftruncate(fd, size);
+    if (sync) await io.fdatasync(fd);
+  } finally {
+    await io.close(fd);
+  }
+  return true;
 }
 
 /** fdatasync the live log's segments and the control file, fsync the metadata directories. */

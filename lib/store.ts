@@ -44,6 +44,13 @@ export interface StoreOptions {
   batchBytes?: number;
   /** Bytes on their way to the flusher before write() waits (default 16 MiB). */
   maxInflight?: number;
+  /**
+   * Direct appends: once a file's appends in one epoch reach this many bytes, later appends to it in
+   * that epoch go straight to the file instead of through the journal (written once, not twice); a
+   * durable fence record lets recovery cut them off if the epoch does not commit. Default 1 MiB;
+   * false turns it off.
+   */
+  directAppendMin?: number | false;
   /** Committed but unapplied journal bytes that trigger an apply at once (default 8 MiB). */
   applyThreshold?: number;
   /** Idle delay before committed epochs are applied in the background, in ms (default 25). */
@@ -69,6 +76,8 @@ export interface Entry {
 export interface StoreStats {
   records: number;
   bytesJournaled: number;
+  /** Bytes appended straight to files (direct appends), not through the journal. */
+  bytesDirect: number;
   fsyncs: number;
   epochs: number;
   batches: number;
@@ -113,7 +122,7 @@ export class Store {
 
   /** @internal */
   constructor(
-    dir: string, rootReal: string, private opts: Required<Pick<StoreOptions, 'applyThreshold' | 'applyDelay'>> & StoreOptions,
+    dir: string, rootReal: string, private opts: Required<Pick<StoreOptions, 'applyThreshold' | 'applyDelay'>> & StoreOptions & { directMin: number },
     private writer: JournalWriter, private port: FlusherPort, private lock: Lock | null, report: RecoveryReport,
     cursorPos: number, io: IO, private hooks: Hooks | undefined,
   ) {
@@ -241,6 +250,8 @@ export class Store {
   private async readOverlay(ov: Overlay, name: string, start: number, buf: Uint8Array, off: number, len: number): Promise<number> {
     const end = Math.min(start + len, ov.size);
     if (start >= end) return 0;
+    // Direct appends are read back from the file itself, once the flusher has written them.
+    if (ov.directMark > this.writer.directDone) await this.writer.whenDirect(ov.directMark);
     for (const piece of ov.pieces(start, end)) {
       const into = off + (piece.start - start);
       const n = piece.end - piece.start;
@@ -349,30 +360,72 @@ export class Store {
   }
 
   private writeNow(f: CpFile, start: number | null, data: Uint8Array, movePos: boolean): void {
-    {
-      if (f.closed) throw new CpError('EBADF', `write on closed file ${JSON.stringify(f.name)}`);
-      this.writer.check();
-      const e = f.entry;
-      const ov = e.overlay;
-      const at = start === null ? ov.size : start;
-      if (data.length > 0) {
-        if (at + data.length > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', 'write past the largest supported position');
-        // Small sequential writes continue the last record: no piece objects on this path.
-        const jOff = this.writer.continueWrite(e.name, at, data);
-        if (jOff >= 0) {
-          const p = this.writer.lastRecordPos;
-          ov.insert(at, data.length, this.writer.lastRecordIndex, posSeq(p), jOff, p);
-          this.touch(ov, p);
-        } else for (const p of this.writer.appendWrite(e.name, at, data, this.building)) {
-          ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff, p.pos);
-          this.touch(ov, p.pos);
-        }
+    if (f.closed) throw new CpError('EBADF', `write on closed file ${JSON.stringify(f.name)}`);
+    this.writer.check();
+    const e = f.entry;
+    const ov = e.overlay;
+    const at = start === null ? ov.size : start;
+    const n = data.length;
+    if (n > 0) {
+      if (at + n > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', 'write past the largest supported position');
+      if (ov.modEpoch !== this.building) {
+        ov.modEpoch = this.building;
+        ov.startSize = ov.size;
       }
-      if (start === null && movePos) {
-        e.position = at + data.length;
-        e.posGen++;
+      const from = this.directStart(ov, at + n);
+      if (from >= at + n) {
+        this.journalWrite(e.name, ov, at, data);
+      } else if (from <= at) {
+        this.directWrite(e.name, ov, at, data);
+      } else {
+        this.journalWrite(e.name, ov, at, data.subarray(0, from - at));
+        this.directWrite(e.name, ov, from, data.subarray(from - at));
       }
     }
+    if (start === null && movePos) {
+      e.position = at + n;
+      e.posGen++;
+    }
+  }
+
+  /**
+   * Where bytes of a write ending at `end` may go straight to the file in this epoch: from the
+   * returned offset on (Infinity: nowhere). Allowed only while nothing pending creates, renames or
+   * truncates the file, and only past its size when direct appends began in the epoch: every pending
+   * record of the file then touches bytes below that point, so the direct bytes can be written
+   * before those records are applied without either overwriting the other.
+   */
+  private directStart(ov: Overlay, end: number): number {
+    if (ov.directEpoch === this.building) return ov.truncs.length === 0 && ov.nsPos < 0 ? ov.directFrom : Infinity;
+    if (end <= ov.size || ov.truncs.length !== 0 || ov.nsPos >= 0 || !ov.exists) return Infinity;
+    // Small appends stay in the journal (one fsync per check); a file's appends go direct once they
+    // reach directMin in the epoch. ov.startSize is the committed size (ov.modEpoch is this epoch).
+    if (end - ov.startSize < this.opts.directMin) return Infinity;
+    ov.directEpoch = this.building;
+    ov.directFrom = ov.size;
+    ov.fence = ov.startSize;
+    return ov.directFrom;
+  }
+
+  private journalWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
+    // Small sequential writes continue the last record: no piece objects on this path.
+    const jOff = this.writer.continueWrite(name, at, data);
+    if (jOff >= 0) {
+      const p = this.writer.lastRecordPos;
+      ov.insert(at, data.length, this.writer.lastRecordIndex, posSeq(p), jOff, p);
+      this.touch(ov, p);
+    } else for (const p of this.writer.appendWrite(name, at, data, this.building)) {
+      ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff, p.pos);
+      this.touch(ov, p.pos);
+    }
+  }
+
+  private directWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
+    if (!this.writer.continueDirect(name, at, data)) this.writer.appendDirect(name, ov.fence, at, data, this.building);
+    ov.directMark = this.writer.directMark;
+    if (at + data.length > ov.size) ov.size = at + data.length;
+    // Keep the overlay (and its size) until the epoch is applied, like any pending change.
+    this.touch(ov, this.writer.position);
   }
 
   /** @internal */
@@ -549,6 +602,7 @@ export class Store {
         if (!this.entries.has(n)) deltas.push({ name: n, position, state: 'closed' });
       }
       const epoch = this.building;
+      this.writer.commitDirect();
       this.writer.append({ type: RecordType.COMMIT, entries: deltas }, epoch);
       for (const d of deltas) {
         if (d.state === 'open') this.logged.set(d.name, d.position);
@@ -656,6 +710,7 @@ export class Store {
   rollback(): Promise<void> {
     return this.run(async () => {
       this.writer.append({ type: RecordType.ABORT }, this.building);
+      this.writer.abortDirect();
       await this.lastCheck;
       this.assertUsable();
       await this.resetToDisk();
@@ -700,6 +755,7 @@ export class Store {
         if (opts.discard) {
           await this.run(async () => {
             this.writer.append({ type: RecordType.ABORT }, this.building);
+            this.writer.abortDirect();
           });
         } else {
           await this.check();
@@ -741,6 +797,7 @@ export class Store {
     return {
       records: s.records,
       bytesJournaled: s.bytes,
+      bytesDirect: s.directBytes,
       fsyncs: s.fsyncs,
       epochs: this.epochsDone,
       batches: s.batches,
@@ -770,6 +827,8 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   const maxInflight = intOption(options.maxInflight, 'maxInflight', batchBytes, 2 ** 31, 16 * 1024 * 1024);
   const applyThreshold = intOption(options.applyThreshold, 'applyThreshold', 0, 2 ** 40, 8 * 1024 * 1024);
   const applyDelay = intOption(options.applyDelay, 'applyDelay', 0, 3600 * 1000, 25);
+  const directMin = options.directAppendMin === false ? Infinity
+    : intOption(options.directAppendMin, 'directAppendMin', 1, Number.MAX_SAFE_INTEGER, 1024 * 1024);
   const sync = options.sync !== false;
   const io = options.io ?? nodeIO;
   const root = path.resolve(dir);
@@ -812,7 +871,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
       ...(options.workerIO && port instanceof WorkerPort ? { ioModule: options.workerIO } : {}),
     });
     if (!init.ok) throw new CpError((init.error?.code as 'EIO') ?? 'EIO', `starting the flusher: ${init.error?.message}`);
-    store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay }, writer, port, lock, rec.report,
+    store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay, directMin }, writer, port, lock, rec.report,
       pos(rec.control.cursorSeq, rec.control.cursorOffset), io, hooks);
     storeRef = store;
     if (pendingCompromise) store.compromised(pendingCompromise);

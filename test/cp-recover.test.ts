@@ -458,7 +458,7 @@ describe('cp-recover', function () {
       expect(j.code, j.err).to.equal(0);
       expect(Object.keys(j.json)).to.have.members(['tool', 'version', 'mode', 'dir', 'ok', 'exitCode', 'dryRun', 'clean', 'problems', 'lock', 'durationMs', 'report', 'error']);
       expect(Object.keys(j.json.report)).to.have.members(['storeId', 'epoch', 'replayedEpochs', 'replayedRecords', 'replayedBytes', 'discardedRecords',
-        'discardedBytes', 'tornTail', 'endReason', 'clean', 'corruption', 'brokenCopy', 'filesTouched', 'entries', 'durationMs']);
+        'discardedBytes', 'tornTail', 'endReason', 'clean', 'corruption', 'brokenCopy', 'filesTouched', 'fences', 'entries', 'durationMs']);
       expect(j.json).to.include({ mode: 'recover', ok: true, exitCode: 0, dryRun: false });
       expect(j.json.lock).to.deep.equal({ taken: true, reclaimedFrom: [ready.pid], live: [] });
       expect(j.json.report.epoch).to.equal(3);
@@ -651,7 +651,7 @@ describe('cp-recover', function () {
         for (const at of [0, CONTROL_SLOT_SIZE]) {
           if (damage === 'magic') b.write('NOTCPF\0\0', at, 'latin1');
           else {
-            b.writeUInt32LE(2, at + 8);
+            b.writeUInt32LE(3, at + 8);
             b.writeUInt32LE(crc32(b.subarray(at, at + CONTROL_SLOT_SIZE - 4)), at + CONTROL_SLOT_SIZE - 4);
           }
         }
@@ -660,7 +660,7 @@ describe('cp-recover', function () {
         for (const mode of [['--dry-run'], ['--verify'], [], ['--force']]) {
           const r = cli([...mode, d]);
           expect(r.code, `${damage} ${mode} ${r.err}`).to.equal(1);
-          expectOneLine(r, new RegExp(`control: no valid slot \\(${damage}, ${damage}\\); this cpfile reads format version 1`));
+          expectOneLine(r, new RegExp(`control: no valid slot \\(${damage}, ${damage}\\); this cpfile reads format versions 1 and 2`));
           if (mode[0] === '--dry-run' || mode[0] === '--verify') expect(treeState(d), `${damage} ${mode} changes nothing`).to.deep.equal(before);
         }
         const j = cliJson([d]);
@@ -683,7 +683,7 @@ describe('cp-recover', function () {
       const fd = fs.openSync(seg.file, 'r+');
       try {
         fs.readSync(fd, h, 0, h.length, 0);
-        h.writeUInt32LE(2, 8);
+        h.writeUInt32LE(3, 8);
         h.writeUInt32LE(crc32(h.subarray(0, 60)), 60);
         fs.writeSync(fd, h, 0, h.length, 0);
       } finally {
@@ -691,7 +691,7 @@ describe('cp-recover', function () {
       }
       const r = cli([d]);
       expect(r.code, r.err).to.equal(1);
-      expectOneLine(r, /journal segment of another format version; this cpfile reads format version 1/);
+      expectOneLine(r, /journal segment of another format version; this cpfile reads format versions 1 and 2/);
       expect(cliJson(['--dry-run', d]).json.error.code).to.equal('EFORMAT');
     });
 

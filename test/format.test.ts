@@ -3,7 +3,7 @@ import { crc32, crc32Js, crc32Native } from '../lib/crc.js';
 import {
   RecordType, encodeRecord, decodePayload, readRecordHeader, checkRecordHeader, recordCrcOk, RECORD_HEADER_SIZE,
   encodeSegmentHeader, decodeSegmentHeader, encodeControlSlot, decodeControlSlot, recordSize, writeU64, readU64,
-  FORMAT_VERSION, type Op,
+  FORMAT_VERSION, CONTROL_SLOT_SIZE, type Op,
 } from '../lib/format.js';
 
 describe('format', () => {
@@ -45,6 +45,7 @@ describe('format', () => {
       { type: RecordType.ABORT },
       { type: RecordType.CATALOG, entries: [] },
       { type: RecordType.SEGEND, nextSeq: 12345 },
+      { type: RecordType.FENCE, name: 'dir/bulk.dat', size: 2 ** 40 + 3 },
     ];
 
     it('every record type round-trips through encode and decode', () => {
@@ -129,9 +130,15 @@ describe('format', () => {
       expect(d.ok && d.state).to.deep.equal(c);
       const torn = Buffer.concat([b.subarray(0, 256), Buffer.alloc(256)]);
       expect(decodeControlSlot(torn).ok).to.equal(false);
-      const v2 = Buffer.from(b);
-      v2.writeUInt32LE(2, 8);
-      expect(decodeControlSlot(v2).ok).to.equal(false);
+      const v3 = Buffer.from(b);
+      v3.writeUInt32LE(3, 8);
+      v3.writeUInt32LE(crc32(v3.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);
+      expect(decodeControlSlot(v3)).to.deep.equal({ ok: false, reason: 'version' });
+      // Version 1 (no FENCE records) is still read.
+      const v1 = Buffer.from(b);
+      v1.writeUInt32LE(1, 8);
+      v1.writeUInt32LE(crc32(v1.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);
+      expect(decodeControlSlot(v1).ok).to.equal(true);
     });
   });
 });

@@ -119,7 +119,7 @@ function fsyncDir(dir: string): void {
 
 function cpInfo(store: Store, before: ReturnType<Store['stats']>, extra = ''): string {
   const s = store.stats();
-  const parts = [`stats(): fsyncs ${s.fsyncs - before.fsyncs}`, `batches ${s.batches - before.batches}`, `journal ${fmtSize(s.bytesJournaled - before.bytesJournaled)}`];
+  const parts = [`stats(): fsyncs ${s.fsyncs - before.fsyncs}`, `batches ${s.batches - before.batches}`, `journal ${fmtSize(s.bytesJournaled - before.bytesJournaled)}`, `direct ${fmtSize((s.bytesDirect ?? 0) - (before.bytesDirect ?? 0))}`];
   if (extra) parts.push(extra);
   return parts.join(', ');
 }

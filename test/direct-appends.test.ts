@@ -1,0 +1,295 @@
+/**
+ * Direct appends (format version 2, FENCE records): once a file's appends in an epoch reach
+ * directAppendMin, later appends go to the file itself instead of the journal. These tests pin what
+ * that must keep: the data is written once; the fence is durable before any of it reaches the file
+ * and the file is durable before the COMMIT; an epoch that does not commit (crash, rollback) leaves
+ * the file at its committed size; reads see the direct bytes at once; mixing them with journaled
+ * overwrites, truncates and unapplied epochs gives the same bytes as without.
+ */
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openStore, type Store } from '../lib/index.js';
+import { nodeIO } from '../lib/io.js';
+import { recover } from '../lib/recovery.js';
+import { RecordType } from '../lib/format.js';
+import { interceptIO } from './helpers/intercept-io.js';
+import { Sandbox, expectCpError } from './helpers/sandbox.js';
+import { crash, records } from './helpers/journal.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Deterministic, incompressible-looking bytes, different per (seed, index). */
+function block(seed: number, i: number, len = 64 * KiB): Buffer {
+  const b = Buffer.alloc(Math.ceil(len / 4) * 4);
+  let x = (seed * 2654435761 + i * 40503 + 1) >>> 0;
+  for (let k = 0; k < len; k += 4) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    b.writeUInt32LE(x, k);
+  }
+  return b.subarray(0, len);
+}
+
+interface Call { call: string; file: string; len: number }
+
+/** An inline store whose I/O is recorded as (call, file, bytes). */
+function recordingIO(calls: Call[]) {
+  const fdPath = new Map<number, string>();
+  return interceptIO(async (call, args, next) => {
+    const r = await next();
+    if (call === 'open') fdPath.set(r as number, args[0] as string);
+    const fd = typeof args[0] === 'number' ? args[0] : -1;
+    const file = fd >= 0 ? fdPath.get(fd) ?? '?' : String(args[0]);
+    calls.push({ call, file, len: call === 'write' ? (args[3] as number) : 0 });
+    return r;
+  });
+}
+
+/** Wait until every committed epoch is applied and the overlays are settled. */
+async function settled(store: Store): Promise<void> {
+  for (let i = 0; i < 2000 && store.stats().applyLag.bytes > 0; i++) await new Promise((r) => setTimeout(r, 2));
+  await store.readFile('no-such-file').catch(() => undefined); // a queued call: the settle queued after the apply has run
+}
+
+describe('direct appends', function () {
+  this.timeout(60000);
+  const sb = new Sandbox();
+  afterEach(() => sb.cleanup());
+
+  it('appends past the committed end are written once, to the file: the fence is synced first, the file before the COMMIT', async () => {
+    const dir = await sb.dir();
+    const calls: Call[] = [];
+    const store = sb.track(await openStore(dir, { io: recordingIO(calls), noLock: true, applyDelay: 0, directAppendMin: 256 * KiB }));
+    const f = await store.open('bulk.dat', 'w');
+    await store.check();
+    await settled(store);
+    calls.length = 0;
+    const want: Buffer[] = [];
+    for (let i = 0; i < 64; i++) {
+      want.push(block(1, i));
+      await f.write(want[i]);
+    }
+    await store.check();
+    const isData = (c: Call): boolean => c.file === path.join(dir, 'bulk.dat');
+    const isJournal = (c: Call): boolean => c.file.includes(`${path.sep}journal${path.sep}`);
+    const dataBytes = calls.filter((c) => c.call === 'write' && isData(c)).reduce((a, c) => a + c.len, 0);
+    const journalBytes = calls.filter((c) => c.call === 'write' && isJournal(c)).reduce((a, c) => a + c.len, 0);
+    // 4 MiB appended: the writes before the epoch's appends reach 256 KiB go through the journal
+    // (three of 64 KiB), the rest only to the file.
+    expect(dataBytes).to.equal(4 * MiB - 3 * 64 * KiB);
+    expect(journalBytes).to.be.below(256 * KiB + 64 * KiB);
+    expect(store.stats().bytesJournaled).to.be.below(2 * 256 * KiB);
+
+    // Order: the last journal write before the first data write (the FENCE) is fdatasynced before it;
+    // the data file is fdatasynced before the last journal write (the COMMIT).
+    const firstData = calls.findIndex((c) => c.call === 'write' && isData(c));
+    let lastJ = -1;
+    for (let i = 0; i < firstData; i++) if (calls[i].call === 'write' && isJournal(calls[i])) lastJ = i;
+    expect(lastJ).to.be.above(-1);
+    expect(calls.slice(lastJ, firstData).some((c) => c.call === 'fdatasync' && isJournal(c)), 'fence synced before the data').to.equal(true);
+    let lastJournalWrite = -1;
+    calls.forEach((c, i) => { if (c.call === 'write' && isJournal(c)) lastJournalWrite = i; });
+    const dataSync = calls.findIndex((c) => c.call === 'fdatasync' && isData(c));
+    expect(dataSync, 'data file fdatasynced').to.be.above(firstData);
+    expect(dataSync, 'before the COMMIT is written').to.be.below(lastJournalWrite);
+
+    const fence = (await records(dir)).filter((r) => r.header.type === RecordType.FENCE);
+    expect(fence).to.have.length(1);
+    await store.close();
+    expect(fs.readFileSync(path.join(dir, 'bulk.dat')).equals(Buffer.concat(want))).to.equal(true);
+  });
+
+  it('reads see direct appends at once, before and after the check (also while the flusher is slow to write them)', async () => {
+    for (const inline of [true, false]) {
+      const dir = await sb.dir();
+      // Inline, the flusher's writes to the data file take 20 ms: a read that did not wait for them
+      // would find the file short.
+      const fdPath = new Map<number, string>();
+      const slow = interceptIO(async (call, args, next) => {
+        if (call === 'write' && fdPath.get(args[0] as number) === path.join(dir, 'a')) await new Promise((r) => setTimeout(r, 20));
+        const r = await next();
+        if (call === 'open') fdPath.set(r as number, args[0] as string);
+        return r;
+      });
+      const store = await sb.open(dir, { directAppendMin: 1, ...(inline ? { io: slow, noLock: true } : {}) });
+      const f = await store.open('a', 'w+');
+      await store.check();
+      await settled(store);
+      const want: Buffer[] = [];
+      for (let i = 0; i < 20; i++) {
+        want.push(block(2, i, 10 * KiB + i));
+        void f.write(want[i]); // not awaited: reads must still see them, in call order
+        const at = want.slice(0, i).reduce((a, b) => a + b.length, 0);
+        const got = Buffer.alloc(want[i].length);
+        const r = await f.read(got, 0, got.length, at);
+        expect(r.bytesRead, `${inline} ${i}`).to.equal(got.length);
+        expect(got.equals(want[i]), `${inline} read ${i}`).to.equal(true);
+      }
+      expect((await f.stat()).size).to.equal(Buffer.concat(want).length);
+      expect((await store.readFile('a')).equals(Buffer.concat(want))).to.equal(true);
+      await store.check();
+      expect((await store.readFile('a')).equals(Buffer.concat(want))).to.equal(true);
+      expect(store.stats().bytesJournaled, 'the data did not go through the journal').to.be.below(8 * KiB);
+      await store.close();
+      expect(fs.readFileSync(path.join(dir, 'a')).equals(Buffer.concat(want))).to.equal(true);
+    }
+  });
+
+  it('a crash before the check: recovery cuts the file back to its committed size (and a dry run says it would)', async () => {
+    const dir = await sb.dir();
+    const first = await openStore(dir, { inline: true, noLock: true });
+    await (await first.open('a', 'w')).write(block(3, 0, 5000));
+    await first.close();
+    const store = await openStore(dir, { inline: true, noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, directAppendMin: 8000 });
+    const f = await store.open('a', 'r+');
+    expect(f.tell()).to.equal(5000);
+    await f.write(block(3, 1, 7000)); // epoch 2: below directAppendMin, journaled, and left unapplied
+    await store.check();
+    const committed = Buffer.concat([block(3, 0, 5000), block(3, 1, 7000)]);
+    for (let i = 2; i < 6; i++) await f.write(block(3, i, 30000));
+    await f.read(Buffer.alloc(1), 0, 1, committed.length + 1000); // the flusher has written the direct bytes
+    await crash(store);
+    expect(fs.statSync(path.join(dir, 'a')).size, 'the uncommitted appends reached the file').to.be.above(committed.length);
+
+    const dry = await recover({ io: nodeIO, dir, dryRun: true });
+    expect(dry.report.fences).to.deep.equal([{ name: 'a', size: committed.length }]);
+    expect(fs.statSync(path.join(dir, 'a')).size, 'a dry run changes nothing').to.be.above(committed.length);
+
+    const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
+    expect(again.recovery.epoch).to.equal(2);
+    expect(again.recovery.replayedEpochs, 'epoch 2 applied, then the file cut back').to.equal(1);
+    expect(again.recovery.fences).to.deep.equal([{ name: 'a', size: committed.length }]);
+    expect(again.recovery.filesTouched).to.include('a');
+    expect(fs.readFileSync(path.join(dir, 'a')).equals(committed)).to.equal(true);
+    const g = await again.open('a', 'r+');
+    expect(g.resumed).to.equal(true);
+    expect(g.tell()).to.equal(committed.length);
+    await again.close();
+    // Recovery is idempotent: a second one finds nothing to cut.
+    const third = sb.track(await openStore(dir, { inline: true, noLock: true }));
+    expect(third.recovery.fences).to.deep.equal([]);
+    expect(fs.readFileSync(path.join(dir, 'a')).equals(committed)).to.equal(true);
+  });
+
+  it('rollback() cuts the file back, and the next epoch appends directly again', async () => {
+    const dir = await sb.dir();
+    const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 1 });
+    const f = await store.open('a', 'w+');
+    await f.write(block(4, 0, 4000));
+    await store.check();
+    await settled(store);
+    await f.write(block(4, 1, 50000));
+    expect((await f.stat()).size).to.equal(54000);
+    await store.rollback();
+    expect((await f.stat()).size).to.equal(4000);
+    expect(fs.statSync(path.join(dir, 'a')).size, 'the direct bytes are gone from the file').to.equal(4000);
+    expect(f.tell()).to.equal(4000);
+    await f.write(block(4, 2, 9000));
+    await store.check();
+    await store.close({ discard: true });
+    expect(fs.readFileSync(path.join(dir, 'a')).equals(Buffer.concat([block(4, 0, 4000), block(4, 2, 9000)]))).to.equal(true);
+  });
+
+  it('close({ discard: true }) cuts the file back too', async () => {
+    const dir = await sb.dir();
+    const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 1 });
+    const f = await store.open('a', 'w');
+    await f.write('committed');
+    await store.check();
+    await settled(store);
+    await f.write(block(5, 0, 100000));
+    await store.close({ discard: true });
+    expect(fs.readFileSync(path.join(dir, 'a'), 'utf8')).to.equal('committed');
+  });
+
+  it('overwrites below the fence, truncates and writes past them in the same epoch give the same bytes as the journal alone', async () => {
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const results: Buffer[] = [];
+      for (const directAppendMin of [false, 1, 3000] as const) {
+        const dir = await sb.dir();
+        const first = await openStore(dir, { inline: true, noLock: true });
+        await first.writeFile('a', block(seed, 99999, 777));
+        await first.close();
+        const store = await sb.open(dir, { inline: seed % 2 === 0, noLock: true, directAppendMin, applyDelay: seed % 3 === 0 ? 0 : 3600_000, applyThreshold: seed % 3 === 0 ? 0 : 2 ** 40 });
+        const f = await store.open('a', 'r+');
+        f.seek(0, 'end');
+        let x = seed;
+        const rnd = (n: number): number => { x = (x * 1103515245 + 12345) % 2 ** 31; return x % n; };
+        let size = 777;
+        for (let op = 0; op < 120; op++) {
+          const k = rnd(20);
+          if (k < 12) {
+            const len = 1 + rnd(9000);
+            await f.write(block(seed, op, len), 0, len, null); // append at the position (the end, mostly)
+            size = Math.max(size, f.tell());
+          } else if (k < 15) {
+            const at = rnd(size + 1);
+            const len = 1 + rnd(3000);
+            await f.write(block(seed, op + 1000, len), 0, len, at);
+            size = Math.max(size, at + len);
+          } else if (k < 16) {
+            size = rnd(size + 1);
+            await f.truncate(size);
+            f.seek(0, 'end');
+          } else if (k < 17) {
+            f.seek(rnd(size + 20000));
+          } else if (k < 19) {
+            await store.check();
+          } else {
+            await store.rollback();
+            size = (await f.stat()).size;
+          }
+          const got = Buffer.alloc(size);
+          await f.read(got, 0, size, 0);
+          expect((await f.stat()).size, `seed ${seed} ${directAppendMin} op ${op}`).to.equal(size);
+          if (op % 10 === 0) results.push(got);
+        }
+        await store.check();
+        if (directAppendMin !== false) expect(store.stats().bytesDirect, `seed ${seed} ${directAppendMin}: some appends went direct`).to.be.above(0);
+        await store.close();
+        results.push(fs.readFileSync(path.join(dir, 'a')));
+      }
+      const n = results.length / 3;
+      for (let i = 0; i < n; i++) {
+        expect(results[n + i].equals(results[i]), `seed ${seed} directAppendMin 1, sample ${i}`).to.equal(true);
+        expect(results[2 * n + i].equals(results[i]), `seed ${seed} directAppendMin 3000, sample ${i}`).to.equal(true);
+      }
+    }
+  });
+
+  it('a truncate ends the epoch\'s direct appends: later writes past it are journaled and applied after it', async () => {
+    for (const cut of [3000, 9000, 20000]) {
+      const dir = await sb.dir();
+      const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 1 });
+      const f = await store.open('a', 'w+');
+      await f.write(block(8, 0, 1000));
+      await store.check();
+      await settled(store);
+      await f.write(block(8, 1, 10000)); // direct: [1000, 11000)
+      await f.truncate(cut); // inside the direct bytes, or past them
+      await f.write(block(8, 2, 5000), 0, 5000, cut + 100); // past the cut (and past where direct appends began)
+      const want = Buffer.alloc(cut + 5100);
+      Buffer.concat([block(8, 0, 1000), block(8, 1, 10000)]).copy(want, 0, 0, Math.min(cut, 11000));
+      block(8, 2, 5000).copy(want, cut + 100);
+      expect((await store.readFile('a')).equals(want), `${cut}: before the check`).to.equal(true);
+      await store.check();
+      await store.close();
+      expect(fs.readFileSync(path.join(dir, 'a')).equals(want), `${cut}: on disk`).to.equal(true);
+    }
+  });
+
+  it('directAppendMin is validated', async () => {
+    const dir = await sb.dir();
+    for (const bad of [0, -1, 1.5, 'x', null]) {
+      await expectCpError(() => openStore(dir, { inline: true, noLock: true, directAppendMin: bad as unknown as number }), 'EINVAL');
+    }
+    const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: false });
+    const f = await store.open('a', 'w');
+    await store.check();
+    await settled(store);
+    await f.write(block(7, 0, 2 * MiB));
+    await store.check();
+    expect(store.stats().bytesJournaled, 'off: everything is journaled').to.be.above(2 * MiB);
+  });
+});
