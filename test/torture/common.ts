@@ -4,7 +4,7 @@
  */
 import { openStore, CpError } from '../../lib/index.js';
 import { SimFS, type Image } from './simfs.js';
-import { mixSeed } from '../helpers/model.js';
+import { Rng, mixSeed } from '../helpers/model.js';
 
 export type KindName = 'powerloss' | 'kill' | 'fuzz' | 'faults';
 export const KINDS: readonly KindName[] = ['powerloss', 'kill', 'fuzz', 'faults'];
@@ -127,4 +127,13 @@ export function fmtMs(ms: number): string {
   if (s < 59.95) return `${s.toFixed(1)} s`;
   const r = Math.round(s);
   return `${Math.floor(r / 60)} min ${r % 60} s`;
+}
+
+/**
+ * The directAppendMin a torture unit runs with: mostly small, so that the workload's appends (most
+ * of 1 B-8 KiB) go straight to the files and their FENCE records, cut-backs and orderings are under
+ * test; sometimes off (journal only). Drawn from its own stream of `seed`.
+ */
+export function directAppendMinOf(seed: number): number | false {
+  return ([1, 1, 2048, 16 * 1024, false] as const)[new Rng(mixSeed(seed, 0xd1ec7)).int(5)];
 }

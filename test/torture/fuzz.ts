@@ -25,7 +25,7 @@ import { SimFS, cloneImage, type Image } from './simfs.js';
 import { drive, errText, type Snapshot } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, unitSeed, sig, report, STORE, isCpError, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, STORE, isCpError, type KindOptions, type KindResult, type Violation } from './common.js';
 
 const META = `${STORE}/.cpfile`;
 const JOURNAL = `${META}/journal`;
@@ -61,7 +61,7 @@ async function buildBase(seed: number): Promise<Base> {
   const applyThreshold = rng.chance(0.7) ? 2 ** 40 : 0;
   const sim = new SimFS();
   sim.mkdirSync(STORE);
-  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: segSize, applyThreshold, applyDelay: 3600_000 });
+  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: segSize, applyThreshold, applyDelay: 3600_000, directAppendMin: directAppendMinOf(seed) });
   const run = await drive(store, { seed, ops, unawaited: 0 });
   if (run.error) throw new Error(`fuzz base workload ${seed} failed: op ${run.error.i} ${run.error.op}: ${errText(run.error.err)}`);
   // let the last batch reach the flusher, as a process crash would leave it
@@ -86,7 +86,7 @@ async function buildBase(seed: number): Promise<Base> {
   const tail = recs.slice(lastCommit + 1).filter((r) => r.type !== 8 && r.type !== 9);
   const firstE = recs.find((r) => r.epoch === E && r.type !== 8);
   const files = listing.indexes.map((index) => ({ index, size: sim.readFileSync(path.posix.join(JOURNAL, segmentFileName(index)))!.length }));
-  const desc = `segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
+  const desc = `segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, directAppendMin ${directAppendMinOf(seed)}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
     `(${recs.map((r) => `${RECORD_TYPE_NAMES[r.type]}@${r.file}:${r.offset}/e${r.epoch}`).slice(-6).join(' ')}), tail ${tail.length}`;
   return { img, snaps: run.snaps, epoch: E, recs, files, epochStart: firstE ? firstE.ord : Infinity, tail, segSize, applied: ctl.state.appliedEpoch, desc };
 }

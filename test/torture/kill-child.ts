@@ -24,6 +24,7 @@ export interface ChildPlan {
   kill?: { type: 'none' } | { type: 'check' | 'apply'; j: number; spinUs: number };
   applyDelay?: number;
   applyThreshold?: number;
+  directAppendMin?: number | false;
   /** recover: SIGKILL at the n-th mutating call, before it (after: false) or after it */
   at?: number;
   after?: boolean;
@@ -75,6 +76,7 @@ if (plan.mode === 'recover') {
 
 const store = await openStore(plan.dir, {
   segmentSize: plan.segmentSize, applyDelay: plan.applyDelay ?? 25, applyThreshold: plan.applyThreshold,
+  ...(plan.directAppendMin !== undefined ? { directAppendMin: plan.directAppendMin } : {}),
 });
 const initial = await readTree(plan.dir);
 out(`BASE ${store.epoch}`);

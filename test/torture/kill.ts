@@ -19,7 +19,7 @@ import { openStore } from '../../lib/index.js';
 import { Child, Rng, mixSeed, modelRun, readTree, describeOp, mkTmp, rmTmp, codeOf, NAMES, type Op } from '../helpers/model.js';
 import { judge } from './oracle.js';
 import { errText } from './driver.js';
-import { replayLine, unitSeed, sig, type KindOptions, type KindResult, type Violation } from './common.js';
+import { replayLine, directAppendMinOf, unitSeed, sig, type KindOptions, type KindResult, type Violation } from './common.js';
 import type { ChildPlan } from './kill-child.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -84,7 +84,7 @@ async function killRound(dir: string, seed: number, rng: Rng, state: Map<string,
   Promise<{ state: Map<string, Buffer>; epoch: number }> {
   // 1. the workload child
   const x = rng.next();
-  const plan: ChildPlan = { mode: 'run', dir, seed, segmentSize: SEGMENT, applyDelay: rng.chance(0.5) ? 0 : 25 };
+  const plan: ChildPlan = { mode: 'run', dir, seed, segmentSize: SEGMENT, applyDelay: rng.chance(0.5) ? 0 : 25, directAppendMin: directAppendMinOf(seed) };
   let label: string;
   let timer: { afterBase: boolean; ms: number } | null = null;
   if (x < 0.15) {

@@ -12,7 +12,7 @@ import { SimFS, CrashModel, type ChoiceMode } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
 
 export interface PowerlossUnitOptions {
   /** crash states to aim for in this unit (the unit's own plan; independent of the run's total) */
@@ -51,7 +51,9 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
   const drawn = rng.chance(0.35) ? 0.4 : 0;
   const unawaited = o.unawaited ?? drawn;
   const ops = rng.chance(0.25) ? rng.range(70, 160) : rng.range(15, 70);
-  const variant = `applyThreshold ${applyThreshold}, unawaited ${unawaited}, ops ${ops}`;
+  // Drawn from a stream of its own, so that the other draws of a seed stay what they were.
+  const directAppendMin = directAppendMinOf(seed);
+  const variant = `applyThreshold ${applyThreshold}, unawaited ${unawaited}, ops ${ops}, directAppendMin ${directAppendMin}`;
   const fail = (cases: number, what: string, where = ''): void => {
     res.violations.push({ kind: 'powerloss', seed, cases, what: sig(what), detail: `${variant}\n${what}${where ? `\n${where}` : ''}` });
   };
@@ -61,7 +63,7 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
   sim.mkdirSync(STORE);
   const base = sim.image();
   sim.allowedRoot = STORE;
-  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: SEGMENT, applyThreshold, applyDelay: 3600_000 });
+  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: SEGMENT, applyThreshold, applyDelay: 3600_000, directAppendMin });
   const run = await drive(store, {
     seed, ops, unawaited,
     onIssue: (k) => sim.mark({ kind: 'issue', k }),

@@ -38,7 +38,8 @@ async function p5(subject: SubjectId, dir: string, bytes: number, writeSize: num
   let info = '';
   switch (subject) {
     case 'cpfile': {
-      const store = await openStore(dir, { applyThreshold: 2 ** 40, applyDelay: 3600 * 1000, segmentSize: oneSegment(bytes) });
+      // directAppendMin false: P5 measures replaying a journal, so every byte must go through it.
+      const store = await openStore(dir, { applyThreshold: 2 ** 40, applyDelay: 3600 * 1000, segmentSize: oneSegment(bytes), directAppendMin: false });
       const f = await store.open('data.bin', 'w');
       for (let i = 0; i < writes; i++) {
         await f.write(data);

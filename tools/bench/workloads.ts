@@ -812,7 +812,7 @@ export function p5(ctx: Ctx): Workload {
     },
   });
   for (const cp of ctx.cpfiles) subjects.push({
-    id: cp.id, how: `a child writes ${fmtSize(bytes)} (check() every ${fmtSize(c.p5Checkpoint)}, applyThreshold 2^40, applyDelay 1 h, one journal segment) and is SIGKILLed once its checks resolved; timed: openStore() (recovery replays everything into the file)`,
+    id: cp.id, how: `a child writes ${fmtSize(bytes)} (check() every ${fmtSize(c.p5Checkpoint)}, applyThreshold 2^40, applyDelay 1 h, one journal segment, directAppendMin false so that every byte is journaled) and is SIGKILLed once its checks resolved; timed: openStore() (recovery replays everything into the file)`,
     async rep() {
       const dir = await freshDir(ctx.root, `p5-${cp.id}`);
       const ready = await crashWriter('cpfile', dir, cp.lib);
