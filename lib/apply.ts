@@ -268,10 +268,6 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
       case RecordType.RENAME:
         group.push({ type: op.type, from: op.from, to: op.to, seq: r.seq, offset: r.offset, next: r.pos + r.size });
         break;
-      case RecordType.FENCE:
-        // Nothing to apply: the direct appends it announced are in the file already, made durable
-        // before this epoch's COMMIT. (Recovery reads FENCE records of an epoch that did not commit.)
-        break;
     }
   };
 

@@ -23,9 +23,9 @@ export type Action =
   | { op: 'write'; index: number; offset: number; bytes: Uint8Array }
   | { op: 'sync' }
   | { op: 'apply'; endPos: number }
-  // Direct appends (see docs/FORMAT.md, FENCE). The main thread queues, per file and epoch: the FENCE
-  // record, a 'sync' (the fence is durable before any data goes to the file), 'fence', then 'direct'
-  // writes; before the epoch's COMMIT, 'datasync'; on rollback, 'undoDirect'.
+  // Direct appends (docs/FORMAT.md, "Direct appends"). The main thread queues, per file and epoch,
+  // 'fence' (its committed size) then 'direct' writes; before the epoch's COMMIT, 'datasync'; on
+  // rollback, 'undoDirect'.
   | { op: 'fence'; name: string; size: number }
   | { op: 'direct'; name: string; offset: number; bytes: Uint8Array }
   | { op: 'datasync' }

@@ -1,5 +1,5 @@
 /**
- * cpfile on-disk format, version 2 (version 1, which lacks FENCE records, is still read). This file
+ * cpfile on-disk format, version 2 (version 1, whose entries carry no size, is still read). This file
  * is the specification: every constant and every record layout lives here, encoder beside decoder,
  * and docs/FORMAT.md mirrors it. All integers are little-endian. u64 values are written as two u32 halves and must stay below 2^53.
  *
@@ -37,19 +37,28 @@
  *   CREATE   3  name                                       an empty file (parent dirs made as needed)
  *   UNLINK   4  name
  *   RENAME   5  from | to                                  replaces `to` if it exists
- *   COMMIT   6  u32 count | count x entry                  ends epoch `epoch`; entry = u64 position |
- *                                                          u8 state (1 open, 0 closed) | name
+ *   COMMIT   6  u32 count | count x entry | [applied]      ends epoch `epoch`; entry = u64 position |
+ *                                                          u8 state | [u64 size] | name, where state is
+ *                                                          2 open (size follows: the file's committed
+ *                                                          size), 0 closed, 1 open without a size (all
+ *                                                          that version 1 wrote; never cut back).
+ *                                                          applied (version 2) = u64 cursorSeq | u64
+ *                                                          cursorOffset | u64 appliedEpoch: an apply
+ *                                                          cursor that was durable in the control file
+ *                                                          when the COMMIT was laid out (see below)
  *   ABORT    7  (empty)                                    drops the records of epoch `epoch` so far
  *   CATALOG  8  u32 count | count x entry                  first record of every segment: the entries
  *                                                          (open files and their checkpointed positions)
  *                                                          as of the last commit (epoch field = that epoch)
  *   SEGEND   9  u64 nextSeq                                the log continues in the segment with nextSeq
- *   FENCE   10  u64 size | name                            (version 2) from here to the epoch's COMMIT,
- *                                                          bytes of `name` at or past some offset >= size
- *                                                          may be written to the data file itself, not
- *                                                          the journal; size is the file's committed size.
- *                                                          Synced before any such write. If the epoch does
- *                                                          not commit, recovery cuts the file back to size.
+ *
+ *   Direct appends (version 2): bytes appended to a file that is open at the last commit may be
+ *   written to the file itself instead of the journal, past its committed size. Recovery cuts every
+ *   open entry's file back to the size of its entry: whatever lies past it was never committed.
+ *   Those bytes are in no record, so a replay must never start before a cursor the main thread had
+ *   seen when it began them (a truncate replayed after them would destroy them): recovery starts
+ *   at the later of the control file's cursor and the last valid COMMIT's `applied` cursor, which
+ *   matters when the control file's newest slot is damaged.
  *
  *   Seeks have no record: a COMMIT carries the positions (as of the check() call) of the entries
  *   whose position or state changed, which is all that resuming needs.
@@ -81,7 +90,7 @@ import { crc32 } from './crc.js';
 
 /** The version this code writes. */
 export const FORMAT_VERSION = 2;
-/** The versions it reads: version 1 is version 2 without FENCE records. */
+/** The versions it reads: version 1 is version 2 without sizes in its entries. */
 export const isReadableVersion = (v: number): boolean => v === 1 || v === 2;
 /** For messages: "format versions 1 and 2". */
 export const READABLE_VERSIONS_TEXT = 'format versions 1 and 2';
@@ -121,12 +130,11 @@ export const enum RecordType {
   ABORT = 7,
   CATALOG = 8,
   SEGEND = 9,
-  FENCE = 10,
 }
 export const RECORD_TYPE_NAMES: Record<number, string> = {
-  1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend', 10: 'fence',
+  1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend',
 };
-export const isKnownType = (t: number): boolean => t >= 1 && t <= 10;
+export const isKnownType = (t: number): boolean => t >= 1 && t <= 9;
 
 /** Bytes a SEGEND record takes; the writer keeps this much free at the end of every segment. */
 export const SEGEND_RECORD_SIZE = RECORD_HEADER_SIZE + 8;
@@ -274,7 +282,22 @@ export interface CatalogEntry {
   name: string;
   position: number;
   state: 'open' | 'closed';
+  /** An open entry's committed file size; null for a closed entry and in version 1 records. */
+  size: number | null;
 }
+
+/** An apply cursor as a COMMIT records it (version 2). */
+export interface AppliedCursor {
+  cursorSeq: number;
+  cursorOffset: number;
+  appliedEpoch: number;
+}
+const APPLIED_SIZE = 24;
+
+/** Entry states on disk. */
+const ENTRY_CLOSED = 0;
+const ENTRY_OPEN_V1 = 1;
+const ENTRY_OPEN = 2;
 
 export type Op =
   | { type: RecordType.WRITE; name: string; offset: number; data: Buffer }
@@ -282,11 +305,10 @@ export type Op =
   | { type: RecordType.CREATE; name: string }
   | { type: RecordType.UNLINK; name: string }
   | { type: RecordType.RENAME; from: string; to: string }
-  | { type: RecordType.COMMIT; entries: CatalogEntry[] }
+  | { type: RecordType.COMMIT; entries: CatalogEntry[]; applied?: AppliedCursor | null }
   | { type: RecordType.ABORT }
   | { type: RecordType.CATALOG; entries: CatalogEntry[] }
-  | { type: RecordType.SEGEND; nextSeq: number }
-  | { type: RecordType.FENCE; name: string; size: number };
+  | { type: RecordType.SEGEND; nextSeq: number };
 
 export const nameSize = (name: string): number => 2 + Buffer.byteLength(name, 'utf8');
 
@@ -305,7 +327,7 @@ export function readName(buf: Buffer, at: number): [string, number] {
 
 export function entriesSize(entries: CatalogEntry[]): number {
   let n = 4;
-  for (const e of entries) n += 9 + nameSize(e.name);
+  for (const e of entries) n += 9 + (e.state === 'open' && e.size !== null ? 8 : 0) + nameSize(e.name);
   return n;
 }
 
@@ -314,23 +336,40 @@ export function writeEntries(buf: Buffer, at: number, entries: CatalogEntry[]): 
   at += 4;
   for (const e of entries) {
     writeU64(buf, e.position, at);
-    buf.writeUInt8(e.state === 'open' ? 1 : 0, at + 8);
-    at = writeName(buf, at + 9, e.name);
+    if (e.state === 'open' && e.size !== null) {
+      buf.writeUInt8(ENTRY_OPEN, at + 8);
+      writeU64(buf, e.size, at + 9);
+      at = writeName(buf, at + 17, e.name);
+    } else {
+      // An open entry whose size is unknown (carried over from a version 1 journal) keeps state 1.
+      buf.writeUInt8(e.state === 'open' ? ENTRY_OPEN_V1 : ENTRY_CLOSED, at + 8);
+      at = writeName(buf, at + 9, e.name);
+    }
   }
   return at;
 }
 
-function readEntries(buf: Buffer, at: number): CatalogEntry[] {
+function readEntries(buf: Buffer, at: number, end?: { at: number }): CatalogEntry[] {
   const count = buf.readUInt32LE(at);
   at += 4;
   const out: CatalogEntry[] = [];
   for (let i = 0; i < count; i++) {
     const position = readU64(buf, at);
-    const state = buf.readUInt8(at + 8) === 1 ? 'open' : 'closed';
-    const [name, next] = readName(buf, at + 9);
-    out.push({ name, position, state });
+    const st = buf.readUInt8(at + 8);
+    let size: number | null = null;
+    at += 9;
+    if (st === ENTRY_OPEN) {
+      if (at + 8 > buf.length) throw new RangeError('entry size past payload end');
+      size = readU64(buf, at);
+      at += 8;
+    } else if (st !== ENTRY_OPEN_V1 && st !== ENTRY_CLOSED) {
+      throw new RangeError(`unknown entry state ${st}`);
+    }
+    const [name, next] = readName(buf, at);
+    out.push({ name, position, state: st === ENTRY_CLOSED ? 'closed' : 'open', size });
     at = next;
   }
+  if (end) end.at = at;
   return out;
 }
 
@@ -338,12 +377,11 @@ function readEntries(buf: Buffer, at: number): CatalogEntry[] {
 export function payloadSize(op: Op): number {
   switch (op.type) {
     case RecordType.WRITE: return 8 + nameSize(op.name) + op.data.length;
-    case RecordType.TRUNCATE:
-    case RecordType.FENCE: return 8 + nameSize(op.name);
+    case RecordType.TRUNCATE: return 8 + nameSize(op.name);
     case RecordType.CREATE:
     case RecordType.UNLINK: return nameSize(op.name);
     case RecordType.RENAME: return nameSize(op.from) + nameSize(op.to);
-    case RecordType.COMMIT:
+    case RecordType.COMMIT: return entriesSize(op.entries) + (op.applied ? APPLIED_SIZE : 0);
     case RecordType.CATALOG: return entriesSize(op.entries);
     case RecordType.ABORT: return 0;
     case RecordType.SEGEND: return 8;
@@ -360,15 +398,19 @@ export function encodePayload(buf: Buffer, at: number, op: Op): number {
     case RecordType.TRUNCATE:
       writeU64(buf, op.length, at);
       return writeName(buf, at + 8, op.name);
-    case RecordType.FENCE:
-      writeU64(buf, op.size, at);
-      return writeName(buf, at + 8, op.name);
     case RecordType.CREATE:
     case RecordType.UNLINK:
       return writeName(buf, at, op.name);
     case RecordType.RENAME:
       return writeName(buf, writeName(buf, at, op.from), op.to);
-    case RecordType.COMMIT:
+    case RecordType.COMMIT: {
+      at = writeEntries(buf, at, op.entries);
+      if (!op.applied) return at;
+      writeU64(buf, op.applied.cursorSeq, at);
+      writeU64(buf, op.applied.cursorOffset, at + 8);
+      writeU64(buf, op.applied.appliedEpoch, at + 16);
+      return at + APPLIED_SIZE;
+    }
     case RecordType.CATALOG:
       return writeEntries(buf, at, op.entries);
     case RecordType.ABORT:
@@ -391,10 +433,6 @@ export function decodePayload(type: number, p: Buffer): Op {
       const length = readU64(p, 0);
       return { type, name: readName(p, 8)[0], length };
     }
-    case RecordType.FENCE: {
-      const size = readU64(p, 0);
-      return { type, name: readName(p, 8)[0], size };
-    }
     case RecordType.CREATE:
     case RecordType.UNLINK:
       return { type, name: readName(p, 0)[0] };
@@ -402,7 +440,14 @@ export function decodePayload(type: number, p: Buffer): Op {
       const [from, at] = readName(p, 0);
       return { type, from, to: readName(p, at)[0] };
     }
-    case RecordType.COMMIT:
+    case RecordType.COMMIT: {
+      const end = { at: 0 };
+      const entries = readEntries(p, 0, end);
+      const rest = p.length - end.at;
+      if (rest === 0) return { type, entries, applied: null };
+      if (rest !== APPLIED_SIZE) throw new RangeError(`commit payload has ${rest} unexpected bytes after its entries`);
+      return { type, entries, applied: { cursorSeq: readU64(p, end.at), cursorOffset: readU64(p, end.at + 8), appliedEpoch: readU64(p, end.at + 16) } };
+    }
     case RecordType.CATALOG:
       return { type, entries: readEntries(p, 0) };
     case RecordType.ABORT:

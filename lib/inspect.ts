@@ -125,6 +125,8 @@ export function uncleanReasons(r: RecoveryReport): string[] {
   if (r.discardedRecords > 0) {
     out.push(`${r.discardedRecords} uncommitted record${r.discardedRecords === 1 ? '' : 's'} (${r.discardedBytes} bytes) after epoch ${r.epoch} would be discarded`);
   }
+  if (r.staleControl) out.push('the control file lost its newest slot: the apply cursor would be taken from the last commit');
+  if (r.cutBack.length) out.push(`${r.cutBack.length} file${r.cutBack.length === 1 ? '' : 's'} longer than committed (direct appends of an uncommitted epoch) would be cut back`);
   if (r.tornTail && !r.corruption) out.push(`the journal ends in a torn record (${r.endReason}), the normal trace of a crash`);
   if (out.length === 0 && !r.clean) out.push('recovery has work to do');
   return out;
@@ -156,8 +158,6 @@ export interface InspectedRecord {
   entries?: CatalogEntry[];
   /** SEGEND: the seq of the segment the log continues in. */
   nextSeq?: number;
-  /** FENCE: the file's committed size, which recovery cuts it back to if the epoch does not commit. */
-  fence?: number;
   /** 'ok', or why the record ends the log: zero, stale, length, type, crc, segment-end. */
   crc: string;
   /** Anything odd about a valid record (epoch out of place, undecodable payload, ...). */
@@ -249,10 +249,6 @@ export function describeRecord(n: number, r: ScannedRecord): InspectedRecord {
       case RecordType.TRUNCATE:
         out.name = op.name;
         out.range = { start: op.length, end: null };
-        break;
-      case RecordType.FENCE:
-        out.name = op.name;
-        out.fence = op.size;
         break;
       case RecordType.CREATE:
       case RecordType.UNLINK:

@@ -329,18 +329,17 @@ export class JournalWriter {
   /**
    * Write `data` at `offset` of `name` straight to the data file instead of the journal. The caller
    * (Store.writeNow) has checked that the range lies past everything the file's pending records
-   * touch and that nothing pending renames, creates or truncates it. The first direct append of a
-   * file in an epoch journals a FENCE carrying `fence`, the file's committed size, and makes it
-   * durable before any of the data can reach the file: if the epoch never commits, recovery cuts
-   * the file back to the fence.
+   * touch, that nothing pending renames, creates or truncates it, and that the last durable COMMIT
+   * (or CATALOG) lists it as open with `fence`, its committed size: if this epoch never commits,
+   * recovery cuts the file back to that size. The flusher only writes these bytes after that COMMIT
+   * was synced (it runs tasks in order), so nothing is journaled for them at all.
    */
-  appendDirect(name: string, fence: number, offset: number, data: Uint8Array, epoch: number): void {
+  appendDirect(name: string, fence: number, offset: number, data: Uint8Array): void {
     this.check();
     if (!this.fenced.has(name)) {
-      this.emit({ type: RecordType.FENCE, name, size: fence }, epoch);
+      // The flusher remembers the fence, to cut the file back on rollback.
       this.closeDirect();
-      this.closeChunk();
-      this.queued.push({ op: 'sync' }, { op: 'fence', name, size: fence });
+      this.queued.push({ op: 'fence', name, size: fence });
       this.fenced.set(name, fence);
     }
     this.directMark++;

@@ -65,6 +65,11 @@ export interface RecoveryReport {
   discardedRecords: number;
   /** Journal bytes of the discarded records (headers and padding included). */
   discardedBytes: number;
+  /**
+   * The control file's newest slot was lost (damage: a crash never causes this): a COMMIT records a
+   * later apply cursor, and recovery continued from that one, repairing the control file.
+   */
+  staleControl: boolean;
   /** The log ended in a damaged record that is a normal crash artifact. */
   tornTail: boolean;
   endReason: EndReason;
@@ -75,10 +80,11 @@ export interface RecoveryReport {
   brokenCopy: string | null;
   filesTouched: string[];
   /**
-   * The FENCE records of the discarded tail: files that took direct appends in an epoch that never
-   * committed, and the committed size each is cut back to (when it is longer).
+   * Open entries whose file was longer than its committed size (the size in its entry): direct
+   * appends of an epoch that never committed, cut off (`from` is the length before). A dry run lists
+   * the files it would cut.
    */
-  fences: { name: string; size: number }[];
+  cutBack: { name: string; size: number; from: number }[];
   /** Open (unfinished) entries with their checkpointed positions. */
   entries: CatalogEntry[];
   durationMs: number;
@@ -201,9 +207,12 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let lastCommitEnd = cursorPos;
     let pendingRecords = 0;
     let pendingBytes = 0;
-    let replayRecords = 0;
-    let replayBytes = 0;
-    let replayEpochs = 0;
+    // Committed epochs after the cursor, one entry per COMMIT; which of them are replayed is settled
+    // after the walk (see `applied` below).
+    const replayGroups: { end: number; records: number; bytes: number; names: string[]; reshaped: string[] }[] = [];
+    // The latest apply cursor a COMMIT records (it was durable in the control file when that COMMIT
+    // was laid out). Direct appends made since are in no record: the replay must not start before it.
+    let appliedHint: { pos: number; cursorSeq: number; cursorOffset: number; appliedEpoch: number } | null = null;
     let groupRecords = 0;
     let groupBytes = 0;
     let firstRecord = true;
@@ -217,8 +226,11 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let corruptAt: { seq: number; offset: number; reason: string } | null = null;
     const touched = new Set<string>();
     let groupNames: string[] = [];
-    // FENCE records since the last COMMIT (an ABORT does not end them: its epoch may still never commit).
-    let fences = new Map<string, number>();
+    // Names a replayed record truncates, creates, unlinks or renames: their size after the replay is
+    // the replay's business (a dry run cannot tell what would be cut from them, and nothing is: a file
+    // with such a record pending takes no direct appends).
+    const reshaped = new Set<string>();
+    let groupReshaped: string[] = [];
     const totalBytes = [...segs.values()].reduce((a, s) => a + s.size, 0);
     let scanned = 0;
 
@@ -292,17 +304,18 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
                 if (e.state === 'open') catalog.set(e.name, e);
                 else catalog.delete(e.name);
               }
+              const a = op.applied;
+              if (a && pos(a.cursorSeq, a.cursorOffset) <= r.pos && (!appliedHint || pos(a.cursorSeq, a.cursorOffset) > appliedHint.pos)) {
+                appliedHint = { pos: pos(a.cursorSeq, a.cursorOffset), ...a };
+              }
             }
             if (after && r.header.epoch > control.appliedEpoch) {
-              replayEpochs++;
-              replayRecords += groupRecords;
-              replayBytes += groupBytes;
-              for (const n of groupNames) touched.add(n);
+              replayGroups.push({ end: r.pos + r.size, records: groupRecords, bytes: groupBytes, names: groupNames, reshaped: groupReshaped });
             }
             groupRecords = 0;
             groupBytes = 0;
             groupNames = [];
-            fences = new Map();
+            groupReshaped = [];
             lastCommitEpoch = Math.max(lastCommitEpoch, r.header.epoch);
             if (r.pos + r.size > lastCommitEnd) {
               lastCommitEnd = r.pos + r.size;
@@ -315,6 +328,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
             groupRecords = 0;
             groupBytes = 0;
             groupNames = [];
+            groupReshaped = [];
             pendingRecords = 0;
             pendingBytes = 0;
             break;
@@ -329,9 +343,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
               groupBytes += r.payload.length;
               try {
                 const op = decodePayload(t, r.payload);
-                if (op.type === RecordType.FENCE && !fences.has(op.name)) fences.set(op.name, op.size);
                 if ('name' in op) groupNames.push(op.name);
                 if (op.type === RecordType.RENAME) groupNames.push(op.from, op.to);
+                if (op.type === RecordType.RENAME) groupReshaped.push(op.from, op.to);
+                else if (op.type !== RecordType.WRITE && 'name' in op) groupReshaped.push(op.name);
               } catch {
                 corruptEarly = `record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`;
                 return false;
@@ -392,17 +407,42 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         { details: { ...corruption } });
     }
 
+    // Where the replay starts: the control file's cursor, or a later one a COMMIT records. A later
+    // one means the control file lost its newest slot (a torn write of it is never followed by a
+    // COMMIT recording its cursor: the cursor is only reported once it is durable), so the epochs
+    // up to it were applied, and replaying them over direct appends made since would destroy those.
+    const hint = appliedHint as { pos: number; cursorSeq: number; cursorOffset: number; appliedEpoch: number } | null;
+    const staleControl = hint !== null && hint.pos > cursorPos && hint.pos <= lastCommitEnd;
+    const startPos = staleControl ? hint!.pos : cursorPos;
+    let replayEpochs = 0;
+    let replayRecords = 0;
+    let replayBytes = 0;
+    for (const g of replayGroups) {
+      if (g.end <= startPos) continue;
+      replayEpochs++;
+      replayRecords += g.records;
+      replayBytes += g.bytes;
+      for (const n of g.names) touched.add(n);
+      for (const n of g.reshaped) reshaped.add(n);
+    }
+
     // A damaged record is a torn tail only when it is not corruption (RecoveryReport.tornTail's contract).
     const tornTail = damaged && !corruption;
-    const clean = replayEpochs === 0 && pendingRecords === 0 && !damaged && !corruption;
+    const clean = replayEpochs === 0 && pendingRecords === 0 && !damaged && !corruption && !staleControl;
     const report: RecoveryReport = {
       created, storeId: control.storeId, epoch: lastCommitEpoch, replayedEpochs: replayEpochs,
       replayedRecords: replayRecords, replayedBytes: replayBytes, discardedRecords: pendingRecords,
-      discardedBytes: pendingBytes, tornTail, endReason: end.reason, clean, corruption, brokenCopy: null,
-      filesTouched: [...touched].sort(), fences: [...fences].map(([name, size]) => ({ name, size })), entries: [...catalog.values()].filter((e) => e.state === 'open'),
+      discardedBytes: pendingBytes, tornTail, endReason: end.reason, clean, corruption, brokenCopy: null, staleControl,
+      filesTouched: [...touched].sort(), cutBack: [], entries: [...catalog.values()].filter((e) => e.state === 'open'),
       durationMs: 0,
     };
     if (opts.dryRun) {
+      for (const e of report.entries) {
+        if (e.size === null || reshaped.has(e.name)) continue;
+        const len = await fileLength(io, dir, e.name);
+        if (len !== null && len > e.size) report.cutBack.push({ name: e.name, size: e.size, from: len });
+      }
+      if (report.cutBack.length) report.clean = false;
       report.durationMs = performance.now() - t0;
       return { report, control, controlSlot: ctl.slot, segment: cursorSeg!, writeOffset: 0, sparseFrom: null, free: [], nextIndex: 0, maxSeq: listing.maxSeq };
     }
@@ -418,13 +458,29 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     // ---- 4. apply committed epochs
     const writer = await ControlWriter.open(io, p.control, sync, control, ctl.slot);
     try {
-      if (lastCommitEnd > cursorPos) {
+      if (staleControl) {
+        await writer.write({ cursorSeq: hint!.cursorSeq, cursorOffset: hint!.cursorOffset, appliedEpoch: hint!.appliedEpoch });
+      }
+      if (lastCommitEnd > startPos) {
         const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync }, lastCommitEnd);
         for (const n of applied.names) touched.add(n);
       }
-      // Direct appends of the epoch that did not commit: cut each file back to its committed size,
-      // durably, before the cursor moves past the FENCE records that say so.
-      for (const { name, size } of report.fences) if (await cutBack(io, dir, name, size, sync)) touched.add(name);
+      // Direct appends of an epoch that did not commit lie past the committed size of an open
+      // entry: cut every such file back, durably, before the cursor moves on. (Without direct
+      // appends the applied file has exactly its committed size and nothing is cut.) A version 1
+      // entry carries no size: its file is measured instead, for the catalog written below.
+      for (const e of report.entries) {
+        if (e.size === null) {
+          e.size = (await fileLength(io, dir, e.name)) ?? null;
+          continue;
+        }
+        const from = await cutBack(io, dir, e.name, e.size, sync);
+        if (from !== null) {
+          report.cutBack.push({ name: e.name, size: e.size, from });
+          touched.add(e.name);
+          report.clean = false;
+        }
+      }
       report.filesTouched = [...touched].sort();
 
       // ---- 5. fresh segment with the recovered catalog; move the cursor to it
@@ -459,26 +515,30 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   }
 }
 
-/** Truncate the store file `name` to `size` if it is longer; true when it was. */
-async function cutBack(io: IO, dir: string, name: string, size: number, sync: boolean): Promise<boolean> {
-  const file = path.join(dir, ...name.split('/'));
-  let fd: number;
+/** The length of the store file `name`, or null when it is missing or not a regular file. */
+async function fileLength(io: IO, dir: string, name: string): Promise<number | null> {
   try {
-    const st = await io.lstat(file);
-    if (!st.isFile || st.size <= size) return false;
-    fd = await io.open(file, 'readwrite');
+    const st = await io.lstat(path.join(dir, ...name.split('/')));
+    return st.isFile ? st.size : null;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (isENOENT(e) || code === 'ENOTDIR') return false;
-    throw ioError(e, `cutting ${name} back to its committed size`);
+    if (isENOENT(e) || code === 'ENOTDIR') return null;
+    throw ioError(e, `reading the size of ${name}`);
   }
+}
+
+/** Truncate the store file `name` to `size` if it is longer; returns the length before, or null. */
+async function cutBack(io: IO, dir: string, name: string, size: number, sync: boolean): Promise<number | null> {
+  const len = await fileLength(io, dir, name);
+  if (len === null || len <= size) return null;
+  const fd = await io.open(path.join(dir, ...name.split('/')), 'readwrite');
   try {
     await io.ftruncate(fd, size);
     if (sync) await io.fdatasync(fd);
   } finally {
     await io.close(fd);
   }
-  return true;
+  return len;
 }
 
 /** fdatasync the live log's segments and the control file, fsync the metadata directories. */

@@ -9,7 +9,7 @@
 import * as path from 'node:path';
 import { CpError, ioError } from './errors.js';
 import {
-  DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RecordType, pos, posSeq, type CatalogEntry,
+  DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RecordType, pos, posSeq, posOffset, type CatalogEntry,
 } from './format.js';
 import { type IO, nodeIO, readFully, isENOENT } from './io.js';
 import { recover, metaPaths, type RecoveryReport } from './recovery.js';
@@ -46,9 +46,9 @@ export interface StoreOptions {
   maxInflight?: number;
   /**
    * Direct appends: once a file's appends in one epoch reach this many bytes, later appends to it in
-   * that epoch go straight to the file instead of through the journal (written once, not twice); a
-   * durable fence record lets recovery cut them off if the epoch does not commit. Default 1 MiB;
-   * false turns it off.
+   * that epoch go straight to the file instead of through the journal (written once, not twice), if
+   * the last commit lists the file as open; recovery cuts them off (back to the committed size that
+   * commit records) if the epoch does not commit. Default 1 MiB; false turns it off.
    */
   directAppendMin?: number | false;
   /** Committed but unapplied journal bytes that trigger an apply at once (default 8 MiB). */
@@ -71,6 +71,8 @@ export interface Entry {
   posGen: number;
   overlay: Overlay;
   handles: Set<CpFile>;
+  /** Opened for writing (any mode but 'r'): only such entries carry a size in COMMIT records. */
+  writable: boolean;
 }
 
 export interface StoreStats {
@@ -99,7 +101,7 @@ export class Store {
   private entries = new Map<string, Entry>();
   private overlays = new Namespace();
   /** Open entries as of the last COMMIT laid out in the journal (name -> position). */
-  private logged = new Map<string, number>();
+  private logged = new Map<string, { position: number; size: number | null }>();
   /** Entries left unfinished by an earlier run, not reopened yet (name -> checkpointed position). */
   private unfinished = new Map<string, number>();
   private userdata = new Map<string, unknown>();
@@ -137,7 +139,7 @@ export class Store {
     this.appliedSeq = posSeq(cursorPos);
     this.durableEnd = cursorPos;
     for (const e of report.entries) {
-      this.logged.set(e.name, e.position);
+      this.logged.set(e.name, { position: e.position, size: e.size });
       this.unfinished.set(e.name, e.position);
     }
   }
@@ -325,7 +327,7 @@ export class Store {
     }
     this.unfinished.delete(name);
     this.userdata.set(name, userdata);
-    const entry: Entry = { name, position: resumed ? resumedPos! : 0, posGen: 0, overlay: ov, handles: new Set() };
+    const entry: Entry = { name, position: resumed ? resumedPos! : 0, posGen: 0, overlay: ov, handles: new Set(), writable: mode !== 'r' };
     const f = new CpFile(this, entry, mode, resumed);
     entry.handles.add(f);
     this.entries.set(name, entry);
@@ -372,7 +374,7 @@ export class Store {
         ov.modEpoch = this.building;
         ov.startSize = ov.size;
       }
-      const from = this.directStart(ov, at + n);
+      const from = this.directStart(e.name, ov, at + n);
       if (from >= at + n) {
         this.journalWrite(e.name, ov, at, data);
       } else if (from <= at) {
@@ -390,17 +392,22 @@ export class Store {
 
   /**
    * Where bytes of a write ending at `end` may go straight to the file in this epoch: from the
-   * returned offset on (Infinity: nowhere). Allowed only while nothing pending creates, renames or
-   * truncates the file, and only past its size when direct appends began in the epoch: every pending
-   * record of the file then touches bytes below that point, so the direct bytes can be written
-   * before those records are applied without either overwriting the other.
+   * returned offset on (Infinity: nowhere). Allowed only
+   *   - while nothing pending creates, renames or truncates the file, and only past its size when
+   *     direct appends began in the epoch: every pending record of the file then touches bytes below
+   *     that point, so the direct bytes can be written before those records are applied without
+   *     either overwriting the other;
+   *   - for a file the last COMMIT (or CATALOG) lists as open with its committed size: recovery cuts
+   *     it back to that size, which is how an epoch that does not commit loses its direct bytes.
    */
-  private directStart(ov: Overlay, end: number): number {
+  private directStart(name: string, ov: Overlay, end: number): number {
     if (ov.directEpoch === this.building) return ov.truncs.length === 0 && ov.nsPos < 0 ? ov.directFrom : Infinity;
     if (end <= ov.size || ov.truncs.length !== 0 || ov.nsPos >= 0 || !ov.exists) return Infinity;
     // Small appends stay in the journal (one fsync per check); a file's appends go direct once they
     // reach directMin in the epoch. ov.startSize is the committed size (ov.modEpoch is this epoch).
     if (end - ov.startSize < this.opts.directMin) return Infinity;
+    const logged = this.logged.get(name);
+    if (!logged || logged.size !== ov.startSize) return Infinity;
     ov.directEpoch = this.building;
     ov.directFrom = ov.size;
     ov.fence = ov.startSize;
@@ -421,7 +428,7 @@ export class Store {
   }
 
   private directWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
-    if (!this.writer.continueDirect(name, at, data)) this.writer.appendDirect(name, ov.fence, at, data, this.building);
+    if (!this.writer.continueDirect(name, at, data)) this.writer.appendDirect(name, ov.fence, at, data);
     ov.directMark = this.writer.directMark;
     if (at + data.length > ov.size) ov.size = at + data.length;
     // Keep the overlay (and its size) until the epoch is applied, like any pending change.
@@ -522,7 +529,7 @@ export class Store {
   /** A name's unfinished entry ends when its file is unlinked or renamed away. */
   private forget(name: string): void {
     this.unfinished.delete(name);
-    if (this.logged.has(name)) this.closedSince.set(name, this.logged.get(name)!);
+    if (this.logged.has(name)) this.closedSince.set(name, this.logged.get(name)!.position);
   }
 
   /** The whole content of `name`, pending changes included. */
@@ -582,7 +589,7 @@ export class Store {
   /** The catalog as of the last COMMIT laid out (for the CATALOG record opening each segment). */
   /** @internal */
   catalogSnapshot(): { entries: CatalogEntry[]; epoch: number } {
-    return { entries: [...this.logged].map(([name, position]) => ({ name, position, state: 'open' as const })), epoch: this.building - 1 };
+    return { entries: [...this.logged].map(([name, l]) => ({ name, position: l.position, state: 'open' as const, size: l.size })), epoch: this.building - 1 };
   }
 
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
@@ -594,18 +601,34 @@ export class Store {
     for (const e of this.entries.values()) positions.set(e, e.position);
     const queued = this.run(() => {
       const deltas: CatalogEntry[] = [];
+      // Every open entry's COMMIT entry carries its committed size: recovery cuts the file back to
+      // it (direct appends past it were never committed). Entries left open by an earlier run and not
+      // reopened can still change size through writeFile.
       for (const e of this.entries.values()) {
         const position = positions.get(e) ?? e.position;
-        if (this.logged.get(e.name) !== position) deltas.push({ name: e.name, position, state: 'open' });
+        const l = this.logged.get(e.name);
+        // A read-only entry carries no size: its file is never cut back (another program may append to it).
+        const size = e.writable ? e.overlay.size : null;
+        if (!l || l.position !== position || l.size !== size) deltas.push({ name: e.name, position, state: 'open', size });
+      }
+      for (const [n, l] of this.logged) {
+        if (this.entries.has(n) || this.closedSince.has(n)) continue;
+        const ov = this.overlays.get(n);
+        const size = ov && ov.exists ? ov.size : l.size;
+        if (size !== l.size) deltas.push({ name: n, position: l.position, state: 'open', size });
       }
       for (const [n, position] of this.closedSince) {
-        if (!this.entries.has(n)) deltas.push({ name: n, position, state: 'closed' });
+        if (!this.entries.has(n)) deltas.push({ name: n, position, state: 'closed', size: null });
       }
       const epoch = this.building;
       this.writer.commitDirect();
-      this.writer.append({ type: RecordType.COMMIT, entries: deltas }, epoch);
+      // The apply cursor this thread knows is durable in the control file: recovery never replays from
+      // before it, even when the control file's newest slot is lost (direct appends made since are in
+      // no record, and a truncate replayed after them would destroy them).
+      const applied = { cursorSeq: this.appliedSeq, cursorOffset: posOffset(this.appliedPos), appliedEpoch: this.appliedEpoch };
+      this.writer.append({ type: RecordType.COMMIT, entries: deltas, applied }, epoch);
       for (const d of deltas) {
-        if (d.state === 'open') this.logged.set(d.name, d.position);
+        if (d.state === 'open') this.logged.set(d.name, { position: d.position, size: d.size });
         else this.logged.delete(d.name);
       }
       this.closedSince.clear();
@@ -729,7 +752,7 @@ export class Store {
     this.overlays.clear();
     this.closedSince.clear();
     for (const [name, e] of [...this.entries]) {
-      const position = this.logged.get(name);
+      const position = this.logged.get(name)?.position;
       const ov = position === undefined ? null : await this.overlayOf(name);
       if (position === undefined || !ov) {
         for (const h of e.handles) h.closed = true;
@@ -741,7 +764,7 @@ export class Store {
       e.overlay = ov;
     }
     this.unfinished.clear();
-    for (const [name, position] of this.logged) if (!this.entries.has(name)) this.unfinished.set(name, position);
+    for (const [name, l] of this.logged) if (!this.entries.has(name)) this.unfinished.set(name, l.position);
   }
 
   /** Final check (unless discard), apply everything, release the lock and the worker. */

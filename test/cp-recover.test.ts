@@ -377,7 +377,7 @@ describe('cp-recover', function () {
       expect(j.json.lock).to.deep.equal({ taken: false, reclaimedFrom: [ready.pid], live: [] });
       expect(j.json.report).to.include({ epoch: 3, replayedEpochs: 3, replayedRecords: 11, discardedRecords: 5, tornTail: false, endReason: 'zero', clean: false, corruption: null, brokenCopy: null });
       expect(j.json.report.filesTouched).to.deep.equal(['a.txt', 'c.txt', 'c2.txt', 'data/b.bin']);
-      expect(j.json.report.entries).to.deep.equal([{ name: 'a.txt', position: 24, state: 'open' }, { name: 'data/b.bin', position: 0, state: 'open' }]);
+      expect(j.json.report.entries).to.deep.equal([{ name: 'a.txt', position: 24, state: 'open', size: 24 }, { name: 'data/b.bin', position: 0, state: 'open', size: 2500 }]);
       for (const k of ['replayedBytes', 'discardedBytes', 'durationMs']) expect(j.json.report[k]).to.be.a('number');
       // Inspection too: not one byte, name or mode changed, and no lock file was made.
       expect(cli(['--inspect', d]).code).to.equal(0);
@@ -401,7 +401,7 @@ describe('cp-recover', function () {
       expect(recLines[4]).to.match(/write\s+1\s+ok\s+"data\/b\.bin" \[0,3000\)/);
       expect(recLines[12]).to.match(/truncate\s+3\s+ok\s+"data\/b\.bin" \[2500,eof\)/);
       expect(recLines[13]).to.match(/rename\s+3\s+ok\s+"c\.txt" -> "c2\.txt"/);
-      expect(recLines[14]).to.match(/commit\s+3\s+ok\s+1 entry: "a\.txt"@24/);
+      expect(recLines[14]).to.match(/commit\s+3\s+ok\s+1 entry: "a\.txt"@24 size=24/);
       expect(r.out).to.match(/records\s+20 valid/);
       expect(r.out).to.match(/last committed epoch 3; 5 uncommitted records after it/);
       expect(r.out).to.match(/end of log\s+segment \d+ offset \d+: zero/);
@@ -458,7 +458,7 @@ describe('cp-recover', function () {
       expect(j.code, j.err).to.equal(0);
       expect(Object.keys(j.json)).to.have.members(['tool', 'version', 'mode', 'dir', 'ok', 'exitCode', 'dryRun', 'clean', 'problems', 'lock', 'durationMs', 'report', 'error']);
       expect(Object.keys(j.json.report)).to.have.members(['storeId', 'epoch', 'replayedEpochs', 'replayedRecords', 'replayedBytes', 'discardedRecords',
-        'discardedBytes', 'tornTail', 'endReason', 'clean', 'corruption', 'brokenCopy', 'filesTouched', 'fences', 'entries', 'durationMs']);
+        'discardedBytes', 'tornTail', 'endReason', 'clean', 'corruption', 'brokenCopy', 'staleControl', 'filesTouched', 'cutBack', 'entries', 'durationMs']);
       expect(j.json).to.include({ mode: 'recover', ok: true, exitCode: 0, dryRun: false });
       expect(j.json.lock).to.deep.equal({ taken: true, reclaimedFrom: [ready.pid], live: [] });
       expect(j.json.report.epoch).to.equal(3);

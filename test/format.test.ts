@@ -41,12 +41,27 @@ describe('format', () => {
       { type: RecordType.CREATE, name: 'new' },
       { type: RecordType.UNLINK, name: 'gone' },
       { type: RecordType.RENAME, from: 'a', to: 'b/c' },
-      { type: RecordType.COMMIT, entries: [{ name: 'f', position: 4 * 2 ** 30 + 1, state: 'open' }, { name: 'g', position: 0, state: 'closed' }] },
+      { type: RecordType.COMMIT, entries: [{ name: 'f', position: 4 * 2 ** 30 + 1, state: 'open', size: 5 * 2 ** 30 }, { name: 'g', position: 0, state: 'closed', size: null }, { name: 'h', position: 7, state: 'open', size: null }], applied: null },
+      { type: RecordType.COMMIT, entries: [], applied: { cursorSeq: 2 ** 33 + 1, cursorOffset: 4096, appliedEpoch: 12 } },
       { type: RecordType.ABORT },
       { type: RecordType.CATALOG, entries: [] },
       { type: RecordType.SEGEND, nextSeq: 12345 },
-      { type: RecordType.FENCE, name: 'dir/bulk.dat', size: 2 ** 40 + 3 },
     ];
+
+    it('entries: version 2 open entries carry the committed size; a version 1 open entry (state 1) reads with size null; an unknown state is a format error', () => {
+      const v1 = Buffer.alloc(4 + 9 + 2 + 1);
+      v1.writeUInt32LE(1, 0);
+      writeU64(v1, 77, 4);
+      v1.writeUInt8(1, 12);
+      v1.writeUInt16LE(1, 13);
+      v1.write('a', 15);
+      expect(decodePayload(RecordType.CATALOG, v1)).to.deep.equal({ type: RecordType.CATALOG, entries: [{ name: 'a', position: 77, state: 'open', size: null }] });
+      const bad = Buffer.from(v1);
+      bad.writeUInt8(3, 12);
+      expect(() => decodePayload(RecordType.CATALOG, bad)).to.throw(RangeError);
+      const v2 = encodeRecord({ type: RecordType.COMMIT, entries: [{ name: 'a', position: 1, state: 'open', size: 2 ** 33 }] }, 1, 1);
+      expect(readRecordHeader(v2).len).to.equal(4 + 9 + 8 + 3);
+    });
 
     it('every record type round-trips through encode and decode', () => {
       for (const op of ops) {
@@ -134,7 +149,7 @@ describe('format', () => {
       v3.writeUInt32LE(3, 8);
       v3.writeUInt32LE(crc32(v3.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);
       expect(decodeControlSlot(v3)).to.deep.equal({ ok: false, reason: 'version' });
-      // Version 1 (no FENCE records) is still read.
+      // Version 1 (whose entries carry no size) is still read.
       const v1 = Buffer.from(b);
       v1.writeUInt32LE(1, 8);
       v1.writeUInt32LE(crc32(v1.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);

@@ -19,10 +19,12 @@ const OPS = 1200;
 describe('read-your-writes under background apply (model workload, every op verified)', function () {
   this.timeout(120000);
   for (const seed of SEEDS) {
-    for (const inline of [true, false]) {
-      it(`seed ${seed}, ${inline ? 'inline flusher' : 'worker flusher'}: every file equals the model after every op`, async () => {
+    for (const [inline, direct] of [[true, false], [false, false], [true, true], [false, true]]) {
+      it(`seed ${seed}, ${inline ? 'inline flusher' : 'worker flusher'}${direct ? ', direct appends from 1 byte' : ''}: every file equals the model after every op`, async () => {
         const dir = tempDir();
-        const store = await openStore(dir, { inline, noLock: true, sync: false, segmentSize: 64 * 1024, applyDelay: 0, applyThreshold: 0 });
+        const store = await openStore(dir, {
+          inline, noLock: true, sync: false, segmentSize: 64 * 1024, applyDelay: 0, applyThreshold: 0, directAppendMin: direct ? 1 : false,
+        });
         const handles = new Map<number, CpFile>();
         const H = (h: number): CpFile => handles.get(h)!;
         let model = new Map<string, Buffer>();
@@ -60,6 +62,7 @@ describe('read-your-writes under background apply (model workload, every op veri
           }
           await store.close();
           for (const [name, want] of model) expect(fs.readFileSync(`${dir}/${name}`).equals(want), `${name} on disk after close`).to.equal(true);
+          if (direct) expect(store.stats().bytesDirect, 'some appends went direct').to.be.above(0);
         } finally {
           await store.close().catch(() => undefined);
           fs.rmSync(dir, { recursive: true, force: true });

@@ -53,8 +53,8 @@ Modes (at most one; the default recovers):
                --limit <n>. Changes nothing. Columns: record number, segment seq, offset, payload
                length, type, epoch, crc ("ok" or why the record ends the log: zero, stale, length,
                type, crc, segment-end), then the file name, [start,end) byte range of a write,
-               [length,eof) of a truncate, fence=<size> of a fence, from -> to of a rename,
-               entries of a commit/catalog.
+               [length,eof) of a truncate, from -> to of a rename, entries of a commit/catalog
+               (name@position, and the committed size of an open entry).
 
   --dry-run, --verify and --inspect take no lock. They refuse (exit 3) while a live process is
   announced in .cpfile/owner.<pid>; a process that opens the store after that check is not kept
@@ -84,12 +84,15 @@ JSON (--json): one object on stdout, in every mode and on errors (messages still
     replayedRecords, replayedBytes, discardedRecords, discardedBytes, tornTail (a damaged last
     record that is a normal crash artifact; false when it is corruption), endReason,
     clean, corruption (null or { seq, offset, reason, lostFrom, lostTo, evidence }), brokenCopy
-    (path of the copied journal or null), filesTouched, fences [{ name, size }] (files cut back to
-    their committed size: direct appends of the discarded epoch), entries [{ name, position, state }],
+    (path of the copied journal or null), staleControl (the control file's newest slot was lost and
+    the apply cursor was taken from the last commit), filesTouched, cutBack [{ name, size, from }] (files cut
+    from length "from" back to their committed size: direct appends of an epoch that did not
+    commit), entries [{ name, position, state, size }],
     durationMs (recovery itself) }; report is null when recovery stopped with an error.
   inspect: records [{ n, seq, index, offset, len, size, type, epoch, crc, and as the type has
-    them: name, from, to, range { start, end|null }, fence, entries, nextSeq, note }], control (null or
-    { slot, counter, storeId, cursorSeq, cursorOffset, appliedEpoch }), controlProblem,
+    them: name, from, to, range { start, end|null }, entries [{ name, position, state, size }],
+    nextSeq, note }], control (null or { slot, counter, storeId, cursorSeq, cursorOffset,
+    appliedEpoch }), controlProblem,
     segments [{ index, file, seq, size, salt, storeId }], invalidSegments [{ index, file, reason }],
     start ({ seq, offset } or null), summary { records, shown, from, limit, byType, bytes,
     dataBytes, segmentsWalked, commits, firstEpoch, lastCommitEpoch, uncommittedRecords,
@@ -242,8 +245,9 @@ function reportJson(r: RecoveryReport | null): Record<string, unknown> | null {
     // recover() also sets tornTail when the damage is corruption (forced past); here it means what
     // RecoveryReport documents: a damaged record that is a normal crash artifact.
     tornTail: r.tornTail && !r.corruption, endReason: r.endReason, clean: r.clean,
-    corruption: r.corruption ? { ...r.corruption } : null, brokenCopy: r.brokenCopy,
-    filesTouched: r.filesTouched, fences: r.fences.map((f) => ({ name: f.name, size: f.size })), entries: r.entries.map((e) => ({ name: e.name, position: e.position, state: e.state })),
+    corruption: r.corruption ? { ...r.corruption } : null, brokenCopy: r.brokenCopy, staleControl: r.staleControl,
+    filesTouched: r.filesTouched, cutBack: r.cutBack.map((c) => ({ name: c.name, size: c.size, from: c.from })),
+    entries: r.entries.map((e) => ({ name: e.name, position: e.position, state: e.state, size: e.size })),
     durationMs: r.durationMs,
   };
 }
@@ -357,8 +361,10 @@ async function printReport(root: string, mode: Mode, r: RecoveryReport, lock: Lo
   }
   const files = r.filesTouched;
   await L(dry ? 'files to touch' : 'files touched', files.length ? `${files.length}: ${files.slice(0, 20).join(', ')}${files.length > 20 ? ', ...' : ''}` : 'none');
-  if (r.fences.length) {
-    await L(dry ? 'to cut back' : 'cut back', `${r.fences.length} file${r.fences.length === 1 ? '' : 's'} with direct appends of the discarded epoch, to their committed size: ${r.fences.slice(0, 10).map((f) => `${f.name} @ ${f.size}`).join(', ')}${r.fences.length > 10 ? ', ...' : ''}`);
+  if (r.staleControl) await L('control file', `its newest slot is lost; ${dry ? 'would continue' : 'continued'} from the apply cursor the last commit records${dry ? '' : ' (repaired)'}`);
+  if (r.cutBack.length) {
+    const list = r.cutBack.slice(0, 10).map((c) => `${c.name} ${c.from} -> ${c.size} B`).join(', ');
+    await L(dry ? 'to cut back' : 'cut back', `${plural(r.cutBack.length, 'file')} longer than committed (direct appends of an uncommitted epoch): ${list}${r.cutBack.length > 10 ? ', ...' : ''}`);
   }
   await L('open entries', r.entries.length ? `${r.entries.length}: ${r.entries.slice(0, 10).map((e) => `${e.name} @ ${e.position}`).join(', ')}${r.entries.length > 10 ? ', ...' : ''}` : 'none');
   if (lock.reclaimedFrom.length) await L('lock', `${dry ? 'would be reclaimed' : 'reclaimed'} from dead process ${lock.reclaimedFrom.join(', ')}`);
@@ -373,10 +379,9 @@ function detailOf(r: InspectedRecord): string {
   const parts: string[] = [];
   if (r.name !== undefined) parts.push(JSON.stringify(r.name));
   if (r.from !== undefined) parts.push(`${JSON.stringify(r.from)} -> ${JSON.stringify(r.to)}`);
-  if (r.fence !== undefined) parts.push(`fence=${r.fence}`);
   if (r.range) parts.push(r.range.end === null ? `[${r.range.start},eof) size=${r.range.start}` : `[${r.range.start},${r.range.end})`);
   if (r.entries) {
-    const shown = r.entries.slice(0, 4).map((e) => `${JSON.stringify(e.name)}@${e.position}${e.state === 'closed' ? ' closed' : ''}`);
+    const shown = r.entries.slice(0, 4).map((e) => `${JSON.stringify(e.name)}@${e.position}${e.state === 'closed' ? ' closed' : e.size !== null ? ` size=${e.size}` : ''}`);
     parts.push(`${plural(r.entries.length, 'entry').replace('entrys', 'entries')}${shown.length ? `: ${shown.join(', ')}${r.entries.length > 4 ? ', ...' : ''}` : ''}`);
   }
   if (r.nextSeq !== undefined) parts.push(`next segment seq ${r.nextSeq}`);

@@ -131,7 +131,7 @@ export function fmtMs(ms: number): string {
 
 /**
  * The directAppendMin a torture unit runs with: mostly small, so that the workload's appends (most
- * of 1 B-8 KiB) go straight to the files and their FENCE records, cut-backs and orderings are under
+ * of 1 B-8 KiB) go straight to the files and the committed sizes, cut-backs and orderings are under
  * test; sometimes off (journal only). Drawn from its own stream of `seed`.
  */
 export function directAppendMinOf(seed: number): number | false {
