@@ -42,6 +42,8 @@ export class Overlay {
    * the base file, once the flusher has written up to `directMark` (JournalWriter.directMark).
    */
   directEpoch = -1;
+  /** Bytes appended directly in directEpoch. */
+  directBytes = 0;
   directFrom = 0;
   fence = 0;
   directMark = 0;

@@ -404,11 +404,15 @@ export class Store {
     if (ov.directEpoch === this.building) return ov.truncs.length === 0 && ov.nsPos < 0 ? ov.directFrom : Infinity;
     if (end <= ov.size || ov.truncs.length !== 0 || ov.nsPos >= 0 || !ov.exists) return Infinity;
     // Small appends stay in the journal (one fsync per check); a file's appends go direct once they
-    // reach directMin in the epoch. ov.startSize is the committed size (ov.modEpoch is this epoch).
-    if (end - ov.startSize < this.opts.directMin) return Infinity;
+    // reach directMin in the epoch (ov.startSize is the committed size: ov.modEpoch is this epoch),
+    // or from the first one when the previous epoch appended at least that much directly (a stream
+    // of bulk appends).
+    const streaming = ov.directEpoch === this.building - 1 && ov.directBytes >= this.opts.directMin;
+    if (!streaming && end - ov.startSize < this.opts.directMin) return Infinity;
     const logged = this.logged.get(name);
     if (!logged || logged.size !== ov.startSize) return Infinity;
     ov.directEpoch = this.building;
+    ov.directBytes = 0;
     ov.directFrom = ov.size;
     ov.fence = ov.startSize;
     return ov.directFrom;
@@ -430,6 +434,7 @@ export class Store {
   private directWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
     if (!this.writer.continueDirect(name, at, data)) this.writer.appendDirect(name, ov.fence, at, data);
     ov.directMark = this.writer.directMark;
+    ov.directBytes += data.length;
     if (at + data.length > ov.size) ov.size = at + data.length;
     // Keep the overlay (and its size) until the epoch is applied, like any pending change.
     this.touch(ov, this.writer.position);

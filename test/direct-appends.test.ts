@@ -376,6 +376,27 @@ describe('direct appends', function () {
     void r;
   });
 
+  it('a stream of bulk appends goes direct from the first append of each epoch; a small epoch after it goes back to the journal', async () => {
+    const dir = await sb.dir();
+    const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 64 * KiB });
+    const f = await store.open('a', 'w');
+    await store.check();
+    await settled(store);
+    const direct = (): number => store.stats().bytesDirect;
+    for (let i = 0; i < 16; i++) await f.write(block(13, i, 16 * KiB));
+    await store.check();
+    expect(direct(), 'epoch A: direct once its appends reach 64 KiB').to.equal(13 * 16 * KiB);
+    await f.write(block(13, 100, 16 * KiB));
+    await store.check();
+    expect(direct(), 'epoch B: direct from its first append').to.equal(14 * 16 * KiB);
+    await f.write(block(13, 101, 16 * KiB));
+    await store.check();
+    expect(direct(), 'epoch C: B appended little, so C starts in the journal').to.equal(14 * 16 * KiB);
+    await store.close();
+    const want = Buffer.concat([...Array.from({ length: 16 }, (_, i) => block(13, i, 16 * KiB)), block(13, 100, 16 * KiB), block(13, 101, 16 * KiB)]);
+    expect(fs.readFileSync(path.join(dir, 'a')).equals(want)).to.equal(true);
+  });
+
   it('directAppendMin is validated', async () => {
     const dir = await sb.dir();
     for (const bad of [0, -1, 1.5, 'x', null]) {
