@@ -442,7 +442,11 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         const len = await fileLength(io, dir, e.name);
         if (len !== null && len > e.size) report.cutBack.push({ name: e.name, size: e.size, from: len });
       }
-      if (report.cutBack.length) report.clean = false;
+      if (report.cutBack.length) {
+        report.clean = false;
+        for (const c of report.cutBack) touched.add(c.name);
+        report.filesTouched = [...touched].sort();
+      }
       report.durationMs = performance.now() - t0;
       return { report, control, controlSlot: ctl.slot, segment: cursorSeg!, writeOffset: 0, sparseFrom: null, free: [], nextIndex: 0, maxSeq: listing.maxSeq };
     }

@@ -9,6 +9,8 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { openStore, type Store } from '../lib/index.js';
 import { nodeIO } from '../lib/io.js';
 import { recover } from '../lib/recovery.js';
@@ -17,6 +19,7 @@ import { interceptIO } from './helpers/intercept-io.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';
 import { crash, records } from './helpers/journal.js';
 
+const CLI = fileURLToPath(new URL('../tools/cp-recover.js', import.meta.url));
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
@@ -153,6 +156,11 @@ describe('direct appends', function () {
     const longer = fs.statSync(path.join(dir, 'a')).size;
     const dry = await recover({ io: nodeIO, dir, dryRun: true });
     expect(dry.report.cutBack).to.deep.equal([{ name: 'a', size: committed.length, from: longer }]);
+    const verify = spawnSync(process.execPath, [CLI, '--verify', dir], { encoding: 'utf8' });
+    expect(verify.status, verify.stderr).to.equal(1);
+    expect(verify.stdout).to.match(/1 file longer than committed \(direct appends of an uncommitted epoch\) would be cut back/);
+    const dryCli = spawnSync(process.execPath, [CLI, '--dry-run', dir], { encoding: 'utf8' });
+    expect(dryCli.stdout).to.match(new RegExp(`to cut back\\s+1 file longer than committed .*: a ${longer} -> ${committed.length} B`));
     expect(fs.statSync(path.join(dir, 'a')).size, 'a dry run changes nothing').to.be.above(committed.length);
 
     const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
