@@ -243,7 +243,7 @@ describe('cp-recover', function () {
     it('usage errors exit 2 with one line', () => {
       const d = copy();
       const cases: string[][] = [[], ['--dry-run', '--inspect', d], ['--verify', '--force', d], ['--inspect', '--from', '-1', d],
-        ['--inspect', '--limit', 'x', d], ['--from', '3', d], ['--bogus', d], [d, d]];
+        ['--inspect', '--limit', 'x', d], ['--from', '3', d], ['--bogus', d], [d, d], ['']];
       for (const args of cases) {
         const r = cli(args);
         expect(r.code, args.join(' ')).to.equal(2);
@@ -253,6 +253,10 @@ describe('cp-recover', function () {
       expect(j.code).to.equal(2);
       expect(j.json).to.include({ ok: false, exitCode: 2 });
       expect(j.json.error.code).to.equal('EUSAGE');
+      const empty = cliJson(['']);
+      expect(empty.code).to.equal(2);
+      expect(empty.json).to.include({ ok: false, exitCode: 2 });
+      expect(empty.json.error.code).to.equal('EUSAGE');
     });
   });
 

@@ -558,7 +558,11 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.USAGE;
   }
   if (dir === '') {
-    process.stderr.write(`cp-recover: the store directory must not be empty\n`);
+    const message = 'the store directory must not be empty';
+    if (wantsJson) {
+      await stdout.line(JSON.stringify({ tool: 'cp-recover', version, mode: null, dir: null, ok: false, exitCode: EXIT.USAGE, error: { code: 'EUSAGE', message } }));
+    }
+    process.stderr.write(`cp-recover: ${message}\ntry 'cp-recover --help' for usage\n`);
     return EXIT.USAGE;
   }
   if (o.inspect) return runInspect(dir, o);
