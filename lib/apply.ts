@@ -245,7 +245,9 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
     try {
       op = decodePayload(t, r.payload);
     } catch (e) {
-      throw new CpError('ECORRUPT', `journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`, { cause: e });
+      throw new CpError('ECORRUPT', `journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`, {
+        cause: e, details: { seq: r.seq, offset: r.offset, reason: 'payload' },
+      });
     }
     switch (op.type) {
       case RecordType.WRITE: {

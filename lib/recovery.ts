@@ -162,7 +162,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
 
   if (!(await exists(io, p.control))) {
     const hasSegments = (await listSegments(io, p.journal, null)).indexes.length > 0;
-    if (hasSegments) throw new CpError('ECORRUPT', `${p.control} is missing but the journal has segments: refusing to guess the apply cursor`);
+    if (hasSegments) throw new CpError('ECORRUPT', `${p.control} is missing but the journal has segments: refusing to guess the apply cursor`, { details: { file: p.control, reason: 'missing' } });
     if (!opts.create) throw new CpError('ENOENT', `${dir} is not a cpfile store (no ${META_DIR}/${CONTROL_FILE})`);
     if (opts.dryRun) throw new CpError('ENOENT', `${dir} is not a cpfile store yet`);
     await createStore(io, dir, sync);
@@ -174,7 +174,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     // The creation of the store never finished: nothing was ever written to it.
     const hasSegments = (await listSegments(io, p.journal, null)).indexes.length > 0;
     if (hasSegments || !opts.create || opts.dryRun) {
-      throw new CpError('ECORRUPT', `${p.control} holds no valid slot${hasSegments ? ' but the journal has segments' : ''}`);
+      throw new CpError('ECORRUPT', `${p.control} holds no valid slot${hasSegments ? ' but the journal has segments' : ''}`, { details: { file: p.control, reason: 'empty' } });
     }
     await io.unlink(p.control);
     await createStore(io, dir, sync);
@@ -184,9 +184,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   if (ctl.kind === 'bad') {
     const versionOrMagic = ctl.reasons.some((r) => r === 'version' || r === 'magic');
     throw new CpError(versionOrMagic ? 'EFORMAT' : 'ECORRUPT',
-      `${p.control}: no valid slot (${ctl.reasons.join(', ')})${versionOrMagic ? `; this cpfile reads ${READABLE_VERSIONS_TEXT}` : ''}`);
+      `${p.control}: no valid slot (${ctl.reasons.join(', ')})${versionOrMagic ? `; this cpfile reads ${READABLE_VERSIONS_TEXT}` : ''}`,
+      { details: { file: p.control, reason: ctl.reasons.join(', ') } });
   }
-  if (ctl.kind !== 'ok') throw new CpError('ECORRUPT', 'unreadable control file');
+  if (ctl.kind !== 'ok') throw new CpError('ECORRUPT', 'unreadable control file', { details: { file: p.control, reason: 'unreadable' } });
   const control = ctl.state;
   const cursorPos = pos(control.cursorSeq, control.cursorOffset);
   // A store created before its journal directory was durable (older createStore): re-create it.
@@ -221,6 +222,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     // checksum but another epoch was copied or misdirected: a torn write never makes one.
     let expectEpoch = -1;
     let corruptEarly: string | null = null;
+    // Where corruption with nothing to keep (see corruptAt) was found, for the error's details.
+    let earlyAt: { seq: number; offset: number; reason: string } = { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA, reason: 'catalog' };
     // Where a valid but misplaced (or undecodable) record stopped the walk: corruption that --force can
     // cut the log at. (A segment that does not begin with a catalog leaves it null: nothing to keep.)
     let corruptAt: { seq: number; offset: number; reason: string } | null = null;
@@ -269,6 +272,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
           firstRecord = false;
           if (t !== RecordType.CATALOG) {
             corruptEarly = `segment ${r.seq} does not begin with a catalog record`;
+            earlyAt = { seq: r.seq, offset: r.offset, reason: 'catalog' };
             return false;
           }
           const op = decodePayload(t, r.payload);
@@ -349,6 +353,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
                 else if (op.type !== RecordType.WRITE && 'name' in op) groupReshaped.push(op.name);
               } catch {
                 corruptEarly = `record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`;
+                earlyAt = { seq: r.seq, offset: r.offset, reason: 'payload' };
                 return false;
               }
             }
@@ -356,7 +361,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         }
       });
     }
-    if (corruptEarly && !corruptAt) throw new CpError('ECORRUPT', corruptEarly);
+    if (corruptEarly && !corruptAt) throw new CpError('ECORRUPT', corruptEarly, { details: { ...earlyAt } });
     if (catalogEpoch < 0 && cursorSeg && control.cursorOffset > SEGMENT_HEADER_AREA) {
       throw new CpError('ECORRUPT', `the catalog record at the start of segment ${control.cursorSeq} is damaged`, {
         details: { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA },

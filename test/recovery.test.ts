@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { openStore, CpError, type Store } from '../lib/index.js';
 import { recover } from '../lib/recovery.js';
 import { nodeIO, type IO } from '../lib/io.js';
-import { RecordType, RECORD_HEADER_SIZE } from '../lib/format.js';
+import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord } from '../lib/format.js';
 import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
 
 const dirs: string[] = [];
@@ -257,7 +257,40 @@ describe('recovery', () => {
     await writeEpochs(s, 1);
     await crash(s);
     fs.rmSync(path.join(dir, '.cpfile', 'control'));
-    await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    const e = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    expect(e.details).to.deep.equal({ file: path.join(dir, '.cpfile', 'control'), reason: 'missing' });
+  });
+
+  it('every ECORRUPT says where in .details: a control file with no valid slot, a segment not opening with its catalog', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await writeEpochs(s, 2);
+    await crash(s);
+    const ctl = path.join(dir, '.cpfile', 'control');
+    const saved = fs.readFileSync(ctl);
+    const bad = Buffer.from(saved);
+    bad[100] ^= 1;
+    bad[612] ^= 1;
+    fs.writeFileSync(ctl, bad);
+    const e1 = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    expect(e1.details).to.deep.equal({ file: ctl, reason: 'crc, crc' });
+    fs.writeFileSync(ctl, saved);
+    // The catalog opening the cursor's segment replaced by a valid record of another type: the walk
+    // cannot start, and there is nothing --force could keep.
+    const catalog = (await records(dir))[0];
+    expect(catalog.header.type).to.equal(RecordType.CATALOG);
+    const file = segmentPath(dir, catalog);
+    const fd = fs.openSync(file, 'r+');
+    const head = Buffer.alloc(SEGMENT_HEADER_SIZE);
+    fs.readSync(fd, head, 0, head.length, 0);
+    const h = decodeSegmentHeader(head);
+    if (!h.ok) throw new Error('segment header');
+    const abort = encodeRecord({ type: RecordType.ABORT }, h.header.salt, catalog.header.epoch + 1, catalog.offset);
+    fs.writeSync(fd, abort, 0, abort.length, catalog.offset);
+    fs.closeSync(fd);
+    const e2 = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    expect(e2.message).to.match(/does not begin with a catalog record/);
+    expect(e2.details).to.deep.equal({ seq: catalog.seq, offset: catalog.offset, reason: 'catalog' });
   });
 
   it('a control file of another format version is EFORMAT', async () => {
