@@ -7,26 +7,21 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openStore, type IO } from '../lib/index.js';
-import { nodeIO } from '../lib/io.js';
+import { interceptIO } from './helpers/intercept-io.js';
 import { tempDir } from './helpers/journal.js';
 
 interface Call { op: string; arg: string }
 
 function recordingIO(log: Call[]): IO {
   const fdPath = new Map<number, string>();
-  return new Proxy(nodeIO, {
-    get(t, k: string) {
-      const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
-      return async (...args: unknown[]) => {
-        const r = await f(...args);
-        if (k === 'open') fdPath.set(r as number, args[0] as string);
-        const arg = typeof args[0] === 'number' ? fdPath.get(args[0]) ?? '?' : String(args[0]);
-        if (k === 'rename') log.push({ op: k, arg: `${arg} -> ${args[1]}` });
-        else log.push({ op: k, arg });
-        return r;
-      };
-    },
-  }) as IO;
+  return interceptIO(async (k, args, next) => {
+    const r = await next();
+    if (k === 'open') fdPath.set(r as number, args[0] as string);
+    const arg = typeof args[0] === 'number' ? fdPath.get(args[0]) ?? '?' : String(args[0]);
+    if (k === 'rename') log.push({ op: k, arg: `${arg} -> ${args[1]}` });
+    else log.push({ op: k, arg });
+    return r;
+  });
 }
 
 describe('durability order (recorded I/O calls)', () => {
