@@ -217,6 +217,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let groupRecords = 0;
     let groupBytes = 0;
     let firstRecord = true;
+    /** Positions of ABORT records after the cursor: the replay streams records only where there are none. */
+    const aborts: number[] = [];
     // The log is epoch-continuous: after a CATALOG of epoch c every record carries c+1 up to the
     // COMMIT of c+1, then c+2, ... (ABORT keeps the epoch; SEGEND carries 0). A record with a valid
     // checksum but another epoch was copied or misdirected: a torn write never makes one.
@@ -329,6 +331,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
             break;
           }
           case RecordType.ABORT:
+            if (after) aborts.push(r.pos);
             groupRecords = 0;
             groupBytes = 0;
             groupNames = [];
@@ -471,7 +474,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         await writer.write({ cursorSeq: hint!.cursorSeq, cursorOffset: hint!.cursorOffset, appliedEpoch: hint!.appliedEpoch });
       }
       if (lastCommitEnd > startPos) {
-        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync }, lastCommitEnd);
+        // Everything up to lastCommitEnd was validated by the walk above; without an ABORT in the
+        // range, every record there belongs to an epoch that commits.
+        const validated = !aborts.some((a) => a >= startPos && a < lastCommitEnd);
+        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync, validated }, lastCommitEnd);
         for (const n of applied.names) touched.add(n);
       }
       // Direct appends of an epoch that did not commit lie past the committed size of an open

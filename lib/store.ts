@@ -887,8 +887,9 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   });
   let port: FlusherPort | null = null;
   try {
-    const rec = await recover({ io, dir: root, sync, create: true, force: options.force, segmentSize });
+    // The worker thread starts (loads its modules) while recovery runs.
     port = options.io || options.inline ? new InlinePort(io) : new WorkerPort();
+    const rec = await recover({ io, dir: root, sync, create: true, force: options.force, segmentSize });
     let storeRef: Store | null = null;
     const writer = new JournalWriter(port, io, {
       segmentSize, storeId: rec.control.storeId, batchBytes, maxInflight, journalDir: p.journal,

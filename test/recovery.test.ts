@@ -56,6 +56,26 @@ describe('recovery', () => {
     await r.close();
   });
 
+  it('a replayed epoch holding an ABORT drops what came before it (the replay holds such epochs until their COMMIT)', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await s.writeFile('a.txt', 'one');
+    await s.check();
+    await s.writeFile('a.txt', 'rolled back');
+    await s.writeFile('gone.txt', 'rolled back');
+    await s.rollback(); // applies epoch 1, then the epoch goes on after the ABORT
+    await s.writeFile('b.txt', 'two');
+    await s.rename('a.txt', 'c.txt');
+    await s.check();
+    await crash(s);
+    expect(fs.existsSync(path.join(dir, 'b.txt'))).to.equal(false); // epoch 2 not applied
+    const r = await openStore(dir, NO_APPLY);
+    expect(r.epoch).to.equal(2);
+    const hex = (t: string): string => Buffer.from(t).toString('hex');
+    expect(snapshot(dir)).to.deep.equal(new Map([['b.txt', hex('two')], ['c.txt', hex('one')]]));
+    await r.close();
+  });
+
   it('a torn last record is a torn tail: the last acknowledged epoch survives', async () => {
     const dir = fresh();
     const s = await openHeld(dir);
