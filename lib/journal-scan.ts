@@ -212,9 +212,12 @@ export async function walkLog(
  */
 export async function findLaterEpoch(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, failSeq: number, failOffset: number, epoch: number,
+  /** Sees every valid record found on the way. */
+  onRecord?: (r: ScannedRecord) => void,
 ): Promise<{ seq: number; offset: number; epoch: number } | null> {
   let best: { seq: number; offset: number; epoch: number } | null = null;
-  const consider = (seq: number, offset: number, e: number): void => {
+  const consider = (seq: number, offset: number, e: number, r: ScannedRecord): void => {
+    if (onRecord) onRecord(r);
     if (e > epoch && (!best || e > best.epoch)) best = { seq, offset, epoch: e };
   };
   const seg = segs.get(failSeq);
@@ -244,7 +247,7 @@ export async function findLaterEpoch(
         if (i + RECORD_HEADER_SIZE > n) break;
         const r = await readRecordAt(reader, seg, off + i);
         if (r.ok) {
-          consider(seg.seq, off + i, r.rec.header.epoch);
+          consider(seg.seq, off + i, r.rec.header.epoch, r.rec);
           if (i + r.rec.size > n) {
             next = off + i + r.rec.size;
             break;
@@ -257,7 +260,7 @@ export async function findLaterEpoch(
   }
   const later = [...segs.values()].filter((s) => s.seq > failSeq).sort((a, b) => a.seq - b.seq);
   for (const s of later) {
-    await walkSegmentOnly(files, s, (rec) => consider(s.seq, rec.offset, rec.header.epoch));
+    await walkSegmentOnly(files, s, (rec) => consider(s.seq, rec.offset, rec.header.epoch, rec));
   }
   return best;
 }

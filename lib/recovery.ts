@@ -396,7 +396,26 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       // damaged while anything valid follows it, that is corruption whatever the epochs say.
       const catalogDamaged = !fresh && cursorSeg !== undefined && end.seq === control.cursorSeq && end.offset === SEGMENT_HEADER_AREA;
       {
-        const later = await findLaterEpoch(segs, files, end.seq, end.offset, catalogDamaged ? -1 : cur);
+        // A valid COMMIT past the end of the log that records an apply cursor past it too: the
+        // cursor had moved beyond where this walk ends, so the control file is older than the
+        // journal (it lost its newest slot after a recovery moved the log to a new segment, say).
+        let beyond: { seq: number; offset: number; epoch: number; at: string } | null = null;
+        const later = await findLaterEpoch(segs, files, end.seq, end.offset, catalogDamaged ? -1 : cur, (rec) => {
+          if (beyond || rec.header.type !== RecordType.COMMIT) return;
+          try {
+            const op = decodePayload(rec.header.type, rec.payload);
+            if (op.type === RecordType.COMMIT && op.applied && pos(op.applied.cursorSeq, op.applied.cursorOffset) > end.pos) {
+              beyond = { seq: rec.seq, offset: rec.offset, epoch: rec.header.epoch, at: `segment ${op.applied.cursorSeq} offset ${op.applied.cursorOffset}` };
+            }
+          } catch {
+            // undecodable: not evidence of anything
+          }
+        });
+        const b = beyond as { seq: number; offset: number; epoch: number; at: string } | null;
+        if (b) {
+          evidence ??= `the commit of epoch ${b.epoch} at segment ${b.seq} offset ${b.offset} records an apply cursor (${b.at}) beyond the end of the log: the control file is older than the journal`;
+          lostTo = Math.max(lostTo, b.epoch);
+        }
         if (later) {
           evidence ??= catalogDamaged
             ? `the catalog record opening segment ${end.seq} is damaged but valid records follow it`

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { openStore, CpError, type Store } from '../lib/index.js';
 import { recover } from '../lib/recovery.js';
 import { nodeIO, type IO } from '../lib/io.js';
-import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord } from '../lib/format.js';
+import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord, decodeControlSlot } from '../lib/format.js';
 import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
 
 const dirs: string[] = [];
@@ -74,6 +74,27 @@ describe('recovery', () => {
     const hex = (t: string): string => Buffer.from(t).toString('hex');
     expect(snapshot(dir)).to.deep.equal(new Map([['b.txt', hex('two')], ['c.txt', hex('one')]]));
     await r.close();
+  });
+
+  it('a control file that lost its newest slot after a recovery moved the log to a new segment: ECORRUPT, not a silent rollback', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir);
+    await writeEpochs(s, 1);
+    await s.close(); // applies epoch 1
+    const s2 = await openHeld(dir); // recovery starts a fresh segment and moves the cursor there
+    await s2.writeFile('a.txt', 'acknowledged');
+    const acked = await s2.check();
+    await crash(s2);
+    const ctlFile = path.join(dir, '.cpfile', 'control');
+    const ctl = fs.readFileSync(ctlFile);
+    const slots = [0, 512].map((at) => decodeControlSlot(ctl.subarray(at, at + 512)));
+    const newest = slots.map((d, i) => ({ i, c: d.ok ? d.state.counter : -1 })).sort((x, y) => y.c - x.c)[0].i;
+    ctl[newest * 512 + 100] ^= 1;
+    fs.writeFileSync(ctlFile, ctl);
+    // The older slot points into the segment of the first run, whose log ends cleanly at epoch 1.
+    const e = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    expect(e.message).to.match(/records an apply cursor .* beyond the end of the log: the control file is older than the journal/);
+    expect(e.details).to.include({ lostFrom: acked, lostTo: acked });
   });
 
   it('a torn last record is a torn tail: the last acknowledged epoch survives', async () => {
