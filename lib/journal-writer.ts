@@ -396,26 +396,21 @@ export class JournalWriter {
     this.queuedBytes += bytes.length;
   }
 
-  /** Files with direct appends in the epoch being built. */
-  get directFiles(): number {
-    return this.fenced.size;
-  }
-
   /** Before the epoch's COMMIT is laid out: its direct appends are made durable first. */
   commitDirect(): void {
-    if (this.fenced.size === 0) return;
-    this.closeDirect();
-    this.closeChunk();
-    this.queued.push({ op: 'datasync' });
-    this.fenced.clear();
+    this.endDirect('datasync');
   }
 
-  /** After an ABORT: the files written directly are cut back to their fences, durably. */
+  /** After an ABORT: the files written directly are cut back to their committed sizes, durably. */
   abortDirect(): void {
+    this.endDirect('undoDirect');
+  }
+
+  private endDirect(op: 'datasync' | 'undoDirect'): void {
     if (this.fenced.size === 0) return;
     this.closeDirect();
     this.closeChunk();
-    this.queued.push({ op: 'undoDirect' });
+    this.queued.push({ op });
     this.fenced.clear();
   }
 

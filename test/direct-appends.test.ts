@@ -55,6 +55,16 @@ async function settled(store: Store): Promise<void> {
   await store.readFile('no-such-file').catch(() => undefined); // a queued call: the settle queued after the apply has run
 }
 
+/** Options for a store that applies nothing until it is closed. */
+const HELD = { inline: true, noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 } as const;
+
+/** A first run that writes `content` to `a` and closes the store with `a` still open: an unfinished entry. */
+async function leftOpen(dir: string, content: Buffer): Promise<void> {
+  const first = await openStore(dir, { inline: true, noLock: true });
+  await (await first.open('a', 'w')).write(content);
+  await first.close();
+}
+
 describe('direct appends', function () {
   this.timeout(60000);
   const sb = new Sandbox();
@@ -139,10 +149,8 @@ describe('direct appends', function () {
 
   it('a crash before the check: recovery cuts the file back to its committed size (and a dry run says it would)', async () => {
     const dir = await sb.dir();
-    const first = await openStore(dir, { inline: true, noLock: true });
-    await (await first.open('a', 'w')).write(block(3, 0, 5000));
-    await first.close();
-    const store = await openStore(dir, { inline: true, noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, directAppendMin: 8000 });
+    await leftOpen(dir, block(3, 0, 5000));
+    const store = await openStore(dir, { ...HELD, directAppendMin: 8000 });
     const f = await store.open('a', 'r+');
     expect(f.tell()).to.equal(5000);
     await f.write(block(3, 1, 7000)); // epoch 2: below directAppendMin, journaled, and left unapplied
@@ -181,10 +189,8 @@ describe('direct appends', function () {
 
   it('a damaged last COMMIT rolls the store back one epoch, direct appends of that epoch included', async () => {
     const dir = await sb.dir();
-    const first = await openStore(dir, { inline: true, noLock: true });
-    await (await first.open('a', 'w')).write(block(9, 0, 3000));
-    await first.close();
-    const store = await openStore(dir, { inline: true, noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, directAppendMin: 1 });
+    await leftOpen(dir, block(9, 0, 3000));
+    const store = await openStore(dir, { ...HELD, directAppendMin: 1 });
     const f = await store.open('a', 'r+');
     await f.write(block(9, 1, 40000));
     await store.check();
@@ -206,7 +212,7 @@ describe('direct appends', function () {
   it('the control file losing its newest slot: the replay starts at the cursor the last COMMIT records, not before a truncate that direct appends followed', async () => {
     const dir = await sb.dir();
     // Applies happen only when asked for: rollback() applies every committed epoch first.
-    const store = await openStore(dir, { inline: true, noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, directAppendMin: 1 });
+    const store = await openStore(dir, { ...HELD, directAppendMin: 1 });
     const f = await store.open('a', 'w+');
     await f.write(block(12, 0, 4000));
     await store.check();
@@ -353,7 +359,7 @@ describe('direct appends', function () {
     const first = await openStore(dir, { inline: true, noLock: true });
     await first.writeFile('b', block(10, 0, 2000));
     await first.close();
-    const store = await openStore(dir, { inline: true, noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, directAppendMin: 1 });
+    const store = await openStore(dir, { ...HELD, directAppendMin: 1 });
     const f = await store.open('b', 'r+');
     f.seek(0, 'end');
     await f.write(block(10, 1, 50000));
