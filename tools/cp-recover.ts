@@ -84,16 +84,16 @@ JSON (--json): one object on stdout, in every mode and on errors (messages still
     replayedRecords, replayedBytes, discardedRecords, discardedBytes, tornTail (a damaged last
     record that is a normal crash artifact; false when it is corruption), endReason,
     clean, corruption (null or { seq, offset, reason, lostFrom, lostTo, evidence }), brokenCopy
-    (path of the copied journal or null), staleControl (the control file's newest slot was lost and
-    the apply cursor was taken from the last commit), filesTouched, cutBack [{ name, size, from }] (files cut
-    from length "from" back to their committed size: direct appends of an epoch that did not
-    commit), entries [{ name, position, state, size }],
-    durationMs (recovery itself) }; report is null when recovery stopped with an error.
+    (path of the copied journal or null), staleControl (the control file's newest slot was lost
+    and the apply cursor was taken from the last commit), filesTouched, cutBack [{ name, size,
+    from }] (files cut from length "from" back to their committed size: direct appends of an epoch
+    that did not commit), entries [{ name, position, state, size }], durationMs (recovery
+    itself) }; report is null when recovery stopped with an error.
   inspect: records [{ n, seq, index, offset, len, size, type, epoch, crc, and as the type has
     them: name, from, to, range { start, end|null }, entries [{ name, position, state, size }],
     nextSeq, note }], control (null or { slot, counter, storeId, cursorSeq, cursorOffset,
-    appliedEpoch }), controlProblem,
-    segments [{ index, file, seq, size, salt, storeId }], invalidSegments [{ index, file, reason }],
+    appliedEpoch }), controlProblem, segments [{ index, file, seq, size, salt, storeId }],
+    invalidSegments [{ index, file, reason }],
     start ({ seq, offset } or null), summary { records, shown, from, limit, byType, bytes,
     dataBytes, segmentsWalked, commits, firstEpoch, lastCommitEpoch, uncommittedRecords,
     end { seq, offset, reason, explanation, record }, verdict ({ ok: true, report, problems } or
