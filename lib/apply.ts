@@ -21,6 +21,7 @@ import { type IO, writeFully, isENOENT } from './io.js';
 import { type ControlWriter } from './control.js';
 import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from './journal-scan.js';
 import { CpError, ioError } from './errors.js';
+import { storePath } from './names.js';
 
 export interface ApplyContext {
   io: IO;
@@ -67,7 +68,7 @@ class FileCache {
   constructor(private ctx: ApplyContext) {}
 
   full(name: string): string {
-    return path.join(this.ctx.root, ...name.split('/'));
+    return storePath(this.ctx.root, name);
   }
 
   async mkdirs(name: string): Promise<void> {

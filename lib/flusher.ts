@@ -15,6 +15,7 @@ import { SegmentFiles, type SegmentInfo } from './journal-scan.js';
 import { applyCommitted } from './apply.js';
 import { CpError, errorToPlain } from './errors.js';
 import { metaPaths } from './recovery.js';
+import { storePath } from './names.js';
 
 export type PlainSegment = Omit<SegmentInfo, 'file'>;
 
@@ -213,7 +214,7 @@ export class FlusherCore {
     if (fd === undefined) {
       // The file exists: the main thread only writes directly to a file with no pending create,
       // rename or truncate, whose creation was therefore applied and made durable.
-      fd = await this.io.open(path.join(this.init.dir, ...name.split('/')), 'readwrite');
+      fd = await this.io.open(storePath(this.init.dir, name), 'readwrite');
       this.dataFds.set(name, fd);
     }
     return fd;

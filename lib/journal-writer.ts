@@ -87,8 +87,8 @@ export class JournalWriter {
   private maxSeq: number;
   private readFds = new Map<number, number>();
   private readRefs = new Map<number, number>();
-  /** Files with direct appends in the epoch being built (name -> fence: the committed size). */
-  private fenced = new Map<string, number>();
+  /** Files with direct appends in the epoch being built (the flusher holds their committed sizes). */
+  private fenced = new Set<string>();
   /** The direct-append buffer being filled: bytes for [offset, offset+used) of `name`. */
   private direct: { name: string; offset: number; buf: Buffer; used: number } | null = null;
   /** Counts appendDirect calls; directDone is the count whose data the flusher has written. */
@@ -337,33 +337,25 @@ export class JournalWriter {
   appendDirect(name: string, fence: number, offset: number, data: Uint8Array): void {
     this.check();
     if (!this.fenced.has(name)) {
-      // The flusher remembers the fence, to cut the file back on rollback.
+      // The flusher remembers the committed size, to cut the file back on rollback.
       this.closeDirect();
       this.queued.push({ op: 'fence', name, size: fence });
-      this.fenced.set(name, fence);
+      this.fenced.add(name);
     }
-    this.directMark++;
-    this.stats.directBytes += data.length;
-    let d = this.direct;
-    if (d && (d.name !== name || d.offset + d.used !== offset || d.used + data.length > d.buf.length)) {
-      this.closeDirect();
-      d = null;
+    if (this.continueDirect(name, offset, data)) return;
+    this.closeDirect();
+    if (data.length >= this.opts.batchBytes) {
+      // Bigger than a buffer: a copy of its own.
+      const own = Buffer.from(new ArrayBuffer(data.length));
+      own.set(data);
+      this.queueDirect(name, offset, own);
+      this.directMark++;
+      this.stats.directBytes += data.length;
+      this.schedule();
+      return;
     }
-    if (!d) {
-      if (data.length >= this.opts.batchBytes) {
-        const own = Buffer.from(new ArrayBuffer(data.length));
-        own.set(data);
-        this.queueDirect(name, offset, own);
-        this.schedule();
-        return;
-      }
-      const pooled = this.pool.pop();
-      d = this.direct = { name, offset, buf: pooled ?? Buffer.from(new ArrayBuffer(this.opts.batchBytes)), used: 0 };
-    }
-    d.buf.set(data, d.used);
-    d.used += data.length;
-    if (d.used === d.buf.length) this.closeDirect();
-    this.schedule();
+    this.direct = { name, offset, buf: this.pool.pop() ?? Buffer.from(new ArrayBuffer(this.opts.batchBytes)), used: 0 };
+    this.continueDirect(name, offset, data);
   }
 
   /** Fast path of appendDirect for a write continuing the direct buffer; false when it does not. */

@@ -7,6 +7,11 @@ import { META_DIR, MAX_NAME_BYTES } from './format.js';
 import { CpError } from './errors.js';
 import { type IO, isENOENT } from './io.js';
 
+/** Where the store file `name` (a normalised name) lives under the store directory `dir`. */
+export function storePath(dir: string, name: string): string {
+  return path.join(dir, ...name.split('/'));
+}
+
 /** Normalise a user-supplied name; throws EINVAL or EPATH. */
 export function normalizeName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0) throw new CpError('EINVAL', `file name must be a non-empty string, got ${describe(name)}`);

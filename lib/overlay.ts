@@ -37,15 +37,14 @@ export class Overlay {
   startSize = 0;
   /**
    * Direct appends (Store.directStart): in epoch `directEpoch`, bytes at or past `directFrom` go
-   * straight to the data file, which is cut back to `fence` (the committed size) if the epoch does
-   * not commit. Nothing pending touches the file at or past directFrom, so reads there come from
+   * straight to the data file, which is cut back to `startSize` (the committed size) if the epoch
+   * does not commit. Nothing pending touches the file at or past directFrom, so reads there come from
    * the base file, once the flusher has written up to `directMark` (JournalWriter.directMark).
    */
   directEpoch = -1;
   /** Bytes appended directly in directEpoch. */
   directBytes = 0;
   directFrom = 0;
-  fence = 0;
   directMark = 0;
 
   constructor(

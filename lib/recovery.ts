@@ -24,6 +24,7 @@ import { readControl, createControl, ControlWriter } from './control.js';
 import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, type EndReason } from './journal-scan.js';
 import { applyCommitted } from './apply.js';
 import { CpError, ioError } from './errors.js';
+import { storePath } from './names.js';
 
 export interface RecoverOptions {
   io: IO;
@@ -209,7 +210,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let pendingRecords = 0;
     let pendingBytes = 0;
     // Committed epochs after the cursor, one entry per COMMIT; which of them are replayed is settled
-    // after the walk (see `applied` below).
+    // after the walk (see `startPos` below).
     const replayGroups: { end: number; records: number; bytes: number; names: string[]; reshaped: string[] }[] = [];
     // The latest apply cursor a COMMIT records (it was durable in the control file when that COMMIT
     // was laid out). Direct appends made since are in no record: the replay must not start before it.
@@ -552,7 +553,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
 /** The length of the store file `name`, or null when it is missing or not a regular file. */
 async function fileLength(io: IO, dir: string, name: string): Promise<number | null> {
   try {
-    const st = await io.lstat(path.join(dir, ...name.split('/')));
+    const st = await io.lstat(storePath(dir, name));
     return st.isFile ? st.size : null;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
@@ -565,7 +566,7 @@ async function fileLength(io: IO, dir: string, name: string): Promise<number | n
 async function cutBack(io: IO, dir: string, name: string, size: number, sync: boolean): Promise<number | null> {
   const len = await fileLength(io, dir, name);
   if (len === null || len <= size) return null;
-  const fd = await io.open(path.join(dir, ...name.split('/')), 'readwrite');
+  const fd = await io.open(storePath(dir, name), 'readwrite');
   try {
     await io.ftruncate(fd, size);
     if (sync) await io.fdatasync(fd);

@@ -17,7 +17,7 @@ import { JournalWriter } from './journal-writer.js';
 import { InlinePort, WorkerPort, type FlusherPort } from './flusher-port.js';
 import { Namespace } from './namespace.js';
 import { Overlay } from './overlay.js';
-import { normalizeName, checkInside, describe } from './names.js';
+import { normalizeName, checkInside, describe, storePath } from './names.js';
 import { acquireLock, type Lock } from './lock.js';
 import { CpFile, MODES, type Mode } from './file.js';
 import { callHook, validateHooks, type Hooks } from './hooks.js';
@@ -189,7 +189,7 @@ export class Store {
   }
 
   private full(name: string): string {
-    return path.join(this.dir, ...name.split('/'));
+    return storePath(this.dir, name);
   }
 
   private closeFd(fd: number | null): void {
@@ -414,7 +414,6 @@ export class Store {
     ov.directEpoch = this.building;
     ov.directBytes = 0;
     ov.directFrom = ov.size;
-    ov.fence = ov.startSize;
     return ov.directFrom;
   }
 
@@ -432,7 +431,8 @@ export class Store {
   }
 
   private directWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
-    if (!this.writer.continueDirect(name, at, data)) this.writer.appendDirect(name, ov.fence, at, data);
+    // ov.startSize is the committed size all through a direct epoch (checked in directStart).
+    if (!this.writer.continueDirect(name, at, data)) this.writer.appendDirect(name, ov.startSize, at, data);
     ov.directMark = this.writer.directMark;
     ov.directBytes += data.length;
     if (at + data.length > ov.size) ov.size = at + data.length;
@@ -737,13 +737,18 @@ export class Store {
   /** Discard every change since the last check: files, names and positions return to it. */
   rollback(): Promise<void> {
     return this.run(async () => {
-      this.writer.append({ type: RecordType.ABORT }, this.building);
-      this.writer.abortDirect();
+      this.appendAbort();
       await this.lastCheck;
       this.assertUsable();
       await this.resetToDisk();
       await callHook(this.hooks, 'rollback');
     });
+  }
+
+  /** Drop the epoch being built: an ABORT record, and its direct appends cut back. */
+  private appendAbort(): void {
+    this.writer.append({ type: RecordType.ABORT }, this.building);
+    this.writer.abortDirect();
   }
 
   /** After an ABORT: apply all that is committed, then let the disk be the whole truth again. */
@@ -781,10 +786,7 @@ export class Store {
       try {
         if (this.failure) throw this.failure;
         if (opts.discard) {
-          await this.run(async () => {
-            this.writer.append({ type: RecordType.ABORT }, this.building);
-            this.writer.abortDirect();
-          });
+          await this.run(() => this.appendAbort());
         } else {
           await this.check();
         }

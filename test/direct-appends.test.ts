@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { openStore, type Store } from '../lib/index.js';
+import { openStore, type Store, type CpFile, type StoreOptions } from '../lib/index.js';
 import { nodeIO } from '../lib/io.js';
 import { recover } from '../lib/recovery.js';
 import { RecordType, decodePayload, segmentFileName, decodeControlSlot, CONTROL_SLOT_SIZE } from '../lib/format.js';
@@ -69,6 +69,17 @@ describe('direct appends', function () {
   this.timeout(60000);
   const sb = new Sandbox();
   afterEach(() => sb.cleanup());
+
+  /** `a` in a new inline store, written `first` (if given) and checked, its creation applied: its next appends may go direct. */
+  async function checkedFile(opts: StoreOptions, mode: 'w' | 'w+', first?: Uint8Array | string): Promise<{ dir: string; store: Store; f: CpFile }> {
+    const dir = await sb.dir();
+    const store = await sb.open(dir, { inline: true, noLock: true, ...opts });
+    const f = await store.open('a', mode);
+    if (first !== undefined) await f.write(first);
+    await store.check();
+    await settled(store);
+    return { dir, store, f };
+  }
 
   it('appends past the committed end are written once, to the file, which is fdatasynced before the COMMIT is written', async () => {
     const dir = await sb.dir();
@@ -247,12 +258,7 @@ describe('direct appends', function () {
   });
 
   it('rollback() cuts the file back, and the next epoch appends directly again', async () => {
-    const dir = await sb.dir();
-    const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 1 });
-    const f = await store.open('a', 'w+');
-    await f.write(block(4, 0, 4000));
-    await store.check();
-    await settled(store);
+    const { dir, store, f } = await checkedFile({ directAppendMin: 1 }, 'w+', block(4, 0, 4000));
     await f.write(block(4, 1, 50000));
     expect((await f.stat()).size).to.equal(54000);
     await store.rollback();
@@ -266,12 +272,7 @@ describe('direct appends', function () {
   });
 
   it('close({ discard: true }) cuts the file back too', async () => {
-    const dir = await sb.dir();
-    const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 1 });
-    const f = await store.open('a', 'w');
-    await f.write('committed');
-    await store.check();
-    await settled(store);
+    const { dir, store, f } = await checkedFile({ directAppendMin: 1 }, 'w', 'committed');
     await f.write(block(5, 0, 100000));
     await store.close({ discard: true });
     expect(fs.readFileSync(path.join(dir, 'a'), 'utf8')).to.equal('committed');
@@ -335,12 +336,7 @@ describe('direct appends', function () {
 
   it('a truncate ends the epoch\'s direct appends: later writes past it are journaled and applied after it', async () => {
     for (const cut of [3000, 9000, 20000]) {
-      const dir = await sb.dir();
-      const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 1 });
-      const f = await store.open('a', 'w+');
-      await f.write(block(8, 0, 1000));
-      await store.check();
-      await settled(store);
+      const { dir, store, f } = await checkedFile({ directAppendMin: 1 }, 'w+', block(8, 0, 1000));
       await f.write(block(8, 1, 10000)); // direct: [1000, 11000)
       await f.truncate(cut); // inside the direct bytes, or past them
       await f.write(block(8, 2, 5000), 0, 5000, cut + 100); // past the cut (and past where direct appends began)
@@ -391,11 +387,7 @@ describe('direct appends', function () {
   });
 
   it('a stream of bulk appends goes direct from the first append of each epoch; a small epoch after it goes back to the journal', async () => {
-    const dir = await sb.dir();
-    const store = await sb.open(dir, { inline: true, noLock: true, directAppendMin: 64 * KiB });
-    const f = await store.open('a', 'w');
-    await store.check();
-    await settled(store);
+    const { dir, store, f } = await checkedFile({ directAppendMin: 64 * KiB }, 'w');
     const direct = (): number => store.stats().bytesDirect;
     for (let i = 0; i < 16; i++) await f.write(block(13, i, 16 * KiB));
     await store.check();

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openStore, type IO } from '../lib/index.js';
+import { openStore, type IO, type StoreOptions } from '../lib/index.js';
 import { interceptIO } from './helpers/intercept-io.js';
 import { Sandbox } from './helpers/sandbox.js';
 
@@ -29,20 +29,26 @@ function recorder(log: SegWrite[]): IO {
 /** Committed epochs stay in the journal: only the prefill and the records write to it. */
 const HELD = { noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 } as const;
 
+/** A store recording its journal writes, after `n` commits of one write each (`data(i)`) to `name`. */
+async function recordCommits(dir: string, name: string, mode: 'a' | 'w', n: number, data: (i: number) => Buffer | string, extra: StoreOptions = {}) {
+  const log: SegWrite[] = [];
+  const s = await openStore(dir, { ...HELD, ...extra, io: recorder(log) });
+  const f = await s.open(name, mode);
+  log.length = 0;
+  for (let i = 0; i < n; i++) {
+    await f.write(data(i));
+    await s.check();
+  }
+  return { log, s, f };
+}
+
 describe('journal prefill of sparse segments', () => {
   const sb = new Sandbox();
   after(() => sb.cleanup());
 
   it('a small commit in a new store pre-writes zeros ahead of its records, once per megabyte, never below them', async () => {
     const dir = await sb.dir();
-    const log: SegWrite[] = [];
-    const s = await openStore(dir, { ...HELD, io: recorder(log) });
-    const f = await s.open('a.log', 'a');
-    log.length = 0;
-    for (let i = 0; i < 40; i++) {
-      await f.write(Buffer.alloc(4096, 1 + (i % 200)));
-      await s.check();
-    }
+    const { log, s, f } = await recordCommits(dir, 'a.log', 'a', 40, (i) => Buffer.alloc(4096, 1 + (i % 200)));
     const zeroWrites = log.filter((w) => w.zeros && w.len >= 1024 * 1024);
     expect(zeroWrites.length, 'one prefill for 40 small commits').to.equal(1);
     // everything else is records, written at increasing offsets, none of them below the prefill's start
@@ -59,14 +65,7 @@ describe('journal prefill of sparse segments', () => {
 
   it('big commits (more than 256 KiB since the last sync) allocate their blocks by writing them: no prefill', async () => {
     const dir = await sb.dir();
-    const log: SegWrite[] = [];
-    const s = await openStore(dir, { ...HELD, io: recorder(log) });
-    const f = await s.open('big.bin', 'w');
-    log.length = 0;
-    for (let i = 0; i < 4; i++) {
-      await f.write(Buffer.alloc(1024 * 1024, 7));
-      await s.check();
-    }
+    const { log, s, f } = await recordCommits(dir, 'big.bin', 'w', 4, () => Buffer.alloc(1024 * 1024, 7));
     expect(log.filter((w) => w.zeros && w.len >= 1024 * 1024)).to.have.length(0);
     await f.close();
     await s.close();
@@ -85,14 +84,7 @@ describe('journal prefill of sparse segments', () => {
     await s0.close();
     const segs = fs.readdirSync(path.join(dir, '.cpfile', 'journal')).filter((n) => n.endsWith('.cpj'));
     expect(segs.length, 'several segment files to recycle').to.be.greaterThan(1);
-    const log: SegWrite[] = [];
-    const s = await openStore(dir, { ...HELD, io: recorder(log), segmentSize: 1024 * 1024 });
-    const f = await s.open('small.log', 'a');
-    log.length = 0;
-    for (let i = 0; i < 10; i++) {
-      await f.write('x'.repeat(100));
-      await s.check();
-    }
+    const { log, s, f } = await recordCommits(dir, 'small.log', 'a', 10, () => 'x'.repeat(100), { segmentSize: 1024 * 1024 });
     expect(log.filter((w) => w.zeros && w.len >= 64 * 1024), 'no prefill in a recycled segment').to.have.length(0);
     await f.close();
     await s.close();
