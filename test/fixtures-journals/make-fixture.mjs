@@ -1,0 +1,28 @@
+// Makes a fixture store with the cpfile build given in argv[2] (its dist/lib/index.js), in argv[3].
+// Two states: "clean" (closed store) and "crashed" (committed, unapplied epochs, open entries, an
+// uncommitted tail), killed with SIGKILL.
+import { pathToFileURL } from 'node:url';
+import * as fs from 'node:fs';
+const [lib, out, which] = process.argv.slice(2);
+const { openStore } = await import(pathToFileURL(lib).href);
+fs.rmSync(out, { recursive: true, force: true });
+const store = await openStore(out, { segmentSize: 65536, applyDelay: 3600000, applyThreshold: 2 ** 40, directAppendMin: false });
+const a = await store.open('docs/a.txt', 'w+');
+await a.write('alpha-1\n');
+const b = await store.open('b.bin', 'w');
+await b.write(Buffer.alloc(70000, 7));  // spans a segment
+await store.writeFile('dir/sub/c.txt', 'charlie');
+await store.check(); // epoch 1
+await a.write('alpha-2\n');
+await b.write(Buffer.from('tail'), 0, 4, 10);
+await b.close();
+await store.rename('dir/sub/c.txt', 'dir/c-renamed.txt');
+await store.writeFile('gone.txt', 'soon gone');
+await store.check(); // epoch 2
+await store.unlink('gone.txt');
+await a.seek(3);
+await store.check(); // epoch 3
+if (which === 'clean') { await a.close(); await store.close(); process.exit(0); }
+await a.write('UNCOMMITTED');
+await store.writeFile('never.txt', 'never');
+setTimeout(() => process.kill(process.pid, 'SIGKILL'), 200);
