@@ -3,7 +3,8 @@
  * A write goes to the slot not holding the current state and is fdatasynced before it counts.
  */
 import { CONTROL_FILE_SIZE, CONTROL_SLOT_SIZE, decodeControlSlot, encodeControlSlot, type ControlState } from './format.js';
-import { type IO, readFully, writeFully } from './io.js';
+import { type IO, readFully, writeFully, isENOENT } from './io.js';
+import { ioError } from './errors.js';
 
 export type ControlRead =
   | { kind: 'ok'; state: ControlState; slot: 0 | 1 }
@@ -11,13 +12,18 @@ export type ControlRead =
   | { kind: 'bad'; reasons: string[] };            // damaged or of another format/version
 
 export async function readControl(io: IO, file: string): Promise<ControlRead> {
-  const fd = await io.open(file, 'read');
   const b = Buffer.alloc(CONTROL_FILE_SIZE);
   let n: number;
   try {
-    n = await readFully(io, fd, b, 0, b.length, 0);
-  } finally {
-    await io.close(fd);
+    const fd = await io.open(file, 'read');
+    try {
+      n = await readFully(io, fd, b, 0, b.length, 0);
+    } finally {
+      await io.close(fd);
+    }
+  } catch (e) {
+    // Named, so that a message says which file (a control file that is a directory, say).
+    throw isENOENT(e) ? e : ioError(e, `reading the control file ${file}`);
   }
   const slots = [decodeControlSlot(b.subarray(0, Math.min(n, CONTROL_SLOT_SIZE))),
     decodeControlSlot(n > CONTROL_SLOT_SIZE ? b.subarray(CONTROL_SLOT_SIZE, n) : Buffer.alloc(0))];

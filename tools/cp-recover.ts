@@ -158,7 +158,7 @@ interface Failure {
 /** Map anything thrown to an exit code and a one-line message. */
 function classify(e: unknown, force: boolean): Failure {
   if (e instanceof CommanderError) return { exit: EXIT.USAGE, code: 'EUSAGE', message: e.message.replace(/^error: /, ''), cause: e };
-  const err = e instanceof CpError ? e : fsError(e, (e as NodeJS.ErrnoException)?.path ?? 'cp-recover');
+  const err = e instanceof CpError ? e : fsError(e, (e as NodeJS.ErrnoException)?.path ?? 'I/O failure');
   const details = err.details;
   const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ');
   if (err.code === 'ELOCKED') return { exit: EXIT.LOCKED, code: err.code, message: oneLine(err.message), details, cause: err };
