@@ -234,7 +234,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
     scanned += r.size;
     if (ctx.onProgress) ctx.onProgress(scanned);
     const t = r.header.type;
-    if (t === RecordType.CATALOG || t === RecordType.SEGEND) return;
+    if (t === RecordType.CATALOG || t === RecordType.SEGEND || t === RecordType.ENTRIES) return;
     if (t === RecordType.ABORT) {
       group = [];
       held = 0;

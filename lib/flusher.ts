@@ -20,7 +20,9 @@ import { storePath } from './names.js';
 export type PlainSegment = Omit<SegmentInfo, 'file'>;
 
 export type Action =
-  | { op: 'segment'; seg: PlainSegment }
+  // A new segment; `durable`: synced (file and journal directory) before the next action, which
+  // writes the SEGEND naming it (FORMAT.md rule 9).
+  | { op: 'segment'; seg: PlainSegment; durable?: boolean }
   | { op: 'write'; index: number; offset: number; bytes: Uint8Array }
   | { op: 'sync' }
   | { op: 'apply'; endPos: number }
@@ -141,7 +143,10 @@ export class FlusherCore {
       const small = this.sparse.size > 0 && isSmallCommit(actions, this.sinceSync);
       for (const a of actions) {
         switch (a.op) {
-          case 'segment': await this.initSegment(a.seg); break;
+          case 'segment':
+            await this.initSegment(a.seg);
+            if (a.durable) res.fsyncs += await this.syncSegment(a.seg.index);
+            break;
           case 'write': {
             const fd = await this.fd(a.index);
             await this.prefill(fd, a.index, a.offset, a.offset + a.bytes.length, small);
@@ -269,6 +274,18 @@ export class FlusherCore {
     this.remember(seg);
     if (st.size < seg.size) this.sparse.set(seg.index, Math.max(st.size, SEGMENT_HEADER_AREA));
     else this.sparse.delete(seg.index);
+  }
+
+  /** Make a new segment durable: its header and size, and its name in the journal directory. */
+  private async syncSegment(index: number): Promise<number> {
+    if (!this.init.sync) return 0;
+    // fsync, not fdatasync: the file may be new, or have just changed size.
+    await this.io.fsync(this.fds.get(index)!);
+    this.dirty.delete(index);
+    if (!this.dirtyDir) return 1;
+    await this.io.fsyncDir(this.journalDir);
+    this.dirtyDir = false;
+    return 2;
   }
 
   private async syncAll(): Promise<number> {

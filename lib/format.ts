@@ -1,99 +1,22 @@
 /**
- * cpfile on-disk format, version 2 (version 1, whose entries carry no size, is still read). This file
- * is the specification: every constant and every record layout lives here, encoder beside decoder,
- * and docs/FORMAT.md mirrors it. All integers are little-endian. u64 values are written as two u32 halves and must stay below 2^53.
- *
- * Store layout
- *   <dir>/<name>                 the user's files, at their own names (applied state)
- *   <dir>/.cpfile/control        the control file: two 512-byte slots holding the apply cursor
- *   <dir>/.cpfile/journal/seg-NNNNNN.cpj   journal segments, preallocated and recycled
- *   <dir>/.cpfile/lock           proper-lockfile's lock directory;  .cpfile/owner.<pid>: would-be owners
- *
- * Segment header (first SEGMENT_HEADER_AREA = 4096 bytes of every segment file; records follow)
- *
- *    0        8        12       16               24               32       36      40      60      64
- *   +--------+--------+--------+----------------+----------------+--------+-------+-------+-------+
- *   | magic  |version | salt   | seq (u64)      | storeId (8 B)  | size   | resvd | resvd | crc32 |
- *   |CPFJSEG\0| u32   | u32    |                |                | u32    | u32   | 20 B  |  u32  |
- *   +--------+--------+--------+----------------+----------------+--------+-------+-------+-------+
- *   crc32 covers bytes [0, 60). seq numbers the segments of one store, strictly increasing and never
- *   reused; salt is random at every (re)initialisation of the file, so records left over from an
- *   earlier life of a recycled segment never validate.
- *
- * Record (starts at an 8-byte aligned offset >= 4096; padded with zeros to a multiple of 8)
- *
- *    0       4       8       12   13    14      16              24
- *   +-------+-------+-------+----+-----+-------+---------------+-------------------------+
- *   | crc32 |  len  | salt  |type|flags| resvd | epoch (u64)   | payload (len bytes) ... |
- *   +-------+-------+-------+----+-----+-------+---------------+-------------------------+
- *   crc32 covers the record's segment offset (u32 LE) followed by bytes [4, 24 + len): the rest of the
- *   header and the payload, so a record only validates where it was written. salt must equal the
- *   segment's salt. epoch is the epoch the record belongs to (last committed + 1); a COMMIT record
- *   carries the epoch it commits. len <= MAX_PAYLOAD, and a record never crosses a segment's end.
- *
- * Payloads (name = u16 byte length + UTF-8 bytes, '/'-separated, relative to the store dir)
- *   WRITE    1  u64 fileOffset | name | data...            bytes written at fileOffset
- *   TRUNCATE 2  u64 length | name                          file cut or zero-extended to length
- *   CREATE   3  name                                       an empty file (parent dirs made as needed)
- *   UNLINK   4  name
- *   RENAME   5  from | to                                  replaces `to` if it exists
- *   COMMIT   6  u32 count | count x entry | [applied]      ends epoch `epoch`; entry = u64 position |
- *                                                          u8 state | [u64 size] | name, where state is
- *                                                          2 open (size follows: the file's committed
- *                                                          size), 0 closed, 1 open without a size (all
- *                                                          that version 1 wrote; never cut back).
- *                                                          applied (version 2) = u64 cursorSeq | u64
- *                                                          cursorOffset | u64 appliedEpoch: an apply
- *                                                          cursor that was durable in the control file
- *                                                          when the COMMIT was laid out (see below)
- *   ABORT    7  (empty)                                    drops the records of epoch `epoch` so far
- *   CATALOG  8  u32 count | count x entry                  first record of every segment: the entries
- *                                                          (open files and their checkpointed positions)
- *                                                          as of the last commit (epoch field = that epoch)
- *   SEGEND   9  u64 nextSeq                                the log continues in the segment with nextSeq
- *
- *   Direct appends (version 2): bytes appended to a file that is open at the last commit may be
- *   written to the file itself instead of the journal, past its committed size. Recovery cuts every
- *   open entry's file back to the size of its entry: whatever lies past it was never committed.
- *   Those bytes are in no record, so a replay must never start before a cursor the main thread had
- *   seen when it began them (a truncate replayed after them would destroy them): recovery starts
- *   at the later of the control file's cursor and the last valid COMMIT's `applied` cursor, which
- *   matters when the control file's newest slot is damaged.
- *
- *   Seeks have no record: a COMMIT carries the positions (as of the check() call) of the entries
- *   whose position or state changed, which is all that resuming needs.
- *
- * Control file: two slots at offsets 0 and 512; the valid slot with the larger counter wins and a
- * write always goes to the other slot, so a torn write never destroys the last good cursor.
- *
- *    0        8       12      16          24           32           40            48             56    508   512
- *   +--------+-------+-------+-----------+------------+------------+-------------+--------------+-----+-----+
- *   | magic  |version| resvd | counter   | storeId    | cursorSeq  | cursorOffset| appliedEpoch | 0.. |crc32|
- *   |CPFCTRL\0| u32  |       | u64       | 8 B        | u64        | u64         | u64          |     | u32 |
- *   +--------+-------+-------+-----------+------------+------------+-------------+--------------+-----+-----+
- *   The cursor is the position of the next record the applier must process. Everything before it is
- *   applied and durable in the data files; when it points at a CREATE, UNLINK or RENAME, that
- *   operation may or may not have happened (it is redone only if it did not).
- *
- * Reading rules (lib/journal-scan.ts)
- *   - The log starts at the cursor's segment (whose first record is a CATALOG) and follows SEGEND
- *     records to segments with the named seq.
- *   - The first record that fails (zero header, wrong salt, bad length, bad crc) ends the log.
- *   - Only records up to the last valid COMMIT are applied; the rest is the uncommitted tail.
- *   - A record of epoch E+1 is only ever written after the COMMIT of E was fsynced. So if a valid
- *     record with an epoch above the failed record's epoch exists later (in the same segment, or in a
- *     later segment of this store), or the control file's cursor or applied epoch lies beyond the failed
- *     record, the damage hit bytes that were once durable: that is corruption (ECORRUPT), never a torn tail.
+ * cpfile's on-disk format: the constants and the codecs, every record's encoder beside its decoder.
+ * The specification is docs/FORMAT.md (byte diagrams, and the numbered rules R1..R12 that the code
+ * cites); this file and that document change together, and any change is a new FORMAT_VERSION.
+ * All integers are little-endian; u64 values are two u32 halves and stay below 2^53.
  */
 
 import { crc32 } from './crc.js';
 
-/** The version this code writes. */
-export const FORMAT_VERSION = 2;
-/** The versions it reads: version 1 is version 2 without sizes in its entries. */
-export const isReadableVersion = (v: number): boolean => v === 1 || v === 2;
-/** For messages: "format versions 1 and 2". */
-export const READABLE_VERSIONS_TEXT = 'format versions 1 and 2';
+/** The version this code writes (docs/FORMAT.md, "Versions"). */
+export const FORMAT_VERSION = 3;
+/**
+ * The versions it reads: version 1 is version 2 without sizes in its entries; version 2 is version 3
+ * without ENTRIES records (every entry list in one record) and without the segment-before-SEGEND
+ * ordering (rule 9).
+ */
+export const isReadableVersion = (v: number): boolean => v >= 1 && v <= 3;
+/** For messages: "format versions 1 to 3". */
+export const READABLE_VERSIONS_TEXT = 'format versions 1 to 3';
 
 export const META_DIR = '.cpfile';
 export const CONTROL_FILE = 'control';
@@ -130,11 +53,23 @@ export const enum RecordType {
   ABORT = 7,
   CATALOG = 8,
   SEGEND = 9,
+  /** Version 3: part of the entry list of the CATALOG or COMMIT it belongs to (see RECORD_FLAG_MORE). */
+  ENTRIES = 10,
 }
 export const RECORD_TYPE_NAMES: Record<number, string> = {
-  1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend',
+  1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend', 10: 'entries',
 };
-export const isKnownType = (t: number): boolean => t >= 1 && t <= 9;
+export const isKnownType = (t: number): boolean => t >= 1 && t <= 10;
+
+/**
+ * Record flag (version 3): the entry list this record carries continues in the next record of its
+ * epoch. A CATALOG with MORE is followed at once by ENTRIES records of the same epoch, the last one
+ * without MORE; a COMMIT's list is carried by ENTRIES records with MORE that precede it in the same
+ * segment, the COMMIT itself holding the last part. No other record has a flag.
+ */
+export const RECORD_FLAG_MORE = 1;
+/** Flags a record of `type` may carry. */
+const allowedFlags = (type: number): number => (type === RecordType.CATALOG || type === RecordType.ENTRIES ? RECORD_FLAG_MORE : 0);
 
 /** Bytes a SEGEND record takes; the writer keeps this much free at the end of every segment. */
 export const SEGEND_RECORD_SIZE = RECORD_HEADER_SIZE + 8;
@@ -215,12 +150,12 @@ export interface RecordHeader {
 }
 
 /** Write a record header (crc left 0) at `at`; sealRecord() fills the crc once the payload is final. */
-export function writeRecordHeader(buf: Buffer, at: number, len: number, salt: number, type: number, epoch: number): void {
+export function writeRecordHeader(buf: Buffer, at: number, len: number, salt: number, type: number, epoch: number, flags = 0): void {
   buf.writeUInt32LE(0, at);
   buf.writeUInt32LE(len, at + 4);
   buf.writeUInt32LE(salt >>> 0, at + 8);
   buf.writeUInt8(type, at + 12);
-  buf.writeUInt8(0, at + 13);
+  buf.writeUInt8(flags, at + 13);
   buf.writeUInt16LE(0, at + 14);
   writeU64(buf, epoch, at + 16);
 }
@@ -266,7 +201,7 @@ export type RecordCheck = 'ok' | 'zero' | 'stale' | 'length' | 'type' | 'crc';
 export function checkRecordHeader(h: RecordHeader, salt: number, room: number, raw: Buffer, at = 0): RecordCheck {
   if (h.salt !== salt) return isZero(raw.subarray(at, at + RECORD_HEADER_SIZE)) ? 'zero' : 'stale';
   if (h.len > MAX_PAYLOAD || recordSize(h.len) > room) return 'length';
-  if (!isKnownType(h.type) || h.flags !== 0) return 'type';
+  if (!isKnownType(h.type) || (h.flags & ~allowedFlags(h.type)) !== 0) return 'type';
   return 'ok';
 }
 
@@ -308,7 +243,8 @@ export type Op =
   | { type: RecordType.COMMIT; entries: CatalogEntry[]; applied?: AppliedCursor | null }
   | { type: RecordType.ABORT }
   | { type: RecordType.CATALOG; entries: CatalogEntry[] }
-  | { type: RecordType.SEGEND; nextSeq: number };
+  | { type: RecordType.SEGEND; nextSeq: number }
+  | { type: RecordType.ENTRIES; entries: CatalogEntry[] };
 
 export const nameSize = (name: string): number => 2 + Buffer.byteLength(name, 'utf8');
 
@@ -382,7 +318,8 @@ export function payloadSize(op: Op): number {
     case RecordType.UNLINK: return nameSize(op.name);
     case RecordType.RENAME: return nameSize(op.from) + nameSize(op.to);
     case RecordType.COMMIT: return entriesSize(op.entries) + (op.applied ? APPLIED_SIZE : 0);
-    case RecordType.CATALOG: return entriesSize(op.entries);
+    case RecordType.CATALOG:
+    case RecordType.ENTRIES: return entriesSize(op.entries);
     case RecordType.ABORT: return 0;
     case RecordType.SEGEND: return 8;
   }
@@ -412,6 +349,7 @@ export function encodePayload(buf: Buffer, at: number, op: Op): number {
       return at + APPLIED_SIZE;
     }
     case RecordType.CATALOG:
+    case RecordType.ENTRIES:
       return writeEntries(buf, at, op.entries);
     case RecordType.ABORT:
       return at;
@@ -449,7 +387,12 @@ export function decodePayload(type: number, p: Buffer): Op {
       return { type, entries, applied: { cursorSeq: readU64(p, end.at), cursorOffset: readU64(p, end.at + 8), appliedEpoch: readU64(p, end.at + 16) } };
     }
     case RecordType.CATALOG:
-      return { type, entries: readEntries(p, 0) };
+    case RecordType.ENTRIES: {
+      const end = { at: 0 };
+      const entries = readEntries(p, 0, end);
+      if (end.at !== p.length) throw new RangeError(`${RECORD_TYPE_NAMES[type]} payload has ${p.length - end.at} unexpected bytes after its entries`);
+      return { type, entries };
+    }
     case RecordType.ABORT:
       return { type };
     case RecordType.SEGEND:
@@ -460,13 +403,107 @@ export function decodePayload(type: number, p: Buffer): Op {
 }
 
 /** Encode one complete, sealed record (header + payload + padding) to be written at segment offset `offset`. */
-export function encodeRecord(op: Op, salt: number, epoch: number, offset = 0): Buffer {
+export function encodeRecord(op: Op, salt: number, epoch: number, offset = 0, flags = 0): Buffer {
   const len = payloadSize(op);
   const b = Buffer.alloc(recordSize(len));
-  writeRecordHeader(b, 0, len, salt, op.type, epoch);
+  writeRecordHeader(b, 0, len, salt, op.type, epoch, flags);
   encodePayload(b, RECORD_HEADER_SIZE, op);
   sealRecord(b, 0, offset);
   return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// entry lists of any length (version 3)
+
+/** Bytes one entry takes in a list. */
+export const entrySize = (e: CatalogEntry): number => 9 + (e.state === 'open' && e.size !== null ? 8 : 0) + nameSize(e.name);
+
+/**
+ * The largest payload of a record in a segment of `segmentSize` bytes: MAX_PAYLOAD, and at most a
+ * quarter of the segment's record area (small segments still hold several records). An entry with
+ * the longest name (MAX_NAME_BYTES) fits in the smallest segment's cap.
+ */
+export const recordCap = (segmentSize: number): number => Math.min(MAX_PAYLOAD, Math.floor((segmentSize - SEGMENT_HEADER_AREA) / 4));
+
+/**
+ * Split an entry list into the parts of consecutive records whose payloads are at most `cap` bytes;
+ * the last part leaves `lastReserve` bytes for what follows its entries (a COMMIT's apply cursor).
+ * Always at least one part (an empty list is one empty part).
+ */
+export function splitEntries(entries: CatalogEntry[], cap: number, lastReserve = 0): CatalogEntry[][] {
+  const parts: CatalogEntry[][] = [];
+  let cur: CatalogEntry[] = [];
+  let size = 4;
+  for (const e of entries) {
+    const n = entrySize(e);
+    if (size + n > cap && cur.length > 0) {
+      parts.push(cur);
+      cur = [];
+      size = 4;
+    }
+    cur.push(e);
+    size += n;
+  }
+  if (size + lastReserve > cap && cur.length > 0) {
+    parts.push(cur);
+    cur = [];
+  }
+  parts.push(cur);
+  return parts;
+}
+
+/** The records of an entry list: a CATALOG, or a COMMIT with its apply cursor, and the ENTRIES records that carry the rest. */
+export function entryListOps(
+  type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], cap: number, applied?: AppliedCursor | null,
+): { op: Op; flags: number }[] {
+  if (type === RecordType.CATALOG) {
+    const parts = splitEntries(entries, cap);
+    return parts.map((part, i) => ({
+      op: i === 0 ? { type: RecordType.CATALOG, entries: part } : { type: RecordType.ENTRIES, entries: part },
+      flags: i < parts.length - 1 ? RECORD_FLAG_MORE : 0,
+    }));
+  }
+  const parts = splitEntries(entries, cap, applied ? APPLIED_SIZE : 0);
+  return parts.map((part, i) => (i < parts.length - 1
+    ? { op: { type: RecordType.ENTRIES, entries: part }, flags: RECORD_FLAG_MORE }
+    : { op: { type: RecordType.COMMIT, entries: part, applied: applied ?? null }, flags: 0 }));
+}
+
+/** Journal bytes the records of an entry list take (headers and padding included). */
+export function entryListBytes(ops: { op: Op }[]): number {
+  let n = 0;
+  for (const o of ops) n += recordSize(payloadSize(o.op));
+  return n;
+}
+
+/** Encode a whole catalog (CATALOG and ENTRIES records, sealed) to be written at segment offset `offset`. */
+export function encodeCatalog(entries: CatalogEntry[], salt: number, epoch: number, offset: number, segmentSize: number): Buffer {
+  const bufs: Buffer[] = [];
+  let at = offset;
+  for (const { op, flags } of entryListOps(RecordType.CATALOG, entries, recordCap(segmentSize))) {
+    const b = encodeRecord(op, salt, epoch, at, flags);
+    bufs.push(b);
+    at += b.length;
+  }
+  return Buffer.concat(bufs);
+}
+
+/**
+ * Largest catalog (journal bytes of its records) a store may have: the open entries of a store are
+ * refused past it (EINVAL at open), so that a segment sized by segmentSizeFor() always holds one.
+ */
+export const MAX_CATALOG_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The size of a new segment that must hold `listBytes` of entry records (its catalog, and a commit's
+ * list that may not straddle segments) beside room for data: `base` (the store's segment size) when
+ * they take at most a quarter of it, else twice what they need, rounded up to 64 KiB.
+ */
+export function segmentSizeFor(listBytes: number, base: number): number {
+  const need = SEGMENT_HEADER_AREA + listBytes + SEGEND_RECORD_SIZE;
+  if (need - SEGMENT_HEADER_AREA <= (base - SEGMENT_HEADER_AREA) / 4) return base;
+  const size = Math.ceil((2 * need) / 65536) * 65536;
+  return Math.min(Math.max(size, base), MAX_SEGMENT_SIZE);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import {
   LOCK_NAME, OWNER_FILE, META_DIR, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, RecordType, SEGMENT_HEADER_AREA,
   decodePayload, isZero, readRecordHeader, type CatalogEntry, type ControlState,
 } from './format.js';
+import { EpochOrder } from './epoch-order.js';
 import { type IO, isENOENT } from './io.js';
 import { readControl } from './control.js';
 import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from './journal-scan.js';
@@ -260,6 +261,7 @@ export function describeRecord(n: number, r: ScannedRecord): InspectedRecord {
         break;
       case RecordType.COMMIT:
       case RecordType.CATALOG:
+      case RecordType.ENTRIES:
         out.entries = op.entries;
         break;
       case RecordType.SEGEND:
@@ -348,21 +350,13 @@ export async function inspectJournal(opts: InspectOptions): Promise<InspectResul
     const files = new SegmentFiles(io);
     try {
       let n = 0;
-      let expect = -1;
-      let first = true;
+      const order = new EpochOrder();
       const end = await walkLog(segs, files, startSeq, SEGMENT_HEADER_AREA, async (r) => {
         const d = describeRecord(n, r);
         const t = r.header.type;
         if (!summary.segmentsWalked.includes(r.seq)) summary.segmentsWalked.push(r.seq);
-        if (first) {
-          first = false;
-          if (t !== RecordType.CATALOG) d.note = appendNote(d.note, `the segment does not begin with a catalog record`);
-          else expect = r.header.epoch + 1;
-        } else if (t !== RecordType.SEGEND && expect >= 0) {
-          const want = t === RecordType.CATALOG ? expect - 1 : expect;
-          if (r.header.epoch !== want) d.note = appendNote(d.note, `epoch out of place: the log continues with epoch ${want}`);
-          if (t === RecordType.COMMIT) expect++;
-        }
+        const v = order.next(t, r.header.epoch, r.header.flags);
+        if (!v.ok) d.note = appendNote(d.note, v.reason === 'epoch' ? `epoch out of place: ${v.message}` : v.message);
         summary.records++;
         summary.bytes += r.size;
         byType[d.type!] = (byType[d.type!] ?? 0) + 1;
@@ -374,7 +368,7 @@ export async function inspectJournal(opts: InspectOptions): Promise<InspectResul
           summary.uncommittedRecords = 0;
         } else if (t === RecordType.ABORT) {
           summary.uncommittedRecords = 0;
-        } else if (t !== RecordType.CATALOG && t !== RecordType.SEGEND) {
+        } else if (t !== RecordType.CATALOG && t !== RecordType.SEGEND && !(t === RecordType.ENTRIES && v.ok && v.role === 'catalog-part')) {
           summary.uncommittedRecords++;
         }
         if (inPage(n)) {

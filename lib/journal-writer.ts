@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import {
   MAX_PAYLOAD, RECORD_HEADER_SIZE, RecordType, SEGEND_RECORD_SIZE, SEGMENT_HEADER_AREA, FORMAT_VERSION,
   encodePayload, payloadSize, recordSize, sealRecord, writeRecordHeader, writeU64, nameSize, writeName, pos,
-  segmentFileName, type CatalogEntry, type Op,
+  segmentFileName, entryListOps, entryListBytes, recordCap, segmentSizeFor, type CatalogEntry, type Op, type AppliedCursor,
 } from './format.js';
 import { type IO } from './io.js';
 import { type Action, type PlainSegment, type TaskResult, type FlusherInit } from './flusher.js';
@@ -180,22 +180,52 @@ export class JournalWriter {
     return Buffer.from(new ArrayBuffer(cap));
   }
 
-  private rotate(): void {
+  /**
+   * Continue the log in a new segment. `extra`: bytes of entry records that must follow its catalog
+   * in the same segment (a commit's list never straddles segments: FORMAT.md rule 6). The new
+   * segment is larger than the store's segment size when its catalog and `extra` need it (rule 7).
+   * It is made durable before the SEGEND naming it is written (rule 9): a valid SEGEND whose segment
+   * is missing is then damage, never a torn tail.
+   */
+  private rotate(extra = 0): void {
     const seq = this.maxSeq + 1;
-    this.emit({ type: RecordType.SEGEND, nextSeq: seq }, 0, true);
+    const cat = this.catalog();
+    const catOps = entryListOps(RecordType.CATALOG, cat.entries, MAX_PAYLOAD);
+    const size = segmentSizeFor(entryListBytes(catOps) + extra, this.opts.segmentSize);
     this.closeChunk();
     const index = this.free.length ? this.free.shift()! : this.nextIndex++;
     this.maxSeq = seq;
-    this.seg = { version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: this.opts.storeId, size: this.opts.segmentSize, index };
+    const next: PlainSegment = { version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: this.opts.storeId, size, index };
     this.live.set(index, seq);
-    this.queued.push({ op: 'segment', seg: this.seg });
+    this.queued.push({ op: 'segment', seg: next, durable: true });
+    this.emit({ type: RecordType.SEGEND, nextSeq: seq }, 0, true);
+    this.closeChunk();
+    this.seg = next;
     this.off = SEGMENT_HEADER_AREA;
-    const cat = this.catalog();
-    this.emit({ type: RecordType.CATALOG, entries: cat.entries }, cat.epoch);
+    this.emitList(RecordType.CATALOG, cat.entries, cat.epoch);
+  }
+
+  /**
+   * Emit an entry list (a CATALOG, or a COMMIT with its apply cursor) as one record or, past a
+   * record's payload cap, as a run of records (FORMAT.md rule 6). A COMMIT's run stays in one
+   * segment. Returns the offset of the last record (the COMMIT).
+   */
+  private emitList(type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], epoch: number, applied?: AppliedCursor | null): number {
+    let ops = entryListOps(type, entries, recordCap(this.seg.size), applied);
+    if (type === RecordType.COMMIT && ops.length > 1) {
+      const bytes = entryListBytes(ops);
+      if (this.off + bytes + SEGEND_RECORD_SIZE > this.seg.size) {
+        this.rotate(bytes);
+        ops = entryListOps(type, entries, recordCap(this.seg.size), applied);
+      }
+    }
+    let offset = 0;
+    for (const { op, flags } of ops) offset = this.emit(op, epoch, false, flags).offset;
+    return offset;
   }
 
   /** Encode one record at the current position. `noRotate` is for the SEGEND itself. */
-  private emit(op: Op, epoch: number, noRotate = false): { index: number; offset: number; bufAt: number } {
+  private emit(op: Op, epoch: number, noRotate = false, flags = 0): { index: number; offset: number; bufAt: number } {
     const len = payloadSize(op);
     const size = recordSize(len);
     let at: number;
@@ -214,7 +244,7 @@ export class JournalWriter {
       at = this.place(size);
     }
     const c = this.chunk!;
-    writeRecordHeader(c.buf, at, len, this.seg.salt, op.type, epoch);
+    writeRecordHeader(c.buf, at, len, this.seg.salt, op.type, epoch, flags);
     encodePayload(c.buf, at + RECORD_HEADER_SIZE, op);
     c.used = at + RECORD_HEADER_SIZE + len;
     c.recStarts.push(at);
@@ -230,6 +260,10 @@ export class JournalWriter {
   /** Journal a non-write operation; returns the record's global position. */
   append(op: Op, epoch: number): number {
     this.check();
+    if (op.type === RecordType.COMMIT || op.type === RecordType.CATALOG) {
+      const offset = this.emitList(op.type, op.entries, epoch, op.type === RecordType.COMMIT ? op.applied : null);
+      return pos(this.seg.seq, offset);
+    }
     const r = this.emit(op, epoch);
     return pos(this.seg.seq, r.offset);
   }
@@ -299,7 +333,7 @@ export class JournalWriter {
         }
       }
       // A record never exceeds MAX_PAYLOAD nor a quarter of a segment (small test segments).
-      const cap = Math.min(MAX_PAYLOAD, Math.floor((this.seg.size - SEGMENT_HEADER_AREA) / 4)) - fixed;
+      const cap = recordCap(this.seg.size) - fixed;
       if (cap <= 0) throw new CpError('EINVAL', `file name too long for a segment of ${this.seg.size} bytes`);
       const n = Math.min(data.length - done, cap);
       const len = fixed + n;

@@ -16,13 +16,15 @@
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import {
-  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, READABLE_VERSIONS_TEXT, RecordType, decodePayload, encodeRecord,
+  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, READABLE_VERSIONS_TEXT, RecordType, decodePayload, encodeCatalog,
+  entryListBytes, entryListOps, segmentSizeFor, MAX_PAYLOAD,
   encodeSegmentHeader, pos, segmentFileName, type CatalogEntry, type ControlState,
 } from './format.js';
 import { type IO, isENOENT, writeFully } from './io.js';
 import { readControl, createControl, ControlWriter } from './control.js';
 import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, type EndReason } from './journal-scan.js';
 import { applyCommitted } from './apply.js';
+import { EpochOrder } from './epoch-order.js';
 import { CpError, ioError } from './errors.js';
 import { storePath } from './names.js';
 
@@ -217,13 +219,16 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let appliedHint: { pos: number; cursorSeq: number; cursorOffset: number; appliedEpoch: number } | null = null;
     let groupRecords = 0;
     let groupBytes = 0;
-    let firstRecord = true;
+    const order = new EpochOrder();
+    /** The last SEGEND walked: where a 'missing-segment' end came from. */
+    let lastSegend: { seq: number; offset: number; version: number } | null = null;
+    /** The entries of the current epoch's COMMIT carried by ENTRIES records before it. */
+    let commitParts: CatalogEntry[] = [];
     /** Positions of ABORT records after the cursor: the replay streams records only where there are none. */
     const aborts: number[] = [];
-    // The log is epoch-continuous: after a CATALOG of epoch c every record carries c+1 up to the
-    // COMMIT of c+1, then c+2, ... (ABORT keeps the epoch; SEGEND carries 0). A record with a valid
-    // checksum but another epoch was copied or misdirected: a torn write never makes one.
-    let expectEpoch = -1;
+    // The log is epoch-continuous (lib/epoch-order.ts): after a CATALOG of epoch c every record
+    // carries c+1 up to the COMMIT of c+1, then c+2, ... A record with a valid checksum that breaks
+    // the order was copied or misdirected: a torn write never makes one.
     let corruptEarly: string | null = null;
     // Where corruption with nothing to keep (see corruptAt) was found, for the error's details.
     let earlyAt: { seq: number; offset: number; reason: string } = { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA, reason: 'catalog' };
@@ -271,27 +276,31 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         scanned += r.size;
         if (opts.onProgress) opts.onProgress(scanned, totalBytes);
         const t = r.header.type;
-        if (firstRecord) {
-          firstRecord = false;
-          if (t !== RecordType.CATALOG) {
+        const v = order.next(t, r.header.epoch, r.header.flags);
+        if (!v.ok) {
+          if (v.reason === 'catalog') {
             corruptEarly = `segment ${r.seq} does not begin with a catalog record`;
             earlyAt = { seq: r.seq, offset: r.offset, reason: 'catalog' };
-            return false;
+          } else {
+            corruptEarly = `the record at segment ${r.seq} offset ${r.offset} (type ${t}, epoch ${r.header.epoch}) is out of place: ${v.message}`;
+            corruptAt = { seq: r.seq, offset: r.offset, reason: v.reason };
           }
-          const op = decodePayload(t, r.payload);
-          if (op.type === RecordType.CATALOG) for (const e of op.entries) catalog.set(e.name, e);
-          catalogEpoch = r.header.epoch;
-          expectEpoch = r.header.epoch + 1;
-          return;
+          return false;
         }
-        if (t !== RecordType.SEGEND) {
-          const want = t === RecordType.CATALOG ? expectEpoch - 1 : expectEpoch;
-          if (r.header.epoch !== want) {
-            corruptEarly = `the record at segment ${r.seq} offset ${r.offset} (type ${t}) carries epoch ${r.header.epoch} where the log continues with epoch ${want}: a valid record out of place`;
-            corruptAt = { seq: r.seq, offset: r.offset, reason: 'epoch' };
+        if (v.role === 'catalog' || v.role === 'catalog-part') {
+          let op;
+          try {
+            op = decodePayload(t, r.payload);
+          } catch {
+            corruptEarly = `record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`;
+            if (v.first) earlyAt = { seq: r.seq, offset: r.offset, reason: 'payload' };
+            else corruptAt = { seq: r.seq, offset: r.offset, reason: 'payload' };
             return false;
           }
-          if (t === RecordType.COMMIT) expectEpoch++;
+          // The cursor segment's catalog gives the entries; a later one repeats what the walk knows.
+          if (v.first && (op.type === RecordType.CATALOG || op.type === RecordType.ENTRIES)) for (const e of op.entries) catalog.set(e.name, e);
+          if (v.first && v.role === 'catalog') catalogEpoch = r.header.epoch;
+          return;
         }
         const after = r.pos >= cursorPos;
         if (t !== RecordType.COMMIT && t !== RecordType.ABORT && t !== RecordType.SEGEND && t !== RecordType.CATALOG) {
@@ -304,10 +313,20 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
           }
         }
         switch (t) {
+          case RecordType.ENTRIES: {
+            // Part of the COMMIT that follows (a catalog's parts were handled above).
+            const op = decodePayload(t, r.payload);
+            if (op.type === RecordType.ENTRIES) for (const e of op.entries) commitParts.push(e);
+            pendingRecords++;
+            pendingBytes += r.size;
+            break;
+          }
           case RecordType.COMMIT: {
             const op = decodePayload(t, r.payload);
             if (op.type === RecordType.COMMIT) {
-              for (const e of op.entries) {
+              const entries = commitParts.length ? [...commitParts, ...op.entries] : op.entries;
+              commitParts = [];
+              for (const e of entries) {
                 if (e.state === 'open') catalog.set(e.name, e);
                 else catalog.delete(e.name);
               }
@@ -332,6 +351,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
             break;
           }
           case RecordType.ABORT:
+            commitParts = [];
             if (after) aborts.push(r.pos);
             groupRecords = 0;
             groupBytes = 0;
@@ -341,6 +361,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
             pendingBytes = 0;
             break;
           case RecordType.SEGEND:
+            lastSegend = { seq: r.seq, offset: r.offset, version: segs.get(r.seq)?.version ?? 0 };
+            break;
           case RecordType.CATALOG:
             break;
           default: {
@@ -366,6 +388,12 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       });
     }
     if (corruptEarly && !corruptAt) throw new CpError('ECORRUPT', corruptEarly, { details: { ...earlyAt } });
+    if (order.firstCatalogIncomplete && !fresh) {
+      // The catalog opening the cursor's segment was synced whole before the cursor moved there.
+      throw new CpError('ECORRUPT', `the catalog at the start of segment ${control.cursorSeq} ends before its last part (at offset ${end.offset}: ${end.reason})`, {
+        details: { seq: end.seq, offset: end.offset, reason: 'catalog' },
+      });
+    }
     if (catalogEpoch < 0 && cursorSeg && control.cursorOffset > SEGMENT_HEADER_AREA) {
       throw new CpError('ECORRUPT', `the catalog record at the start of segment ${control.cursorSeq} is damaged`, {
         details: { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA },
@@ -392,6 +420,11 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       let evidence: string | null = null;
       let lostTo = cur;
       if (end.pos < cursorPos) evidence = `the apply cursor (segment ${control.cursorSeq} offset ${control.cursorOffset}) lies beyond it`;
+      const from = lastSegend as { seq: number; offset: number; version: number } | null;
+      if (!evidence && end.reason === 'missing-segment' && from && from.version >= 3) {
+        // Rule 9: from version 3 on, a segment is durable before the SEGEND naming it is written.
+        evidence = `segment ${end.seq}, named by the segment end record at segment ${from.seq} offset ${from.offset}, is missing, and a segment is made durable before the record naming it is written`;
+      }
       else if (control.appliedEpoch >= cur) evidence = `the control file says epoch ${control.appliedEpoch} was applied`;
       // The catalog opening the cursor's segment was synced before the cursor moved there: if it is
       // damaged while anything valid follows it, that is corruption whatever the epochs say.
@@ -523,13 +556,18 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       const free: number[] = [];
       for (const idx of listing.indexes) {
         const s = [...segs.values()].find((x) => x.index === idx);
-        if (!s || s.seq !== keepSeq) free.push(idx);
+        // Not a segment of the walked log (the cursor's or a later one) while the cursor still points
+        // into it: if the cursor move below is lost, the next recovery walks that log again, and a
+        // segment it names must still be there (rule 9).
+        if (!s || s.seq < keepSeq) free.push(idx);
       }
       const nextIndex = listing.indexes.length ? listing.indexes[listing.indexes.length - 1] + 1 : 0;
       const seq = listing.maxSeq + 1;
       const index = free.length ? free.shift()! : nextIndex;
       const segment: SegmentInfo = {
-        version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: control.storeId, size: opts.segmentSize ?? cursorSeg?.size ?? DEFAULT_SEGMENT_SIZE,
+        version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: control.storeId,
+        // Large enough for the recovered catalog (rule 7), which may be larger than a segment.
+        size: segmentSizeFor(entryListBytes(entryListOps(RecordType.CATALOG, report.entries, MAX_PAYLOAD)), opts.segmentSize ?? cursorSeg?.size ?? DEFAULT_SEGMENT_SIZE),
         index, file: path.join(p.journal, segmentFileName(index)),
       };
       const entries = report.entries;
@@ -629,7 +667,7 @@ export async function initSegment(
     encodeSegmentHeader(seg).copy(area, 0);
     let bytes = area;
     if (entries) {
-      const rec = encodeRecord({ type: RecordType.CATALOG, entries }, seg.salt, epoch, SEGMENT_HEADER_AREA);
+      const rec = encodeCatalog(entries, seg.salt, epoch, SEGMENT_HEADER_AREA, seg.size);
       bytes = Buffer.concat([area, rec]);
     }
     await writeFully(io, fd, bytes, 0, bytes.length, 0);

@@ -9,7 +9,7 @@
 import * as path from 'node:path';
 import { CpError, ioError } from './errors.js';
 import {
-  DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RecordType, pos, posSeq, posOffset, type CatalogEntry,
+  DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MAX_CATALOG_BYTES, RecordType, entrySize, pos, posSeq, posOffset, type CatalogEntry,
 } from './format.js';
 import { type IO, nodeIO, readFully, isENOENT } from './io.js';
 import { recover, metaPaths, type RecoveryReport } from './recovery.js';
@@ -121,6 +121,8 @@ export class Store {
   private applying: Promise<void> | null = null;
   private applyTimer: NodeJS.Timeout | null = null;
   private epochsDone = 0;
+  /** measureCatalog() as of the last check, plus the entries opened since. */
+  private catalogBytes = 0;
 
   /** @internal */
   constructor(
@@ -142,6 +144,7 @@ export class Store {
       this.logged.set(e.name, { position: e.position, size: e.size });
       this.unfinished.set(e.name, e.position);
     }
+    this.catalogBytes = this.measureCatalog();
   }
 
   // ------------------------------------------------------------------------------------------
@@ -300,6 +303,14 @@ export class Store {
 
   private async openNow(name: string, mode: Mode): Promise<CpFile> {
     if (this.entries.has(name)) throw new CpError('EBUSY', `${JSON.stringify(name)} is already open in this store: use dup()`);
+    if (!this.logged.has(name)) {
+      // Every open entry is in the catalog that opens each journal segment (FORMAT.md rule 7).
+      const add = entrySize({ name, position: 0, state: 'open', size: 0 });
+      if (this.catalogBytes + add > MAX_CATALOG_BYTES) {
+        throw new CpError('EINVAL', `too many open files: their names would take more than ${MAX_CATALOG_BYTES} bytes in the journal's catalog; close some first`);
+      }
+      this.catalogBytes += add;
+    }
     let ov = await this.overlayOf(name);
     const resumedPos = ov ? this.unfinished.get(name) : undefined;
     const resumed = resumedPos !== undefined;
@@ -591,6 +602,14 @@ export class Store {
   // ------------------------------------------------------------------------------------------
   // epochs
 
+  /** Catalog bytes of the logged entries and of the open ones not logged yet (an upper bound for openNow's limit). */
+  private measureCatalog(): number {
+    let n = 0;
+    for (const name of this.logged.keys()) n += entrySize({ name, position: 0, state: 'open', size: 0 });
+    for (const name of this.entries.keys()) if (!this.logged.has(name)) n += entrySize({ name, position: 0, state: 'open', size: 0 });
+    return n;
+  }
+
   /** The catalog as of the last COMMIT laid out (for the CATALOG record opening each segment). */
   /** @internal */
   catalogSnapshot(): { entries: CatalogEntry[]; epoch: number } {
@@ -636,6 +655,7 @@ export class Store {
         if (d.state === 'open') this.logged.set(d.name, { position: d.position, size: d.size });
         else this.logged.delete(d.name);
       }
+      this.catalogBytes = this.measureCatalog();
       this.closedSince.clear();
       this.building++;
       const end = this.writer.position;

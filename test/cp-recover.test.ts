@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { openStore } from '../lib/index.js';
 import {
+  FORMAT_VERSION,
   CONTROL_SLOT_SIZE, RECORD_HEADER_SIZE, RecordType, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, checkRecordHeader,
   decodeControlSlot, decodeSegmentHeader, encodeControlSlot, encodeRecord, readRecordHeader, recordCrcOk, recordSize, type RecordHeader,
 } from '../lib/format.js';
@@ -656,7 +657,7 @@ describe('cp-recover', function () {
         for (const at of [0, CONTROL_SLOT_SIZE]) {
           if (damage === 'magic') b.write('NOTCPF\0\0', at, 'latin1');
           else {
-            b.writeUInt32LE(3, at + 8);
+            b.writeUInt32LE(FORMAT_VERSION + 1, at + 8);
             b.writeUInt32LE(crc32(b.subarray(at, at + CONTROL_SLOT_SIZE - 4)), at + CONTROL_SLOT_SIZE - 4);
           }
         }
@@ -665,7 +666,7 @@ describe('cp-recover', function () {
         for (const mode of [['--dry-run'], ['--verify'], [], ['--force']]) {
           const r = cli([...mode, d]);
           expect(r.code, `${damage} ${mode} ${r.err}`).to.equal(1);
-          expectOneLine(r, new RegExp(`control: no valid slot \\(${damage}, ${damage}\\); this cpfile reads format versions 1 and 2`));
+          expectOneLine(r, new RegExp(`control: no valid slot \\(${damage}, ${damage}\\); this cpfile reads format versions 1 to 3`));
           if (mode[0] === '--dry-run' || mode[0] === '--verify') expect(treeState(d), `${damage} ${mode} changes nothing`).to.deep.equal(before);
         }
         const j = cliJson([d]);
@@ -688,7 +689,7 @@ describe('cp-recover', function () {
       const fd = fs.openSync(seg.file, 'r+');
       try {
         fs.readSync(fd, h, 0, h.length, 0);
-        h.writeUInt32LE(3, 8);
+        h.writeUInt32LE(FORMAT_VERSION + 1, 8);
         h.writeUInt32LE(crc32(h.subarray(0, 60)), 60);
         fs.writeSync(fd, h, 0, h.length, 0);
       } finally {
@@ -696,7 +697,7 @@ describe('cp-recover', function () {
       }
       const r = cli([d]);
       expect(r.code, r.err).to.equal(1);
-      expectOneLine(r, /journal segment of another format version; this cpfile reads format versions 1 and 2/);
+      expectOneLine(r, /journal segment of another format version; this cpfile reads format versions 1 to 3/);
       expect(cliJson(['--dry-run', d]).json.error.code).to.equal('EFORMAT');
     });
 
@@ -712,6 +713,18 @@ describe('cp-recover', function () {
       const i = cliJson(['--inspect', d]);
       expect(i.code).to.equal(0);
       expect(i.json.controlProblem).to.match(/no valid slot/);
+    });
+
+    it('a control file that is a directory: exit 1, one line naming the file, the tool\'s name said once', () => {
+      const d = copy();
+      fs.rmSync(path.join(d, '.cpfile', 'control'));
+      fs.mkdirSync(path.join(d, '.cpfile', 'control'));
+      for (const mode of [['--dry-run'], ['--force'], []]) {
+        const r = cli([...mode, d]);
+        expect(r.code, `${mode} ${r.err}`).to.equal(1);
+        expectOneLine(r, /control file .*\.cpfile\/control: EISDIR/);
+        expect(r.err).to.not.match(/cp-recover: cp-recover/);
+      }
     });
   });
 

@@ -25,7 +25,7 @@ describe('format versions: stores written by every released version open with th
   const sb = new Sandbox();
   afterEach(() => sb.cleanup());
 
-  const versions = ['v1', 'v2'];
+  const versions = ['v1', 'v2', 'v3'];
   for (const v of versions) {
     for (const state of ['clean', 'crashed'] as const) {
       it(`${v} ${state}: epoch ${state === 'clean' ? 4 : 3}, every file as committed${state === 'crashed' ? ', the uncommitted tail gone, the open entry resumed' : ''}`, async function () {
@@ -59,4 +59,15 @@ describe('format versions: stores written by every released version open with th
       });
     }
   }
+
+  it('v3 many: COMMITs and CATALOGs of 300 long names in several ENTRIES records, in grown segments, recover every entry at its position', async () => {
+    const dir = await sb.dir();
+    await cp(path.join(fixtures, 'v3-many'), dir, { recursive: true });
+    const store = await sb.open(dir, { segmentSize: 65536 });
+    expect(store.epoch).to.equal(2);
+    const names = (i: number): string => `many/${String(i).padStart(3, '0')}-${'n'.repeat(190)}`;
+    expect(store.recovery.entries.map((e) => [e.name, e.position])).to.deep.equal(Array.from({ length: 300 }, (_, i) => [names(i), i % 7]));
+    for (let i = 0; i < 300; i += 37) expect((await store.readFile(names(i))).toString()).to.equal(`file ${i}\n`);
+    await store.close();
+  });
 });

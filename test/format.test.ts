@@ -145,10 +145,10 @@ describe('format', () => {
       expect(d.ok && d.state).to.deep.equal(c);
       const torn = Buffer.concat([b.subarray(0, 256), Buffer.alloc(256)]);
       expect(decodeControlSlot(torn).ok).to.equal(false);
-      const v3 = Buffer.from(b);
-      v3.writeUInt32LE(3, 8);
-      v3.writeUInt32LE(crc32(v3.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);
-      expect(decodeControlSlot(v3)).to.deep.equal({ ok: false, reason: 'version' });
+      const next = Buffer.from(b);
+      next.writeUInt32LE(FORMAT_VERSION + 1, 8);
+      next.writeUInt32LE(crc32(next.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);
+      expect(decodeControlSlot(next)).to.deep.equal({ ok: false, reason: 'version' });
       // Version 1 (whose entries carry no size) is still read.
       const v1 = Buffer.from(b);
       v1.writeUInt32LE(1, 8);

@@ -1,5 +1,5 @@
 // Makes a fixture store with the cpfile build given in argv[2] (its dist/lib/index.js), in argv[3].
-// Two states: "clean" (closed store) and "crashed" (committed, unapplied epochs, open entries, an
+// States: "clean" (closed store), "many" (version 3 on: long entry lists, killed) and "crashed" (committed, unapplied epochs, open entries, an
 // uncommitted tail), killed with SIGKILL.
 import { pathToFileURL } from 'node:url';
 import * as fs from 'node:fs';
@@ -7,6 +7,22 @@ const [lib, out, which] = process.argv.slice(2);
 const { openStore } = await import(pathToFileURL(lib).href);
 fs.rmSync(out, { recursive: true, force: true });
 const store = await openStore(out, { segmentSize: 65536, applyDelay: 3600000, applyThreshold: 2 ** 40, directAppendMin: false });
+if (which === 'many') {
+  // Version 3 and later: 300 open files with 200-byte names, in 64 KiB segments: COMMITs and
+  // CATALOGs span several records (ENTRIES), and segments grow to hold the catalog.
+  const files = [];
+  for (let i = 0; i < 300; i++) {
+    const f = await store.open(`many/${String(i).padStart(3, '0')}-${'n'.repeat(190)}`, 'w+');
+    await f.write(`file ${i}\n`);
+    files.push(f);
+  }
+  await store.check(); // epoch 1
+  for (let i = 0; i < 300; i++) files[i].seek(i % 7);
+  await store.check(); // epoch 2
+  for (const f of files) await f.write('UNCOMMITTED');
+  setTimeout(() => process.kill(process.pid, 'SIGKILL'), 200);
+  await new Promise(() => undefined);
+}
 const a = await store.open('docs/a.txt', 'w+');
 await a.write('alpha-1\n');
 const b = await store.open('b.bin', 'w');
