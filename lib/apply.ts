@@ -21,7 +21,7 @@ import { type IO, writeFully, isENOENT } from './io.js';
 import { type ControlWriter } from './control.js';
 import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from './journal-scan.js';
 import { CpError, ioError } from './errors.js';
-import { storePath } from './names.js';
+import { storePath, openInStore, makeParents, checkDirs } from './names.js';
 
 export interface ApplyContext {
   io: IO;
@@ -61,49 +61,73 @@ type Desc =
   | { type: RecordType.CREATE | RecordType.UNLINK; name: string }
   | { type: RecordType.RENAME; from: string; to: string; seq: number; offset: number; next: number };
 
+/**
+ * Descriptors the applier keeps open at most. An epoch may touch any number of files; past this many
+ * the least recently used one is closed, fdatasynced first when it is dirty and sync is on. Syncing
+ * at eviction rather than remembering the name and reopening it at the barrier is the simple correct
+ * choice: the name may have been unlinked or renamed by a later record by then, and a write-back
+ * error is only sure to reach a descriptor that was open when it happened. It costs no extra sync
+ * (the barrier would have synced that file once anyway) unless the file is written again in the same
+ * run after its eviction.
+ */
+export const APPLY_MAX_FDS = 64;
+
 class FileCache {
+  /** name -> fd, least recently used first. */
   fds = new Map<string, number>();
   dirty = new Set<number>();
   dirtyDirs = new Set<string>();
+  private last: string | null = null;
   constructor(private ctx: ApplyContext) {}
 
   full(name: string): string {
     return storePath(this.ctx.root, name);
   }
 
+  /**
+   * Make the parent directories of `name` (no symlink followed: names.ts openInStore). Each
+   * directory on the way is synced at the barrier, existing ones too: an existing directory may come
+   * from an earlier, killed run and not be durable yet (the barrier syncs each directory once).
+   */
   async mkdirs(name: string): Promise<void> {
-    const parts = name.split('/').slice(0, -1);
-    let dir = this.ctx.root;
-    for (const p of parts) {
-      const next = path.join(dir, p);
-      // An existing directory may come from an earlier, killed run and not be durable yet: sync its
-      // parent either way (the barrier syncs each directory once).
-      await this.ctx.io.mkdir(next);
-      this.dirtyDirs.add(dir);
-      dir = next;
-    }
+    await makeParents(this.ctx.io, this.ctx.root, name, (d) => this.dirtyDirs.add(d));
   }
 
   async fd(name: string): Promise<number> {
     let fd = this.fds.get(name);
-    if (fd !== undefined) return fd;
-    const full = this.full(name);
-    try {
-      fd = await this.ctx.io.open(full, 'readwrite');
-    } catch (e) {
-      if (!isENOENT(e)) throw e;
-      await this.mkdirs(name);
-      fd = await this.ctx.io.open(full, 'create');
-      this.dirtyDirs.add(path.dirname(full));
+    if (fd !== undefined) {
+      if (this.last !== name) {
+        this.fds.delete(name);
+        this.fds.set(name, fd);
+        this.last = name;
+      }
+      return fd;
     }
-    this.fds.set(name, fd);
+    const { io, root } = this.ctx;
+    fd = (await openInStore(io, root, name, 'readwrite')) ?? undefined;
+    if (fd === undefined) {
+      fd = (await openInStore(io, root, name, 'create', (d) => this.dirtyDirs.add(d)))!;
+      this.dirtyDirs.add(path.dirname(this.full(name)));
+    }
+    await this.admit(name, fd);
     return fd;
+  }
+
+  /** Keep `fd` as the most recently used; close the least recently used beyond APPLY_MAX_FDS. */
+  async admit(name: string, fd: number): Promise<void> {
+    this.fds.set(name, fd);
+    this.last = name;
+    while (this.fds.size > APPLY_MAX_FDS) {
+      const oldest = this.fds.keys().next().value as string;
+      await this.drop(oldest);
+    }
   }
 
   async drop(name: string): Promise<void> {
     const fd = this.fds.get(name);
     if (fd === undefined) return;
     this.fds.delete(name);
+    if (this.last === name) this.last = null;
     if (this.dirty.has(fd)) {
       if (this.ctx.sync) await this.ctx.io.fdatasync(fd);
       this.dirty.delete(fd);
@@ -124,6 +148,7 @@ class FileCache {
   async closeAll(): Promise<void> {
     for (const fd of this.fds.values()) await this.ctx.io.close(fd);
     this.fds.clear();
+    this.last = null;
   }
 }
 
@@ -172,11 +197,10 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
         }
         case RecordType.CREATE: {
           await cache.drop(d.name);
-          await cache.mkdirs(d.name);
           const full = cache.full(d.name);
-          const fd = await ctx.io.open(full, 'create');
+          const fd = (await openInStore(ctx.io, ctx.root, d.name, 'create', (dir) => cache.dirtyDirs.add(dir)))!;
+          await cache.admit(d.name, fd);
           await ctx.io.ftruncate(fd, 0);
-          cache.fds.set(d.name, fd);
           cache.dirty.add(fd);
           cache.dirtyDirs.add(path.dirname(full));
           res.names.add(d.name);
@@ -185,10 +209,14 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
         case RecordType.UNLINK: {
           await cache.drop(d.name);
           const full = cache.full(d.name);
-          try {
-            await ctx.io.unlink(full);
-          } catch (e) {
-            if (!isENOENT(e)) throw e;
+          // The parents are checked (a missing one: nothing to unlink); unlink never follows the
+          // last component (a symlink there is removed, not followed).
+          if (await checkDirs(ctx.io, ctx.root, d.name)) {
+            try {
+              await ctx.io.unlink(full);
+            } catch (e) {
+              if (!isENOENT(e)) throw e;
+            }
           }
           cache.dirtyDirs.add(path.dirname(full));
           res.names.add(d.name);
@@ -201,12 +229,15 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
           await cache.drop(d.to);
           const from = cache.full(d.from);
           const to = cache.full(d.to);
-          let exists = true;
-          try {
-            await ctx.io.lstat(from);
-          } catch (e) {
-            if (!isENOENT(e)) throw e;
-            exists = false;
+          // No symlink followed in either parent chain (rename never follows the last components).
+          let exists = await checkDirs(ctx.io, ctx.root, d.from);
+          if (exists) {
+            try {
+              await ctx.io.lstat(from);
+            } catch (e) {
+              if (!isENOENT(e)) throw e;
+              exists = false;
+            }
           }
           if (exists) {
             await cache.mkdirs(d.to);

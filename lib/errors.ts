@@ -6,7 +6,7 @@ export type CpErrorCode =
   | 'EBADF'        // wrong mode for the call, or the handle is closed
   | 'ENOENT'       // no such file in the store
   | 'EBUSY'        // the name is open in this store (use dup), or unlink/rename of an open name
-  | 'EPATH'        // absolute name, '..' escape, reserved name, or a path that leaves the store via a symlink
+  | 'EPATH'        // absolute name, '..' escape, reserved name, a symlink at any component, writing a hard-linked file
   | 'ECORRUPT'     // journal damage that is not a torn tail
   | 'ELOCKED'      // another live process owns the store
   | 'ECOMPROMISED' // the store's lock was lost while open; the store accepts no more work

@@ -15,7 +15,7 @@ import { SegmentFiles, type SegmentInfo } from './journal-scan.js';
 import { applyCommitted } from './apply.js';
 import { CpError, errorToPlain } from './errors.js';
 import { metaPaths } from './recovery.js';
-import { storePath } from './names.js';
+import { storePath, openInStore } from './names.js';
 
 export type PlainSegment = Omit<SegmentInfo, 'file'>;
 
@@ -219,7 +219,9 @@ export class FlusherCore {
     if (fd === undefined) {
       // The file exists: the main thread only writes directly to a file with no pending create,
       // rename or truncate, whose creation was therefore applied and made durable.
-      fd = await this.io.open(storePath(this.init.dir, name), 'readwrite');
+      // No symlink followed (names.ts openInStore): one planted since the call fails the write (EPATH).
+      fd = await openInStore(this.io, this.init.dir, name, 'readwrite') ?? undefined;
+      if (fd === undefined) throw Object.assign(new Error(`store file ${storePath(this.init.dir, name)} is missing`), { code: 'ENOENT' });
       this.dataFds.set(name, fd);
     }
     return fd;

@@ -25,10 +25,21 @@ export interface StatInfo {
   isFile: boolean;
   isDirectory: boolean;
   isSymbolicLink: boolean;
+  /** Hard links to the inode (a store file with more than one is refused for writing). */
+  nlink: number;
+}
+
+export interface OpenOptions {
+  /**
+   * O_NOFOLLOW: when the last component of the path is a symlink, fail with code ELOOP instead of
+   * opening (or, with a create mode, creating) whatever it points to. Parent components are the
+   * caller's business (names.ts openInStore lstats them one by one).
+   */
+  noFollow?: boolean;
 }
 
 export interface IO {
-  open(path: string, mode: OpenMode): Promise<number>;
+  open(path: string, mode: OpenMode, opts?: OpenOptions): Promise<number>;
   close(fd: number): Promise<void>;
   /** May return fewer bytes than asked (end of file). */
   read(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number>;
@@ -63,7 +74,10 @@ const toStat = (s: fs.Stats): StatInfo => ({
   isFile: s.isFile(),
   isDirectory: s.isDirectory(),
   isSymbolicLink: s.isSymbolicLink(),
+  nlink: s.nlink,
 });
+
+const flagsOf = (m: OpenMode, o?: OpenOptions): number => (o?.noFollow ? FLAGS[m] | fs.constants.O_NOFOLLOW : FLAGS[m]);
 
 const pOpen = promisify(fs.open);
 const pClose = promisify(fs.close);
@@ -75,7 +89,7 @@ const pFstat = promisify(fs.fstat);
 
 /** Asynchronous node:fs: for the main thread. */
 export const nodeIO: IO = {
-  open: (p, m) => pOpen(p, FLAGS[m], 0o666),
+  open: (p, m, o) => pOpen(p, flagsOf(m, o), 0o666),
   close: (fd) => pClose(fd),
   read: async (fd, b, o, l, p) => (await pRead(fd, b, o, l, p)).bytesRead,
   write: (fd, b, o, l, p) =>
@@ -111,7 +125,7 @@ export const nodeIO: IO = {
 
 /** Synchronous node:fs behind the same promise interface: for the flusher worker thread. */
 export const syncNodeIO: IO = {
-  open: async (p, m) => fs.openSync(p, FLAGS[m], 0o666),
+  open: async (p, m, o) => fs.openSync(p, flagsOf(m, o), 0o666),
   close: async (fd) => fs.closeSync(fd),
   read: async (fd, b, o, l, p) => fs.readSync(fd, b, o, l, p),
   write: async (fd, b, o, l, p) => fs.writeSync(fd, b, o, l, p),

@@ -26,7 +26,7 @@ import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, 
 import { applyCommitted } from './apply.js';
 import { EpochOrder } from './epoch-order.js';
 import { CpError, ioError } from './errors.js';
-import { storePath } from './names.js';
+import { storePath, openInStore, checkDirs } from './names.js';
 
 export interface RecoverOptions {
   io: IO;
@@ -588,30 +588,43 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   }
 }
 
-/** The length of the store file `name`, or null when it is missing or not a regular file. */
+/**
+ * The length of the store file `name`, or null when it is missing or not a regular file. No symlink
+ * is followed (names.ts): one in a parent directory is refused with EPATH, one at the name is no file.
+ */
 async function fileLength(io: IO, dir: string, name: string): Promise<number | null> {
   try {
+    if (!(await checkDirs(io, dir, name))) return null;
     const st = await io.lstat(storePath(dir, name));
     return st.isFile ? st.size : null;
   } catch (e) {
+    if (e instanceof CpError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (isENOENT(e) || code === 'ENOTDIR') return null;
     throw ioError(e, `reading the size of ${name}`);
   }
 }
 
-/** Truncate the store file `name` to `size` if it is longer; returns the length before, or null. */
+/**
+ * Truncate the store file `name` to `size` if it is longer; returns the length before, or null. The
+ * file is opened as the applier opens it (names.ts openInStore: no symlink followed, one link), so a
+ * symlink planted above it makes recovery fail with EPATH instead of cutting another file (a symlink
+ * at the name is no file to cut).
+ */
 async function cutBack(io: IO, dir: string, name: string, size: number, sync: boolean): Promise<number | null> {
   const len = await fileLength(io, dir, name);
   if (len === null || len <= size) return null;
-  const fd = await io.open(storePath(dir, name), 'readwrite');
+  const fd = await openInStore(io, dir, name, 'readwrite');
+  if (fd === null) return null;
   try {
+    const st = await io.fstat(fd);
+    if (st.size <= size) return null;
     await io.ftruncate(fd, size);
     if (sync) await io.fdatasync(fd);
+    return st.size;
   } finally {
     await io.close(fd);
   }
-  return len;
 }
 
 /** fdatasync the live log's segments and the control file, fsync the metadata directories. */

@@ -17,7 +17,7 @@ import { JournalWriter } from './journal-writer.js';
 import { InlinePort, WorkerPort, type FlusherPort } from './flusher-port.js';
 import { Namespace } from './namespace.js';
 import { Overlay } from './overlay.js';
-import { normalizeName, checkInside, describe, storePath } from './names.js';
+import { normalizeName, checkInside, describe, storePath, openInStore, quote } from './names.js';
 import { acquireLock, type Lock } from './lock.js';
 import { CpFile, MODES, type Mode } from './file.js';
 import { callHook, validateHooks, type Hooks } from './hooks.js';
@@ -212,14 +212,16 @@ export class Store {
       this.checkedAbsent = name;
       return null;
     }
-    let fd: number;
+    let fd: number | null;
     try {
-      fd = await this.io.open(this.full(name), 'read');
+      // No symlink followed here either (one planted since checkInside: EPATH).
+      fd = await openInStore(this.io, this.dir, name, 'read');
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (isENOENT(e) || code === 'ENOTDIR') return null;
+      if (e instanceof CpError) throw e;
+      if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
       throw ioError(e, `opening ${name}`);
     }
+    if (fd === null) return null;
     const st = await this.io.fstat(fd);
     if (!st.isFile) {
       await this.io.close(fd);
@@ -230,12 +232,31 @@ export class Store {
     return fresh;
   }
 
-  /** Drop an overlay nobody uses and nothing is pending on. */
+  /**
+   * Drop an overlay nobody uses and nothing is pending on. One with pending changes stays, but not its
+   * base fd while the file is at its name on disk (reads reopen it there, readOverlay): an epoch that
+   * changes thousands of files holds no descriptor per file.
+   */
   private release(name: string): void {
     const ov = this.overlays.get(name);
-    if (!ov || ov.lastPos >= 0 || this.entries.has(name)) return;
+    if (!ov || this.entries.has(name)) return;
+    if (ov.lastPos >= 0) {
+      if (ov.nsPos < 0 && ov.baseFd !== null) {
+        this.closeFd(ov.baseFd);
+        ov.baseFd = null;
+      }
+      return;
+    }
     this.overlays.delete(name);
     this.closeFd(ov.baseFd);
+  }
+
+  /** A file with other hard links is written by no store call (the other names would change too). */
+  private async assertOneLink(name: string, ov: Overlay): Promise<void> {
+    let nlink = 1;
+    if (ov.baseFd !== null) nlink = (await this.io.fstat(ov.baseFd)).nlink;
+    else if (ov.nsPos < 0) nlink = (await this.io.lstat(this.full(name)).catch(() => null))?.nlink ?? 1;
+    if (nlink > 1) throw new CpError('EPATH', `${quote(name)} has ${nlink} hard links: cpfile opens such a file read-only (writing it would change the other names too)`);
   }
 
   /** The overlay of a file created by the CREATE record at `p` (replacing any tombstone). */
@@ -274,8 +295,9 @@ export class Store {
         // stable: an open entry's name can only see data operations.
         if (ov.baseFd === null && ov.nsPos < 0) {
           try {
-            ov.baseFd = await this.io.open(this.full(name), 'read');
+            ov.baseFd = await openInStore(this.io, this.dir, name, 'read');
           } catch (e) {
+            if (e instanceof CpError) throw e;
             if (!isENOENT(e)) throw ioError(e, `opening ${name}`);
           }
         }
@@ -294,7 +316,7 @@ export class Store {
     try {
       this.assertUsable();
       if (!MODES.includes(mode)) throw new CpError('EINVAL', `mode must be one of ${MODES.join(', ')}, got ${describe(mode)}`);
-      const n = normalizeName(name);
+      const n = normalizeName(name, this.dir);
       return this.run(() => this.openNow(n, mode));
     } catch (e) {
       return Promise.reject(e);
@@ -312,6 +334,7 @@ export class Store {
       this.catalogBytes += add;
     }
     let ov = await this.overlayOf(name);
+    if (ov && mode !== 'r') await this.assertOneLink(name, ov);
     const resumedPos = ov ? this.unfinished.get(name) : undefined;
     const resumed = resumedPos !== undefined;
     if (!ov) {
@@ -458,9 +481,10 @@ export class Store {
 
   /** @internal */
   truncateEntry(f: CpFile, len: number): Promise<void> {
-    return this.run(() => {
+    return this.run(async () => {
       if (f.closed) throw new CpError('EBADF', `truncate on closed file ${JSON.stringify(f.name)}`);
       const e = f.entry;
+      await this.assertOneLink(e.name, e.overlay);
       const p = this.writer.append({ type: RecordType.TRUNCATE, name: e.name, length: len }, this.building);
       e.overlay.truncate(len, p);
       this.touch(e.overlay, p);
@@ -485,7 +509,7 @@ export class Store {
 
   unlink(name: string): Promise<void> {
     try {
-      const n = normalizeName(name);
+      const n = normalizeName(name, this.dir);
       return this.run(async () => {
         if (this.entries.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: close it before unlinking`);
         const ov = await this.overlayOf(n);
@@ -504,8 +528,8 @@ export class Store {
   /** Rename `from` to `to`, replacing `to` if it exists (as POSIX rename). */
   rename(from: string, to: string): Promise<void> {
     try {
-      const a = normalizeName(from);
-      const b = normalizeName(to);
+      const a = normalizeName(from, this.dir);
+      const b = normalizeName(to, this.dir);
       return this.run(async () => {
         for (const n of [a, b]) if (this.entries.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: close it before renaming`);
         const ov = await this.overlayOf(a);
@@ -522,7 +546,7 @@ export class Store {
         // its content by fd from now on.
         if (ov.baseFd === null && ov.nsPos < 0 && ov.baseLimit > 0) {
           try {
-            ov.baseFd = await this.io.open(this.full(a), 'read');
+            ov.baseFd = await openInStore(this.io, this.dir, a, 'read');
           } catch (e) {
             if (!isENOENT(e)) throw e;
           }
@@ -551,7 +575,7 @@ export class Store {
   /** The whole content of `name`, pending changes included. */
   readFile(name: string): Promise<Buffer> {
     try {
-      const n = normalizeName(name);
+      const n = normalizeName(name, this.dir);
       return this.run(async () => {
         const ov = await this.overlayOf(n);
         if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(n)} in store ${this.dir}`);
@@ -569,7 +593,7 @@ export class Store {
   /** Replace the content of `name` (creating it), atomically at the next check. */
   writeFile(name: string, data: Uint8Array | string): Promise<void> {
     try {
-      const n = normalizeName(name);
+      const n = normalizeName(name, this.dir);
       let bytes: Buffer;
       if (typeof data === 'string') bytes = Buffer.from(data, 'utf8');
       else if (data instanceof Uint8Array) bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -585,6 +609,7 @@ export class Store {
           if (old) this.closeFd(old.baseFd);
           ov = this.created(n, this.writer.append({ type: RecordType.CREATE, name: n }, this.building));
         } else {
+          await this.assertOneLink(n, ov);
           const p = this.writer.append({ type: RecordType.TRUNCATE, name: n, length: 0 }, this.building);
           ov.truncate(0, p);
           this.touch(ov, p);
@@ -593,6 +618,7 @@ export class Store {
           ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff, p.pos);
           this.touch(ov, p.pos);
         }
+        this.release(n); // its base fd: nothing of the old content shows through
       });
     } catch (e) {
       return Promise.reject(e);

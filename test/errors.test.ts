@@ -320,11 +320,16 @@ describe('errors: documented CpError codes', function () {
       expect(await readFile(victim, 'utf8')).to.equal('untouched');
     });
 
-    it('a symlink that stays inside the store is not an EPATH error', async function () {
+    it('a symlink that stays inside the store is refused with EPATH too: no symlink is followed at any component', async function () {
       await mkdir(path.join(dir, 'real'));
+      await fsWriteFile(path.join(dir, 'real', 'inside'), 'disk');
       await symlink(path.join(dir, 'real'), path.join(dir, 'alias'));
-      await store.writeFile('alias/inside', 'ok');
-      expect(text(await store.readFile('alias/inside'))).to.equal('ok');
+      await symlink(path.join(dir, 'keep'), path.join(dir, 'keep-alias'));
+      await expectCpError(() => store.writeFile('alias/inside', 'ok'), 'EPATH');
+      await expectCpError(() => store.readFile('alias/inside'), 'EPATH');
+      await expectCpError(() => store.readFile('keep-alias'), 'EPATH');
+      await expectCpError(() => store.open('keep-alias', 'r'), 'EPATH');
+      await expectCpError(() => store.rename('keep', 'alias/moved'), 'EPATH');
       await expectStoreHealthy();
     });
   });

@@ -1,6 +1,7 @@
 /**
  * An IO that runs every call through `around(call, args, next)`: tests record, count or fail calls
- * without each writing its own Proxy. `next()` performs the real call with the same arguments.
+ * without each writing its own Proxy. `next()` performs the real call with the same arguments (all of
+ * them: open's third argument, `{ noFollow }` for O_NOFOLLOW, reaches the base IO unchanged).
  */
 import { nodeIO, type IO } from '../../lib/io.js';
 

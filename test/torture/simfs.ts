@@ -19,7 +19,7 @@
  * materialize(choice) builds the image of one crash state; randomChoice() draws a choice.
  */
 import * as path from 'node:path';
-import type { IO, OpenMode, StatInfo } from '../../lib/io.js';
+import type { IO, OpenMode, OpenOptions, StatInfo } from '../../lib/io.js';
 
 export type Kind = 'file' | 'dir';
 
@@ -179,7 +179,8 @@ export class SimFS implements IO {
   }
 
   private info(n: Node): StatInfo {
-    return { size: n.kind === 'file' ? n.size : 4096, isFile: n.kind === 'file', isDirectory: n.kind === 'dir', isSymbolicLink: false };
+    // No symlinks and no hard links in the simulator: every file has one name.
+    return { size: n.kind === 'file' ? n.size : 4096, isFile: n.kind === 'file', isDirectory: n.kind === 'dir', isSymbolicLink: false, nlink: n.kind === 'dir' ? 2 : 1 };
   }
 
   private resize(n: Node, len: number): void {
@@ -288,7 +289,8 @@ export class SimFS implements IO {
   // ------------------------------------------------------------------------------------------
   // IO
 
-  async open(p: string, mode: OpenMode): Promise<number> {
+  /** `opts.noFollow` (O_NOFOLLOW) always holds: the simulator has no symlinks. */
+  async open(p: string, mode: OpenMode, _opts?: OpenOptions): Promise<number> {
     this.calls++;
     const { dir, name } = this.parentOf(p, 'open');
     const id = dir.entries!.get(name);
