@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  LOCK_NAME, OWNER_FILE, META_DIR, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, RecordType, SEGMENT_HEADER_AREA,
+  LOCK_NAME, META_DIR, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, RecordType, SEGMENT_HEADER_AREA,
   decodePayload, isZero, readRecordHeader, type CatalogEntry, type ControlState,
 } from './format.js';
 import { EpochOrder } from './epoch-order.js';
@@ -16,6 +16,7 @@ import { readControl } from './control.js';
 import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from './journal-scan.js';
 import { recover, metaPaths, type RecoveryReport } from './recovery.js';
 import { CpError, ioError } from './errors.js';
+import { ownerFiles, ownerLiveness, readHolder } from './lock.js';
 
 // ---------------------------------------------------------------------------------------------
 // the store directory and its owner
@@ -70,44 +71,47 @@ export function fsError(e: unknown, what: string): CpError {
 }
 
 export interface OwnerStatus {
-  /** proper-lockfile's lock directory (.cpfile/lock) exists. */
+  /** The lock (.cpfile/lock) exists. */
   lockDir: boolean;
-  /** Pids from the .cpfile/owner.<pid> files and whether each process is alive. */
+  /**
+   * Pids from the lock's record and the .cpfile/owner.<pid> files, and whether each process may be
+   * alive: false only when it is provably dead (lib/lock.ts ownerLiveness, the rule openStore uses).
+   */
   owners: { pid: number; alive: boolean }[];
-  /** Live pids other than this process's: the store is in use. */
+  /** Pids other than this process's that are not provably dead: the store is (or may be) in use. */
   live: number[];
-  /** The lock directory exists but no announced owner is alive: openStore (or cp-recover) reclaims it. */
+  /** The lock exists and its holder is provably dead: openStore (or cp-recover) reclaims it. */
   staleLock: boolean;
 }
 
-/** Same rule as lib/lock.ts: a pid we may not signal (EPERM) is alive. */
-export function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
- * Who owns the store, read without taking the lock and without writing anything. Every process
- * writes .cpfile/owner.<pid> before it tries the lock (lib/lock.ts), so a live announced pid means a
- * process owns the store or is about to; when none is alive, a leftover lock is reclaimable.
+ * Who owns the store, read without taking the lock and without writing anything. The lock is a link
+ * to its holder's record (lib/lock.ts); owner.<pid> files are the records of owners, live or not.
  */
 export function ownerStatus(metaDir: string): OwnerStatus {
-  const re = new RegExp(`^${OWNER_FILE}\\.(\\d+)$`);
   const names = fs.readdirSync(metaDir);
-  const owners = names
-    .map((n) => re.exec(n))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => Number(m[1]))
-    .sort((a, b) => a - b)
-    .map((pid) => ({ pid, alive: pid !== process.pid && pidAlive(pid) }));
+  const byPid = new Map<number, boolean>();
+  const note = (pid: number, state: string): void => {
+    const alive = state === 'alive' || state === 'unknown';
+    byPid.set(pid, (byPid.get(pid) ?? false) || alive);
+  };
+  for (const o of ownerFiles(metaDir, names)) {
+    const h = readHolder(o.file);
+    note(o.pid, h ? ownerLiveness(h.rec).state : 'dead');
+  }
   const lockDir = names.includes(LOCK_NAME);
-  const live = owners.filter((o) => o.alive).map((o) => o.pid);
-  return { lockDir, owners, live, staleLock: lockDir && live.length === 0 };
+  let holderDead = false;
+  let unnamed = false;
+  if (lockDir) {
+    const h = readHolder(path.join(metaDir, LOCK_NAME));
+    const state = h ? ownerLiveness(h.rec).state : 'dead';
+    holderDead = state === 'dead';
+    if (h?.rec) note(h.rec.pid, state);
+    else if (h) unnamed = true;
+  }
+  const owners = [...byPid].sort((x, y) => x[0] - y[0]).map(([pid, alive]) => ({ pid, alive }));
+  const live = owners.filter((o) => o.alive && o.pid !== process.pid).map((o) => o.pid);
+  return { lockDir, owners, live, staleLock: lockDir && holderDead && !unnamed && live.length === 0 };
 }
 
 // ---------------------------------------------------------------------------------------------

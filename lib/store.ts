@@ -18,7 +18,7 @@ import { InlinePort, WorkerPort, type FlusherPort } from './flusher-port.js';
 import { Namespace } from './namespace.js';
 import { Overlay } from './overlay.js';
 import { normalizeName, checkInside, describe, storePath, openInStore, quote } from './names.js';
-import { acquireLock, type Lock } from './lock.js';
+import { acquireLock, fencePort, type Lock } from './lock.js';
 import { CpFile, MODES, type Mode } from './file.js';
 import { callHook, validateHooks, type Hooks } from './hooks.js';
 
@@ -29,7 +29,7 @@ export interface StoreOptions {
   sync?: boolean;
   /** Journal segment size in bytes (default 64 MiB). */
   segmentSize?: number;
-  /** Milliseconds after which a lock whose owner stopped refreshing it is stale (default 10000, min 2000). */
+  /** An open store checks every lockStale/2 ms that its lock is still its own (default 10000, min 2000); no lock is taken over by age. */
   lockStale?: number;
   /** Run the flusher on the main thread instead of a worker (deterministic tests). */
   inline?: boolean;
@@ -937,6 +937,9 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   try {
     // The worker thread starts (loads its modules) while recovery runs.
     port = options.io || options.inline ? new InlinePort(io) : new WorkerPort();
+    const inWorker = port instanceof WorkerPort;
+    // Nothing reaches the flusher once the lock is not ours any more (removed or replaced by hand).
+    if (lock) port = fencePort(port, lock);
     const rec = await recover({ io, dir: root, sync, create: true, force: options.force, segmentSize });
     let storeRef: Store | null = null;
     const writer = new JournalWriter(port, io, {
@@ -945,7 +948,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
     () => storeRef!.catalogSnapshot());
     const init = await writer.init({
       dir: root, sync, control: rec.control, controlSlot: rec.controlSlot, sparseFrom: rec.sparseFrom,
-      ...(options.workerIO && port instanceof WorkerPort ? { ioModule: options.workerIO } : {}),
+      ...(options.workerIO && inWorker ? { ioModule: options.workerIO } : {}),
     });
     if (!init.ok) throw new CpError((init.error?.code as 'EIO') ?? 'EIO', `starting the flusher: ${init.error?.message}`);
     store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay, directMin }, writer, port, lock, rec.report,
