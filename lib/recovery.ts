@@ -509,7 +509,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
           e.size = (await fileLength(io, dir, e.name)) ?? null;
           continue;
         }
-        const from = await cutBack(io, dir, e.name, e.size, sync);
+        const from = await cutBack(io, dir, e.name, e.size, sync).catch((err) => {
+          const c = ioError(err, `cutting ${JSON.stringify(e.name)} back to its committed size ${e.size} (uncommitted direct appends past it); the committed epochs stay in the journal until it can be done`);
+          throw new CpError(c.code, c.message, { cause: err, details: { file: e.name, op: 'truncate' } });
+        });
         if (from !== null) {
           report.cutBack.push({ name: e.name, size: e.size, from });
           touched.add(e.name);
@@ -533,7 +536,18 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         index, file: path.join(p.journal, segmentFileName(index)),
       };
       const entries = report.entries;
-      const { writeOffset, sparseFrom } = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal);
+      const { writeOffset, sparseFrom } = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal).catch(async (err) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        const isNew = segment.index === nextIndex;
+        // A new segment file that could not be written: remove it, so that it does not hold the
+        // space the next attempt needs (reused segments already have their blocks).
+        if (isNew) await io.unlink(segment.file).catch(() => undefined);
+        if (code !== 'ENOSPC' || !isNew) throw ioError(err, `starting journal segment ${path.basename(segment.file)}`);
+        const need = freshSegmentNeeds(entries, lastCommitEpoch);
+        throw new CpError('ENOSPC', `recovering ${dir}: the file system is full; free at least ${need} bytes (${Math.ceil(need / 1024)} KiB) on it and open the store again: ` +
+          `the journal has only the segment holding epoch ${lastCommitEpoch}, and a fresh one must be started before the uncommitted tail can be dropped. Epoch ${lastCommitEpoch} is applied and kept.`,
+          { cause: err, details: { need, file: segment.file } });
+      });
       await writer.write({ cursorSeq: seq, cursorOffset: SEGMENT_HEADER_AREA, appliedEpoch: lastCommitEpoch });
       // Every other segment is free now, including the one that held the cursor.
       const freeAfter = listing.indexes.filter((i) => i !== index);
@@ -574,6 +588,16 @@ async function cutBack(io: IO, dir: string, name: string, size: number, sync: bo
     await io.close(fd);
   }
   return len;
+}
+
+/**
+ * The bytes a new segment file takes before the writer goes on: its header area and the catalog
+ * record, in 4 KiB blocks, and one block more for the directory entry and the file's extent.
+ */
+function freshSegmentNeeds(entries: CatalogEntry[], epoch: number): number {
+  const rec = encodeRecord({ type: RecordType.CATALOG, entries }, 0, epoch, SEGMENT_HEADER_AREA);
+  const BLOCK = 4096;
+  return (Math.ceil((SEGMENT_HEADER_AREA + rec.length) / BLOCK) + 1) * BLOCK;
 }
 
 /** fdatasync the live log's segments and the control file, fsync the metadata directories. */
@@ -644,31 +668,75 @@ export async function initSegment(
   }
 }
 
+/** Where copyJournalAside builds its copy before renaming it into place. */
+export const PARTIAL_COPY = 'journal.broken-partial';
+
+/**
+ * Copy the journal to .cpfile/journal.broken-<time>/ before forcing past corruption. Sparse: only
+ * the non-zero 4 KiB blocks are written and each copy is cut to its source's size, so a mostly
+ * unwritten segment costs what it holds, not its size. Built under a temporary name, synced, then
+ * renamed into place: a killed run leaves no copy that looks complete, and the next run removes
+ * what it left.
+ */
 async function copyJournalAside(io: IO, journalDir: string, metaDir: string, sync: boolean): Promise<string> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const dest = path.join(metaDir, `journal.broken-${stamp}`);
-  await io.mkdir(dest);
+  const tmp = path.join(metaDir, PARTIAL_COPY);
+  await removeTree(io, tmp);
+  await io.mkdir(tmp);
+  const BLOCK = 4096;
+  const buf = Buffer.allocUnsafe(1 << 20);
   for (const name of await io.readdir(journalDir)) {
     const src = await io.open(path.join(journalDir, name), 'read');
-    const dst = await io.open(path.join(dest, name), 'create');
     try {
-      const st = await io.fstat(src);
-      const buf = Buffer.allocUnsafe(1 << 20);
-      for (let off = 0; off < st.size;) {
-        const n = await io.read(src, buf, 0, Math.min(buf.length, st.size - off), off);
-        if (n <= 0) break;
-        await writeFully(io, dst, buf, 0, n, off);
-        off += n;
+      const dst = await io.open(path.join(tmp, name), 'createExcl');
+      try {
+        const st = await io.fstat(src);
+        for (let off = 0; off < st.size;) {
+          const n = await io.read(src, buf, 0, Math.min(buf.length, st.size - off), off);
+          if (n <= 0) break;
+          // Write each run of blocks holding a non-zero byte; all-zero blocks stay holes.
+          let run = -1;
+          for (let b = 0; b < n; b += BLOCK) {
+            const nonZero = !isZero(buf, b, Math.min(b + BLOCK, n));
+            if (nonZero && run < 0) run = b;
+            if (!nonZero && run >= 0) {
+              await writeFully(io, dst, buf, run, b - run, off + run);
+              run = -1;
+            }
+          }
+          if (run >= 0) await writeFully(io, dst, buf, run, n - run, off + run);
+          off += n;
+        }
+        await io.ftruncate(dst, st.size);
+        if (sync) await io.fsync(dst);
+      } finally {
+        await io.close(dst);
       }
-      if (sync) await io.fsync(dst);
     } finally {
       await io.close(src);
-      await io.close(dst);
     }
   }
-  if (sync) {
-    await io.fsyncDir(dest);
-    await io.fsyncDir(metaDir);
-  }
+  if (sync) await io.fsyncDir(tmp);
+  await io.rename(tmp, dest);
+  if (sync) await io.fsyncDir(metaDir);
   return dest;
+}
+
+const ZERO_BLOCK = Buffer.alloc(4096);
+function isZero(buf: Buffer, start: number, end: number): boolean {
+  return buf.compare(ZERO_BLOCK, 0, end - start, start, end) === 0;
+}
+
+/** Remove a directory of files (a partial copy a killed run left), if it exists. */
+async function removeTree(io: IO, dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await io.readdir(dir);
+  } catch (e) {
+    if (isENOENT(e)) return;
+    throw e;
+  }
+  for (const n of names) await io.unlink(path.join(dir, n));
+  await io.rmdir(dir);
 }
