@@ -497,7 +497,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         // Everything up to lastCommitEnd was validated by the walk above; without an ABORT in the
         // range, every record there belongs to an epoch that commits.
         const validated = !aborts.some((a) => a >= startPos && a < lastCommitEnd);
-        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync, validated }, lastCommitEnd);
+        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync, validated }, lastCommitEnd)
+          .catch((err) => { throw applyNeeds(err, replayBytes, touched.size); });
         for (const n of applied.names) touched.add(n);
       }
       // Direct appends of an epoch that did not commit lie past the committed size of an open
@@ -588,6 +589,19 @@ async function cutBack(io: IO, dir: string, name: string, size: number, sync: bo
     await io.close(fd);
   }
   return len;
+}
+
+/**
+ * A full disk while applying: at most the replayed bytes (in 4 KiB blocks) and a block per file
+ * more are needed; say so. Other failures pass as they are (they name the file and the operation).
+ */
+function applyNeeds(err: unknown, replayBytes: number, files: number): unknown {
+  if (!(err instanceof CpError) || err.code !== 'ENOSPC') return err;
+  const BLOCK = 4096;
+  const need = (Math.ceil(replayBytes / BLOCK) + files + 1) * BLOCK;
+  return new CpError('ENOSPC', `${err.message}; free up to ${need} bytes (${Math.ceil(need / 1024)} KiB) and open the store again`, {
+    cause: err.cause ?? err, details: { ...err.details, need },
+  });
 }
 
 /**

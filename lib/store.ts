@@ -869,7 +869,8 @@ export class Store {
         this.overlays.clear();
         for (const e of this.entries.values()) for (const h of e.handles) h.closed = true;
         this.entries.clear();
-        if (this.lock) await this.lock.release();
+        // A lock that cannot be removed (a read-only file system) must not hide the first error.
+        if (this.lock) await this.lock.release().catch((e) => { firstErr ??= ioError(e, `releasing the lock of store ${this.dir}`); });
       }
       if (firstErr) throw firstErr;
     })();

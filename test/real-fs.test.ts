@@ -246,3 +246,175 @@ describe('EFBIG in the simulator (a configurable largest file)', () => {
     await again.close();
   });
 });
+
+describe('real file systems (loop-mounted ext4): a full disk and a file system that turns read-only', function () {
+  this.timeout(60_000);
+  let rfs: RealFs | null = null;
+  let stores: Store[] = [];
+  const open = async (dir: string, opts = {}): Promise<Store> => {
+    const s = await openStore(dir, { ...NO_APPLY, directAppendMin: false, ...opts });
+    stores.push(s);
+    return s;
+  };
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close({ discard: true }).catch(() => undefined);
+    rfs?.cleanup();
+    rfs = null;
+  });
+
+  /** Reopen on a still-full disk: either it works with epoch `want`, or it says how much to free. */
+  async function reopenWhileFull(dir: string, want: number): Promise<void> {
+    try {
+      const s = await open(dir);
+      expect(s.epoch).to.equal(want);
+      await s.close({ discard: true }).catch(() => undefined);
+      stores = [];
+    } catch (e) {
+      expect(e).to.be.instanceOf(CpError);
+      const err = e as CpError;
+      expect(err.code, err.message).to.equal('ENOSPC');
+      expect(err.message, 'says how much to free').to.match(/free (at least|up to) \d+ bytes/);
+    }
+  }
+
+  async function expectEpoch(dir: string, want: number, files: Record<string, string>): Promise<void> {
+    const s = await open(dir);
+    expect(s.epoch).to.equal(want);
+    for (const [n, c] of Object.entries(files)) expect((await s.readFile(n)).toString(), n).to.equal(c);
+    await s.close();
+    stores = [];
+  }
+
+  it('ENOSPC during an epoch\'s writes: the writes or the check reject with ENOSPC; after freeing space the store reopens at the last acknowledged epoch', async function () {
+    rfs = mountReal(this, 24);
+    const dir = path.join(rfs.dir, 'store');
+    const store = await open(dir, { segmentSize: 4 << 20 });
+    await store.writeFile('a', 'epoch one');
+    const acked = await store.check();
+    const filler = rfs.fill(256 * 1024);
+    const f = await store.open('big', 'w');
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    let failed: unknown = null;
+    for (let i = 0; i < 64 && !failed; i++) failed = await settle(f.write(chunk));
+    if (!failed) failed = await settle(store.check());
+    expect(carries(failed, 'ENOSPC'), String(failed)).to.equal(true);
+    expect(store.epoch).to.equal(acked);
+    const closeErr = await settle(store.close());
+    expect(carries(closeErr, 'ENOSPC'), String(closeErr)).to.equal(true);
+    stores = [];
+    await reopenWhileFull(dir, acked);
+    fs.unlinkSync(filler);
+    await expectEpoch(dir, acked, { a: 'epoch one' });
+  });
+
+  it('ENOSPC during check(): the check rejects with ENOSPC and the store stays at the previous epoch; reopening after freeing space has it exactly', async function () {
+    rfs = mountReal(this, 24);
+    const dir = path.join(rfs.dir, 'store');
+    // One big batch: nothing reaches the journal before the check flushes it.
+    const store = await open(dir, { segmentSize: 8 << 20, batchBytes: 8 << 20, maxInflight: 16 << 20 });
+    await store.writeFile('a', 'epoch one');
+    const acked = await store.check();
+    await store.writeFile('b', Buffer.alloc(3 << 20, 1));
+    const filler = rfs.fill(0);
+    const err = await expectCpError(() => store.check(), 'ENOSPC');
+    expect(err.message).to.include(`stays at epoch ${acked}`);
+    expect(store.epoch).to.equal(acked);
+    await settle(store.close());
+    stores = [];
+    await reopenWhileFull(dir, acked);
+    fs.unlinkSync(filler);
+    await expectEpoch(dir, acked, { a: 'epoch one' });
+    expect(fs.existsSync(path.join(dir, 'b'))).to.equal(false);
+  });
+
+  it('ENOSPC during the background apply: the epoch stays in the journal; reopening while full fails saying how much to free, and after freeing it has the epoch', async function () {
+    rfs = mountReal(this, 24);
+    const dir = path.join(rfs.dir, 'store');
+    let store = await open(dir, { segmentSize: 8 << 20 });
+    await store.writeFile('a', 'epoch one');
+    await store.check();
+    await store.close();
+    stores = [];
+    store = await open(dir, { segmentSize: 8 << 20 });
+    // 3 MiB in the journal, committed; the apply needs 3 MiB more for the file.
+    await store.writeFile('big', Buffer.alloc(3 << 20, 2));
+    const acked = await store.check();
+    const filler = rfs.fill(0);
+    const closeErr = await settle(store.close());
+    expect(carries(closeErr, 'ENOSPC'), String(closeErr)).to.equal(true);
+    const durable = store.epoch;
+    expect(durable).to.be.at.least(acked);
+    stores = [];
+    const err = await expectCpError(() => open(dir), 'ENOSPC');
+    expect(err.message).to.include('big');
+    expect(err.message).to.match(/free up to \d+ bytes/);
+    fs.unlinkSync(filler);
+    await expectEpoch(dir, durable, { a: 'epoch one' });
+    const s = await open(dir);
+    expect((await s.readFile('big')).equals(Buffer.alloc(3 << 20, 2))).to.equal(true);
+  });
+
+  it('recovery on a disk filled by the store\'s own uncommitted tail: it says exactly how much to free, and opens once that much is free', async function () {
+    rfs = mountReal(this, 24);
+    const dir = path.join(rfs.dir, 'store');
+    // One journal segment only (a store never reopened), so that recovery has no free segment to
+    // reuse; epoch 1 applied in the background, so that recovery has nothing to apply.
+    const store = await open(dir, { segmentSize: 64 << 20, applyDelay: 0, applyThreshold: 0 });
+    await store.writeFile('a', 'epoch one');
+    const acked = await store.check();
+    while (store.stats().appliedEpoch < acked) await new Promise((r) => setTimeout(r, 5));
+    expect(fs.readdirSync(path.join(dir, '.cpfile', 'journal'))).to.have.length(1);
+    const filler = rfs.fill(4 << 20);
+    const f = await store.open('tail', 'w');
+    const chunk = Buffer.alloc(256 * 1024, 9);
+    let failed: unknown = null;
+    for (let i = 0; i < 64 && !failed; i++) failed = await settle(f.write(chunk));
+    if (!failed) failed = await settle(store.check());
+    expect(carries(failed, 'ENOSPC'), String(failed)).to.equal(true);
+    await settle(store.close());
+    stores = [];
+    rfs.fill(0, 'filler2');
+    let opened: Store | null = null;
+    try {
+      opened = await open(dir);
+    } catch (e) {
+      const err = e as CpError;
+      expect(err.code, err.message).to.equal('ENOSPC');
+      const m = /free at least (\d+) bytes/.exec(err.message);
+      expect(m, err.message).to.not.equal(null);
+      // Free exactly that much (a little filler), and it opens.
+      const f2 = filler;
+      fs.truncateSync(f2, fs.statSync(f2).size - Number(m![1]));
+      // ext4 reuses freed blocks only once its journal has committed the free.
+      execFileSync("sync", ["-f", f2]);
+      opened = await open(dir);
+    }
+    expect(opened.epoch).to.equal(acked);
+    await opened.close({ discard: true }).catch(() => undefined);
+    stores = [];
+    fs.unlinkSync(filler);
+    fs.unlinkSync(path.join(rfs.dir, 'filler2'));
+    await expectEpoch(dir, acked, { a: 'epoch one' });
+  });
+
+  it('ext4 turning read-only in the middle (remount,abort): calls reject with EROFS or EREOPEN, close() rejects with it; mounted again, the store reopens at the last acknowledged epoch', async function () {
+    rfs = mountReal(this, 24);
+    const dir = path.join(rfs.dir, 'store');
+    const store = await open(dir);
+    await store.writeFile('a', 'epoch one');
+    const acked = await store.check();
+    await store.writeFile('a', 'epoch two, never acknowledged');
+    // mount -o remount,ro is refused (EBUSY) while the store holds its journal open for writing;
+    // ext4's abort turns it read-only under the store, as an error would.
+    rfs.abort();
+    const err = await settle(store.check());
+    expect(carries(err, 'EROFS', 'EIO'), String(err)).to.equal(true);
+    await expectCpError(() => store.writeFile('b', 'x'), 'EREOPEN');
+    const closeErr = await settle(store.close());
+    expect(closeErr).to.be.instanceOf(CpError);
+    expect((closeErr as CpError).code).to.equal('EREOPEN');
+    stores = [];
+    rfs.remount();
+    await expectEpoch(dir, acked, { a: 'epoch one' });
+  });
+});
