@@ -173,6 +173,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
 
   const runGroup = async (): Promise<void> => {
     for (const d of group) {
+      try {
       switch (d.type) {
         case RecordType.WRITE: {
           const fd = await cache.fd(d.name);
@@ -254,6 +255,9 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
           break;
         }
       }
+      } catch (e) {
+        throw applyFailure(e, d, ctx.control.state.appliedEpoch);
+      }
       res.records++;
     }
     group = [];
@@ -332,6 +336,25 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
     await cache.closeAll().catch(() => undefined);
   }
   return res;
+}
+
+const OP_NAMES: Record<Desc['type'], string> = {
+  [RecordType.WRITE]: 'write', [RecordType.TRUNCATE]: 'truncate', [RecordType.CREATE]: 'create',
+  [RecordType.UNLINK]: 'unlink', [RecordType.RENAME]: 'rename',
+};
+
+/**
+ * A store file the applier could not change (a file made immutable or read-only behind the store's
+ * back, a full disk): the error names the file and the operation and keeps the cause's code. Nothing
+ * after the last applied epoch is lost: the cursor stays before it, the journal keeps it, and the
+ * next apply (or reopening) retries it.
+ */
+function applyFailure(e: unknown, d: Desc, appliedEpoch: number): CpError {
+  if (e instanceof CpError) return e;
+  const file = d.type === RecordType.RENAME ? d.from : d.name;
+  const what = d.type === RecordType.RENAME ? `the rename of ${JSON.stringify(d.from)} to ${JSON.stringify(d.to)}` : `the ${OP_NAMES[d.type]} of ${JSON.stringify(file)}`;
+  const err = ioError(e, `applying ${what} (epochs after ${appliedEpoch} stay in the journal until it can be applied)`);
+  return new CpError(err.code, err.message, { cause: e, details: { file, op: OP_NAMES[d.type], ...(d.type === RecordType.RENAME ? { to: d.to } : {}) } });
 }
 
 async function readAll(io: IO, fd: number, buf: Buffer, at: number): Promise<void> {

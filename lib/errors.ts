@@ -14,6 +14,7 @@ export type CpErrorCode =
   | 'EREOPEN'      // an earlier I/O failure left the store unusable: reopen it (recovery restores the last epoch)
   | 'EFORMAT'      // a journal or control file of another format or version
   | 'EHOOK'        // a user hook threw
+  | 'EFBIG'        // a write or truncate would make a file larger than the store's file system allows
   | 'ENOSPC' | 'EIO' | 'EACCES' | 'EPERM' | 'EROFS' | 'EMFILE'; // I/O failures, passed through by kind
 
 export class CpError extends Error {
@@ -28,7 +29,7 @@ export class CpError extends Error {
   }
 }
 
-const PASSTHROUGH = new Set(['ENOSPC', 'EIO', 'EACCES', 'EPERM', 'EROFS', 'EMFILE', 'ENOENT']);
+const PASSTHROUGH = new Set(['ENOSPC', 'EIO', 'EACCES', 'EPERM', 'EROFS', 'EMFILE', 'ENOENT', 'EFBIG']);
 
 /** Wrap an I/O failure from node:fs (or an injected fault) as a CpError, keeping its kind. */
 export function ioError(err: unknown, what: string): CpError {

@@ -12,6 +12,7 @@
  * runs without them (noLock) and the locking tests exercise them on the real file system.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 export type OpenMode =
@@ -60,6 +61,18 @@ export interface IO {
   /** fsync a directory, making creates, renames and unlinks inside it durable. */
   fsyncDir(path: string): Promise<void>;
   realpath(path: string): Promise<string>;
+  /**
+   * access(path, W_OK): resolves when the process may change `path` (a file's content, or a
+   * directory's entries); rejects with EACCES (mode bits), EPERM (immutable), EROFS or ENOENT.
+   */
+  access(path: string): Promise<void>;
+  /** Removes one empty directory. */
+  rmdir(path: string): Promise<void>;
+  /**
+   * The largest file size the file system holding directory `dir` accepts (Number.MAX_SAFE_INTEGER
+   * when it accepts that, or when it cannot be learnt). Real file systems: probeMaxFileSize.
+   */
+  maxFileSize(dir: string): Promise<number>;
 }
 
 const FLAGS: Record<OpenMode, number> = {
@@ -121,6 +134,9 @@ export const nodeIO: IO = {
     }
   },
   realpath: (p) => fs.promises.realpath(p),
+  access: (p) => fs.promises.access(p, fs.constants.W_OK),
+  rmdir: (p) => fs.promises.rmdir(p),
+  maxFileSize: (d) => probeMaxFileSize(nodeIO, d),
 };
 
 /** Synchronous node:fs behind the same promise interface: for the flusher worker thread. */
@@ -156,7 +172,60 @@ export const syncNodeIO: IO = {
     }
   },
   realpath: async (p) => fs.realpathSync(p),
+  access: async (p) => fs.accessSync(p, fs.constants.W_OK),
+  rmdir: async (p) => fs.rmdirSync(p),
+  maxFileSize: (d) => probeMaxFileSize(syncNodeIO, d),
 };
+
+/** The probe file probeMaxFileSize creates in the directory it is given (a store's .cpfile). */
+export const SIZE_PROBE_FILE = 'size-probe';
+
+/**
+ * Learn the largest file size the file system of `dir` accepts: ftruncate a probe file by binary
+ * search (sparse: no data block is allocated; about 55 calls on ext4, 4 where 2^53 - 1 is accepted),
+ * then remove it. Any failure other than EFBIG/EINVAL (a full disk, a read-only file system) gives
+ * Number.MAX_SAFE_INTEGER: the limit is then not known, and the file system refuses at apply time.
+ * A probe file left by a crash is harmless: the next probe reuses and removes it.
+ */
+export async function probeMaxFileSize(io: IO, dir: string): Promise<number> {
+  const MAX = Number.MAX_SAFE_INTEGER;
+  const file = path.join(dir, SIZE_PROBE_FILE);
+  let fd: number;
+  try {
+    fd = await io.open(file, 'create');
+  } catch {
+    return MAX;
+  }
+  let limit = MAX;
+  try {
+    const fits = async (len: number): Promise<boolean> => {
+      try {
+        await io.ftruncate(fd, len);
+        return true;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EFBIG' || code === 'EINVAL') return false;
+        throw e;
+      }
+    };
+    if (!(await fits(MAX))) {
+      let lo = 0; // accepted
+      let hi = MAX; // refused
+      while (hi - lo > 1) {
+        const mid = lo + Math.floor((hi - lo) / 2);
+        if (await fits(mid)) lo = mid;
+        else hi = mid;
+      }
+      limit = lo;
+    }
+  } catch {
+    limit = MAX;
+  } finally {
+    await io.close(fd).catch(() => undefined);
+    await io.unlink(file).catch(() => undefined);
+  }
+  return limit;
+}
 
 /** Write all of buf[off, off+len) at position, looping over short writes. */
 export async function writeFully(io: IO, fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<void> {

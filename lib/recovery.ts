@@ -17,10 +17,10 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import {
   DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, READABLE_VERSIONS_TEXT, RecordType, decodePayload, encodeCatalog,
-  entryListBytes, entryListOps, segmentSizeFor, MAX_PAYLOAD,
+  entryListBytes, entryListOps, segmentSizeFor, MAX_PAYLOAD, MAX_SEGMENT_SIZE, RECORD_HEADER_SIZE, isZero as isAllZero, posSeq, posOffset,
   encodeSegmentHeader, pos, segmentFileName, type CatalogEntry, type ControlState,
 } from './format.js';
-import { type IO, isENOENT, writeFully } from './io.js';
+import { type IO, isENOENT, writeFully, readFully } from './io.js';
 import { readControl, createControl, ControlWriter } from './control.js';
 import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, type EndReason } from './journal-scan.js';
 import { applyCommitted } from './apply.js';
@@ -530,7 +530,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         // Everything up to lastCommitEnd was validated by the walk above; without an ABORT in the
         // range, every record there belongs to an epoch that commits.
         const validated = !aborts.some((a) => a >= startPos && a < lastCommitEnd);
-        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync, validated }, lastCommitEnd);
+        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync, validated }, lastCommitEnd)
+          .catch((err) => { throw applyNeeds(err, replayBytes, touched.size); });
         for (const n of applied.names) touched.add(n);
       }
       // Direct appends of an epoch that did not commit lie past the committed size of an open
@@ -542,7 +543,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
           e.size = (await fileLength(io, dir, e.name)) ?? null;
           continue;
         }
-        const from = await cutBack(io, dir, e.name, e.size, sync);
+        const from = await cutBack(io, dir, e.name, e.size, sync).catch((err) => {
+          const c = ioError(err, `cutting ${JSON.stringify(e.name)} back to its committed size ${e.size} (uncommitted direct appends past it); the committed epochs stay in the journal until it can be done`);
+          throw new CpError(c.code, c.message, { cause: err, details: { file: e.name, op: 'truncate' } });
+        });
         if (from !== null) {
           report.cutBack.push({ name: e.name, size: e.size, from });
           touched.add(e.name);
@@ -552,14 +556,16 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       report.filesTouched = [...touched].sort();
 
       // ---- 5. fresh segment with the recovered catalog; move the cursor to it
+      // The log ends at the last COMMIT from now on, durably (R9): a segment of the uncommitted
+      // tail may then be reused for the fresh one (it holds allocated blocks: a full disk needs
+      // them), because if the cursor move below is lost, the next recovery's walk ends where this
+      // one kept, instead of at a SEGEND naming a segment that is no longer there.
+      await endLogAt(io, segs, files, lastCommitEnd, sync);
       const keepSeq = writer.state.cursorSeq;
       const free: number[] = [];
       for (const idx of listing.indexes) {
         const s = [...segs.values()].find((x) => x.index === idx);
-        // Not a segment of the walked log (the cursor's or a later one) while the cursor still points
-        // into it: if the cursor move below is lost, the next recovery walks that log again, and a
-        // segment it names must still be there (rule 9).
-        if (!s || s.seq < keepSeq) free.push(idx);
+        if (!s || s.seq !== keepSeq) free.push(idx);
       }
       const nextIndex = listing.indexes.length ? listing.indexes[listing.indexes.length - 1] + 1 : 0;
       const seq = listing.maxSeq + 1;
@@ -571,7 +577,18 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         index, file: path.join(p.journal, segmentFileName(index)),
       };
       const entries = report.entries;
-      const { writeOffset, sparseFrom } = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal);
+      const { writeOffset, sparseFrom } = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal).catch(async (err) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        const isNew = segment.index === nextIndex;
+        // A new segment file that could not be written: remove it, so that it does not hold the
+        // space the next attempt needs (reused segments already have their blocks).
+        if (isNew) await io.unlink(segment.file).catch(() => undefined);
+        if (code !== 'ENOSPC' || !isNew) throw ioError(err, `starting journal segment ${path.basename(segment.file)}`);
+        const need = freshSegmentNeeds(entries, lastCommitEpoch);
+        throw new CpError('ENOSPC', `recovering ${dir}: the file system is full; free at least ${need} bytes (${Math.ceil(need / 1024)} KiB) on it and open the store again: ` +
+          `the journal has only the segment holding epoch ${lastCommitEpoch}, and a fresh one must be started before the uncommitted tail can be dropped. Epoch ${lastCommitEpoch} is applied and kept.`,
+          { cause: err, details: { need, file: segment.file } });
+      });
       await writer.write({ cursorSeq: seq, cursorOffset: SEGMENT_HEADER_AREA, appliedEpoch: lastCommitEpoch });
       // Every other segment is free now, including the one that held the cursor.
       const freeAfter = listing.indexes.filter((i) => i !== index);
@@ -622,6 +639,50 @@ async function cutBack(io: IO, dir: string, name: string, size: number, sync: bo
     await io.ftruncate(fd, size);
     if (sync) await io.fdatasync(fd);
     return st.size;
+  } finally {
+    await io.close(fd);
+  }
+}
+
+/**
+ * A full disk while applying: at most the replayed bytes (in 4 KiB blocks) and a block per file
+ * more are needed; say so. Other failures pass as they are (they name the file and the operation).
+ */
+function applyNeeds(err: unknown, replayBytes: number, files: number): unknown {
+  if (!(err instanceof CpError) || err.code !== 'ENOSPC') return err;
+  const BLOCK = 4096;
+  const need = (Math.ceil(replayBytes / BLOCK) + files + 1) * BLOCK;
+  return new CpError('ENOSPC', `${err.message}; free up to ${need} bytes (${Math.ceil(need / 1024)} KiB) and open the store again`, {
+    cause: err.cause ?? err, details: { ...err.details, need },
+  });
+}
+
+/**
+ * The bytes a new segment file takes before the writer goes on: its header area and the catalog
+ * record, in 4 KiB blocks, and one block more for the directory entry and the file's extent.
+ */
+function freshSegmentNeeds(entries: CatalogEntry[], epoch: number): number {
+  const rec = encodeCatalog(entries, 0, epoch, SEGMENT_HEADER_AREA, MAX_SEGMENT_SIZE);
+  const BLOCK = 4096;
+  return (Math.ceil((SEGMENT_HEADER_AREA + rec.length) / BLOCK) + 1) * BLOCK;
+}
+
+/**
+ * Make the log end at global position `at` (the end of the last COMMIT kept): an all-zero record
+ * header there reads as the log's end (R2, reason 'zero'), so nothing after it is ever walked
+ * again. Blocks that are already zero (a hole, or never written) are left alone.
+ */
+async function endLogAt(io: IO, segs: Map<number, SegmentInfo>, files: SegmentFiles, at: number, sync: boolean): Promise<void> {
+  const seg = segs.get(posSeq(at));
+  const offset = posOffset(at);
+  if (!seg || offset + RECORD_HEADER_SIZE > seg.size) return;
+  const head = Buffer.alloc(RECORD_HEADER_SIZE);
+  await readFully(io, await files.fd(seg), head, 0, head.length, offset);
+  if (isAllZero(head)) return;
+  const fd = await io.open(seg.file, 'readwrite');
+  try {
+    await writeFully(io, fd, Buffer.alloc(RECORD_HEADER_SIZE), 0, RECORD_HEADER_SIZE, offset);
+    if (sync) await io.fdatasync(fd);
   } finally {
     await io.close(fd);
   }
@@ -695,31 +756,75 @@ export async function initSegment(
   }
 }
 
+/** Where copyJournalAside builds its copy before renaming it into place. */
+export const PARTIAL_COPY = 'journal.broken-partial';
+
+/**
+ * Copy the journal to .cpfile/journal.broken-<time>/ before forcing past corruption. Sparse: only
+ * the non-zero 4 KiB blocks are written and each copy is cut to its source's size, so a mostly
+ * unwritten segment costs what it holds, not its size. Built under a temporary name, synced, then
+ * renamed into place: a killed run leaves no copy that looks complete, and the next run removes
+ * what it left.
+ */
 async function copyJournalAside(io: IO, journalDir: string, metaDir: string, sync: boolean): Promise<string> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const dest = path.join(metaDir, `journal.broken-${stamp}`);
-  await io.mkdir(dest);
+  const tmp = path.join(metaDir, PARTIAL_COPY);
+  await removeTree(io, tmp);
+  await io.mkdir(tmp);
+  const BLOCK = 4096;
+  const buf = Buffer.allocUnsafe(1 << 20);
   for (const name of await io.readdir(journalDir)) {
     const src = await io.open(path.join(journalDir, name), 'read');
-    const dst = await io.open(path.join(dest, name), 'create');
     try {
-      const st = await io.fstat(src);
-      const buf = Buffer.allocUnsafe(1 << 20);
-      for (let off = 0; off < st.size;) {
-        const n = await io.read(src, buf, 0, Math.min(buf.length, st.size - off), off);
-        if (n <= 0) break;
-        await writeFully(io, dst, buf, 0, n, off);
-        off += n;
+      const dst = await io.open(path.join(tmp, name), 'createExcl');
+      try {
+        const st = await io.fstat(src);
+        for (let off = 0; off < st.size;) {
+          const n = await io.read(src, buf, 0, Math.min(buf.length, st.size - off), off);
+          if (n <= 0) break;
+          // Write each run of blocks holding a non-zero byte; all-zero blocks stay holes.
+          let run = -1;
+          for (let b = 0; b < n; b += BLOCK) {
+            const nonZero = !isZero(buf, b, Math.min(b + BLOCK, n));
+            if (nonZero && run < 0) run = b;
+            if (!nonZero && run >= 0) {
+              await writeFully(io, dst, buf, run, b - run, off + run);
+              run = -1;
+            }
+          }
+          if (run >= 0) await writeFully(io, dst, buf, run, n - run, off + run);
+          off += n;
+        }
+        await io.ftruncate(dst, st.size);
+        if (sync) await io.fsync(dst);
+      } finally {
+        await io.close(dst);
       }
-      if (sync) await io.fsync(dst);
     } finally {
       await io.close(src);
-      await io.close(dst);
     }
   }
-  if (sync) {
-    await io.fsyncDir(dest);
-    await io.fsyncDir(metaDir);
-  }
+  if (sync) await io.fsyncDir(tmp);
+  await io.rename(tmp, dest);
+  if (sync) await io.fsyncDir(metaDir);
   return dest;
+}
+
+const ZERO_BLOCK = Buffer.alloc(4096);
+function isZero(buf: Buffer, start: number, end: number): boolean {
+  return buf.compare(ZERO_BLOCK, 0, end - start, start, end) === 0;
+}
+
+/** Remove a directory of files (a partial copy a killed run left), if it exists. */
+async function removeTree(io: IO, dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await io.readdir(dir);
+  } catch (e) {
+    if (isENOENT(e)) return;
+    throw e;
+  }
+  for (const n of names) await io.unlink(path.join(dir, n));
+  await io.rmdir(dir);
 }

@@ -126,7 +126,7 @@ export class Store {
 
   /** @internal */
   constructor(
-    dir: string, rootReal: string, private opts: Required<Pick<StoreOptions, 'applyThreshold' | 'applyDelay'>> & StoreOptions & { directMin: number },
+    dir: string, rootReal: string, private opts: Required<Pick<StoreOptions, 'applyThreshold' | 'applyDelay'>> & StoreOptions & { directMin: number; maxSize: number },
     private writer: JournalWriter, private port: FlusherPort, private lock: Lock | null, report: RecoveryReport,
     cursorPos: number, io: IO, private hooks: Hooks | undefined,
   ) {
@@ -197,6 +197,47 @@ export class Store {
 
   private closeFd(fd: number | null): void {
     if (fd !== null) this.io.close(fd).catch(() => undefined);
+  }
+
+  /** A write or truncate to `end` bytes, beyond what the file system (probed at open) accepts. */
+  private tooLarge(name: string, what: string, end: number): CpError {
+    if (end > Number.MAX_SAFE_INTEGER) return new CpError('EINVAL', `${what} past the largest supported position (2^53 - 1) in ${JSON.stringify(name)}`);
+    return new CpError('EFBIG', `${what} of ${JSON.stringify(name)} to ${end} bytes: the store's file system takes files of at most ${this.opts.maxSize} bytes`);
+  }
+
+  /**
+   * Refuse now what applying would be refused: `name`'s file on disk cannot be opened for writing
+   * (mode bits, immutable, read-only file system). `removing` (unlink, rename): only what also
+   * forbids removing or renaming it (EPERM: immutable or append-only; EROFS); mode bits do not.
+   */
+  private async assertChangeable(name: string, removing: boolean): Promise<void> {
+    let fd: number;
+    try {
+      fd = await this.io.open(this.full(name), 'readwrite');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (isENOENT(e) || code === 'ENOTDIR' || (removing && code === 'EACCES')) return;
+      throw ioError(e, `${JSON.stringify(name)} cannot be ${removing ? 'removed or renamed' : 'written'}`);
+    }
+    await this.io.close(fd);
+  }
+
+  /** Refuse now a name created or removed in a directory this process cannot change (its nearest existing one). */
+  private async assertDirWritable(name: string): Promise<void> {
+    let d = path.dirname(this.full(name));
+    for (;;) {
+      try {
+        await this.io.access(d);
+        return;
+      } catch (e) {
+        if (isENOENT(e) && d.length > this.dir.length) {
+          d = path.dirname(d);
+          continue;
+        }
+        if (isENOENT(e)) return;
+        throw ioError(e, `cannot create or remove names in ${d}`);
+      }
+    }
   }
 
   /** The name overlayOf() just found absent, having checked it with checkInside(). */
@@ -341,6 +382,10 @@ export class Store {
       if (mode === 'r' || mode === 'r+') throw new CpError('ENOENT', `no such file ${JSON.stringify(name)} in store ${this.dir}`);
       if (this.checkedAbsent !== name) await checkInside(this.io, this.rootReal, this.dir, name);
       this.overlays.assertCanCreate(name);
+      await this.assertDirWritable(name);
+    } else if (mode !== 'r' && ov.nsPos < 0) {
+      // As fopen: a file that cannot be written is refused at the open, not when the epoch is applied.
+      await this.assertChangeable(name, false);
     }
     // The hooks may refuse the open (EHOOK): ask them before anything is journaled, so that a
     // refused open neither creates nor truncates the file.
@@ -403,7 +448,7 @@ export class Store {
     const at = start === null ? ov.size : start;
     const n = data.length;
     if (n > 0) {
-      if (at + n > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', 'write past the largest supported position');
+      if (at + n > this.opts.maxSize) throw this.tooLarge(e.name, 'write', at + n);
       if (ov.modEpoch !== this.building) {
         ov.modEpoch = this.building;
         ov.startSize = ov.size;
@@ -484,6 +529,7 @@ export class Store {
     return this.run(async () => {
       if (f.closed) throw new CpError('EBADF', `truncate on closed file ${JSON.stringify(f.name)}`);
       const e = f.entry;
+      if (len > this.opts.maxSize) throw this.tooLarge(e.name, 'truncate', len);
       await this.assertOneLink(e.name, e.overlay);
       const p = this.writer.append({ type: RecordType.TRUNCATE, name: e.name, length: len }, this.building);
       e.overlay.truncate(len, p);
@@ -514,6 +560,10 @@ export class Store {
         if (this.entries.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: close it before unlinking`);
         const ov = await this.overlayOf(n);
         if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(n)} in store ${this.dir}`);
+        if (ov.nsPos < 0) {
+          await this.assertChangeable(n, true);
+          await this.assertDirWritable(n);
+        }
         this.closeFd(ov.baseFd);
         const tomb = new Overlay(null, 0, false, false);
         this.overlays.set(n, tomb);
@@ -541,6 +591,12 @@ export class Store {
           if (e instanceof CpError && e.code === 'EINVAL') throw new CpError('EINVAL', `cannot rename onto ${JSON.stringify(b)}: ${e.message}`);
           throw e;
         });
+        if (ov.nsPos < 0) {
+          await this.assertChangeable(a, true);
+          await this.assertDirWritable(a);
+        }
+        if (target && target.nsPos < 0) await this.assertChangeable(b, true);
+        await this.assertDirWritable(b);
         if (target) this.closeFd(target.baseFd);
         // After the move the file is not at its new name on disk until the rename is applied: hold
         // its content by fd from now on.
@@ -605,11 +661,13 @@ export class Store {
         if (!ov) {
           if (this.checkedAbsent !== n) await checkInside(this.io, this.rootReal, this.dir, n);
           this.overlays.assertCanCreate(n);
+          await this.assertDirWritable(n);
           const old = this.overlays.get(n);
           if (old) this.closeFd(old.baseFd);
           ov = this.created(n, this.writer.append({ type: RecordType.CREATE, name: n }, this.building));
         } else {
           await this.assertOneLink(n, ov);
+          if (ov.nsPos < 0) await this.assertChangeable(n, false);
           const p = this.writer.append({ type: RecordType.TRUNCATE, name: n, length: 0 }, this.building);
           ov.truncate(0, p);
           this.touch(ov, p);
@@ -857,7 +915,8 @@ export class Store {
         this.overlays.clear();
         for (const e of this.entries.values()) for (const h of e.handles) h.closed = true;
         this.entries.clear();
-        if (this.lock) await this.lock.release();
+        // A lock that cannot be removed (a read-only file system) must not hide the first error.
+        if (this.lock) await this.lock.release().catch((e) => { firstErr ??= ioError(e, `releasing the lock of store ${this.dir}`); });
       }
       if (firstErr) throw firstErr;
     })();
@@ -951,7 +1010,10 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
       ...(options.workerIO && inWorker ? { ioModule: options.workerIO } : {}),
     });
     if (!init.ok) throw new CpError((init.error?.code as 'EIO') ?? 'EIO', `starting the flusher: ${init.error?.message}`);
-    store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay, directMin }, writer, port, lock, rec.report,
+    // The largest file the file system takes, learnt once (a few dozen sparse ftruncates of a probe
+    // file in .cpfile): writes and truncates past it are refused at the call with EFBIG.
+    const maxSize = await io.maxFileSize(p.meta).catch(() => Number.MAX_SAFE_INTEGER);
+    store = new Store(root, rootReal, { ...options, applyThreshold, applyDelay, directMin, maxSize }, writer, port, lock, rec.report,
       pos(rec.control.cursorSeq, rec.control.cursorOffset), io, hooks);
     storeRef = store;
     if (pendingCompromise) store.compromised(pendingCompromise);

@@ -136,6 +136,35 @@ describe('recovery', () => {
     await forced.close();
   });
 
+  it('--force copies the journal sparsely (holes stay holes, same bytes and sizes) under a temporary name, and removes a partial copy a killed run left', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir, { segmentSize: 16 << 20 });
+    await writeEpochs(s, 4);
+    await crash(s);
+    const recs = await records(dir);
+    const victim = recs.find((r) => r.header.type === RecordType.WRITE && r.header.epoch === 2)!;
+    flipByte(segmentPath(dir, victim), victim.offset + RECORD_HEADER_SIZE + victim.header.len - 1);
+    // What a --force run killed in the middle of its copy leaves.
+    const partial = path.join(dir, '.cpfile', 'journal.broken-partial');
+    fs.mkdirSync(partial);
+    fs.writeFileSync(path.join(partial, 'seg-000000.cpj'), 'half a copy');
+    const journal = path.join(dir, '.cpfile', 'journal');
+    const before = new Map(fs.readdirSync(journal).map((n) => [n, fs.readFileSync(path.join(journal, n))]));
+    const forced = await openStore(dir, { ...NO_APPLY, force: true });
+    const copy = forced.recovery.brokenCopy!;
+    await forced.close();
+    expect(fs.existsSync(partial), 'the partial copy is gone').to.equal(false);
+    expect(fs.readdirSync(path.join(dir, '.cpfile')).filter((n) => n.startsWith('journal.broken'))).to.deep.equal([path.basename(copy)]);
+    expect(fs.readdirSync(copy).sort()).to.deep.equal([...before.keys()].sort());
+    for (const [n, data] of before) {
+      const st = fs.statSync(path.join(copy, n));
+      expect(st.size, n).to.equal(data.length);
+      expect(fs.readFileSync(path.join(copy, n)).equals(data), n).to.equal(true);
+      // A 16 MiB segment holding a few KiB of records: its copy allocates about that, not 16 MiB.
+      if (data.length >= 16 << 20) expect(st.blocks * 512, `${n}: allocated bytes of the copy`).to.be.below(1 << 20);
+    }
+  });
+
   it('damage before the apply cursor is corruption even with nothing after it', async () => {
     const dir = fresh();
     const s = await openStore(dir, { inline: true, noLock: true, segmentSize: 1 << 20 });

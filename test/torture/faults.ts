@@ -24,7 +24,7 @@ export const FAULT_CODES = ['ENOSPC', 'EIO', 'EACCES'] as const;
 export type FaultCode = (typeof FAULT_CODES)[number];
 
 const MUTATING = new Set(['write', 'fsync', 'fdatasync', 'ftruncate', 'rename', 'unlink', 'mkdir', 'fsyncDir']);
-const SKIP = new Set(['close']);
+const SKIP = new Set(['close', 'maxFileSize']);
 
 export interface CallInfo {
   method: string;
@@ -60,7 +60,7 @@ export class FaultIO {
       return r;
     };
     const o: Record<string, unknown> = {};
-    for (const m of ['open', 'close', 'read', 'write', 'fsync', 'fdatasync', 'ftruncate', 'fstat', 'stat', 'lstat', 'rename', 'unlink', 'mkdir', 'readdir', 'fsyncDir', 'realpath']) {
+    for (const m of ['open', 'close', 'read', 'write', 'fsync', 'fdatasync', 'ftruncate', 'fstat', 'stat', 'lstat', 'rename', 'unlink', 'mkdir', 'readdir', 'fsyncDir', 'realpath', 'access', 'rmdir', 'maxFileSize']) {
       o[m] = wrap(m);
     }
     this.io = o as unknown as IO;

@@ -83,6 +83,8 @@ export class SimFS implements IO {
   violations: string[] = [];
   /** When set, every mutation must stay inside this directory. */
   allowedRoot: string | null = null;
+  /** The largest file size this file system accepts: writes and truncates past it fail with EFBIG. */
+  fileSizeLimit = Number.MAX_SAFE_INTEGER;
 
   /** `adopt`: take the image's buffers instead of copying them (the caller gives them up). */
   constructor(img?: Image, adopt = false) {
@@ -335,6 +337,8 @@ export class SimFS implements IO {
     this.guard(f.path, 'write');
     const n = this.nodes.get(f.ino)!;
     if (len <= 0) return 0;
+    if (position >= this.fileSizeLimit) throw fsError('EFBIG', 'write', f.path);
+    if (position + len > this.fileSizeLimit) len = this.fileSizeLimit - position; // a short write, as ext4
     if (position + len > n.size) this.resize(n, position + len);
     const src = buf.subarray(off, off + len);
     n.data.set(src, position);
@@ -363,6 +367,7 @@ export class SimFS implements IO {
     this.calls++;
     const f = this.fd(fd, 'ftruncate');
     if (!f.writable) throw fsError('EINVAL', 'ftruncate', f.path);
+    if (len > this.fileSizeLimit) throw fsError('EFBIG', 'ftruncate', f.path);
     this.guard(f.path, 'ftruncate');
     const n = this.nodes.get(f.ino)!;
     this.resize(n, len);
@@ -446,6 +451,32 @@ export class SimFS implements IO {
     this.calls++;
     this.lookup(p, 'realpath');
     return '/' + this.parts(p).join('/');
+  }
+
+  /** The simulator has no permissions: every existing name may be changed. */
+  async access(p: string): Promise<void> {
+    this.calls++;
+    this.lookup(p, 'access');
+  }
+
+  async rmdir(p: string): Promise<void> {
+    this.calls++;
+    this.guard(p, 'rmdir');
+    const { dir, name } = this.parentOf(p, 'rmdir');
+    const id = dir.entries!.get(name);
+    if (id === undefined) throw fsError('ENOENT', 'rmdir', p);
+    const n = this.nodes.get(id)!;
+    if (n.kind !== 'dir') throw fsError('ENOTDIR', 'rmdir', p);
+    if (n.entries!.size > 0) throw fsError('ENOTEMPTY', 'rmdir', p);
+    dir.entries!.delete(name);
+    // The crash model removes a directory entry the same way for files and (empty) directories.
+    this.trace.push({ t: 'unlink', dir: dir.id, name, ino: id });
+  }
+
+  /** The configured limit (no probe: a simulated file is a buffer, not sparse). */
+  async maxFileSize(_dir: string): Promise<number> {
+    this.calls++;
+    return this.fileSizeLimit;
   }
 }
 
