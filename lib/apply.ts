@@ -40,6 +40,13 @@ export interface ApplyContext {
    * not computed a second time.
    */
   validated?: boolean;
+  /**
+   * Recovery: for each name that a record of the replayed range makes a directory (a record of a
+   * name under it), the position of the last such record. A record of that name before it that
+   * finds a directory there is a redo of a record whose file was unlinked later (a crash before the
+   * cursor moved past them): it is skipped, instead of failing every reopen with EISDIR.
+   */
+  dirsAt?: Map<string, number>;
   onProgress?: (scannedBytes: number) => void;
 }
 
@@ -56,9 +63,9 @@ export interface ApplyResult {
 }
 
 type Desc =
-  | { type: RecordType.WRITE; name: string; offset: number; len: number; data: Buffer | null; seg: SegmentInfo; dataAt: number }
-  | { type: RecordType.TRUNCATE; name: string; length: number }
-  | { type: RecordType.CREATE | RecordType.UNLINK; name: string }
+  | { type: RecordType.WRITE; name: string; offset: number; len: number; data: Buffer | null; seg: SegmentInfo; dataAt: number; pos: number }
+  | { type: RecordType.TRUNCATE; name: string; length: number; pos: number }
+  | { type: RecordType.CREATE | RecordType.UNLINK; name: string; pos: number }
   | { type: RecordType.RENAME; from: string; to: string; seq: number; offset: number; next: number };
 
 /**
@@ -256,7 +263,8 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
         }
       }
       } catch (e) {
-        throw applyFailure(e, d, ctx.control.state.appliedEpoch);
+        const superseded = d.type !== RecordType.RENAME && (e as NodeJS.ErrnoException)?.code === 'EISDIR' && (ctx.dirsAt?.get(d.name) ?? -1) > d.pos;
+        if (!superseded) throw applyFailure(e, d, ctx.control.state.appliedEpoch);
       }
       res.records++;
     }
@@ -298,7 +306,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
         let data: Buffer | null = null;
         if (ctx.validated) {
           // Applied before the window moves on: no copy.
-          group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data: op.data, seg: ctx.segs.get(r.seq)!, dataAt });
+          group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data: op.data, seg: ctx.segs.get(r.seq)!, dataAt, pos: r.pos });
           await runGroup();
           break;
         }
@@ -306,15 +314,15 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
           data = Buffer.from(op.data); // copy: the reader's window is reused
           held += data.length;
         }
-        group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data, seg: ctx.segs.get(r.seq)!, dataAt });
+        group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data, seg: ctx.segs.get(r.seq)!, dataAt, pos: r.pos });
         break;
       }
       case RecordType.TRUNCATE:
-        group.push({ type: op.type, name: op.name, length: op.length });
+        group.push({ type: op.type, name: op.name, length: op.length, pos: r.pos });
         break;
       case RecordType.CREATE:
       case RecordType.UNLINK:
-        group.push({ type: op.type, name: op.name });
+        group.push({ type: op.type, name: op.name, pos: r.pos });
         break;
       case RecordType.RENAME:
         group.push({ type: op.type, from: op.from, to: op.to, seq: r.seq, offset: r.offset, next: r.pos + r.size });

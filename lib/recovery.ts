@@ -220,6 +220,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let groupRecords = 0;
     let groupBytes = 0;
     const order = new EpochOrder();
+    /** The end of the cursor segment's catalog (its last part): the log kept is never cut before it. */
+    let catalogEnd = -1;
     /** The last SEGEND walked: where a 'missing-segment' end came from. */
     let lastSegend: { seq: number; offset: number; version: number } | null = null;
     /** The entries of the current epoch's COMMIT carried by ENTRIES records before it. */
@@ -236,6 +238,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     // cut the log at. (A segment that does not begin with a catalog leaves it null: nothing to keep.)
     let corruptAt: { seq: number; offset: number; reason: string } | null = null;
     const touched = new Set<string>();
+    /** Names that replayed records make directories, and where the last such record is (ApplyContext.dirsAt). */
+    const dirsAt = new Map<string, number>();
     let groupNames: string[] = [];
     // Names a replayed record truncates, creates, unlinks or renames: their size after the replay is
     // the replay's business (a dry run cannot tell what would be cut from them, and nothing is: a file
@@ -300,6 +304,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
           // The cursor segment's catalog gives the entries; a later one repeats what the walk knows.
           if (v.first && (op.type === RecordType.CATALOG || op.type === RecordType.ENTRIES)) for (const e of op.entries) catalog.set(e.name, e);
           if (v.first && v.role === 'catalog') catalogEpoch = r.header.epoch;
+          if (v.first) catalogEnd = r.pos + r.size;
           return;
         }
         const after = r.pos >= cursorPos;
@@ -374,6 +379,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
               try {
                 const op = decodePayload(t, r.payload);
                 if ('name' in op) groupNames.push(op.name);
+                const made = op.type === RecordType.RENAME ? op.to : 'name' in op && op.type !== RecordType.UNLINK ? op.name : null;
+                if (made !== null) for (let i = made.indexOf('/'); i > 0; i = made.indexOf('/', i + 1)) dirsAt.set(made.slice(0, i), r.pos);
                 if (op.type === RecordType.RENAME) groupNames.push(op.from, op.to);
                 if (op.type === RecordType.RENAME) groupReshaped.push(op.from, op.to);
                 else if (op.type !== RecordType.WRITE && 'name' in op) groupReshaped.push(op.name);
@@ -530,7 +537,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         // Everything up to lastCommitEnd was validated by the walk above; without an ABORT in the
         // range, every record there belongs to an epoch that commits.
         const validated = !aborts.some((a) => a >= startPos && a < lastCommitEnd);
-        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync, validated }, lastCommitEnd)
+        const applied = await applyCommitted({ io, root: dir, segs, files, control: writer, sync, validated, dirsAt }, lastCommitEnd)
           .catch((err) => { throw applyNeeds(err, replayBytes, touched.size); });
         for (const n of applied.names) touched.add(n);
       }
@@ -560,7 +567,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       // tail may then be reused for the fresh one (it holds allocated blocks: a full disk needs
       // them), because if the cursor move below is lost, the next recovery's walk ends where this
       // one kept, instead of at a SEGEND naming a segment that is no longer there.
-      await endLogAt(io, segs, files, lastCommitEnd, sync);
+      await endLogAt(io, segs, files, Math.max(lastCommitEnd, catalogEnd), sync);
       const keepSeq = writer.state.cursorSeq;
       const free: number[] = [];
       for (const idx of listing.indexes) {

@@ -5,6 +5,7 @@ import { openStore, CpError, type Store } from '../lib/index.js';
 import { recover } from '../lib/recovery.js';
 import { nodeIO, type IO } from '../lib/io.js';
 import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord, decodeControlSlot } from '../lib/format.js';
+import { interceptIO, injected } from './helpers/intercept-io.js';
 import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
 
 const dirs: string[] = [];
@@ -373,5 +374,34 @@ describe('recovery', () => {
     b.write('NOTCPF!!', 512, 'latin1');
     fs.writeFileSync(file, b);
     await expectCode(openStore(dir, { inline: true, noLock: true }), 'EFORMAT');
+  });
+});
+
+describe('recovery: a redo over names that later records turned into directories', () => {
+  it('a file written, unlinked, then made a directory by later epochs, all applied but the cursor not moved: reopening replays them and opens', async () => {
+    const dir = fresh();
+    let failControl = false;
+    const fdPath = new Map<number, string>();
+    const io = interceptIO(async (call, args, next) => {
+      if (call === 'write' && failControl && fdPath.get(args[0] as number)?.endsWith(path.join('.cpfile', 'control'))) throw injected('EIO', 'write');
+      const r = await next();
+      if (call === 'open') fdPath.set(r as number, args[0] as string);
+      return r;
+    });
+    const s = await openStore(dir, { ...NO_APPLY, io });
+    await s.writeFile('a', 'a file');
+    await s.check();
+    await s.unlink('a');
+    await s.check();
+    await s.writeFile('a/b', 'under a directory now');
+    await s.check();
+    failControl = true; // the apply runs, but its cursor move fails: recovery must redo all three epochs
+    await expectCode(s.close(), 'EREOPEN').catch(() => undefined);
+    expect(fs.statSync(path.join(dir, 'a')).isDirectory()).to.equal(true);
+    const again = await openStore(dir, NO_APPLY);
+    expect(again.epoch).to.equal(4); // close() checked once more before its apply failed
+    expect(String(await again.readFile('a/b'))).to.equal('under a directory now');
+    await again.close();
+    expect(snapshot(dir)).to.deep.equal(new Map([['a/b', Buffer.from('under a directory now').toString('hex')]]));
   });
 });
