@@ -96,7 +96,7 @@ export async function readAll(f: CpFile): Promise<Buffer> {
   return buf.subarray(0, off);
 }
 
-/** Finds the lock artefact proper-lockfile created for a store (a `*.lock` or `lock` entry). */
+/** Finds a store's lock artefacts (a `*.lock` or `lock` entry). */
 export async function findLockPaths(dir: string): Promise<string[]> {
   const found: string[] = [];
   async function walk(d: string, depth: number): Promise<void> {
