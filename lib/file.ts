@@ -22,6 +22,20 @@ function checkPosition(v: unknown): number | null {
   return checkCount(v, 'position');
 }
 
+/** offset and length of a call on `size` bytes of buffer or data, as fs/promises (ERR_OUT_OF_RANGE there). */
+function checkSpan(offset: unknown, length: unknown, size: number, what: string): { off: number; len: number } {
+  const off = offset === undefined || offset === null ? 0 : checkCount(offset, 'offset');
+  if (off > size) throw new CpError('EINVAL', `offset ${off} is past the ${what}'s ${size} bytes`);
+  const len = length === undefined || length === null ? size - off : checkCount(length, 'length');
+  if (off + len > size) throw new CpError('EINVAL', `offset ${off} + length ${len} exceeds the ${what}'s ${size} bytes`);
+  return { off, len };
+}
+
+/** The file range [start, start+len) must end at or below 2^53-1, the largest position supported. */
+function checkEnd(start: number, len: number): void {
+  if (start + len > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', `${start} + ${len} bytes is past the largest supported position (2^53-1)`);
+}
+
 export class CpFile {
   /** @internal */ closed = false;
 
@@ -42,9 +56,13 @@ export class CpFile {
     return this.mode[0] === 'a';
   }
 
+  /**
+   * Every call is refused at once (at call time, never later) when the store's close() or this
+   * handle's close() was called before it; what was called before those completes first.
+   */
   private live(call: string): void {
+    this.store.assertCallable();
     if (this.closed) throw new CpError('EBADF', `${call} on closed file ${JSON.stringify(this.entry.name)}`);
-    this.store.assertUsable();
   }
 
   /** Read into buffer[offset, offset+length) from `position`, or from the handle's position (which then advances). */
@@ -52,22 +70,15 @@ export class CpFile {
     this.live('read');
     if (!this.readable) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} was opened '${this.mode}': not readable`);
     if (!(buffer instanceof Uint8Array)) throw new CpError('EINVAL', 'read needs a Buffer or Uint8Array');
-    const off = offset === undefined || offset === null ? 0 : checkCount(offset, 'offset');
-    const len = length === undefined || length === null ? buffer.byteLength - off : checkCount(length, 'length');
-    if (off + len > buffer.byteLength) throw new CpError('EINVAL', `offset ${off} + length ${len} exceeds the buffer's ${buffer.byteLength} bytes`);
+    const { off, len } = checkSpan(offset, length, buffer.byteLength, 'buffer');
     const at = checkPosition(position);
     const e = this.entry;
-    let start: number;
-    let gen = -1;
-    if (at === null) {
-      start = e.position;
-      e.position += len;
-      gen = ++e.posGen;
-    } else {
-      start = at;
-    }
-    const n = await this.store.readEntry(this, start, buffer, off, len);
-    if (at === null && n < len && e.posGen === gen) e.position = start + n;
+    const start = at ?? e.position;
+    checkEnd(start, len);
+    // The size as of call order says how much this read gets: the position moves there now.
+    const want = Math.max(0, Math.min(len, e.size - start));
+    if (at === null) e.position = start + want;
+    const n = await this.store.readEntry(this, start, buffer, off, want);
     return { bytesRead: n, buffer };
   }
 
@@ -90,24 +101,20 @@ export class CpFile {
     if (typeof data === 'string') bytes = Buffer.from(data, 'utf8');
     else if (data instanceof Uint8Array) bytes = data;
     else throw new CpError('EINVAL', 'write needs a Buffer, Uint8Array or string');
-    const off = offset === undefined || offset === null ? 0 : checkCount(offset, 'offset');
-    const len = length === undefined || length === null ? bytes.byteLength - off : checkCount(length, 'length');
-    if (off + len > bytes.byteLength) throw new CpError('EINVAL', `offset ${off} + length ${len} exceeds the data's ${bytes.byteLength} bytes`);
+    const { off, len } = checkSpan(offset, length, bytes.byteLength, 'data');
     const at = checkPosition(position);
     const e = this.entry;
-    let start: number | null = null;
-    if (!this.appending) {
-      if (at === null) {
-        start = e.position;
-        e.position += len;
-        e.posGen++;
-      } else {
-        start = at;
-      }
-    }
+    // Where the write goes, the size and the position it leaves are decided now, in call order,
+    // whether the store's queue is idle or not: everything is checked before anything moves.
+    const start = this.appending ? e.size : at ?? e.position;
+    checkEnd(start, len);
+    // Past the largest file the store's file system takes (probed at open): EFBIG now, not at the apply.
+    if (len > 0 && start + len > this.store.maxFileSize) throw this.store.tooLarge(e.name, 'write', start + len);
+    if (len > 0 && start + len > e.size) e.size = start + len;
+    if (at === null) e.position = start + len;
     // As with fs/promises, the caller must not modify the data until the promise settles.
     const chunk = off === 0 && len === bytes.byteLength ? bytes : bytes.subarray(off, off + len);
-    return { len, done: this.store.writeEntry(this, start, chunk, at === null) };
+    return { len, done: this.store.writeEntry(this, start, chunk) };
   }
 
   /** Move the position; returns the new position. Recorded in the epoch (restored on resume). */
@@ -118,13 +125,13 @@ export class CpFile {
     switch (whence) {
       case 'set': base = 0; break;
       case 'cur': base = this.entry.position; break;
-      case 'end': base = this.entry.overlay.size; break;
+      case 'end': base = this.entry.size; break;
       default: throw new CpError('EINVAL', `whence must be 'set', 'cur' or 'end', got ${String(whence)}`);
     }
     const next = base + offset;
     if (next < 0) throw new CpError('EINVAL', `seek to ${next}: negative position`);
+    if (next > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', `seek to ${next}: past the largest supported position (2^53-1)`);
     this.entry.position = next;
-    this.entry.posGen++;
     return next;
   }
 
@@ -142,6 +149,8 @@ export class CpFile {
     this.live('truncate');
     if (!this.writable) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} was opened 'r': not writable`);
     checkCount(len, 'length');
+    if (len > this.store.maxFileSize) throw this.store.tooLarge(this.entry.name, 'truncate', len);
+    this.entry.size = len;
     await this.store.truncateEntry(this, len);
   }
 
@@ -154,16 +163,23 @@ export class CpFile {
   }
 
   check(): Promise<number> {
+    try {
+      this.live('check');
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.store.check();
   }
 
   /** Close this handle; the entry is marked completed (durable with the next check) when its last handle closes. */
   async close(): Promise<void> {
+    this.store.assertCallable();
     if (this.closed) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} is already closed`);
     await this.store.closeHandle(this);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    if (!this.closed) await this.close();
+    // A store whose close() was called closes its handles itself.
+    if (!this.closed && this.store.callable) await this.close();
   }
 }

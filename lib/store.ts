@@ -67,8 +67,11 @@ export const LAID_OUT: Promise<void> = Promise.resolve();
 /** @internal */
 export interface Entry {
   name: string;
+  /** Position and size as of call order: calls update them when they are made, not when they run. */
   position: number;
-  posGen: number;
+  size: number;
+  /** Position and size as of the last check() called since the entry was opened (rollback returns to them); null: none. */
+  checked: { position: number; size: number } | null;
   overlay: Overlay;
   handles: Set<CpFile>;
   /** Opened for writing (any mode but 'r'): only such entries carry a size in COMMIT records. */
@@ -112,6 +115,13 @@ export class Store {
   private idle = true;
   private failure: CpError | null = null;
   private closed = false;
+  /** close() was called: every later call is refused with ECLOSED (the final check covers those before). */
+  private closeCalled = false;
+  /**
+   * Opens called but not run yet. A check() called meanwhile must see the entry as the open leaves
+   * it; a rollback() called meanwhile (with no check between) closes it.
+   */
+  private pendingOpens = new Set<{ checks: Map<Entry, number>[]; doomed: Set<Entry> | null }>();
   private closing: Promise<void> | null = null;
   private appliedPos: number;
   private appliedEpoch: number;
@@ -149,6 +159,17 @@ export class Store {
 
   // ------------------------------------------------------------------------------------------
   // plumbing
+
+  /** @internal At call time: refuses calls made after close() was called (ECLOSED), and on a failed store. */
+  assertCallable(): void {
+    if (this.closeCalled) throw new CpError('ECLOSED', `store ${this.dir} is closed`);
+    this.assertUsable();
+  }
+
+  /** @internal close() was not called yet. */
+  get callable(): boolean {
+    return !this.closeCalled;
+  }
 
   /** @internal */
   assertUsable(): void {
@@ -199,8 +220,13 @@ export class Store {
     if (fd !== null) this.io.close(fd).catch(() => undefined);
   }
 
-  /** A write or truncate to `end` bytes, beyond what the file system (probed at open) accepts. */
-  private tooLarge(name: string, what: string, end: number): CpError {
+  /** @internal The largest file the store's file system takes (probed at open). */
+  get maxFileSize(): number {
+    return this.opts.maxSize;
+  }
+
+  /** @internal A write or truncate to `end` bytes, beyond what the file system (probed at open) accepts. */
+  tooLarge(name: string, what: string, end: number): CpError {
     if (end > Number.MAX_SAFE_INTEGER) return new CpError('EINVAL', `${what} past the largest supported position (2^53 - 1) in ${JSON.stringify(name)}`);
     return new CpError('EFBIG', `${what} of ${JSON.stringify(name)} to ${end} bytes: the store's file system takes files of at most ${this.opts.maxSize} bytes`);
   }
@@ -355,10 +381,30 @@ export class Store {
   /** Open `name` with an fopen mode ('r' by default). */
   open(name: string, mode: Mode = 'r'): Promise<CpFile> {
     try {
-      this.assertUsable();
+      this.assertCallable();
       if (!MODES.includes(mode)) throw new CpError('EINVAL', `mode must be one of ${MODES.join(', ')}, got ${describe(mode)}`);
       const n = normalizeName(name, this.dir);
-      return this.run(() => this.openNow(n, mode));
+      const po = { checks: [] as Map<Entry, number>[], doomed: null as Set<Entry> | null };
+      this.pendingOpens.add(po);
+      const opened = this.run(async () => {
+        try {
+          const f = await this.openNow(n, mode);
+          // What check() and rollback() called since this open was called do to the entry.
+          const e = f.entry;
+          for (const positions of po.checks) positions.set(e, e.position);
+          if (po.checks.length > 0) e.checked = { position: e.position, size: e.size };
+          if (po.doomed) {
+            po.doomed.add(e);
+            f.closed = true;
+          }
+          return f;
+        } finally {
+          this.pendingOpens.delete(po);
+        }
+      });
+      // Also when the queue refuses the open before it runs (a failed store).
+      opened.catch(() => this.pendingOpens.delete(po));
+      return opened;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -406,29 +452,29 @@ export class Store {
     }
     this.unfinished.delete(name);
     this.userdata.set(name, userdata);
-    const entry: Entry = { name, position: resumed ? resumedPos! : 0, posGen: 0, overlay: ov, handles: new Set(), writable: mode !== 'r' };
+    const entry: Entry = { name, position: resumed ? resumedPos! : 0, size: ov.size, checked: null, overlay: ov, handles: new Set(), writable: mode !== 'r' };
     const f = new CpFile(this, entry, mode, resumed);
     entry.handles.add(f);
     this.entries.set(name, entry);
     return f;
   }
 
-  /** @internal */
+  /**
+   * @internal The handle calls below were checked when they were made (CpFile.live: a call made
+   * after f.close() or store.close() never gets here), and take effect in call order.
+   */
   readEntry(f: CpFile, start: number, buf: Uint8Array, off: number, len: number): Promise<number> {
-    return this.run(() => {
-      if (f.closed) throw new CpError('EBADF', `read on closed file ${JSON.stringify(f.name)}`);
-      return this.readOverlay(f.entry.overlay, f.entry.name, start, buf, off, len);
-    });
+    return this.run(() => this.readOverlay(f.entry.overlay, f.entry.name, start, buf, off, len));
   }
 
-  /** @internal `start` null: append at the end (and move the position there when `movePos`). */
-  writeEntry(f: CpFile, start: number | null, data: Uint8Array, movePos: boolean): Promise<void> {
+  /** @internal `start`: where the caller decided, in call order (the entry's size then, for appends). */
+  writeEntry(f: CpFile, start: number, data: Uint8Array): Promise<void> {
     if (this.idle && !this.writer.congested) {
       // Nothing queued and no back-pressure: lay the write out now (no queue round trip).
       try {
         if (this.writer.failure && !this.closed) this.fail(this.writer.failure);
         this.assertUsable();
-        this.writeNow(f, start, data, movePos);
+        this.writeNow(f, start, data);
         return LAID_OUT;
       } catch (e) {
         return Promise.reject(e instanceof CpError ? e : ioError(e, 'cpfile'));
@@ -436,19 +482,16 @@ export class Store {
     }
     return this.run(async () => {
       if (this.writer.congested) await this.writer.drain();
-      this.writeNow(f, start, data, movePos);
+      this.writeNow(f, start, data);
     });
   }
 
-  private writeNow(f: CpFile, start: number | null, data: Uint8Array, movePos: boolean): void {
-    if (f.closed) throw new CpError('EBADF', `write on closed file ${JSON.stringify(f.name)}`);
+  private writeNow(f: CpFile, at: number, data: Uint8Array): void {
     this.writer.check();
     const e = f.entry;
     const ov = e.overlay;
-    const at = start === null ? ov.size : start;
     const n = data.length;
     if (n > 0) {
-      if (at + n > this.opts.maxSize) throw this.tooLarge(e.name, 'write', at + n);
       if (ov.modEpoch !== this.building) {
         ov.modEpoch = this.building;
         ov.startSize = ov.size;
@@ -462,10 +505,6 @@ export class Store {
         this.journalWrite(e.name, ov, at, data.subarray(0, from - at));
         this.directWrite(e.name, ov, from, data.subarray(from - at));
       }
-    }
-    if (start === null && movePos) {
-      e.position = at + n;
-      e.posGen++;
     }
   }
 
@@ -526,11 +565,10 @@ export class Store {
 
   /** @internal */
   truncateEntry(f: CpFile, len: number): Promise<void> {
-    return this.run(async () => {
-      if (f.closed) throw new CpError('EBADF', `truncate on closed file ${JSON.stringify(f.name)}`);
+    return this.run(() => {
       const e = f.entry;
-      if (len > this.opts.maxSize) throw this.tooLarge(e.name, 'truncate', len);
-      await this.assertOneLink(e.name, e.overlay);
+      // The size limit was checked at the call (CpFile.truncate), and the open refused a file with
+      // other hard links; one made since is refused when the truncate is applied (EPATH).
       const p = this.writer.append({ type: RecordType.TRUNCATE, name: e.name, length: len }, this.building);
       e.overlay.truncate(len, p);
       this.touch(e.overlay, p);
@@ -540,12 +578,13 @@ export class Store {
   /** @internal */
   closeHandle(f: CpFile): Promise<void> {
     f.closed = true;
+    const position = f.entry.position;
     return this.run(() => {
       const e = f.entry;
       e.handles.delete(f);
       if (e.handles.size > 0) return;
       if (this.entries.get(e.name) === e) this.entries.delete(e.name);
-      this.closedSince.set(e.name, e.position);
+      this.closedSince.set(e.name, position);
       this.release(e.name);
     });
   }
@@ -555,6 +594,7 @@ export class Store {
 
   unlink(name: string): Promise<void> {
     try {
+      this.assertCallable();
       const n = normalizeName(name, this.dir);
       return this.run(async () => {
         if (this.entries.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: close it before unlinking`);
@@ -578,6 +618,7 @@ export class Store {
   /** Rename `from` to `to`, replacing `to` if it exists (as POSIX rename). */
   rename(from: string, to: string): Promise<void> {
     try {
+      this.assertCallable();
       const a = normalizeName(from, this.dir);
       const b = normalizeName(to, this.dir);
       return this.run(async () => {
@@ -631,6 +672,7 @@ export class Store {
   /** The whole content of `name`, pending changes included. */
   readFile(name: string): Promise<Buffer> {
     try {
+      this.assertCallable();
       const n = normalizeName(name, this.dir);
       return this.run(async () => {
         const ov = await this.overlayOf(n);
@@ -649,6 +691,7 @@ export class Store {
   /** Replace the content of `name` (creating it), atomically at the next check. */
   writeFile(name: string, data: Uint8Array | string): Promise<void> {
     try {
+      this.assertCallable();
       const n = normalizeName(name, this.dir);
       let bytes: Buffer;
       if (typeof data === 'string') bytes = Buffer.from(data, 'utf8');
@@ -702,11 +745,25 @@ export class Store {
 
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
   check(): Promise<number> {
+    try {
+      this.assertCallable();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.checkNow();
+  }
+
+  private checkNow(): Promise<number> {
     let commit: { p: Promise<{ ok: boolean }>; epoch: number; deltas: CatalogEntry[]; end: number };
     // Positions move when a call is made (that is what makes unawaited calls line up), so the epoch
-    // takes them as they are now, not when its turn in the queue comes.
+    // takes them as they are now, not when its turn in the queue comes; so does a rollback called
+    // later. An entry whose open was called but has not run yet gets its position when it does.
     const positions = new Map<Entry, number>();
-    for (const e of this.entries.values()) positions.set(e, e.position);
+    for (const e of this.entries.values()) {
+      positions.set(e, e.position);
+      e.checked = { position: e.position, size: e.size };
+    }
+    for (const po of this.pendingOpens) if (!po.doomed) po.checks.push(positions);
     const queued = this.run(() => {
       const deltas: CatalogEntry[] = [];
       // Every open entry's COMMIT entry carries its committed size: recovery cuts the file back to
@@ -838,13 +895,35 @@ export class Store {
     this.writer.applied(this.appliedSeq, pinned);
   }
 
-  /** Discard every change since the last check: files, names and positions return to it. */
+  /**
+   * Discard every change since the last check: files, names and positions return to it. In call
+   * order, at once: positions and sizes go back to those of the last check() called, and handles
+   * opened since it are closed.
+   */
   rollback(): Promise<void> {
+    try {
+      this.assertCallable();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const doomed = new Set<Entry>();
+    for (const e of this.entries.values()) {
+      if (e.checked) {
+        e.position = e.checked.position;
+        e.size = e.checked.size;
+      } else {
+        doomed.add(e);
+        for (const h of e.handles) h.closed = true;
+      }
+    }
+    for (const po of this.pendingOpens) if (!po.doomed && po.checks.length === 0) po.doomed = doomed;
+    // The checks called before this rollback (not one called after it: that one waits for this).
+    const priorCheck = this.lastCheck;
     return this.run(async () => {
       this.appendAbort();
-      await this.lastCheck;
+      await priorCheck;
       this.assertUsable();
-      await this.resetToDisk();
+      await this.resetToDisk(doomed);
       await callHook(this.hooks, 'rollback');
     });
   }
@@ -855,8 +934,12 @@ export class Store {
     this.writer.abortDirect();
   }
 
-  /** After an ABORT: apply all that is committed, then let the disk be the whole truth again. */
-  private async resetToDisk(): Promise<void> {
+  /**
+   * After an ABORT: apply all that is committed, then let the disk be the whole truth again. The
+   * positions were reset when rollback() was called; the entries in `doomed` (opened since the last
+   * check) are dropped.
+   */
+  private async resetToDisk(doomed: Set<Entry>): Promise<void> {
     const flushed = await this.writer.flush();
     if (!flushed.ok) throw this.fail(this.writer.failure ?? new CpError('EIO', 'flush failed'));
     await this.applyNow(true);
@@ -866,15 +949,12 @@ export class Store {
     this.overlays.clear();
     this.closedSince.clear();
     for (const [name, e] of [...this.entries]) {
-      const position = this.logged.get(name)?.position;
-      const ov = position === undefined ? null : await this.overlayOf(name);
-      if (position === undefined || !ov) {
+      const ov = doomed.has(e) || !this.logged.has(name) ? null : await this.overlayOf(name);
+      if (!ov) {
         for (const h of e.handles) h.closed = true;
         this.entries.delete(name);
         continue;
       }
-      e.position = position;
-      e.posGen++;
       e.overlay = ov;
     }
     this.unfinished.clear();
@@ -885,6 +965,7 @@ export class Store {
   close(opts: { discard?: boolean } = {}): Promise<void> {
     if (this.closing) return this.closing;
     if (this.closed) return Promise.resolve();
+    this.closeCalled = true;
     this.closing = (async () => {
       let firstErr: unknown = null;
       try {
@@ -892,7 +973,7 @@ export class Store {
         if (opts.discard) {
           await this.run(() => this.appendAbort());
         } else {
-          await this.check();
+          await this.checkNow();
         }
         await this.tail;
         await this.lastCheck;
