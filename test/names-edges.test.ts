@@ -145,16 +145,14 @@ describe('names at the edges: refused at the call, never followed at write time'
   });
 
   describe('hard links', function () {
-    it('a file with two hard links opens read-only; opening it for writing, writeFile and truncate are refused with EPATH', async function () {
+    it('a file with two hard links opens read-only; opening it for writing and writeFile are refused with EPATH', async function () {
       let s = await sb.open(dir);
       await s.writeFile('h', 'hard');
       await s.close();
       s = await sb.open(dir);
-      const before = await s.open('h', 'r+');
+      // (A link made while a handle is open for writing is a change behind the store's back: the
+      // apply refuses to write through it, see "a hard link made to a file with a pending write" below.)
       await fs.link(path.join(dir, 'h'), path.join(dir, 'h2'));
-      const e = await expectCpError(() => before.truncate(0), 'EPATH');
-      expect(e.message).to.include('2 hard links');
-      await before.close();
       const ro = await s.open('h', 'r');
       const buf = Buffer.alloc(4);
       expect((await ro.read(buf, 0, 4, 0)).bytesRead).to.equal(4);
