@@ -111,13 +111,30 @@ class FileCache {
       return fd;
     }
     const { io, root } = this.ctx;
-    fd = (await openInStore(io, root, name, 'readwrite')) ?? undefined;
+    fd = (await this.spare(() => openInStore(io, root, name, 'readwrite'))) ?? undefined;
     if (fd === undefined) {
-      fd = (await openInStore(io, root, name, 'create', (d) => this.dirtyDirs.add(d)))!;
+      fd = (await this.spare(() => openInStore(io, root, name, 'create', (d) => this.dirtyDirs.add(d))))!;
       this.dirtyDirs.add(path.dirname(this.full(name)));
     }
     await this.admit(name, fd);
     return fd;
+  }
+
+  /**
+   * Run `fn`, which needs a descriptor; when the process has none left (EMFILE, ENFILE: a low
+   * `ulimit -n`, or descriptors the app holds), close the least recently used cached one and try
+   * again, down to none cached. So the applier works under any limit that leaves it one descriptor.
+   */
+  async spare<T>(fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException)?.code;
+        if ((code !== 'EMFILE' && code !== 'ENFILE') || this.fds.size === 0) throw e;
+        await this.drop(this.fds.keys().next().value as string);
+      }
+    }
   }
 
   /** Keep `fd` as the most recently used; close the least recently used beyond APPLY_MAX_FDS. */
@@ -146,7 +163,7 @@ class FileCache {
   async barrier(): Promise<void> {
     if (this.ctx.sync) {
       for (const fd of this.dirty) await this.ctx.io.fdatasync(fd);
-      for (const d of this.dirtyDirs) await this.ctx.io.fsyncDir(d);
+      for (const d of this.dirtyDirs) await this.spare(() => this.ctx.io.fsyncDir(d));
     }
     this.dirty.clear();
     this.dirtyDirs.clear();
@@ -206,7 +223,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
         case RecordType.CREATE: {
           await cache.drop(d.name);
           const full = cache.full(d.name);
-          const fd = (await openInStore(ctx.io, ctx.root, d.name, 'create', (dir) => cache.dirtyDirs.add(dir)))!;
+          const fd = (await cache.spare(() => openInStore(ctx.io, ctx.root, d.name, 'create', (dir) => cache.dirtyDirs.add(dir))))!;
           await cache.admit(d.name, fd);
           await ctx.io.ftruncate(fd, 0);
           cache.dirty.add(fd);

@@ -17,6 +17,8 @@ import { type FlusherPort } from './flusher-port.js';
 import { CpError, type CpErrorCode } from './errors.js';
 import { randomSalt } from './recovery.js';
 
+const isU64 = (v: number): boolean => Number.isSafeInteger(v) && v >= 0;
+
 interface Chunk {
   index: number;
   seq: number;
@@ -211,6 +213,13 @@ export class JournalWriter {
    * segment. Returns the offset of the last record (the COMMIT).
    */
   private emitList(type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], epoch: number, applied?: AppliedCursor | null): number {
+    // Every field is checked before the first part is laid out: a list is written whole or not at
+    // all (a part that failed to encode after others were laid out would leave a broken run, R6).
+    for (const e of entries) {
+      if (!isU64(e.position) || (e.size !== null && !isU64(e.size))) {
+        throw new CpError('EINVAL', `entry ${JSON.stringify(e.name)}: position ${e.position} or size ${e.size} is not an integer from 0 to 2^53-1`);
+      }
+    }
     let ops = entryListOps(type, entries, recordCap(this.seg.size), applied);
     if (type === RecordType.COMMIT && ops.length > 1) {
       const bytes = entryListBytes(ops);
@@ -468,7 +477,18 @@ export class JournalWriter {
     }, 1);
   }
 
+  /** Tasks handed to the flusher so far (the number of the last one). */
+  tasksSent = 0;
+  /** The number of the first task that failed (Infinity while none has). */
+  private failedTask = Infinity;
+
+  /** Whether the first failure came from task `task` or one before it (tasks run in order). */
+  failedBy(task: number): boolean {
+    return this.failedTask <= task;
+  }
+
   private track(p: Promise<TaskResult>, endPos: number, bytes: number, directMark = 0): Promise<TaskResult> {
+    const task = ++this.tasksSent;
     this.inflightBytes += bytes;
     const tracked = p.then((res) => {
       this.inflightBytes -= bytes;
@@ -483,6 +503,7 @@ export class JournalWriter {
         if (endPos > this.writtenPos) this.writtenPos = endPos;
         if (directMark > this.directDone) this.directDone = directMark;
       } else if (!this.failure) {
+        this.failedTask = task;
         const err = res.error!;
         this.failure = new CpError((err.code as CpErrorCode) ?? 'EIO', err.message, { details: err.details });
       }

@@ -213,7 +213,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let pendingBytes = 0;
     // Committed epochs after the cursor, one entry per COMMIT; which of them are replayed is settled
     // after the walk (see `startPos` below).
-    const replayGroups: { end: number; records: number; bytes: number; names: string[]; reshaped: string[] }[] = [];
+    const replayGroups: { end: number; records: number; bytes: number; names: string[]; reshaped: string[]; dirs: [string, number][] }[] = [];
     // The latest apply cursor a COMMIT records (it was durable in the control file when that COMMIT
     // was laid out). Direct appends made since are in no record: the replay must not start before it.
     let appliedHint: { pos: number; cursorSeq: number; cursorOffset: number; appliedEpoch: number } | null = null;
@@ -241,6 +241,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     /** Names that replayed records make directories, and where the last such record is (ApplyContext.dirsAt). */
     const dirsAt = new Map<string, number>();
     let groupNames: string[] = [];
+    /** Directories the records of the current group make, with their positions (only replayed groups count). */
+    let groupDirs: [string, number][] = [];
     // Names a replayed record truncates, creates, unlinks or renames: their size after the replay is
     // the replay's business (a dry run cannot tell what would be cut from them, and nothing is: a file
     // with such a record pending takes no direct appends).
@@ -341,11 +343,12 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
               }
             }
             if (after && r.header.epoch > control.appliedEpoch) {
-              replayGroups.push({ end: r.pos + r.size, records: groupRecords, bytes: groupBytes, names: groupNames, reshaped: groupReshaped });
+              replayGroups.push({ end: r.pos + r.size, records: groupRecords, bytes: groupBytes, names: groupNames, reshaped: groupReshaped, dirs: groupDirs });
             }
             groupRecords = 0;
             groupBytes = 0;
             groupNames = [];
+            groupDirs = [];
             groupReshaped = [];
             lastCommitEpoch = Math.max(lastCommitEpoch, r.header.epoch);
             if (r.pos + r.size > lastCommitEnd) {
@@ -361,6 +364,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
             groupRecords = 0;
             groupBytes = 0;
             groupNames = [];
+            groupDirs = [];
             groupReshaped = [];
             pendingRecords = 0;
             pendingBytes = 0;
@@ -380,7 +384,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
                 const op = decodePayload(t, r.payload);
                 if ('name' in op) groupNames.push(op.name);
                 const made = op.type === RecordType.RENAME ? op.to : 'name' in op && op.type !== RecordType.UNLINK ? op.name : null;
-                if (made !== null) for (let i = made.indexOf('/'); i > 0; i = made.indexOf('/', i + 1)) dirsAt.set(made.slice(0, i), r.pos);
+                if (made !== null) for (let i = made.indexOf('/'); i > 0; i = made.indexOf('/', i + 1)) groupDirs.push([made.slice(0, i), r.pos]);
                 if (op.type === RecordType.RENAME) groupNames.push(op.from, op.to);
                 if (op.type === RecordType.RENAME) groupReshaped.push(op.from, op.to);
                 else if (op.type !== RecordType.WRITE && 'name' in op) groupReshaped.push(op.name);
@@ -492,6 +496,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       replayBytes += g.bytes;
       for (const n of g.names) touched.add(n);
       for (const n of g.reshaped) reshaped.add(n);
+      for (const [d, at] of g.dirs) dirsAt.set(d, at);
     }
 
     // A damaged record is a torn tail only when it is not corruption (RecoveryReport.tornTail's contract).

@@ -754,7 +754,7 @@ export class Store {
   }
 
   private checkNow(): Promise<number> {
-    let commit: { p: Promise<{ ok: boolean }>; epoch: number; deltas: CatalogEntry[]; end: number };
+    let commit: { p: Promise<{ ok: boolean }>; task: number; epoch: number; deltas: CatalogEntry[]; end: number };
     // Positions move when a call is made (that is what makes unawaited calls line up), so the epoch
     // takes them as they are now, not when its turn in the queue comes; so does a rollback called
     // later. An entry whose open was called but has not run yet gets its position when it does.
@@ -786,12 +786,20 @@ export class Store {
         if (!this.entries.has(n)) deltas.push({ name: n, position, state: 'closed', size: null });
       }
       const epoch = this.building;
-      this.writer.commitDirect();
-      // The apply cursor this thread knows is durable in the control file: recovery never replays from
-      // before it, even when the control file's newest slot is lost (direct appends made since are in
-      // no record, and a truncate replayed after them would destroy them).
-      const applied = { cursorSeq: this.appliedSeq, cursorOffset: posOffset(this.appliedPos), appliedEpoch: this.appliedEpoch };
-      this.writer.append({ type: RecordType.COMMIT, entries: deltas, applied }, epoch);
+      try {
+        this.writer.commitDirect();
+        // The apply cursor this thread knows is durable in the control file: recovery never replays from
+        // before it, even when the control file's newest slot is lost (direct appends made since are in
+        // no record, and a truncate replayed after them would destroy them).
+        const applied = { cursorSeq: this.appliedSeq, cursorOffset: posOffset(this.appliedPos), appliedEpoch: this.appliedEpoch };
+        this.writer.append({ type: RecordType.COMMIT, entries: deltas, applied }, epoch);
+      } catch (e) {
+        // The epoch's direct appends were handed to their datasync, and part of a COMMIT may be laid
+        // out: only recovery can tell what stands now. (Positions and sizes are checked when calls are
+        // made, so this is a bug or an I/O failure, never bad input.)
+        this.fail(e instanceof CpError ? e : ioError(e, `laying out the commit of epoch ${epoch}`));
+        throw this.failure!;
+      }
       for (const d of deltas) {
         if (d.state === 'open') this.logged.set(d.name, { position: d.position, size: d.size });
         else this.logged.delete(d.name);
@@ -800,14 +808,15 @@ export class Store {
       this.closedSince.clear();
       this.building++;
       const end = this.writer.position;
-      commit = { p: this.writer.flush([{ op: 'sync' }]), epoch, deltas, end };
+      commit = { p: this.writer.flush([{ op: 'sync' }]), task: this.writer.tasksSent, epoch, deltas, end };
       return commit;
     });
     const done = queued.then(async (c) => {
       const res = await c.p;
       // An earlier batch that failed leaves a hole before this COMMIT: the flusher refuses every task
-      // after a failure, and the check does not count on that alone.
-      if (!res.ok || this.writer.failure) {
+      // after a failure, and the check does not count on that alone. A task after this one (a
+      // background apply) that failed does not undo it: the COMMIT is durable, the store fails later.
+      if (!res.ok || this.writer.failedBy(c.task)) {
         const err = this.writer.failure ?? new CpError('EIO', 'check failed');
         this.fail(err);
         await callHook(this.hooks, 'rollback').catch(() => undefined);

@@ -157,6 +157,17 @@ describe('entry lists of any length (format version 3)', function () {
     await again.close();
   });
 
+  it('a commit list is laid out whole or not at all: a bad entry in a later part leaves the journal untouched', async () => {
+    const dir = await sb.dir();
+    const store = await sb.open(dir, { segmentSize: 65536, inline: true });
+    const w = (store as unknown as { writer: { position: number; append(op: unknown, epoch: number): number } }).writer;
+    const list: CatalogEntry[] = Array.from({ length: 400 }, (_, i) => ({ name: name(i, 200), position: i, state: 'open', size: 1 }));
+    list.push({ name: 'bad', position: 2 ** 53 + 2, state: 'open', size: 1 });
+    const before = w.position;
+    expect(() => w.append({ type: RecordType.COMMIT, entries: list, applied: null }, 1)).to.throw(/not an integer from 0 to 2\^53-1/);
+    expect(w.position).to.equal(before);
+  });
+
   it('the catalog limit is refused at open(), with EINVAL, before anything is journaled', () => {
     // MAX_CATALOG_BYTES is 256 MiB: about 65,000 names of the longest length. Checked by arithmetic
     // here (opening that many files takes minutes); the store test above covers the path itself.
