@@ -21,7 +21,7 @@ import { type IO, writeFully, isENOENT } from './io.js';
 import { type ControlWriter } from './control.js';
 import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from './journal-scan.js';
 import { CpError, ioError } from './errors.js';
-import { storePath, openInStore, makeParents, checkDirs } from './names.js';
+import { storePath, openInStore, makeParents, inParent } from './names.js';
 
 export interface ApplyContext {
   io: IO;
@@ -234,15 +234,15 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
         case RecordType.UNLINK: {
           await cache.drop(d.name);
           const full = cache.full(d.name);
-          // The parents are checked (a missing one: nothing to unlink); unlink never follows the
-          // last component (a symlink there is removed, not followed).
-          if (await checkDirs(ctx.io, ctx.root, d.name)) {
+          // The parent is reached without following a symlink (a missing one: nothing to unlink);
+          // unlink never follows the last component (a symlink there is removed, not followed).
+          await inParent(ctx.io, ctx.root, d.name, async (at) => {
             try {
-              await ctx.io.unlink(full);
+              await ctx.io.unlink(at);
             } catch (e) {
               if (!isENOENT(e)) throw e;
             }
-          }
+          });
           cache.dirtyDirs.add(path.dirname(full));
           res.names.add(d.name);
           break;
@@ -254,20 +254,17 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
           await cache.drop(d.to);
           const from = cache.full(d.from);
           const to = cache.full(d.to);
-          // No symlink followed in either parent chain (rename never follows the last components).
-          let exists = await checkDirs(ctx.io, ctx.root, d.from);
-          if (exists) {
+          // No symlink followed in either parent chain: both are reached through their directories'
+          // descriptors (names.ts inParent); rename never follows the last components.
+          await inParent(ctx.io, ctx.root, d.from, async (src) => {
             try {
-              await ctx.io.lstat(from);
+              await ctx.io.lstat(src);
             } catch (e) {
-              if (!isENOENT(e)) throw e;
-              exists = false;
+              if (isENOENT(e)) return; // gone: it already ran
+              throw e;
             }
-          }
-          if (exists) {
-            await cache.mkdirs(d.to);
-            await ctx.io.rename(from, to);
-          }
+            await inParent(ctx.io, ctx.root, d.to, (dst) => ctx.io.rename(src, dst), { create: true, parent: (dir) => cache.dirtyDirs.add(dir) });
+          });
           // Synced even when the source is gone: an earlier run (killed, or failed at this very
           // barrier) may have renamed without making it durable.
           cache.dirtyDirs.add(path.dirname(from));

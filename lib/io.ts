@@ -37,10 +37,19 @@ export interface OpenOptions {
    * caller's business (names.ts openInStore lstats them one by one).
    */
   noFollow?: boolean;
+  /** O_DIRECTORY: fail with ENOTDIR unless the path is a directory (with 'read': a directory's fd). */
+  directory?: boolean;
 }
 
 export interface IO {
   open(path: string, mode: OpenMode, opts?: OpenOptions): Promise<number>;
+  /**
+   * A path that names the directory open as `fd` itself, whatever has been renamed or linked since
+   * (Linux: /proc/self/fd/N), so that `dirRef(fd) + '/x'` looks `x` up in that directory, as
+   * openat(2) would. Absent where there is no such path (the simulator): names.ts then checks each
+   * component by path instead.
+   */
+  dirRef?(fd: number): string;
   close(fd: number): Promise<void>;
   /** May return fewer bytes than asked (end of file). */
   read(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number>;
@@ -90,7 +99,18 @@ const toStat = (s: fs.Stats): StatInfo => ({
   nlink: s.nlink,
 });
 
-const flagsOf = (m: OpenMode, o?: OpenOptions): number => (o?.noFollow ? FLAGS[m] | fs.constants.O_NOFOLLOW : FLAGS[m]);
+const flagsOf = (m: OpenMode, o?: OpenOptions): number =>
+  FLAGS[m] | (o?.noFollow ? fs.constants.O_NOFOLLOW : 0) | (o?.directory ? fs.constants.O_DIRECTORY : 0);
+
+/** Whether this system names open directories by path (procfs): see IO.dirRef. */
+const PROC_FD = ((): boolean => {
+  try {
+    return fs.statSync('/proc/self/fd').isDirectory();
+  } catch {
+    return false;
+  }
+})();
+const procDirRef = PROC_FD ? (fd: number): string => `/proc/self/fd/${fd}` : undefined;
 
 const pOpen = promisify(fs.open);
 const pClose = promisify(fs.close);
@@ -103,6 +123,7 @@ const pFstat = promisify(fs.fstat);
 /** Asynchronous node:fs: for the main thread. */
 export const nodeIO: IO = {
   open: (p, m, o) => pOpen(p, flagsOf(m, o), 0o666),
+  ...(procDirRef ? { dirRef: procDirRef } : {}),
   close: (fd) => pClose(fd),
   read: async (fd, b, o, l, p) => (await pRead(fd, b, o, l, p)).bytesRead,
   write: (fd, b, o, l, p) =>
@@ -142,6 +163,7 @@ export const nodeIO: IO = {
 /** Synchronous node:fs behind the same promise interface: for the flusher worker thread. */
 export const syncNodeIO: IO = {
   open: async (p, m, o) => fs.openSync(p, flagsOf(m, o), 0o666),
+  ...(procDirRef ? { dirRef: procDirRef } : {}),
   close: async (fd) => fs.closeSync(fd),
   read: async (fd, b, o, l, p) => fs.readSync(fd, b, o, l, p),
   write: async (fd, b, o, l, p) => fs.writeSync(fd, b, o, l, p),

@@ -112,12 +112,71 @@ export function refused(verb: 'read' | 'write', name: string, at: string, what: 
   });
 }
 
+/** A directory reached by walk(): `at` to build paths in it, `real` for messages and syncs. */
+interface Reached {
+  /** Where to look names up in the directory: its fd-relative path (IO.dirRef) or its path. */
+  at: string;
+  /** Its path below the store directory. */
+  real: string;
+  /** Close what the walk holds (the directory's fd). */
+  close(): Promise<void>;
+}
+
+const HELD_NOTHING = async (): Promise<void> => undefined;
+
 /**
- * lstat the first `count` components of `parts` (the store file `name`) below root, in order:
- * EPATH for a symlink or a non-directory. A missing one is made with `create` (else: null).
- * Resolves the directory reached.
+ * Reach the directory holding the store file `name` (its first `count` components below root), in
+ * order, following no symlink: EPATH for a symlink or a non-directory on the way. A missing one is
+ * made with `create` (else: null). `parent(dir)` is called with each directory whose entries a
+ * lookup or creation depended on.
+ *
+ * Where the IO names open directories by path (IO.dirRef: /proc/self/fd/N), each component is opened
+ * with O_DIRECTORY | O_NOFOLLOW relative to the directory opened before it, as openat(2) would: a
+ * directory swapped for a symlink at any moment is then never followed, because the lookup of the
+ * next component happens in the directory already opened, not by path again. Elsewhere (the
+ * simulator) each component is lstat'ed by path.
  */
 async function walk(io: IO, root: string, name: string, parts: string[], count: number, create: boolean,
+  parent: ((dir: string) => void) | undefined, verb: 'read' | 'write'): Promise<Reached | null> {
+  if (!io.dirRef) {
+    const dir = await walkByPath(io, root, name, parts, count, create, parent, verb);
+    return dir === null ? null : { at: dir, real: dir, close: HELD_NOTHING };
+  }
+  let fd = await io.open(root, 'read', { directory: true });
+  let real = root;
+  try {
+    for (let i = 0; i < count; i++) {
+      const next = path.join(io.dirRef(fd), parts[i]);
+      const nextReal = path.join(real, parts[i]);
+      let sub: number | null = null;
+      for (let attempt = 0; sub === null; attempt++) {
+        try {
+          sub = await io.open(next, 'read', { directory: true, noFollow: true });
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException)?.code;
+          if (code === 'ELOOP') throw refused(verb, name, nextReal, SYMLINK);
+          if (code === 'ENOTDIR') throw refused(verb, name, nextReal, 'not a directory');
+          if (!isENOENT(e) || attempt > 0) throw e;
+          if (!create) return null;
+          // false: it appeared meanwhile; the open says what it is.
+          await io.mkdir(next);
+        }
+      }
+      if (parent) parent(real);
+      await io.close(fd);
+      fd = sub;
+      real = nextReal;
+    }
+  } catch (e) {
+    await io.close(fd).catch(() => undefined);
+    throw e;
+  }
+  const held = fd;
+  return { at: io.dirRef(held), real, close: () => io.close(held) };
+}
+
+/** walk() where the IO cannot name open directories: lstat each component by path. */
+async function walkByPath(io: IO, root: string, name: string, parts: string[], count: number, create: boolean,
   parent: ((dir: string) => void) | undefined, verb: 'read' | 'write'): Promise<string | null> {
   let dir = root;
   for (let i = 0; i < count; i++) {
@@ -146,20 +205,39 @@ async function walk(io: IO, root: string, name: string, parts: string[], count: 
 /** Make the parent directories of the store file `name` below root, following no symlink (EPATH as openInStore). */
 export async function makeParents(io: IO, root: string, name: string, parent?: (dir: string) => void): Promise<void> {
   const parts = name.split('/');
-  await walk(io, root, name, parts, parts.length - 1, true, parent, 'write');
+  const d = await walk(io, root, name, parts, parts.length - 1, true, parent, 'write');
+  await d?.close();
+}
+
+/**
+ * Run `fn` with the path of `name`'s last component inside its parent directory, reached without
+ * following a symlink (EPATH as openInStore): `fn(path, real)` gets a path to use for the call
+ * (fd-relative where the IO allows it) and the real one for messages. Resolves null, without calling
+ * `fn`, when a parent directory is missing; with `create`, missing parents are made.
+ */
+export async function inParent<T>(io: IO, root: string, name: string, fn: (at: string, real: string) => Promise<T>,
+  opts: { create?: boolean; parent?: (dir: string) => void; verb?: 'read' | 'write' } = {}): Promise<T | null> {
+  const parts = name.split('/');
+  const d = await walk(io, root, name, parts, parts.length - 1, opts.create === true, opts.parent, opts.verb ?? 'write');
+  if (d === null) return null;
+  const last = parts[parts.length - 1];
+  try {
+    return await fn(path.join(d.at, last), path.join(d.real, last));
+  } finally {
+    await d.close().catch(() => undefined);
+  }
 }
 
 /** Are the parent directories of the store file `name` there (false: one is missing)? EPATH as openInStore. */
 export async function checkDirs(io: IO, root: string, name: string): Promise<boolean> {
-  const parts = name.split('/');
-  return (await walk(io, root, name, parts, parts.length - 1, false, undefined, 'write')) !== null;
+  return (await inParent(io, root, name, async () => true)) !== null;
 }
 
 /**
- * Open the store file `name` under `root` following no symlink: each parent directory is lstat'ed in
- * turn (a symlink or a non-directory there is refused with EPATH, naming the store file and the
- * offending path) and the last component is opened with O_NOFOLLOW (a symlink there: EPATH). The
- * applier, recovery and the flusher use it at write time, the store's reads too, so that nothing
+ * Open the store file `name` under `root` following no symlink: the parent directories are reached
+ * one by one (walk(): a symlink or a non-directory there is refused with EPATH, naming the store file
+ * and the offending path) and the last component is opened with O_NOFOLLOW (a symlink there: EPATH).
+ * The applier, recovery and the flusher use it at write time, the store's reads too, so that nothing
  * planted after a call's own check is followed.
  *
  * 'read' and 'readwrite' resolve null when the file or a parent directory is missing. 'create'
@@ -170,35 +248,35 @@ export async function checkDirs(io: IO, root: string, name: string): Promise<boo
  */
 export async function openInStore(io: IO, root: string, name: string, mode: OpenMode, parent?: (dir: string) => void): Promise<number | null> {
   const verb = mode === 'read' ? 'read' : 'write';
-  const parts = name.split('/');
-  const dir = await walk(io, root, name, parts, parts.length - 1, mode === 'create' || mode === 'createExcl', parent, verb);
-  if (dir === null) return null;
-  const full = path.join(dir, parts[parts.length - 1]);
-  let fd: number;
-  try {
-    fd = await io.open(full, mode, { noFollow: true });
-  } catch (e) {
-    if (isENOENT(e) && (mode === 'read' || mode === 'readwrite')) return null;
-    if ((e as NodeJS.ErrnoException)?.code === 'ELOOP') throw refused(verb, name, full, SYMLINK);
-    throw e;
-  }
-  if (mode !== 'read') {
-    let st: StatInfo;
+  const create = mode === 'create' || mode === 'createExcl';
+  const r = await inParent(io, root, name, async (at, full) => {
+    let fd: number;
     try {
-      st = await io.fstat(fd);
+      fd = await io.open(at, mode, { noFollow: true });
     } catch (e) {
-      await io.close(fd).catch(() => undefined);
+      if (isENOENT(e) && (mode === 'read' || mode === 'readwrite')) return null;
+      if ((e as NodeJS.ErrnoException)?.code === 'ELOOP') throw refused(verb, name, full, SYMLINK);
       throw e;
     }
-    if (!st.isFile || st.nlink > 1) {
-      await io.close(fd).catch(() => undefined);
-      if (!st.isFile) throw refused(verb, name, full, 'not a regular file');
-      throw new CpError('EPATH', `refusing to write store file ${quote(name)}: ${full} has ${st.nlink} hard links (a write would change the other names too; cpfile writes only files with one link)`, {
-        details: { file: name, path: full, nlink: st.nlink },
-      });
+    if (mode !== 'read') {
+      let st: StatInfo;
+      try {
+        st = await io.fstat(fd);
+      } catch (e) {
+        await io.close(fd).catch(() => undefined);
+        throw e;
+      }
+      if (!st.isFile || st.nlink > 1) {
+        await io.close(fd).catch(() => undefined);
+        if (!st.isFile) throw refused(verb, name, full, 'not a regular file');
+        throw new CpError('EPATH', `refusing to write store file ${quote(name)}: ${full} has ${st.nlink} hard links (a write would change the other names too; cpfile writes only files with one link)`, {
+          details: { file: name, path: full, nlink: st.nlink },
+        });
+      }
     }
-  }
-  return fd;
+    return fd;
+  }, { create, parent, verb });
+  return r ?? null;
 }
 
 export function describe(v: unknown): string {

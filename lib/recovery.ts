@@ -26,7 +26,7 @@ import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, 
 import { applyCommitted } from './apply.js';
 import { EpochOrder } from './epoch-order.js';
 import { CpError, ioError } from './errors.js';
-import { storePath, openInStore, checkDirs } from './names.js';
+import { openInStore, inParent } from './names.js';
 
 export interface RecoverOptions {
   io: IO;
@@ -623,9 +623,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
  */
 async function fileLength(io: IO, dir: string, name: string): Promise<number | null> {
   try {
-    if (!(await checkDirs(io, dir, name))) return null;
-    const st = await io.lstat(storePath(dir, name));
-    return st.isFile ? st.size : null;
+    const st = await inParent(io, dir, name, (at) => io.lstat(at));
+    return st !== null && st.isFile ? st.size : null;
   } catch (e) {
     if (e instanceof CpError) throw e;
     const code = (e as NodeJS.ErrnoException).code;

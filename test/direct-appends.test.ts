@@ -15,7 +15,7 @@ import { openStore, type Store, type CpFile, type StoreOptions } from '../lib/in
 import { nodeIO } from '../lib/io.js';
 import { recover } from '../lib/recovery.js';
 import { RecordType, decodePayload, segmentFileName, decodeControlSlot, CONTROL_SLOT_SIZE } from '../lib/format.js';
-import { interceptIO } from './helpers/intercept-io.js';
+import { interceptIO, openedPath } from './helpers/intercept-io.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';
 import { crash, records } from './helpers/journal.js';
 
@@ -41,7 +41,7 @@ function recordingIO(calls: Call[]) {
   const fdPath = new Map<number, string>();
   return interceptIO(async (call, args, next) => {
     const r = await next();
-    if (call === 'open') fdPath.set(r as number, args[0] as string);
+    if (call === 'open') fdPath.set(r as number, openedPath(r as number, args[0] as string));
     const fd = typeof args[0] === 'number' ? args[0] : -1;
     const file = fd >= 0 ? fdPath.get(fd) ?? '?' : String(args[0]);
     calls.push({ call, file, len: call === 'write' ? (args[3] as number) : 0 });
@@ -131,7 +131,7 @@ describe('direct appends', function () {
       const slow = interceptIO(async (call, args, next) => {
         if (call === 'write' && fdPath.get(args[0] as number) === path.join(dir, 'a')) await new Promise((r) => setTimeout(r, 20));
         const r = await next();
-        if (call === 'open') fdPath.set(r as number, args[0] as string);
+        if (call === 'open') fdPath.set(r as number, openedPath(r as number, args[0] as string));
         return r;
       });
       const store = await sb.open(dir, { directAppendMin: 1, ...(inline ? { io: slow, noLock: true } : {}) });

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openStore, type IO } from '../lib/index.js';
-import { interceptIO } from './helpers/intercept-io.js';
+import { interceptIO, openedPath } from './helpers/intercept-io.js';
 import { tempDir } from './helpers/journal.js';
 
 interface Call { op: string; arg: string }
@@ -16,7 +16,7 @@ function recordingIO(log: Call[]): IO {
   const fdPath = new Map<number, string>();
   return interceptIO(async (k, args, next) => {
     const r = await next();
-    if (k === 'open') fdPath.set(r as number, args[0] as string);
+    if (k === 'open') fdPath.set(r as number, openedPath(r as number, args[0] as string));
     const arg = typeof args[0] === 'number' ? fdPath.get(args[0]) ?? '?' : String(args[0]);
     if (k === 'rename') log.push({ op: k, arg: `${arg} -> ${args[1]}` });
     else log.push({ op: k, arg });

@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import { syncNodeIO, type IO } from '../../lib/io.js';
-import { interceptIO, injected } from '../helpers/intercept-io.js';
+import { interceptIO, injected, openedPath } from '../helpers/intercept-io.js';
 
 const logFile = process.env.CPFILE_TEST_WORKER_LOG;
 const [failCall, failCode, armFile] = (process.env.CPFILE_TEST_WORKER_FAIL ?? '::').split(':');
@@ -23,7 +23,7 @@ export const io: IO = interceptIO(async (call, args, next) => {
     throw injected(failCode, `the worker's ${call}`);
   }
   const r = await next();
-  if (call === 'open') fdPath.set(r as number, p);
+  if (call === 'open') fdPath.set(r as number, openedPath(r as number, p));
   if (logFile) fs.appendFileSync(logFile, `${call} ${p}\n`);
   return r;
 }, syncNodeIO);
