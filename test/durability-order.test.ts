@@ -17,7 +17,7 @@ function recordingIO(log: Call[]): IO {
   return interceptIO(async (k, args, next) => {
     const r = await next();
     if (k === 'open') fdPath.set(r as number, openedPath(r as number, args[0] as string));
-    const arg = typeof args[0] === 'number' ? fdPath.get(args[0]) ?? '?' : String(args[0]);
+    const arg = k === 'open' ? fdPath.get(r as number)! : typeof args[0] === 'number' ? fdPath.get(args[0]) ?? '?' : String(args[0]);
     if (k === 'rename') log.push({ op: k, arg: `${arg} -> ${args[1]}` });
     else log.push({ op: k, arg });
     return r;
