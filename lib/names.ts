@@ -78,11 +78,14 @@ export function normalizeName(name: unknown, dir?: string): string {
  * Resolves true when every component exists, false when one is missing (the name does not exist).
  * `rootReal` is unused since no symlink is followed (kept for the callers).
  */
-export async function checkInside(io: IO, _rootReal: string, root: string, name: string): Promise<boolean> {
+export async function checkInside(io: IO, _rootReal: string, root: string, name: string, unlinked?: (prefix: string) => boolean): Promise<boolean> {
   const parts = name.split('/');
   let cur = root;
   for (let i = 0; i < parts.length; i++) {
     cur = path.join(cur, parts[i]);
+    // A file on disk whose unlink (or rename away) is pending is gone as far as the store's calls
+    // go: the name below it does not exist yet, and its directory is made when it is applied.
+    if (i < parts.length - 1 && unlinked?.(parts.slice(0, i + 1).join('/'))) return false;
     let st;
     try {
       st = await io.lstat(cur);

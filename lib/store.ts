@@ -266,6 +266,12 @@ export class Store {
     }
   }
 
+  /** Whether `name`'s file is pending unlink or rename away (a tombstone): names under it may be created. */
+  private unlinkedPending = (name: string): boolean => {
+    const ov = this.overlays.get(name);
+    return ov !== undefined && !ov.exists;
+  };
+
   /** The name overlayOf() just found absent, having checked it with checkInside(). */
   private checkedAbsent: string | null = null;
 
@@ -274,7 +280,7 @@ export class Store {
     this.checkedAbsent = null;
     const ov = this.overlays.get(name);
     if (ov) return ov.exists ? ov : null;
-    if (!(await checkInside(this.io, this.rootReal, this.dir, name))) {
+    if (!(await checkInside(this.io, this.rootReal, this.dir, name, this.unlinkedPending))) {
       // lstat found no such file: no need to try opening it, nor for the caller to check again.
       this.checkedAbsent = name;
       return null;
@@ -426,7 +432,7 @@ export class Store {
     const resumed = resumedPos !== undefined;
     if (!ov) {
       if (mode === 'r' || mode === 'r+') throw new CpError('ENOENT', `no such file ${JSON.stringify(name)} in store ${this.dir}`);
-      if (this.checkedAbsent !== name) await checkInside(this.io, this.rootReal, this.dir, name);
+      if (this.checkedAbsent !== name) await checkInside(this.io, this.rootReal, this.dir, name, this.unlinkedPending);
       this.overlays.assertCanCreate(name);
       await this.assertDirWritable(name);
     } else if (mode !== 'r' && ov.nsPos < 0) {
@@ -626,7 +632,7 @@ export class Store {
         const ov = await this.overlayOf(a);
         if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(a)} in store ${this.dir}`);
         if (a === b) return;
-        await checkInside(this.io, this.rootReal, this.dir, b);
+        await checkInside(this.io, this.rootReal, this.dir, b, this.unlinkedPending);
         this.overlays.assertCanCreate(b);
         const target = await this.overlayOf(b).catch((e) => {
           if (e instanceof CpError && e.code === 'EINVAL') throw new CpError('EINVAL', `cannot rename onto ${JSON.stringify(b)}: ${e.message}`);
@@ -702,7 +708,7 @@ export class Store {
         await this.writer.drain();
         let ov = await this.overlayOf(n);
         if (!ov) {
-          if (this.checkedAbsent !== n) await checkInside(this.io, this.rootReal, this.dir, n);
+          if (this.checkedAbsent !== n) await checkInside(this.io, this.rootReal, this.dir, n, this.unlinkedPending);
           this.overlays.assertCanCreate(n);
           await this.assertDirWritable(n);
           const old = this.overlays.get(n);
