@@ -22,6 +22,8 @@ let opening: Promise<Store> | null = null;
 let hooks: Hooks | undefined;
 let lastError: CpError | null = null;
 const open = new Set<CP_FILE>();
+/** Calls on the default store under way: it is not closed under them (a failed cp_open beside a good one). */
+let inflight = 0;
 
 function remember(e: unknown): void {
   lastError = e instanceof CpError ? e : new CpError('EIO', (e as Error)?.message ?? String(e), { cause: e });
@@ -41,7 +43,7 @@ async function defaultStore(): Promise<Store> {
 }
 
 async function closeIfIdle(): Promise<void> {
-  if (open.size === 0 && store) {
+  if (open.size === 0 && inflight === 0 && store) {
     const s = store;
     store = null;
     await s.close();
@@ -69,6 +71,7 @@ export function cp_error(): CpError | null {
 
 /** Open `fname` with a C mode ("r", "w+", "ab", ...). Returns null on failure. */
 export async function cp_open(fname: string, mode: string): Promise<CP_FILE | null> {
+  inflight++;
   try {
     if (typeof mode !== 'string') throw new CpError('EINVAL', 'mode must be a string');
     const m = mode.replace(/b/g, '') as Mode;
@@ -79,9 +82,11 @@ export async function cp_open(fname: string, mode: string): Promise<CP_FILE | nu
     return cpf;
   } catch (e) {
     remember(e);
-    await closeIfIdle().catch(() => undefined);
-    return null;
+  } finally {
+    inflight--;
   }
+  await closeIfIdle().catch(() => undefined);
+  return null;
 }
 
 /** Close and check: the file's entry is completed durably. 0 or -1. */
@@ -164,20 +169,28 @@ export async function cp_seek(cpf: CP_FILE, fpos: number): Promise<number> {
 /** Remove a file of the default store (durable at the next check). 0 or -1. */
 export async function cp_unlink(fname: string): Promise<number> {
   let opened = false;
+  let result = 0;
+  inflight++;
   try {
     opened = store === null;
     const s = await defaultStore();
     await s.unlink(fname);
-    if (opened && open.size === 0) {
-      await s.check();
-      await closeIfIdle();
-    }
-    return 0;
+    if (opened && open.size === 0) await s.check();
   } catch (e) {
     remember(e);
-    if (opened) await closeIfIdle().catch(() => undefined);
-    return -1;
+    result = -1;
+  } finally {
+    inflight--;
   }
+  if (opened) {
+    try {
+      await closeIfIdle();
+    } catch (e) {
+      remember(e);
+      result = -1;
+    }
+  }
+  return result;
 }
 
 /** A second CP_FILE sharing the file and its position; null on failure. */

@@ -179,6 +179,15 @@ describe('compat: seed C API', function () {
     void keep;
   });
 
+  it('a cp_open that fails beside one that succeeds does not close the default store under it', async function () {
+    const [bad, good] = await Promise.all([cp_open('missing', 'r'), cp_open('c', 'w')]);
+    expect(bad).to.equal(null);
+    expect(good).to.not.equal(null);
+    expect(await cp_write(good!, Buffer.from('y'), 1, 1)).to.equal(1);
+    expect(await cp_close(good!)).to.equal(0);
+    expect(await fsReadFile(path.join(process.cwd(), 'c'), 'utf8')).to.equal('y');
+  });
+
   it('cp_seek to a negative position returns -1 with EINVAL and keeps the position', async function () {
     const f = await open('s', 'w+');
     await cp_write(f, Buffer.from('abcd'), 1, 4);
