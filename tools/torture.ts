@@ -9,14 +9,14 @@
  *   npm run torture -- --quick                      small targets (a smoke run)
  *
  * Edge dimensions (test/torture/edges.ts, kill-edge.ts), each scaled by an option:
- *   --edge-rate X          fraction of powerloss units that are edge units (default 0.2; 0 = none)
- *   --many-max N           most entries open in one epoch in an edge unit (default 2500)
+ *   --edge-rate X          fraction of powerloss units that are edge units (default 0.1; 0 = none)
+ *   --many-max N           most entries open in one epoch in an edge unit (default 2000)
  *   --edge-states N        crash states recovered per edge unit (default 12)
  *   --dim-rate d=x[,...]   multiply the chance of an edge dimension (many, longNames, odd, big, links,
  *                          readonly, fdlimit, misuse); e.g. --dim-rate links=3,big=0
- *   --ulimit-rounds N      kill: rounds of a child under ulimit -n 128 with 1000+ open files (default 8)
+ *   --ulimit-rounds N      kill: rounds of a child under ulimit -n 128 with 1000+ open files (default 6)
  *   --contend-rounds N     kill: rounds of two processes contending for a store, one SIGSTOPped past
- *                          lockStale (default 6)
+ *                          lockStale (default 4)
  * The summary prints per dimension how many units (rounds) had it and the violations found in them.
  *
  * Every violation prints the command that replays it: unit 0 of a run uses the base seed itself, so

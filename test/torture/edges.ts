@@ -104,7 +104,11 @@ export function edgePlan(seed: number, scale: EdgeScale = DEFAULT_SCALE): EdgePl
       plan.hardLink = rng.chance(0.3);
     }
     plan.readonly = rate('readonly', 0.2);
-    if (rate('fdlimit', 0.15)) plan.fdLimit = rng.pick([32, 64, 128]);
+    if (rate('fdlimit', 0.15)) {
+      plan.fdLimit = rng.pick([32, 64, 128]);
+      // a low fd limit matters with thousands of files in one epoch
+      if (!plan.many) plan.many = rng.range(1000, Math.max(1000, Math.min(scale.manyMax, 1500)));
+    }
     plan.misuse = rate('misuse', 0.3);
     if (plan.many || plan.nameLen || plan.odd || plan.big || plan.links.length || plan.readonly || plan.fdLimit < Infinity || plan.misuse) break;
   }
@@ -871,15 +875,41 @@ export interface EdgeUnitResult {
   journalDigest: string;
 }
 
-export async function edgeUnit(kind: KindName, seed: number, scale: EdgeScale = DEFAULT_SCALE, limit = Infinity): Promise<EdgeUnitResult> {
-  return withSeededRandom(seed, () => edgeUnitInner(kind, seed, scale, limit));
+/**
+ * `fault`: one I/O call of the workload (the n-th, drawn from the seed) fails with ENOSPC, EIO or
+ * EACCES (the faults kind): calls may then be refused with that code, later ones with EREOPEN; the
+ * store must reopen (the fault gone: space freed) with every acknowledged epoch.
+ */
+export async function edgeUnit(kind: KindName, seed: number, scale: EdgeScale = DEFAULT_SCALE, limit = Infinity, fault = false): Promise<EdgeUnitResult> {
+  return withSeededRandom(seed, () => edgeUnitInner(kind, seed, scale, limit, fault));
 }
 
-async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, limit: number): Promise<EdgeUnitResult> {
+const FAULTS = ['ENOSPC', 'EIO', 'EACCES'] as const;
+
+/** An IO over `inner` whose call number `at` (counting every call but close) fails with `code`. */
+function faultyIO(inner: SimFS, at: number, code: string, hit: { site: string | null }): import('../../lib/io.js').IO {
+  let n = 0;
+  const o: Record<string, unknown> = {};
+  for (const m of ['open', 'close', 'read', 'write', 'fsync', 'fdatasync', 'ftruncate', 'fstat', 'stat', 'lstat', 'rename', 'unlink', 'mkdir', 'readdir', 'fsyncDir', 'realpath']) {
+    const f = (inner as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[m].bind(inner);
+    o[m] = async (...args: unknown[]) => {
+      if (m !== 'close' && n++ === at) {
+        hit.site = `${m} ${typeof args[0] === 'string' ? args[0] : `fd ${String(args[0])}`}`;
+        throw Object.assign(new Error(`${code}: injected fault in ${m}`), { code, syscall: m });
+      }
+      return f(...args);
+    };
+  }
+  return o as unknown as import('../../lib/io.js').IO;
+}
+
+async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, limit: number, withFault: boolean): Promise<EdgeUnitResult> {
   const plan = edgePlan(seed, scale);
+  const frng = new Rng(mixSeed(seed, 0xfa17));
+  const fault = withFault ? { at: frng.int(plan.many ? plan.many * 4 : 300), code: frng.pick(FAULTS), hit: { site: null as string | null } } : null;
   const rng = new Rng(mixSeed(seed, 0xed6e5));
   const res: EdgeUnitResult = { cases: 0, violations: [], dims: plan.dims, plan, refused: {}, calls: 0, acked: 0, states: 0, maxOpen: 0, journalDigest: '' };
-  const desc = describePlan(plan);
+  const desc = `${describePlan(plan)}${fault ? `; fault ${fault.code} at I/O call ${fault.at}` : ''}`;
   const fail = (what: string, where = ''): void => {
     res.violations.push({ kind, seed, cases: res.cases, what: `edge: ${sig(what)}`, detail: `${desc}\n${what}${where ? `\n${where}` : ''}`, dims: plan.dims });
   };
@@ -906,7 +936,7 @@ async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, lim
   sim.fdLimit = plan.fdLimit;
 
   let store: Store;
-  const opts = { io: sim, noLock: true, segmentSize: plan.segmentSize, applyThreshold: plan.applyThreshold, applyDelay: 3600_000, directAppendMin: plan.directAppendMin };
+  const opts = { io: fault ? faultyIO(sim, fault.at, fault.code, fault.hit) : sim, noLock: true, segmentSize: plan.segmentSize, applyThreshold: plan.applyThreshold, applyDelay: 3600_000, directAppendMin: plan.directAppendMin };
   try {
     store = await openStore(STORE, opts);
   } catch (e) {
@@ -917,6 +947,7 @@ async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, lim
   const c = new Ctx(store, sim, new Rng(mixSeed(seed, 0x5c41)), initial);
   c.planted = planted;
   if (plan.fdLimit < Infinity) c.ioCodes.add('EMFILE');
+  if (fault) c.ioCodes.add(fault.code);
   let stopped: string | null = null;
   let applyPlant = '';
   try {
@@ -989,7 +1020,7 @@ async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, lim
     for (const [n, b] of [...sim.tree(`${STORE}/.cpfile`, '\0')].sort((a, b) => (a[0] < b[0] ? -1 : 1))) h.update(`${n}\0`).update(b);
     res.journalDigest = h.digest('hex');
   }
-  const crashable = !plan.links.length && !plan.readonly && sim.sparseWrites === 0;
+  const crashable = !plan.links.length && !plan.readonly && sim.sparseWrites === 0 && !fault;
   await store.close({ discard: true }).catch(() => undefined);
   res.calls = c.res.calls;
   res.maxOpen = c.maxOpen;
@@ -998,7 +1029,7 @@ async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, lim
   res.acked = c.res.acked;
   res.cases++;
   const x = { snaps: c.res.snaps, lo: c.res.acked, hi: c.res.issued };
-  const where = `acked ${x.lo}, issued ${x.hi}${stopped ? `; the workload stopped: ${stopped}` : ''}${applyPlant ? `; planted before the apply: ${applyPlant}` : ''}`;
+  const where = `acked ${x.lo}, issued ${x.hi}${fault ? `; the fault ${fault.hit.site ? `hit ${fault.hit.site}` : 'was never reached'}` : ''}${stopped ? `; the workload stopped: ${stopped}` : ''}${applyPlant ? `; planted before the apply: ${applyPlant}` : ''}`;
 
   // changes outside the store since the last look at that file system (each reported once)
   const seenOutside = new Map<SimFS, Map<string, Buffer>>([[sim, outsideBefore]]);
@@ -1108,4 +1139,22 @@ async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, lim
     }
   }
   return res;
+}
+
+/**
+ * A journal for the fuzzer (fuzz.ts) from an edge workload: many entries open (long names or short),
+ * some of them across checks, and pending changes at the end; every check acknowledged.
+ */
+export async function edgeFuzzWorkload(store: Store, sim: SimFS, seed: number, many: number, nameLen: number): Promise<{ snaps: Map<number, Snapshot>; acked: number; error: string | null }> {
+  const c = new Ctx(store, sim, new Rng(mixSeed(seed, 0xf022)), new Map());
+  try {
+    await phaseBase(c);
+    const plan = { ...edgePlan(seed), many, nameLen };
+    await phaseMany(c, plan);
+    await phasePending(c);
+    await c.check();
+  } catch (e) {
+    return { snaps: c.res.snaps, acked: c.res.acked, error: e instanceof Error ? e.message : String(e) };
+  }
+  return { snaps: c.res.snaps, acked: c.res.acked, error: c.soft[0] ?? null };
 }
