@@ -175,7 +175,7 @@ if (all.length) {
   console.log(`\n${all.length} violation(s) in ${classes.size} class(es); each with the command that replays its first case:`);
   for (const [key, c] of [...classes].sort((a, b) => b[1].n - a[1].n)) {
     console.log(`  ${String(c.n).padStart(6)} × ${key}`);
-    console.log(`           ${replayLine(c.first)}${c.first.kind === 'kill' ? ' --lanes 1   (kill moments are real time: same workloads and plans, not the same instants)' : ''}`);
+    console.log(`           ${replayLine(c.first)}${c.first.kind === 'kill' ? `${c.first.replay ? '' : ' --lanes 1'}   (kill moments are real time: same workloads and plans, not the same instants)` : ''}`);
   }
 }
 process.exit(all.length || unhandled ? 1 : 0);

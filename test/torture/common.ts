@@ -20,6 +20,8 @@ export interface Violation {
   detail: string;
   /** the edge dimensions of the unit (edges.ts), for the per-dimension counts */
   dims?: string[];
+  /** the arguments of `npm run torture --` that replay it, when they are not the usual ones */
+  replay?: string;
 }
 
 /** A violation class from a message: its first line with numbers and quoted names blurred. */
@@ -120,7 +122,8 @@ export async function guardUnit<T>(o: KindOptions, out: KindResult, seed: number
 export const replayExtra = { args: '' };
 
 export function replayLine(v: Violation): string {
-  return `npm run torture -- --kind ${v.kind} --seed ${v.seed} --cases ${v.cases}${replayExtra.args}`;
+  if (v.replay) return `npm run torture -- ${v.replay}`;
+  return `npm run torture -- --kind ${v.kind} --seed ${v.seed} --cases ${Math.max(1, v.cases)}${replayExtra.args}`;
 }
 
 export const STORE = '/store';

@@ -112,11 +112,13 @@ export function emptyEdgeStats(): EdgeRoundStats {
 }
 
 function violation(st: EdgeRoundStats, seed: number, dim: string, msg: string, log: (s: string) => void): void {
-  const v: Violation = { kind: 'kill', seed, cases: 1, what: `${dim}: ${sig(msg)}`, detail: msg, dims: [dim] };
+  const ul = dim === 'low-ulimit children';
+  const replay = `--kind kill --seed ${seed} --cases 1 --lanes 1 --ulimit-rounds ${ul ? 1 : 0} --contend-rounds ${ul ? 0 : 1}`;
+  const v: Violation = { kind: 'kill', seed, cases: 1, what: `${dim}: ${sig(msg)}`, detail: msg, dims: [dim], replay };
   st.violations.push(v);
   st.dimViolations[dim] = (st.dimViolations[dim] ?? 0) + 1;
   log(`  VIOLATION kill/${dim} (seed ${seed}): ${msg.split('\n').slice(0, 10).join('\n    ')}`);
-  log(`    replay: npm run torture -- --kind kill --seed ${seed} --cases 1 --lanes 1 --ulimit-rounds ${dim === 'low-ulimit children' ? 1 : 0} --contend-rounds ${dim === 'low-ulimit children' ? 0 : 1}   (real time: same plan, not the same instants)`);
+  log(`    replay: npm run torture -- ${replay}   (real time: same plan, not the same instants)`);
 }
 
 /** One low-ulimit round: thousands of open files per epoch under `ulimit -n`, killed or not, recovered under the same limit. */
