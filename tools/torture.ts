@@ -10,10 +10,10 @@
  *
  * Edge dimensions (test/torture/edges.ts, kill-edge.ts), each scaled by an option:
  *   --edge-rate X          fraction of powerloss units that are edge units (default 0.1; 0 = none)
- *   --many-max N           most entries open in one epoch in an edge unit (default 2000)
+ *   --many-max N           most entries open in one epoch in an edge unit (default 5000; most units stay under 2000)
  *   --edge-states N        crash states recovered per edge unit (default 12)
- *   --dim-rate d=x[,...]   multiply the chance of an edge dimension (many, longNames, odd, big, links,
- *                          readonly, fdlimit, misuse); e.g. --dim-rate links=3,big=0
+ *   --dim-rate d=x[,...]   multiply the chance of an edge dimension (many, longNames, smallSeg, odd, big,
+ *                          links, readonly, fdlimit, misuse); e.g. --dim-rate links=3,big=0
  *   --ulimit-rounds N      kill: rounds of a child under ulimit -n 128 with 1000+ open files (default 6)
  *   --contend-rounds N     kill: rounds of two processes contending for a store, one SIGSTOPped past
  *                          lockStale (default 4)

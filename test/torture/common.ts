@@ -60,7 +60,7 @@ export interface EdgeOptions {
   contendRounds: number;
 }
 
-export const DEFAULT_EDGE: EdgeOptions = { rate: 0.1, manyMax: 2000, states: 12, dimRate: {}, ulimitRounds: 6, contendRounds: 4 };
+export const DEFAULT_EDGE: EdgeOptions = { rate: 0.1, manyMax: 5000, states: 12, dimRate: {}, ulimitRounds: 6, contendRounds: 4 };
 
 /** Count a unit's dimensions and its violations into `into`. */
 export function countDims(into: Record<string, DimCount>, dims: readonly string[], violations: number): void {

@@ -94,7 +94,7 @@ export function edgePlan(seed: number, scale: EdgeScale = DEFAULT_SCALE): EdgePl
   };
   for (;;) {
     if (rate('many', 0.3)) plan.many = rng.chance(0.75) ? rng.range(1000, Math.max(1000, Math.min(scale.manyMax, 2000))) : rng.range(1000, Math.max(1000, scale.manyMax));
-    if (plan.many || rate('longNames', 0.25)) plan.nameLen = rng.chance(0.7) ? rng.range(200, 255) : 0;
+    if (plan.many || rate('longNames', 0.25)) plan.nameLen = rate('longNames', 0.7) ? rng.range(200, 255) : 0;
     plan.odd = rate('odd', 0.3);
     plan.big = rate('big', 0.3);
     if (rate('links', 0.3)) {
@@ -112,7 +112,7 @@ export function edgePlan(seed: number, scale: EdgeScale = DEFAULT_SCALE): EdgePl
     plan.misuse = rate('misuse', 0.3);
     if (plan.many || plan.nameLen || plan.odd || plan.big || plan.links.length || plan.readonly || plan.fdLimit < Infinity || plan.misuse) break;
   }
-  plan.segmentSize = rng.chance(0.6) ? 64 * 1024 : rng.pick([256 * 1024, 1024 * 1024, 4 * 1024 * 1024]);
+  plan.segmentSize = rate('smallSeg', 0.6) ? 64 * 1024 : rng.pick([256 * 1024, 1024 * 1024, 4 * 1024 * 1024]);
   plan.end = plan.misuse ? 'close' : rng.pick(['close', 'close', 'discard', 'crash'] as const);
   if (plan.links.includes('before-recovery')) plan.end = 'crash';
   // a link planted between a check and its apply needs an apply that waits: close() or recovery does it
