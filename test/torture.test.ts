@@ -11,7 +11,9 @@ import { runPowerloss } from './torture/powerloss.js';
 import { runFuzz } from './torture/fuzz.js';
 import { runFaults } from './torture/faults.js';
 import { runKill } from './torture/kill.js';
-import { replayLine, type KindOptions, type KindResult } from './torture/common.js';
+import { replayLine, type KindOptions, type KindResult, type Violation } from './torture/common.js';
+import { edgeUnit, DIMS, type Dim } from './torture/edges.js';
+import { runEdgeRounds } from './torture/kill-edge.js';
 import { Rng } from './helpers/model.js';
 
 const SEED = process.env.CPFILE_TORTURE_SEED !== undefined
@@ -19,7 +21,8 @@ const SEED = process.env.CPFILE_TORTURE_SEED !== undefined
   : ((Date.now() ^ (process.pid << 8)) >>> 0);
 
 function opts(cases: number): KindOptions {
-  return { seed: SEED, cases, log: () => undefined, lanes: 1 };
+  // the four kinds' samples keep their old shape: edge units and rounds have their own tests below
+  return { seed: SEED, cases, log: () => undefined, lanes: 1, edge: { rate: 0, manyMax: 1500, states: 6, dimRate: {}, ulimitRounds: 0, contendRounds: 0 } };
 }
 
 function noViolations(r: KindResult): void {
@@ -144,5 +147,86 @@ describe(`torture sample (seed ${SEED}; full run: npm run torture)`, function ()
 
   it('kill loop: a few SIGKILLs during check, apply and recovery with the real worker', async () => {
     noViolations(await runKill(opts(8)));
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// the edge dimensions (test/torture/edges.ts, kill-edge.ts), one test each: which defect class each
+// searches is in its title. On a library without the edge fixes of issue #10 these fail, by design.
+
+const ALL_DIMS = Object.keys(DIMS) as Dim[];
+
+/** `units` edge units that all have dimension `dim` (the others off), from the sample's seed. */
+async function edgeSample(dim: Dim, units: number, manyMax = 1200): Promise<void> {
+  const dimRate: Partial<Record<Dim, number>> = {};
+  // the other workload dimensions off; names and segment sizes as drawn, except where the dimension needs them
+  for (const d of ALL_DIMS) if (d !== 'longNames' && d !== 'smallSeg') dimRate[d] = d === dim ? 100 : 0;
+  if (dim === 'many') Object.assign(dimRate, { longNames: 100, smallSeg: 100 });
+  const found: Violation[] = [];
+  let cases = 0;
+  for (let i = 0; i < units; i++) {
+    const r = await edgeUnit('powerloss', (SEED + i) >>> 0, { manyMax, states: 4, dimRate }, Infinity);
+    expect(r.dims, 'the unit has the dimension').to.include(dim);
+    cases += r.cases;
+    found.push(...r.violations);
+  }
+  const lines = found.slice(0, 6).map((v) => `${v.detail.split('\n').slice(0, 4).join('\n    ')}\n    replay: ${replayLine(v)} --edge-rate 1 --dim-rate ${Object.entries(dimRate).map(([d, x]) => `${d}=${x}`).join(',')}`);
+  expect(found.length, `${found.length} violation(s) in ${units} ${dim} units (seed ${SEED}):\n  ${lines.join('\n  ')}`).to.equal(0);
+  expect(cases).to.be.greaterThan(0);
+}
+
+describe(`torture sample: edge dimensions (seed ${SEED})`, function () {
+  this.timeout(120_000);
+
+  it('many: 1,000+ entries open in one epoch (catalog past the record payload / a 64 KiB segment) are acknowledged and survive', async () => {
+    await edgeSample('many', 2);
+  });
+
+  it('longNames: names of 200-255 bytes and paths near PATH_MAX survive; longer ones are refused at the call (EINVAL)', async () => {
+    await edgeSample('longNames', 4);
+  });
+
+  it('odd names: lone surrogates EINVAL, NFC/NFD two files, 255 vs 256 bytes, trailing slash, .. and .cpfile tricks EPATH', async () => {
+    await edgeSample('odd', 4);
+  });
+
+  it('big: writes/truncates past 16 TiB (the simulated ext4 limit) refused with EFBIG at the call; 2^40..16 TiB survive', async () => {
+    await edgeSample('big', 4);
+  });
+
+  it('links: symlinks/hard links planted before open, before apply, before recovery: EPATH, nothing written outside, reopenable once removed', async () => {
+    await edgeSample('links', 4);
+  });
+
+  it('readonly: r+ of an unwritable file refused (EACCES/EPERM) at the call; a chmod before apply leaves a reopenable store', async () => {
+    await edgeSample('readonly', 4);
+  });
+
+  it('fdlimit: a low fd limit (EMFILE) with 1,000+ files in an epoch: bounded fds, reopenable under the same limit', async () => {
+    await edgeSample('fdlimit', 3);
+  });
+
+  it('misuse: calls after f.close()/store.close() refused (EBADF/ECLOSED), offsets past buffers EINVAL, tell()/seek(end) in call order', async () => {
+    await edgeSample('misuse', 4);
+  });
+
+  it('an edge unit replays byte for byte (same journal from the same seed)', async () => {
+    const a = await edgeUnit('powerloss', SEED, { manyMax: 1000, states: 2, dimRate: {} });
+    const b = await edgeUnit('powerloss', SEED, { manyMax: 1000, states: 2, dimRate: {} });
+    expect(b.journalDigest).to.equal(a.journalDigest);
+    expect(b.violations.map((v) => v.detail)).to.deep.equal(a.violations.map((v) => v.detail));
+  });
+
+  it('kill: a child under ulimit -n 128 writing 1,000+ open files per epoch, killed, recovered under the same limit: nothing acknowledged lost', async () => {
+    const st = await runEdgeRounds(SEED, 1, 0, () => undefined);
+    expect(st.ulimitRounds).to.equal(1);
+    expect(st.violations.map((v) => v.detail.split('\n')[0]), `seed ${SEED}`).to.deep.equal([]);
+  });
+
+  it('kill: an owner SIGSTOPped past lockStale keeps its lock (the second opener gets ELOCKED); the same store via a symlink path is ELOCKED', async () => {
+    const st = await runEdgeRounds(SEED, 0, 1, () => undefined);
+    expect(st.takeoversAttempted).to.equal(1);
+    expect(st.violations.map((v) => v.detail.split('\n')[0]), `seed ${SEED}`).to.deep.equal([]);
+    expect(st.takeoversRefused).to.equal(1);
   });
 });

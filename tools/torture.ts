@@ -8,6 +8,17 @@
  *   npm run torture -- --lanes N                    parallel kill-loop lanes (default 2)
  *   npm run torture -- --quick                      small targets (a smoke run)
  *
+ * Edge dimensions (test/torture/edges.ts, kill-edge.ts), each scaled by an option:
+ *   --edge-rate X          fraction of powerloss units that are edge units (default 0.1; 0 = none)
+ *   --many-max N           most entries open in one epoch in an edge unit (default 5000; most units stay under 2000)
+ *   --edge-states N        crash states recovered per edge unit (default 12)
+ *   --dim-rate d=x[,...]   multiply the chance of an edge dimension (many, longNames, smallSeg, odd, big,
+ *                          links, readonly, fdlimit, misuse); e.g. --dim-rate links=3,big=0
+ *   --ulimit-rounds N      kill: rounds of a child under ulimit -n 128 with 1000+ open files (default 6)
+ *   --contend-rounds N     kill: rounds of two processes contending for a store, one SIGSTOPped past
+ *                          lockStale (default 4)
+ * The summary prints per dimension how many units (rounds) had it and the violations found in them.
+ *
  * Every violation prints the command that replays it: unit 0 of a run uses the base seed itself, so
  * `--kind K --seed <unit seed> --cases <n>` runs the failing unit first and stops at its failing case.
  * Exit code 1 when any violation was found.
@@ -19,9 +30,10 @@ import { runKill, liveDirs } from '../test/torture/kill.js';
 import { rmSync } from 'node:fs';
 import { runFuzz } from '../test/torture/fuzz.js';
 import { runFaults } from '../test/torture/faults.js';
-import { KINDS, fmtMs, replayLine, type KindName, type KindOptions, type KindResult } from '../test/torture/common.js';
+import { KINDS, fmtMs, replayLine, replayExtra, DEFAULT_EDGE, type KindName, type KindOptions, type KindResult, type EdgeOptions } from '../test/torture/common.js';
 
-const TARGETS: Record<KindName, number> = { powerloss: 200_000, kill: 2_000, fuzz: 50_000, faults: 10_000 };
+// (powerloss and kill were 200,000 and 2,000 before the edge units and rounds took their share of the time)
+const TARGETS: Record<KindName, number> = { powerloss: 160_000, kill: 1_800, fuzz: 50_000, faults: 10_000 };
 const QUICK: Record<KindName, number> = { powerloss: 3_000, kill: 20, fuzz: 500, faults: 400 };
 const RUNNERS: Record<KindName, (o: KindOptions) => Promise<KindResult>> = {
   powerloss: runPowerloss, kill: runKill, fuzz: runFuzz, faults: runFaults,
@@ -33,7 +45,9 @@ function usage(msg?: string): never {
   process.exit(2);
 }
 
-function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number | null; lanes: number; quick: boolean } {
+function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number | null; lanes: number; quick: boolean; edge: EdgeOptions; edgeArgs: string } {
+  const edge: EdgeOptions = { ...DEFAULT_EDGE, dimRate: {} };
+  const edgeArgs: string[] = [];
   let kinds: KindName[] = [...KINDS];
   let seed: number | null = null;
   let cases: number | null = null;
@@ -61,14 +75,44 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
     } else if (name === '--lanes') {
       lanes = Number(val());
       if (!Number.isSafeInteger(lanes) || lanes < 1) usage('--lanes needs a positive integer');
+    } else if (name === '--edge-rate') {
+      const v = Number(val());
+      if (!(v >= 0 && v <= 1)) usage('--edge-rate needs a number from 0 to 1');
+      edge.rate = v;
+      edgeArgs.push(`--edge-rate ${v}`);
+    } else if (name === '--many-max' || name === '--edge-states' || name === '--ulimit-rounds' || name === '--contend-rounds') {
+      const v = Number(val());
+      if (!Number.isSafeInteger(v) || v < 0) usage(`${name} needs a non-negative integer`);
+      if (name === '--many-max') edge.manyMax = Math.max(1000, v);
+      else if (name === '--edge-states') edge.states = v;
+      else if (name === '--ulimit-rounds') edge.ulimitRounds = v;
+      else edge.contendRounds = v;
+      if (name === '--many-max' || name === '--edge-states') edgeArgs.push(`${name} ${v}`);
+    } else if (name === '--dim-rate') {
+      const v = val();
+      for (const kv of v.split(',')) {
+        const [d, x] = kv.split('=');
+        if (!d || !(Number(x) >= 0)) usage('--dim-rate needs dim=x[,dim=x...]');
+        edge.dimRate[d.trim()] = Number(x);
+      }
+      edgeArgs.push(`--dim-rate ${v}`);
     } else if (name === '--quick') quick = true;
     else if (name === '--help' || name === '-h') usage();
     else usage(`unknown argument ${a}`);
   }
-  return { kinds, seed: seed ?? ((Date.now() ^ (process.pid << 12)) >>> 0), cases, lanes, quick };
+  if (quick && !argv.some((a) => a.startsWith('--ulimit-rounds'))) edge.ulimitRounds = 1;
+  if (quick && !argv.some((a) => a.startsWith('--contend-rounds'))) edge.contendRounds = 1;
+  return { kinds, seed: seed ?? ((Date.now() ^ (process.pid << 12)) >>> 0), cases, lanes, quick, edge, edgeArgs: edgeArgs.map((a) => ` ${a}`).join('') };
 }
 
 const args = parse(process.argv.slice(2));
+replayExtra.args = args.edgeArgs;
+// A library promise nobody handles would end the run: count it as a violation instead.
+let unhandled = 0;
+process.on('unhandledRejection', (e) => {
+  unhandled++;
+  if (unhandled <= 3) console.log(`  VIOLATION (unattributed): an unhandled rejection: ${e instanceof Error ? (e.stack ?? e.message).split('\n').slice(0, 6).join('\n    ') : String(e)}`);
+});
 // interrupted: remove the kill loop's store directories (its children die with the process group)
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
@@ -90,7 +134,7 @@ const results: KindResult[] = [];
 for (const kind of args.kinds) {
   const cases = args.cases ?? (args.quick ? QUICK : TARGETS)[kind];
   console.log(`\n== ${kind}: ${cases} cases`);
-  const r = await RUNNERS[kind]({ seed: args.seed, cases, log, lanes: args.lanes });
+  const r = await RUNNERS[kind]({ seed: args.seed, cases, log, lanes: args.lanes, edge: args.edge });
   results.push(r);
   console.log(`   ${r.cases} cases, ${r.violations.length} violations, ${fmtMs(r.ms)}`);
   for (const [k, v] of Object.entries(r.stats)) console.log(`   ${k}: ${v}`);
@@ -106,6 +150,19 @@ for (const [i, r] of rows.entries()) {
   console.log('  ' + r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
   if (i === 0 || i === rows.length - 2) console.log('  ' + widths.map((w) => '-'.repeat(w)).join('  '));
 }
+// per edge dimension: units (rounds) that had it, and the violations found in them
+const dimRows: string[][] = [];
+for (const r of results) for (const [d, c] of Object.entries(r.dims ?? {})) dimRows.push([r.kind, d, String(c.cases), String(c.violations)]);
+if (dimRows.length) {
+  console.log('\nEdge dimensions (a unit with several dimensions counts in each; its violations too)');
+  const t = [['kind', 'dimension', 'units', 'violations'], ...dimRows];
+  const w = t[0].map((_, c) => Math.max(...t.map((r) => r[c].length)));
+  for (const [i, r] of t.entries()) {
+    console.log('  ' + r.map((cell, c) => (c < 2 ? cell.padEnd(w[c]) : cell.padStart(w[c]))).join('  '));
+    if (i === 0) console.log('  ' + w.map((x) => '-'.repeat(x)).join('  '));
+  }
+}
+if (unhandled) console.log(`\n${unhandled} unhandled rejection(s) during the run (violations, unattributed)`);
 const all = results.flatMap((r) => r.violations);
 if (all.length) {
   const classes = new Map<string, { n: number; first: (typeof all)[number] }>();
@@ -118,7 +175,7 @@ if (all.length) {
   console.log(`\n${all.length} violation(s) in ${classes.size} class(es); each with the command that replays its first case:`);
   for (const [key, c] of [...classes].sort((a, b) => b[1].n - a[1].n)) {
     console.log(`  ${String(c.n).padStart(6)} × ${key}`);
-    console.log(`           ${replayLine(c.first)}${c.first.kind === 'kill' ? ' --lanes 1   (kill moments are real time: same workloads and plans, not the same instants)' : ''}`);
+    console.log(`           ${replayLine(c.first)}${c.first.kind === 'kill' ? `${c.first.replay ? '' : ' --lanes 1'}   (kill moments are real time: same workloads and plans, not the same instants)` : ''}`);
   }
 }
-process.exit(all.length ? 1 : 0);
+process.exit(all.length || unhandled ? 1 : 0);

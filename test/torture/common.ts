@@ -18,6 +18,10 @@ export interface Violation {
   /** the class of the violation (numbers stripped): violations are grouped by it in the summary */
   what: string;
   detail: string;
+  /** the edge dimensions of the unit (edges.ts), for the per-dimension counts */
+  dims?: string[];
+  /** the arguments of `npm run torture --` that replay it, when they are not the usual ones */
+  replay?: string;
 }
 
 /** A violation class from a message: its first line with numbers and quoted names blurred. */
@@ -32,6 +36,39 @@ export interface KindResult {
   ms: number;
   /** extra figures for the summary (name -> value) */
   stats: Record<string, number | string>;
+  /** edge dimensions: units (or rounds) that had it, and the violations found in them */
+  dims?: Record<string, DimCount>;
+}
+
+export interface DimCount {
+  cases: number;
+  violations: number;
+}
+
+/** How much of the edge dimensions a run searches (edges.ts, kill-edge.ts). */
+export interface EdgeOptions {
+  /** fraction of powerloss units that are edge units */
+  rate: number;
+  /** largest count of open entries in one epoch */
+  manyMax: number;
+  /** crash states per edge unit */
+  states: number;
+  /** per-dimension multipliers of the chance that a unit has it */
+  dimRate: Record<string, number>;
+  /** kill: rounds of a child under ulimit -n 128 with thousands of files, and of two contending processes */
+  ulimitRounds: number;
+  contendRounds: number;
+}
+
+export const DEFAULT_EDGE: EdgeOptions = { rate: 0.1, manyMax: 5000, states: 12, dimRate: {}, ulimitRounds: 6, contendRounds: 4 };
+
+/** Count a unit's dimensions and its violations into `into`. */
+export function countDims(into: Record<string, DimCount>, dims: readonly string[], violations: number): void {
+  for (const d of dims) {
+    const c = (into[d] ??= { cases: 0, violations: 0 });
+    c.cases++;
+    c.violations += violations;
+  }
 }
 
 export interface KindOptions {
@@ -44,6 +81,8 @@ export interface KindOptions {
   maxViolations?: number;
   /** kill loop: parallel lanes (independent stores) */
   lanes?: number;
+  /** the edge dimensions (default DEFAULT_EDGE) */
+  edge?: EdgeOptions;
 }
 
 /** Seed of unit `i` of a run with base seed `base`: unit 0 uses the base seed itself, so a unit replays alone. */
@@ -79,8 +118,12 @@ export async function guardUnit<T>(o: KindOptions, out: KindResult, seed: number
   }
 }
 
+/** Options a replay needs when the run used non-default edge settings (set by the CLI). */
+export const replayExtra = { args: '' };
+
 export function replayLine(v: Violation): string {
-  return `npm run torture -- --kind ${v.kind} --seed ${v.seed} --cases ${v.cases}`;
+  if (v.replay) return `npm run torture -- ${v.replay}`;
+  return `npm run torture -- --kind ${v.kind} --seed ${v.seed} --cases ${Math.max(1, v.cases)}${replayExtra.args}`;
 }
 
 export const STORE = '/store';
@@ -136,4 +179,10 @@ export function fmtMs(ms: number): string {
  */
 export function directAppendMinOf(seed: number): number | false {
   return ([1, 1, 2048, 16 * 1024, false] as const)[new Rng(mixSeed(seed, 0xd1ec7)).int(5)];
+}
+
+/** The i-th file of a 'many' round (kill-edge.ts builds the same names). */
+export function manyName(i: number, nameLen: number): string {
+  const tag = `${String(i).padStart(5, '0')}-`;
+  return `many/${i % 3}/${tag}${'n'.repeat(Math.max(0, nameLen - tag.length))}`;
 }

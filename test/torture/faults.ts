@@ -18,7 +18,8 @@ import { SimFS, CrashModel, type Image } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, countDims, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { edgeUnit, isEdgeUnit, DIMS, type Dim } from './edges.js';
 
 export const FAULT_CODES = ['ENOSPC', 'EIO', 'EACCES'] as const;
 export type FaultCode = (typeof FAULT_CODES)[number];
@@ -318,8 +319,23 @@ export async function runFaults(o: KindOptions): Promise<KindResult> {
   let absorbed = 0;
   let units = 0;
   let lastLog = t0;
+  const edge = o.edge ?? DEFAULT_EDGE;
+  const dims: Record<string, DimCount> = {};
+  let edgeUnits = 0;
   for (let i = 0; out.cases < o.cases; i++) {
     const seed = unitSeed(o.seed, i);
+    if (isEdgeUnit(seed, edge.rate)) {
+      // an edge unit with one injected fault (edges.ts)
+      const before = out.violations.length;
+      const e = await guardUnit(o, out, seed, () => edgeUnit('faults', seed, { manyMax: edge.manyMax, states: 0, dimRate: edge.dimRate as Partial<Record<Dim, number>> }, o.cases - out.cases, true));
+      if (e) {
+        edgeUnits++;
+        out.cases += e.cases;
+        for (const v of e.violations) report(o, out, v);
+        countDims(dims, e.dims.map((d) => DIMS[d]), e.violations.length);
+      } else countDims(dims, ['edge units that threw'], out.violations.length - before);
+      continue;
+    }
     const r = await guardUnit(o, out, seed, () => faultUnit(seed, o.cases - out.cases));
     if (!r) continue;
     units++;
@@ -347,8 +363,9 @@ export async function runFaults(o: KindOptions): Promise<KindResult> {
     return 'other (reads, opens, stats)';
   };
   for (const [k, v] of bySite) groups[group(k)] = (groups[group(k)] ?? 0) + v;
+  out.dims = dims;
   out.stats = {
-    workloads: units, 'faults absorbed (no call failed, nothing lost)': absorbed, 'distinct call sites hit': bySite.length,
+    'edge units with one fault (edges.ts)': edgeUnits, workloads: units, 'faults absorbed (no call failed, nothing lost)': absorbed, 'distinct call sites hit': bySite.length,
     'injections by site': Object.entries(groups).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', '),
   };
   return out;

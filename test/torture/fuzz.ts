@@ -20,12 +20,13 @@ import { openStore } from '../../lib/index.js';
 import { listSegments, walkLog, SegmentFiles } from '../../lib/journal-scan.js';
 import { readControl } from '../../lib/control.js';
 import { RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, segmentFileName } from '../../lib/format.js';
-import { Rng } from '../helpers/model.js';
+import { Rng, mixSeed } from '../helpers/model.js';
 import { SimFS, cloneImage, type Image } from './simfs.js';
 import { drive, errText, type Snapshot } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, STORE, isCpError, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, countDims, STORE, isCpError, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { isEdgeUnit, edgeFuzzWorkload } from './edges.js';
 
 const META = `${STORE}/.cpfile`;
 const JOURNAL = `${META}/journal`;
@@ -54,7 +55,7 @@ interface Base {
   desc: string;
 }
 
-async function buildBase(seed: number): Promise<Base> {
+async function buildBase(seed: number, edgeRate = 0): Promise<Base> {
   const rng = new Rng(seed);
   const segSize = rng.chance(0.5) ? 64 * 1024 : 256 * 1024;
   const ops = rng.range(15, 60);
@@ -62,8 +63,22 @@ async function buildBase(seed: number): Promise<Base> {
   const sim = new SimFS();
   sim.mkdirSync(STORE);
   const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: segSize, applyThreshold, applyDelay: 3600_000, directAppendMin: directAppendMinOf(seed) });
-  const run = await drive(store, { seed, ops, unawaited: 0 });
-  if (run.error) throw new Error(`fuzz base workload ${seed} failed: op ${run.error.i} ${run.error.op}: ${errText(run.error.err)}`);
+  let run: { snaps: Map<number, Snapshot>; acked: number };
+  let edgeDesc = '';
+  if (isEdgeUnit(seed, edgeRate)) {
+    // an edge journal: hundreds to thousands of entries (catalogs across segments), long names or short
+    const e = new Rng(mixSeed(seed, 0xf0e));
+    const many = e.range(300, 1500);
+    const nameLen = e.chance(0.5) ? e.range(200, 255) : 0;
+    edgeDesc = `edge journal: ${many} entries, names ${nameLen || 'short'}; `;
+    const r = await edgeFuzzWorkload(store, sim, seed, many, nameLen);
+    if (r.error) throw new Error(`fuzz edge base workload ${seed} (${edgeDesc}segmentSize ${segSize}) failed: ${r.error}`);
+    run = r;
+  } else {
+    const r = await drive(store, { seed, ops, unawaited: 0 });
+    if (r.error) throw new Error(`fuzz base workload ${seed} failed: op ${r.error.i} ${r.error.op}: ${errText(r.error.err)}`);
+    run = r;
+  }
   // let the last batch reach the flusher, as a process crash would leave it
   await (store as unknown as { writer: { flush(): Promise<unknown> } }).writer.flush();
   const img = sim.image();
@@ -86,7 +101,7 @@ async function buildBase(seed: number): Promise<Base> {
   const tail = recs.slice(lastCommit + 1).filter((r) => r.type !== 8 && r.type !== 9);
   const firstE = recs.find((r) => r.epoch === E && r.type !== 8);
   const files = listing.indexes.map((index) => ({ index, size: sim.readFileSync(path.posix.join(JOURNAL, segmentFileName(index)))!.length }));
-  const desc = `segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, directAppendMin ${directAppendMinOf(seed)}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
+  const desc = `${edgeDesc}segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, directAppendMin ${directAppendMinOf(seed)}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
     `(${recs.map((r) => `${RECORD_TYPE_NAMES[r.type]}@${r.file}:${r.offset}/e${r.epoch}`).slice(-6).join(' ')}), tail ${tail.length}`;
   return { img, snaps: run.snaps, epoch: E, recs, files, epochStart: firstE ? firstE.ord : Infinity, tail, segSize, applied: ctl.state.appliedEpoch, desc };
 }
@@ -105,7 +120,9 @@ export type Damage =
   | { t: 'garbage'; at: Target; bytes: number[] }
   | { t: 'truncate'; at: Target }
   | { t: 'dup'; from: Target; to: Target; len: number }
-  | { t: 'swap'; a: Target; b: Target; len: number };
+  | { t: 'swap'; a: Target; b: Target; len: number }
+  /** a whole segment file lost (its directory entry gone) */
+  | { t: 'drop'; file: number };
 
 function damageArb(b: Base): fc.Arbitrary<Damage[]> {
   const fileOfIndex = new Map(b.files.map((f, i) => [f.index, i]));
@@ -150,7 +167,11 @@ function damageArb(b: Base): fc.Arbitrary<Damage[]> {
   );
   // The control file is damaged on its own (a single fault): with one slot bad, the other must do.
   const controlOnly = fc.array(fc.record({ t: fc.constant('flip' as const), at: control, bit: fc.nat({ max: 7 }) }), { minLength: 1, maxLength: 2 });
-  return fc.oneof({ weight: 9, arbitrary: fc.array(one, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: controlOnly });
+  // A lost segment file (a later one, say, of an epoch that spans segments): on its own.
+  const dropOnly = fc.nat({ max: b.files.length - 1 }).map((file) => [{ t: 'drop' as const, file }]);
+  return b.files.length > 1
+    ? fc.oneof({ weight: 9, arbitrary: fc.array(one, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: controlOnly }, { weight: 1, arbitrary: dropOnly })
+    : fc.oneof({ weight: 9, arbitrary: fc.array(one, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: controlOnly });
 }
 
 /** Apply damage to a copy of the base image; returns the changed byte ranges per file (-1: control). */
@@ -163,8 +184,12 @@ function applyDamage(b: Base, img: Image, damage: Damage[]): Map<number, [number
     if (!c) content.set(file, (c = sim.readFileSync(pathOf(file)) ?? Buffer.alloc(0)));
     return c;
   };
+  const dropped = new Set<number>();
   for (const d of damage) {
     switch (d.t) {
+      case 'drop':
+        dropped.add(d.file);
+        break;
       case 'flip': {
         const c = get(d.at.file);
         if (d.at.off < c.length) {
@@ -226,6 +251,12 @@ function applyDamage(b: Base, img: Image, damage: Damage[]): Map<number, [number
     if (before.length !== c.length) ranges.push([n, Math.max(before.length, c.length)]);
     if (ranges.length) exact.set(file, ranges);
     sim.writeFileSync(pathOf(file), c);
+  }
+  for (const file of dropped) {
+    const before = sim.readFileSync(pathOf(file));
+    if (!before) continue;
+    exact.set(file, [[0, Math.max(1, before.length)]]);
+    sim.removeSync(pathOf(file));
   }
   const out = sim.image();
   img.nodes = out.nodes;
@@ -338,6 +369,7 @@ function survivingEvidence(b: Base, changed: Map<number, [number, number][]>, j:
 /** A violation class: what went wrong, and which kinds of damage caused it. */
 function classify(damage: Damage[], violation: string): string {
   const ts = new Set(damage.map((d) => (d.t === 'flip' && d.at.file < 0 ? 'control' : d.t)));
+  if (ts.has('drop')) return `${/rejected with (\w+)/.test(violation) ? `recovery rejected with ${/rejected with (\w+)/.exec(violation)![1]} instead of ECORRUPT` : /rolled back/.test(violation) ? 'silently rolled back past an acknowledged epoch' : /match no check/.test(violation) ? 'files that match no epoch' : sig(violation)} (damage: a lost segment file)`;
   const kinds = ts.has('dup') || ts.has('swap') ? 'valid records copied or swapped' : ts.has('control') ? 'control file' : [...ts].sort().join('+');
   let shape: string;
   if (/non-CpError/.test(violation)) shape = 'recovery threw a non-CpError';
@@ -360,6 +392,7 @@ function describeDamage(b: Base, d: Damage[]): string {
       case 'truncate': return `truncate ${at(x.at)}`;
       case 'dup': return `copy ${x.len}B ${at(x.from)} -> ${at(x.to)}`;
       case 'swap': return `swap ${x.len}B ${at(x.a)} <-> ${at(x.b)}`;
+      case 'drop': return `lose segment file ${b.files[x.file].index}`;
     }
   }).join('; ');
 }
@@ -368,17 +401,25 @@ export interface FuzzUnitResult {
   cases: number;
   violations: Violation[];
   outcomes: Record<string, number>;
+  /** cases that lost a whole segment file, and their violations */
+  drops: number;
+  dropViolations: number;
+  /** the journal came from an edge workload (many entries) */
+  edge: boolean;
 }
 
-export async function fuzzUnit(seed: number, numRuns: number, opts: { shrink?: boolean } = {}): Promise<FuzzUnitResult> {
+export async function fuzzUnit(seed: number, numRuns: number, opts: { shrink?: boolean; edgeRate?: number } = {}): Promise<FuzzUnitResult> {
   return withSeededRandom(seed, async () => {
-    const b = await buildBase(seed);
-    const res: FuzzUnitResult = { cases: 0, violations: [], outcomes: {} };
+    const b = await buildBase(seed, opts.edgeRate ?? 0);
+    const res: FuzzUnitResult = { cases: 0, violations: [], outcomes: {}, drops: 0, dropViolations: 0, edge: b.desc.startsWith('edge journal') };
     // Counting mode: every case runs and every violation counts (fast-check's order of cases is fixed
     // by the seed, so `--cases n` replays case n last). With shrink, the first failure is minimised.
     const prop = fc.asyncProperty(damageArb(b), async (damage) => {
       res.cases++;
+      const drop = damage.some((d) => d.t === 'drop');
+      if (drop) res.drops++;
       const v = await judgeCase(b, damage);
+      if (drop && v.violation) res.dropViolations++;
       res.outcomes[v.outcome] = (res.outcomes[v.outcome] ?? 0) + 1;
       if (!v.violation) return;
       if (opts.shrink) throw new Error(v.violation);
@@ -408,10 +449,22 @@ export async function runFuzz(o: KindOptions): Promise<KindResult> {
   const outcomes: Record<string, number> = {};
   let units = 0;
   let lastLog = t0;
+  const edge = o.edge ?? DEFAULT_EDGE;
+  const dims: Record<string, DimCount> = {};
   for (let i = 0; out.cases < o.cases; i++) {
     const seed = unitSeed(o.seed, i);
-    const r = await guardUnit(o, out, seed, () => fuzzUnit(seed, Math.min(500, o.cases - out.cases)));
-    if (!r) continue;
+    const before = out.violations.length;
+    // an edge journal recovers thousands of entries per case: fewer cases on it
+    const runs = Math.min(isEdgeUnit(seed, edge.rate) ? 150 : 500, o.cases - out.cases);
+    const r = await guardUnit(o, out, seed, () => fuzzUnit(seed, runs, { edgeRate: edge.rate }));
+    if (!r) {
+      if (isEdgeUnit(seed, edge.rate)) countDims(dims, ['edge journals (300-1500 entries)'], out.violations.length - before);
+      continue;
+    }
+    if (r.edge) countDims(dims, ['edge journals (300-1500 entries)'], r.violations.length);
+    dims['lost segment file'] ??= { cases: 0, violations: 0 };
+    dims['lost segment file'].cases += r.drops;
+    dims['lost segment file'].violations += r.dropViolations;
     units++;
     out.cases += r.cases;
     for (const [k, v] of Object.entries(r.outcomes)) outcomes[k] = (outcomes[k] ?? 0) + v;
@@ -422,6 +475,7 @@ export async function runFuzz(o: KindOptions): Promise<KindResult> {
     }
   }
   out.ms = performance.now() - t0;
+  out.dims = dims;
   out.stats = { journals: units, ...Object.fromEntries(Object.entries(outcomes).map(([k, v]) => [`outcome ${k}`, v])) };
   return out;
 }

@@ -15,9 +15,17 @@ import { openStore } from '../../lib/index.js';
 import { nodeIO, type IO } from '../../lib/io.js';
 import { workload, readTree, describeOp } from '../helpers/model.js';
 import { execOp, Mismatch, errText } from './driver.js';
+import { manyName } from './common.js';
 
 export interface ChildPlan {
-  mode: 'run' | 'recover';
+  mode: 'run' | 'recover' | 'many' | 'contend';
+  /** many: files per epoch; their names (component) lengths in bytes */
+  files?: number;
+  nameLen?: number;
+  epochs?: number;
+  /** contend: this process's tag (its log file is own-<tag>.log) */
+  tag?: string;
+  lockStale?: number;
   dir: string;
   seed: number;
   segmentSize: number;
@@ -65,6 +73,69 @@ function killerIO(at: number, after: boolean): { io: IO; count: () => number } {
     };
   }
   return { io: io as unknown as IO, count: () => n };
+}
+
+
+if (plan.mode === 'many') {
+  // thousands of files in one epoch, all open across the check (under a low ulimit -n when the parent says so)
+  let store: Awaited<ReturnType<typeof openStore>>;
+  try {
+    store = await openStore(plan.dir, { segmentSize: plan.segmentSize, applyDelay: plan.applyDelay ?? 0, applyThreshold: plan.applyThreshold });
+  } catch (e) {
+    out(`REFUSED open ${errText(e)}`.replace(/\n/g, ' | '));
+    process.exit(5);
+  }
+  out(`BASE ${store.epoch}`);
+  const hs: Awaited<ReturnType<typeof store.open>>[] = [];
+  const n = plan.files ?? 1000;
+  try {
+    for (let k = 1; k <= (plan.epochs ?? 2); k++) {
+      for (let i = 0; i < n; i++) {
+        if (k === 1) hs.push(await store.open(manyName(i, plan.nameLen ?? 40), 'a'));
+        await hs[i].write(`${k}:${i}\n`);
+      }
+      out(`ISSUE ${k}`);
+      const epoch = await store.check();
+      out(`ACK ${k} ${epoch}`);
+    }
+    // close() is one more check (the entries complete): same bytes
+    const last = (plan.epochs ?? 2) + 1;
+    for (const h of hs) await h.close();
+    out(`ISSUE ${last}`);
+    await store.close();
+    out(`ACK ${last} ${store.epoch}`);
+    out('DONE');
+  } catch (e) {
+    // a refusal at a call (documented code): the parent checks that nothing acknowledged was lost
+    out(`REFUSED ${errText(e)}`.replace(/\n/g, ' | '));
+    process.exit(5);
+  }
+  process.exit(0);
+}
+
+if (plan.mode === 'contend') {
+  // one of two processes contending for one store; SIGSTOPped by the parent past lockStale
+  let store: Awaited<ReturnType<typeof openStore>>;
+  try {
+    store = await openStore(plan.dir, { segmentSize: plan.segmentSize, lockStale: plan.lockStale ?? 2000, applyDelay: 0 });
+  } catch (e) {
+    out(`LOCKED ${(e as { code?: string }).code ?? '?'} ${errText(e)}`.replace(/\n/g, ' | '));
+    process.exit(0);
+  }
+  out(`OPENED ${store.epoch}`);
+  const f = await store.open(`own-${plan.tag}.log`, 'a');
+  for (let k = 1; ; k++) {
+    try {
+      await f.write(`${plan.tag} ${k}\n`);
+      out(`ISSUE ${k}`);
+      const epoch = await store.check();
+      out(`ACK ${k} ${epoch}`);
+    } catch (e) {
+      out(`REFUSED ${k} ${(e as { code?: string }).code ?? '?'} ${errText(e)}`.replace(/\n/g, ' | '));
+      process.exit(0);
+    }
+    await new Promise((r) => setTimeout(r, 15));
+  }
 }
 
 if (plan.mode === 'recover') {

@@ -19,7 +19,8 @@ import { openStore } from '../../lib/index.js';
 import { Child, Rng, mixSeed, modelRun, readTree, describeOp, mkTmp, rmTmp, codeOf, NAMES, type Op } from '../helpers/model.js';
 import { judge } from './oracle.js';
 import { errText } from './driver.js';
-import { replayLine, directAppendMinOf, unitSeed, sig, type KindOptions, type KindResult, type Violation } from './common.js';
+import { replayLine, directAppendMinOf, unitSeed, sig, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation } from './common.js';
+import { runEdgeRounds } from './kill-edge.js';
 import type { ChildPlan } from './kill-child.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -225,9 +226,23 @@ export async function runKill(o: KindOptions): Promise<KindResult> {
     o.log(`  kill: ${live.kills} kills in ${s.toFixed(0)} s (${Math.round(live.kills / (s / 60))}/min)`);
   }, 30000);
   progress.unref();
-  const results = await Promise.all(Array.from({ length: lanes }, (_, i) =>
-    killLane(unitSeed(o.seed, i), i === lanes - 1 ? o.cases - per * (lanes - 1) : per, o.log, Infinity, live)));
+  const edge = o.edge ?? DEFAULT_EDGE;
+  // the edge rounds (kill-edge.ts: low ulimit, contending processes) run beside the lanes
+  const [edgeStats, ...results] = await Promise.all([
+    runEdgeRounds(o.seed, edge.ulimitRounds, edge.contendRounds, o.log),
+    ...Array.from({ length: lanes }, (_, i) =>
+      killLane(unitSeed(o.seed, i), i === lanes - 1 ? o.cases - per * (lanes - 1) : per, o.log, Infinity, live)),
+  ]);
   clearInterval(progress);
+  out.violations.push(...edgeStats.violations);
+  out.cases += edgeStats.ulimitRounds + edgeStats.contendRounds;
+  const dv = edgeStats.dimViolations;
+  out.dims = {
+    'low-ulimit children (ulimit -n 128, 1000+ files)': { cases: edgeStats.ulimitRounds, violations: dv['low-ulimit children'] ?? 0 },
+    'lock takeovers attempted (SIGSTOP past lockStale)': { cases: edgeStats.takeoversAttempted, violations: dv['lock takeovers attempted'] ?? 0 },
+    'lock takeovers refused (ELOCKED)': { cases: edgeStats.takeoversRefused, violations: 0 },
+    'same store opened twice in one process (symlink)': { cases: edgeStats.sameProcessOpens, violations: dv['same store opened twice in one process'] ?? 0 },
+  };
   const byPlan: Record<string, number> = {};
   let rounds = 0;
   let acks = 0;

@@ -12,7 +12,8 @@ import { SimFS, CrashModel, type ChoiceMode } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, STORE, SEGMENT, type KindOptions, type KindResult, type Violation } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, countDims, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { edgeUnit, isEdgeUnit, DIMS, type Dim } from './edges.js';
 
 export interface PowerlossUnitOptions {
   /** crash states to aim for in this unit (the unit's own plan; independent of the run's total) */
@@ -191,8 +192,27 @@ export async function runPowerloss(o: KindOptions): Promise<KindResult> {
   let checks = 0;
   const outcomes: Record<string, number> = {};
   let lastLog = t0;
+  const edge = o.edge ?? DEFAULT_EDGE;
+  const dims: Record<string, DimCount> = {};
+  let edgeUnits = 0;
+  let edgeCases = 0;
   for (let i = 0; out.cases < o.cases; i++) {
     const seed = unitSeed(o.seed, i);
+    if (isEdgeUnit(seed, edge.rate)) {
+      // an edge unit (edges.ts): its dimensions are counted, its violations reported like any other
+      const before = out.violations.length;
+      const e = await guardUnit(o, out, seed, () => edgeUnit('powerloss', seed, { manyMax: edge.manyMax, states: edge.states, dimRate: edge.dimRate as Partial<Record<Dim, number>> }, o.cases - out.cases));
+      if (e) {
+        edgeUnits++;
+        edgeCases += e.cases;
+        out.cases += e.cases;
+        for (const v of e.violations) report(o, out, v);
+        const ds: string[] = e.dims.map((d) => DIMS[d]);
+        if (e.maxOpen >= 1000) ds.push('entries open at one check >= 1000');
+        countDims(dims, ds, e.violations.length);
+      } else countDims(dims, ['edge units that threw'], out.violations.length - before);
+      continue;
+    }
     const r = await guardUnit(o, out, seed, () => powerlossUnit(seed, { budget: 2500, limit: o.cases - out.cases }));
     if (!r) continue;
     units++;
@@ -208,6 +228,7 @@ export async function runPowerloss(o: KindOptions): Promise<KindResult> {
     }
   }
   out.ms = performance.now() - t0;
-  out.stats = { workloads: units, 'acked checks': checks, 'crashes during recovery': doubles, 'process kills followed by recovery and a power loss': kills, 'recovered = acked': outcomes.acked ?? 0, 'recovered later epoch': outcomes.later ?? 0 };
+  out.dims = dims;
+  out.stats = { 'edge units (edges.ts)': edgeUnits, 'edge cases': edgeCases, workloads: units, 'acked checks': checks, 'crashes during recovery': doubles, 'process kills followed by recovery and a power loss': kills, 'recovered = acked': outcomes.acked ?? 0, 'recovered later epoch': outcomes.later ?? 0 };
   return out;
 }

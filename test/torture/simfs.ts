@@ -20,13 +20,21 @@
  */
 import * as path from 'node:path';
 import type { IO, OpenMode, OpenOptions, StatInfo } from '../../lib/io.js';
+import { SparseFile } from './sparse.js';
 
-export type Kind = 'file' | 'dir';
+export type Kind = 'file' | 'dir' | 'symlink';
 
 export interface ImageNode {
   kind: Kind;
   data?: Buffer;
   entries?: Map<string, number>;
+  /** symlinks: the link's target */
+  target?: string;
+  /** sparse files (see sparse.ts): logical size and the chunks above DENSE */
+  size?: number;
+  hi?: Map<number, Buffer>;
+  /** files: opening for writing fails with EACCES */
+  readonly?: boolean;
 }
 
 /** A whole file system: every inode reachable from the root. */
@@ -42,7 +50,7 @@ export type TraceEv =
   | { t: 'write'; ino: number; pos: number; data: Buffer }
   | { t: 'trunc'; ino: number; len: number }
   | { t: 'fsync'; ino: number }
-  | { t: 'link'; dir: number; name: string; ino: number; kind: Kind }
+  | { t: 'link'; dir: number; name: string; ino: number; kind: Kind; target?: string }
   | { t: 'unlink'; dir: number; name: string; ino: number }
   | { t: 'rename'; fdir: number; fname: string; tdir: number; tname: string; ino: number }
   | { t: 'fsyncdir'; dir: number }
@@ -51,16 +59,19 @@ export type TraceEv =
 interface Node {
   id: number;
   kind: Kind;
-  /** file content lives in data[0, size) */
-  data: Buffer;
-  size: number;
+  /** file content (files only) */
+  file: SparseFile | null;
   entries: Map<string, number> | null;
+  target: string | null;
+  readonly: boolean;
 }
 
 interface Fd {
   ino: number;
   writable: boolean;
   path: string;
+  /** the path the open resolved to (symlinks followed) */
+  real: string;
 }
 
 export function fsError(code: string, syscall: string, p: string): NodeJS.ErrnoException {
@@ -68,6 +79,19 @@ export function fsError(code: string, syscall: string, p: string): NodeJS.ErrnoE
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** ext4's limits: a file name component of at most 255 bytes, a path of at most PATH_MAX - 1 bytes. */
+export const NAME_MAX = 255;
+export const PATH_MAX = 4096;
+/** ext4 with 4 KiB blocks: files up to 16 TiB; writes and truncates past it fail with EFBIG. */
+export const MAX_FILE_SIZE = 16 * 2 ** 40;
+
+/** Opening with one of these (a mode string ending in NoFollow, or flags { nofollow: true }) refuses a symlink as the last component with ELOOP. */
+function noFollow(mode: string, flags: unknown): boolean {
+  if (mode.endsWith('NoFollow') || mode.endsWith('Nofollow')) return true;
+  if (typeof flags === 'object' && flags !== null && ((flags as { nofollow?: unknown }).nofollow || (flags as OpenOptions).noFollow)) return true;
+  return false;
+}
 
 export class SimFS implements IO {
   private nodes = new Map<number, Node>();
@@ -79,30 +103,45 @@ export class SimFS implements IO {
   trace: TraceEv[] = [];
   /** Number of IO calls made (all kinds). */
   calls = 0;
-  /** Mutations attempted outside `allowedRoot`. */
+  /** Mutations attempted outside `allowedRoot`, or into its .cpfile through another name. */
   violations: string[] = [];
   /** When set, every mutation must stay inside this directory. */
   allowedRoot: string | null = null;
-  /** The largest file size this file system accepts: writes and truncates past it fail with EFBIG. */
-  fileSizeLimit = Number.MAX_SAFE_INTEGER;
+  /** The largest file size this file system accepts (ext4's, by default): writes and truncates past it fail with EFBIG. */
+  fileSizeLimit = MAX_FILE_SIZE;
+  /** Open file descriptors allowed at once (a low `ulimit -n`): open fails with EMFILE past it. */
+  fdLimit = Infinity;
+  /** Writes or truncates that reached past the dense region (sparse files exist: no crash model). */
+  sparseWrites = 0;
+  /** A hard link was made (linkSync): stat then counts a file's names. */
+  private linked = false;
 
   /** `adopt`: take the image's buffers instead of copying them (the caller gives them up). */
   constructor(img?: Image, adopt = false) {
     if (!img) {
       this.root = 1;
       this.nextIno = 2;
-      this.nodes.set(1, { id: 1, kind: 'dir', data: EMPTY, size: 0, entries: new Map() });
+      this.nodes.set(1, this.mk(1, 'dir'));
       return;
     }
     this.root = img.root;
     this.nextIno = img.nextIno;
     for (const [id, n] of img.nodes) {
-      if (n.kind === 'dir') this.nodes.set(id, { id, kind: 'dir', data: EMPTY, size: 0, entries: new Map(n.entries) });
+      const node = this.mk(id, n.kind);
+      if (n.kind === 'dir') node.entries = new Map(n.entries);
+      else if (n.kind === 'symlink') node.target = n.target ?? '';
       else {
         const d = n.data ?? EMPTY;
-        this.nodes.set(id, { id, kind: 'file', data: adopt ? d : Buffer.from(d), size: d.length, entries: null });
+        const hi = n.hi ? (adopt ? n.hi : new Map([...n.hi].map(([i, c]) => [i, Buffer.from(c)]))) : null;
+        node.file = new SparseFile(adopt ? d : Buffer.from(d), n.size ?? d.length, hi);
+        node.readonly = n.readonly ?? false;
       }
+      this.nodes.set(id, node);
     }
+  }
+
+  private mk(id: number, kind: Kind): Node {
+    return { id, kind, file: kind === 'file' ? new SparseFile() : null, entries: kind === 'dir' ? new Map() : null, target: null, readonly: false };
   }
 
   // ------------------------------------------------------------------------------------------
@@ -117,7 +156,16 @@ export class SimFS implements IO {
       if (n.kind === 'dir') {
         nodes.set(id, { kind: 'dir', entries: new Map(n.entries!) });
         for (const c of n.entries!.values()) visit(c);
-      } else nodes.set(id, { kind: 'file', data: Buffer.from(n.data.subarray(0, n.size)) });
+      } else if (n.kind === 'symlink') {
+        nodes.set(id, { kind: 'symlink', target: n.target! });
+      } else {
+        const f = n.file!;
+        const node: ImageNode = f.sparse
+          ? { kind: 'file', ...(() => { const c = f.clone(); return { data: c.data, size: c.size, hi: c.hi ?? undefined }; })() }
+          : { kind: 'file', data: f.denseCopy() };
+        if (n.readonly) node.readonly = true;
+        nodes.set(id, node);
+      }
     };
     visit(this.root);
     return { root: this.root, nextIno: this.nextIno, nodes };
@@ -127,20 +175,58 @@ export class SimFS implements IO {
     this.trace.push({ t: 'mark', m });
   }
 
+  /**
+   * Components of an absolute path, lexically normalised, as the kernel sees them: names are UTF-8
+   * bytes (a lone surrogate becomes U+FFFD, as node's string-to-path conversion does), a component
+   * longer than NAME_MAX bytes or a path of PATH_MAX bytes or more is ENAMETOOLONG.
+   */
   private parts(p: string): string[] {
     if (!p.startsWith('/')) throw fsError('EINVAL', 'resolve', p);
-    return path.posix.normalize(p).split('/').filter((x) => x.length > 0);
+    if (Buffer.byteLength(p) >= PATH_MAX) throw fsError('ENAMETOOLONG', 'resolve', p);
+    const out = path.posix.normalize(p).split('/').filter((x) => x.length > 0).map((x) => Buffer.from(x, 'utf8').toString('utf8'));
+    for (const x of out) if (Buffer.byteLength(x) > NAME_MAX) throw fsError('ENAMETOOLONG', 'resolve', p);
+    return out;
+  }
+
+  /** Walk a path, following symlinks (the last component only with followLast); its real path too. */
+  private resolve(p: string, syscall: string, followLast: boolean): { node: Node; real: string } {
+    const stack: Node[] = [this.nodes.get(this.root)!];
+    const names: string[] = [];
+    const queue = this.parts(p);
+    let hops = 0;
+    while (queue.length) {
+      const part = queue.shift()!;
+      if (part === '.') continue;
+      if (part === '..') {
+        if (stack.length > 1) {
+          stack.pop();
+          names.pop();
+        }
+        continue;
+      }
+      const cur = stack[stack.length - 1];
+      if (cur.kind !== 'dir') throw fsError('ENOTDIR', syscall, p);
+      const id = cur.entries!.get(part);
+      if (id === undefined) throw fsError('ENOENT', syscall, p);
+      const n = this.nodes.get(id)!;
+      if (n.kind === 'symlink' && (queue.length > 0 || followLast)) {
+        if (++hops > 40) throw fsError('ELOOP', syscall, p);
+        const t = n.target!;
+        if (t.startsWith('/')) {
+          stack.length = 1;
+          names.length = 0;
+        }
+        queue.unshift(...t.split('/').filter((x) => x.length > 0));
+        continue;
+      }
+      stack.push(n);
+      names.push(part);
+    }
+    return { node: stack[stack.length - 1], real: '/' + names.join('/') };
   }
 
   private lookup(p: string, syscall: string): Node {
-    let n = this.nodes.get(this.root)!;
-    for (const part of this.parts(p)) {
-      if (n.kind !== 'dir') throw fsError('ENOTDIR', syscall, p);
-      const c = n.entries!.get(part);
-      if (c === undefined) throw fsError('ENOENT', syscall, p);
-      n = this.nodes.get(c)!;
-    }
-    return n;
+    return this.resolve(p, syscall, true).node;
   }
 
   private tryLookup(p: string): Node | null {
@@ -151,21 +237,32 @@ export class SimFS implements IO {
     }
   }
 
-  private parentOf(p: string, syscall: string): { dir: Node; name: string } {
+  /** The directory holding the last component of `p` (symlinks before it followed), and its real path. */
+  private parentOf(p: string, syscall: string): { dir: Node; name: string; real: string } {
     const parts = this.parts(p);
     if (parts.length === 0) throw fsError('EBUSY', syscall, p);
     const name = parts.pop()!;
-    const dir = this.lookup('/' + parts.join('/'), syscall);
-    if (dir.kind !== 'dir') throw fsError('ENOTDIR', syscall, p);
-    return { dir, name };
+    const r = this.resolve('/' + parts.join('/'), syscall, true);
+    if (r.node.kind !== 'dir') throw fsError('ENOTDIR', syscall, p);
+    return { dir: r.node, name, real: r.real === '/' ? `/${name}` : `${r.real}/${name}` };
   }
 
-  private guard(p: string, syscall: string): void {
+  /**
+   * A mutation of `p`, which resolved to `real`: inside allowedRoot, and inside its .cpfile only when
+   * the name given was (a store name that reaches the metadata directory is a violation).
+   */
+  private guard(p: string, syscall: string, real = p): void {
     if (this.allowedRoot === null) return;
+    const root = this.allowedRoot;
+    const inside = (x: string): boolean => x === root || x.startsWith(root + '/');
     const norm = path.posix.normalize(p);
-    if (norm !== this.allowedRoot && !norm.startsWith(this.allowedRoot + '/')) {
-      this.violations.push(`${syscall} outside the store: ${p}`);
+    if (!inside(norm) || !inside(real)) {
+      this.violations.push(`${syscall} outside the store: ${p}${real !== norm ? ` (resolves to ${real})` : ''}`);
+      return;
     }
+    const meta = root + '/.cpfile';
+    const inMeta = (x: string): boolean => x === meta || x.startsWith(meta + '/');
+    if (inMeta(real) && !inMeta(norm)) this.violations.push(`${syscall} of a store name reached .cpfile: ${p} (resolves to ${real})`);
   }
 
   private fd(fd: number, syscall: string): Fd {
@@ -174,27 +271,25 @@ export class SimFS implements IO {
     return f;
   }
 
+  /** The names of inode `id` (1 unless a hard link was ever made: then counted over every directory). */
+  private linksTo(id: number): number {
+    if (!this.linked) return 1;
+    let n = 0;
+    for (const d of this.nodes.values()) if (d.kind === 'dir') for (const ino of d.entries!.values()) if (ino === id) n++;
+    return n;
+  }
+
   private newNode(kind: Kind): Node {
-    const n: Node = { id: this.nextIno++, kind, data: EMPTY, size: 0, entries: kind === 'dir' ? new Map() : null };
+    const n = this.mk(this.nextIno++, kind);
     this.nodes.set(n.id, n);
     return n;
   }
 
   private info(n: Node): StatInfo {
-    // No symlinks and no hard links in the simulator: every file has one name.
-    return { size: n.kind === 'file' ? n.size : 4096, isFile: n.kind === 'file', isDirectory: n.kind === 'dir', isSymbolicLink: false, nlink: n.kind === 'dir' ? 2 : 1 };
-  }
-
-  private resize(n: Node, len: number): void {
-    if (len > n.data.length) {
-      const cap = Math.max(len, Math.min(n.data.length * 2, len + (1 << 20)));
-      const nb = Buffer.alloc(cap);
-      n.data.copy(nb, 0, 0, n.size);
-      n.data = nb;
-    } else if (len < n.size) {
-      n.data.fill(0, len, n.size);
-    }
-    n.size = len;
+    return {
+      size: n.kind === 'file' ? n.file!.size : n.kind === 'symlink' ? Buffer.byteLength(n.target!) : 4096,
+      isFile: n.kind === 'file', isDirectory: n.kind === 'dir', isSymbolicLink: n.kind === 'symlink', nlink: n.kind === 'dir' ? 2 : this.linksTo(n.id),
+    };
   }
 
   /** Create a directory synchronously, outside the trace (for building base images). */
@@ -209,10 +304,13 @@ export class SimFS implements IO {
   readFileSync(p: string): Buffer | null {
     const n = this.tryLookup(p);
     if (!n || n.kind !== 'file') return null;
-    return Buffer.from(n.data.subarray(0, n.size));
+    return n.file!.flat();
   }
 
-  /** Every regular file under `dir` ('/'-separated names relative to it), skipping `skip` at the top. */
+  /**
+   * Every regular file under `dir` ('/'-separated names relative to it), skipping `skip` at the top;
+   * symlinks are not followed nor listed. A sparse file's content is a digest marker (sparse.ts).
+   */
   tree(dir: string, skip = '.cpfile'): Map<string, Buffer> {
     const out = new Map<string, Buffer>();
     const start = this.tryLookup(dir);
@@ -222,7 +320,7 @@ export class SimFS implements IO {
         if (prefix === '' && name === skip) continue;
         const c = this.nodes.get(id)!;
         if (c.kind === 'dir') walk(c, `${prefix}${name}/`);
-        else out.set(`${prefix}${name}`, Buffer.from(c.data.subarray(0, c.size)));
+        else if (c.kind === 'file') out.set(`${prefix}${name}`, c.file!.flat());
       }
     };
     walk(start, '');
@@ -233,8 +331,7 @@ export class SimFS implements IO {
   writeFileSync(p: string, data: Buffer): void {
     const n = this.lookup(p, 'write');
     if (n.kind !== 'file') throw fsError('EISDIR', 'write', p);
-    n.data = Buffer.from(data);
-    n.size = data.length;
+    n.file = new SparseFile(Buffer.from(data));
   }
 
   listSync(p: string): string[] {
@@ -247,6 +344,94 @@ export class SimFS implements IO {
     return this.fds.size;
   }
 
+  // ------------------------------------------------------------------------------------------
+  // another program, behind the store's back: made durable at once (traced, then a directory fsync)
+
+  /** `ln -s target p` */
+  symlinkSync(target: string, p: string): void {
+    const { dir, name } = this.parentOf(p, 'symlink');
+    if (dir.entries!.has(name)) throw fsError('EEXIST', 'symlink', p);
+    const n = this.newNode('symlink');
+    n.target = target;
+    dir.entries!.set(name, n.id);
+    this.trace.push({ t: 'link', dir: dir.id, name, ino: n.id, kind: 'symlink', target });
+    this.trace.push({ t: 'fsyncdir', dir: dir.id });
+  }
+
+  /** `ln existing p` (a hard link to a file) */
+  linkSync(existing: string, p: string): void {
+    const src = this.resolve(existing, 'link', false).node;
+    if (src.kind !== 'file') throw fsError('EPERM', 'link', existing);
+    const { dir, name } = this.parentOf(p, 'link');
+    if (dir.entries!.has(name)) throw fsError('EEXIST', 'link', p);
+    dir.entries!.set(name, src.id);
+    this.linked = true;
+    this.trace.push({ t: 'link', dir: dir.id, name, ino: src.id, kind: 'file' });
+    this.trace.push({ t: 'fsyncdir', dir: dir.id });
+  }
+
+  /** `rm p` (a file or a symlink) or `rmdir p` (an empty directory) */
+  removeSync(p: string): void {
+    const { dir, name } = this.parentOf(p, 'unlink');
+    const id = dir.entries!.get(name);
+    if (id === undefined) throw fsError('ENOENT', 'unlink', p);
+    const n = this.nodes.get(id)!;
+    if (n.kind === 'dir' && n.entries!.size) throw fsError('ENOTEMPTY', 'rmdir', p);
+    dir.entries!.delete(name);
+    this.trace.push({ t: 'unlink', dir: dir.id, name, ino: id });
+    this.trace.push({ t: 'fsyncdir', dir: dir.id });
+  }
+
+  /** `mv a b` (b must not exist) */
+  renameSync(a: string, b: string): void {
+    const x = this.parentOf(a, 'rename');
+    const id = x.dir.entries!.get(x.name);
+    if (id === undefined) throw fsError('ENOENT', 'rename', a);
+    const y = this.parentOf(b, 'rename');
+    if (y.dir.entries!.has(y.name)) throw fsError('EEXIST', 'rename', b);
+    x.dir.entries!.delete(x.name);
+    y.dir.entries!.set(y.name, id);
+    this.trace.push({ t: 'rename', fdir: x.dir.id, fname: x.name, tdir: y.dir.id, tname: y.name, ino: id });
+    this.trace.push({ t: 'fsyncdir', dir: x.dir.id });
+    this.trace.push({ t: 'fsyncdir', dir: y.dir.id });
+  }
+
+  /** A file with `data` (created, or replaced in place), durable at once; made with mkdir -p. */
+  putFileSync(p: string, data: Buffer): void {
+    const parts = this.parts(p);
+    for (let i = 1; i < parts.length; i++) this.mkdirSync('/' + parts.slice(0, i).join('/'));
+    const { dir, name } = this.parentOf(p, 'open');
+    let id = dir.entries!.get(name);
+    if (id === undefined) {
+      const n = this.newNode('file');
+      dir.entries!.set(name, n.id);
+      id = n.id;
+      this.trace.push({ t: 'link', dir: dir.id, name, ino: id, kind: 'file' });
+      this.trace.push({ t: 'fsyncdir', dir: dir.id });
+    }
+    const n = this.nodes.get(id)!;
+    if (n.kind !== 'file') throw fsError('EISDIR', 'open', p);
+    n.file = new SparseFile(Buffer.from(data));
+    this.trace.push({ t: 'trunc', ino: id, len: 0 });
+    if (data.length) this.trace.push({ t: 'write', ino: id, pos: 0, data: Buffer.from(data) });
+    this.trace.push({ t: 'fsync', ino: id });
+  }
+
+  /** `chmod a-w p` (readonly) or `chmod u+w p`: opening it for writing fails with EACCES. */
+  setReadonlySync(p: string, readonly: boolean): void {
+    const n = this.lookup(p, 'chmod');
+    n.readonly = readonly;
+  }
+
+  /** What kind of node `p` is, not following a last symlink (null: missing). */
+  kindSync(p: string): Kind | null {
+    try {
+      return this.resolve(p, 'lstat', false).node.kind;
+    } catch {
+      return null;
+    }
+  }
+
   /**
    * Re-issue a traced event (by inode ids) and trace it again. Replaying the operations pending at a
    * point on top of the durable state there rebuilds what a *process* crash leaves: the same files,
@@ -256,25 +441,25 @@ export class SimFS implements IO {
     const node = (id: number, kind: Kind): Node => {
       let n = this.nodes.get(id);
       if (!n) {
-        n = { id, kind, data: EMPTY, size: 0, entries: kind === 'dir' ? new Map() : null };
+        n = this.mk(id, kind);
         this.nodes.set(id, n);
         if (id >= this.nextIno) this.nextIno = id + 1;
       }
       return n;
     };
     switch (ev.t) {
-      case 'write': {
-        const n = node(ev.ino, 'file');
-        if (ev.pos + ev.data.length > n.size) this.resize(n, ev.pos + ev.data.length);
-        n.data.set(ev.data, ev.pos);
+      case 'write':
+        node(ev.ino, 'file').file!.write(ev.pos, ev.data);
+        break;
+      case 'trunc':
+        node(ev.ino, 'file').file!.truncate(ev.len);
+        break;
+      case 'link': {
+        const n = node(ev.ino, ev.kind);
+        if (ev.kind === 'symlink') n.target = ev.target ?? '';
+        node(ev.dir, 'dir').entries!.set(ev.name, n.id);
         break;
       }
-      case 'trunc':
-        this.resize(node(ev.ino, 'file'), ev.len);
-        break;
-      case 'link':
-        node(ev.dir, 'dir').entries!.set(ev.name, node(ev.ino, ev.kind).id);
-        break;
       case 'unlink':
         node(ev.dir, 'dir').entries!.delete(ev.name);
         break;
@@ -291,25 +476,44 @@ export class SimFS implements IO {
   // ------------------------------------------------------------------------------------------
   // IO
 
-  /** `opts.noFollow` (O_NOFOLLOW) always holds: the simulator has no symlinks. */
-  async open(p: string, mode: OpenMode, _opts?: OpenOptions): Promise<number> {
+  async open(p: string, mode: OpenMode, flags?: OpenOptions | unknown): Promise<number> {
     this.calls++;
-    const { dir, name } = this.parentOf(p, 'open');
+    return this.openAt(p, String(mode), flags, 0);
+  }
+
+  private openAt(p: string, mode: string, flags: unknown, hops: number): number {
+    const base = mode.replace(/No[Ff]ollow$/, '');
+    const { dir, name, real } = this.parentOf(p, 'open');
     const id = dir.entries!.get(name);
     let n: Node;
+    let realPath = real;
     if (id !== undefined) {
-      if (mode === 'createExcl') throw fsError('EEXIST', 'open', p);
       n = this.nodes.get(id)!;
-      if (n.kind === 'dir' && mode !== 'read') throw fsError('EISDIR', 'open', p);
+      if (n.kind === 'symlink') {
+        if (noFollow(mode, flags)) throw fsError('ELOOP', 'open', p);
+        if (hops >= 40) throw fsError('ELOOP', 'open', p);
+        if (base === 'createExcl') throw fsError('EEXIST', 'open', p);
+        const t = n.target!;
+        const dirReal = real.slice(0, real.lastIndexOf('/')) || '/';
+        const fd = this.openAt(t.startsWith('/') ? t : path.posix.join(dirReal, t), mode, flags, hops + 1);
+        // the guard saw the link's target; remember the name the caller gave
+        this.fds.get(fd)!.path = p;
+        return fd;
+      }
+      if (base === 'createExcl') throw fsError('EEXIST', 'open', p);
+      if (n.kind === 'dir' && base !== 'read') throw fsError('EISDIR', 'open', p);
+      if (n.readonly && base !== 'read') throw fsError('EACCES', 'open', p);
     } else {
-      if (mode === 'read' || mode === 'readwrite') throw fsError('ENOENT', 'open', p);
-      this.guard(p, 'open(create)');
+      if (base === 'read' || base === 'readwrite') throw fsError('ENOENT', 'open', p);
+      this.guard(p, 'open(create)', real);
       n = this.newNode('file');
       dir.entries!.set(name, n.id);
       this.trace.push({ t: 'link', dir: dir.id, name, ino: n.id, kind: 'file' });
+      realPath = real;
     }
+    if (this.fds.size >= this.fdLimit) throw fsError('EMFILE', 'open', p);
     const fd = this.nextFd++;
-    this.fds.set(fd, { ino: n.id, writable: mode !== 'read', path: p });
+    this.fds.set(fd, { ino: n.id, writable: base !== 'read', path: p, real: realPath });
     return fd;
   }
 
@@ -324,24 +528,22 @@ export class SimFS implements IO {
     const f = this.fd(fd, 'read');
     const n = this.nodes.get(f.ino)!;
     if (n.kind === 'dir') throw fsError('EISDIR', 'read', f.path);
-    if (position >= n.size || len <= 0) return 0;
-    const m = Math.min(len, n.size - position);
-    buf.set(n.data.subarray(position, position + m), off);
-    return m;
+    if (!Number.isSafeInteger(position) || position < 0) throw fsError('EINVAL', 'read', f.path);
+    return n.file!.read(position, buf, off, len);
   }
 
   async write(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number> {
     this.calls++;
     const f = this.fd(fd, 'write');
     if (!f.writable) throw fsError('EBADF', 'write', f.path);
-    this.guard(f.path, 'write');
+    this.guard(f.path, 'write', f.real);
     const n = this.nodes.get(f.ino)!;
     if (len <= 0) return 0;
-    if (position >= this.fileSizeLimit) throw fsError('EFBIG', 'write', f.path);
-    if (position + len > this.fileSizeLimit) len = this.fileSizeLimit - position; // a short write, as ext4
-    if (position + len > n.size) this.resize(n, position + len);
+    if (!Number.isSafeInteger(position) || position < 0) throw fsError('EINVAL', 'write', f.path);
+    if (position + len > this.fileSizeLimit) throw fsError('EFBIG', 'write', f.path);
     const src = buf.subarray(off, off + len);
-    n.data.set(src, position);
+    n.file!.write(position, src);
+    if (n.file!.sparse) this.sparseWrites++;
     this.trace.push({ t: 'write', ino: n.id, pos: position, data: Buffer.from(src) });
     return len;
   }
@@ -367,10 +569,12 @@ export class SimFS implements IO {
     this.calls++;
     const f = this.fd(fd, 'ftruncate');
     if (!f.writable) throw fsError('EINVAL', 'ftruncate', f.path);
+    this.guard(f.path, 'ftruncate', f.real);
+    if (!Number.isSafeInteger(len) || len < 0) throw fsError('EINVAL', 'ftruncate', f.path);
     if (len > this.fileSizeLimit) throw fsError('EFBIG', 'ftruncate', f.path);
-    this.guard(f.path, 'ftruncate');
     const n = this.nodes.get(f.ino)!;
-    this.resize(n, len);
+    n.file!.truncate(len);
+    if (n.file!.sparse) this.sparseWrites++;
     this.trace.push({ t: 'trunc', ino: n.id, len });
   }
 
@@ -386,17 +590,17 @@ export class SimFS implements IO {
 
   async lstat(p: string): Promise<StatInfo> {
     this.calls++;
-    return this.info(this.lookup(p, 'lstat'));
+    return this.info(this.resolve(p, 'lstat', false).node);
   }
 
   async rename(from: string, to: string): Promise<void> {
     this.calls++;
-    this.guard(from, 'rename');
-    this.guard(to, 'rename');
     const a = this.parentOf(from, 'rename');
+    const b = this.parentOf(to, 'rename');
+    this.guard(from, 'rename', a.real);
+    this.guard(to, 'rename', b.real);
     const id = a.dir.entries!.get(a.name);
     if (id === undefined) throw fsError('ENOENT', 'rename', from);
-    const b = this.parentOf(to, 'rename');
     const moving = this.nodes.get(id)!;
     const old = b.dir.entries!.get(b.name);
     if (old === id) return;
@@ -413,8 +617,8 @@ export class SimFS implements IO {
 
   async unlink(p: string): Promise<void> {
     this.calls++;
-    this.guard(p, 'unlink');
-    const { dir, name } = this.parentOf(p, 'unlink');
+    const { dir, name, real } = this.parentOf(p, 'unlink');
+    this.guard(p, 'unlink', real);
     const id = dir.entries!.get(name);
     if (id === undefined) throw fsError('ENOENT', 'unlink', p);
     if (this.nodes.get(id)!.kind === 'dir') throw fsError('EISDIR', 'unlink', p);
@@ -424,9 +628,9 @@ export class SimFS implements IO {
 
   async mkdir(p: string): Promise<boolean> {
     this.calls++;
-    const { dir, name } = this.parentOf(p, 'mkdir');
+    const { dir, name, real } = this.parentOf(p, 'mkdir');
     if (dir.entries!.has(name)) return false;
-    this.guard(p, 'mkdir');
+    this.guard(p, 'mkdir', real);
     const n = this.newNode('dir');
     dir.entries!.set(name, n.id);
     this.trace.push({ t: 'link', dir: dir.id, name, ino: n.id, kind: 'dir' });
@@ -449,8 +653,7 @@ export class SimFS implements IO {
 
   async realpath(p: string): Promise<string> {
     this.calls++;
-    this.lookup(p, 'realpath');
-    return '/' + this.parts(p).join('/');
+    return this.resolve(p, 'realpath', true).real;
   }
 
   /** The simulator has no permissions: every existing name may be changed. */
@@ -593,6 +796,7 @@ export class CrashModel {
   private nextIno: number;
   private kinds = new Map<number, Kind>();
   private files = new Map<number, Buffer>();
+  private targets = new Map<number, string>();
   private dirs = new Map<number, Map<string, number>>();
   private pendData = new Map<number, PendData[]>();
   private pendDir: PendDir[] = [];
@@ -605,6 +809,7 @@ export class CrashModel {
     for (const [id, n] of base.nodes) {
       this.kinds.set(id, n.kind);
       if (n.kind === 'dir') this.dirs.set(id, new Map(n.entries));
+      else if (n.kind === 'symlink') this.targets.set(id, n.target ?? '');
       else this.files.set(id, n.data ?? EMPTY);
     }
     const walk = (id: number, p: string): void => {
@@ -668,6 +873,7 @@ export class CrashModel {
         if (ev.t === 'link' && !this.kinds.has(ev.ino)) {
           this.kinds.set(ev.ino, ev.kind);
           if (ev.kind === 'dir') this.dirs.set(ev.ino, new Map());
+          else if (ev.kind === 'symlink') this.targets.set(ev.ino, ev.target ?? '');
           else this.files.set(ev.ino, EMPTY);
         }
         const k = dirKeys(ev);
@@ -711,7 +917,7 @@ export class CrashModel {
     }
     for (const p of this.pendDir) {
       const ev = p.ev;
-      const what = ev.t === 'link' ? `${ev.kind === 'dir' ? 'mkdir' : 'create'} ${this.nameOf(ev.dir)}/${ev.name}`
+      const what = ev.t === 'link' ? `${ev.kind === 'dir' ? 'mkdir' : ev.kind === 'symlink' ? `symlink (-> ${ev.target})` : 'create'} ${this.nameOf(ev.dir)}/${ev.name}`
         : ev.t === 'unlink' ? `unlink ${this.nameOf(ev.dir)}/${ev.name}` : `rename ${this.nameOf(ev.fdir)}/${ev.fname} -> ${this.nameOf(ev.tdir)}/${ev.tname}`;
       lines.push({ id: p.id, s: `#${p.id} ${what}: ${choice.dir.has(p.id) ? 'happened' : 'lost'}` });
     }
@@ -788,6 +994,10 @@ export class CrashModel {
         for (const c of entries.values()) visit(c);
         return;
       }
+      if (kind === 'symlink') {
+        nodes.set(id, { kind: 'symlink', target: this.targets.get(id) ?? '' });
+        return;
+      }
       let b: Buffer = Buffer.from(this.files.get(id) ?? EMPTY);
       for (const d of this.pendData.get(id) ?? []) {
         const n = choice.data.get(d.id);
@@ -826,7 +1036,15 @@ export class CrashModel {
 export function cloneImage(img: Image): Image {
   const nodes = new Map<number, ImageNode>();
   for (const [id, n] of img.nodes) {
-    nodes.set(id, n.kind === 'dir' ? { kind: 'dir', entries: new Map(n.entries) } : { kind: 'file', data: Buffer.from(n.data ?? EMPTY) });
+    if (n.kind === 'dir') nodes.set(id, { kind: 'dir', entries: new Map(n.entries) });
+    else if (n.kind === 'symlink') nodes.set(id, { kind: 'symlink', target: n.target });
+    else {
+      const c: ImageNode = { kind: 'file', data: Buffer.from(n.data ?? EMPTY) };
+      if (n.size !== undefined) c.size = n.size;
+      if (n.hi) c.hi = new Map([...n.hi].map(([i, b]) => [i, Buffer.from(b)]));
+      if (n.readonly) c.readonly = true;
+      nodes.set(id, c);
+    }
   }
   return { root: img.root, nextIno: img.nextIno, nodes };
 }
