@@ -49,7 +49,7 @@ export interface IO {
    * openat(2) would. Absent where there is no such path (the simulator): names.ts then checks each
    * component by path instead.
    */
-  dirRef?(fd: number): string;
+  dirRef?(fd: number): Promise<string>;
   close(fd: number): Promise<void>;
   /** May return fewer bytes than asked (end of file). */
   read(fd: number, buf: Uint8Array, off: number, len: number, position: number): Promise<number>;
@@ -110,7 +110,8 @@ const PROC_FD = ((): boolean => {
     return false;
   }
 })();
-const procDirRef = PROC_FD ? (fd: number): string => `/proc/self/fd/${fd}` : undefined;
+// Asynchronous like every IO call, so that wrappers of the interface (tests) treat it as the rest.
+const procDirRef = PROC_FD ? async (fd: number): Promise<string> => `/proc/self/fd/${fd}` : undefined;
 
 const pOpen = promisify(fs.open);
 const pClose = promisify(fs.close);

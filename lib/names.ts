@@ -149,7 +149,7 @@ async function walk(io: IO, root: string, name: string, parts: string[], count: 
   let real = root;
   try {
     for (let i = 0; i < count; i++) {
-      const next = path.join(io.dirRef(fd), parts[i]);
+      const next = path.join(await io.dirRef(fd), parts[i]);
       const nextReal = path.join(real, parts[i]);
       let sub: number | null = null;
       for (let attempt = 0; sub === null; attempt++) {
@@ -175,7 +175,7 @@ async function walk(io: IO, root: string, name: string, parts: string[], count: 
     throw e;
   }
   const held = fd;
-  return { at: io.dirRef(held), real, close: () => io.close(held) };
+  return { at: await io.dirRef(held), real, close: () => io.close(held) };
 }
 
 /** walk() where the IO cannot name open directories: lstat each component by path. */

@@ -13,8 +13,6 @@ export function interceptIO(around: Around, base: IO = nodeIO): IO {
     get(t, k: string) {
       const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
       if (typeof f !== 'function') return f;
-      // dirRef is synchronous and does no I/O: passed through as it is.
-      if (k === 'dirRef') return f.bind(t);
       return (...args: unknown[]) => around(k as keyof IO, args, () => f.apply(t, args));
     },
   }) as IO;
