@@ -580,7 +580,8 @@ function oddNames(c: Ctx): string[] {
 
 async function phaseOdd(c: Ctx): Promise<void> {
   const names = oddNames(c);
-  for (const n of names) await c.writeFile(n, c.bytes(c.rng.range(1, 200)));
+  // control and bidi characters: a library may refuse them (EINVAL); otherwise they are names like others
+  for (const n of names) await c.writeFile(n, c.bytes(c.rng.range(1, 200)), /[\u0000-\u001f\u202a-\u202e]/.test(n) ? ['EINVAL'] : []);
   // two lone surrogates that UTF-8 would turn into the same name: both refused, neither overwrites the other
   await c.writeFile('\uD800-s.dat', c.bytes(5));
   await c.writeFile('\uDBFF-s.dat', c.bytes(7));
