@@ -10,7 +10,7 @@ import { SimFS, CrashModel, SECTOR } from './torture/simfs.js';
 import { runPowerloss } from './torture/powerloss.js';
 import { runFuzz } from './torture/fuzz.js';
 import { runFaults } from './torture/faults.js';
-import { runKill } from './torture/kill.js';
+import { runKill, realfsLane } from './torture/kill.js';
 import { replayLine, type KindOptions, type KindResult, type Violation } from './torture/common.js';
 import { edgeUnit, DIMS, type Dim } from './torture/edges.js';
 import { runEdgeRounds } from './torture/kill-edge.js';
@@ -228,5 +228,16 @@ describe(`torture sample: edge dimensions (seed ${SEED})`, function () {
     expect(st.takeoversAttempted).to.equal(1);
     expect(st.violations.map((v) => v.detail.split('\n')[0]), `seed ${SEED}`).to.deep.equal([]);
     expect(st.takeoversRefused).to.equal(1);
+  });
+
+  it('kill: real fs: a loop-mounted ext4 that fills up or turns read-only mid-workload, cause removed: an acknowledged epoch, nothing lost', async function () {
+    const logs: string[] = [];
+    const st = await realfsLane(SEED, 3, (l) => logs.push(l));
+    if (st.byPlan['real fs: skipped (cannot mount)']) {
+      console.log(`      SKIPPED (real file system): ${logs.join(' ')}`);
+      this.skip();
+    }
+    expect(st.violations.map((v) => v.detail.split('\n')[0]), `seed ${SEED}`).to.deep.equal([]);
+    expect(st.rounds).to.equal(3);
   });
 });

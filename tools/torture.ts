@@ -17,6 +17,8 @@
  *   --ulimit-rounds N      kill: rounds of a child under ulimit -n 128 with 1000+ open files (default 6)
  *   --contend-rounds N     kill: rounds of two processes contending for a store, one SIGSTOPped past
  *                          lockStale (default 4)
+ *   --realfs-rounds N      kill: rounds on a 48 MiB loop-mounted ext4 that fills up or turns read-only
+ *                          mid-workload (default 10; needs root and loop mounts, else skipped and said)
  * The summary prints per dimension how many units (rounds) had it and the violations found in them.
  *
  * Every violation prints the command that replays it: unit 0 of a run uses the base seed itself, so
@@ -80,12 +82,13 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
       if (!(v >= 0 && v <= 1)) usage('--edge-rate needs a number from 0 to 1');
       edge.rate = v;
       edgeArgs.push(`--edge-rate ${v}`);
-    } else if (name === '--many-max' || name === '--edge-states' || name === '--ulimit-rounds' || name === '--contend-rounds') {
+    } else if (name === '--many-max' || name === '--edge-states' || name === '--ulimit-rounds' || name === '--contend-rounds' || name === '--realfs-rounds') {
       const v = Number(val());
       if (!Number.isSafeInteger(v) || v < 0) usage(`${name} needs a non-negative integer`);
       if (name === '--many-max') edge.manyMax = Math.max(1000, v);
       else if (name === '--edge-states') edge.states = v;
       else if (name === '--ulimit-rounds') edge.ulimitRounds = v;
+      else if (name === '--realfs-rounds') edge.realfsRounds = v;
       else edge.contendRounds = v;
       if (name === '--many-max' || name === '--edge-states') edgeArgs.push(`${name} ${v}`);
     } else if (name === '--dim-rate') {
@@ -102,6 +105,7 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
   }
   if (quick && !argv.some((a) => a.startsWith('--ulimit-rounds'))) edge.ulimitRounds = 1;
   if (quick && !argv.some((a) => a.startsWith('--contend-rounds'))) edge.contendRounds = 1;
+  if (quick && !argv.some((a) => a.startsWith('--realfs-rounds'))) edge.realfsRounds = 2;
   return { kinds, seed: seed ?? ((Date.now() ^ (process.pid << 12)) >>> 0), cases, lanes, quick, edge, edgeArgs: edgeArgs.map((a) => ` ${a}`).join('') };
 }
 

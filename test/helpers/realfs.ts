@@ -35,10 +35,12 @@ process.on('exit', () => {
 /**
  * Mount a fresh file system of `sizeMiB` MiB. In a mocha test, `ctx` (this) is used to skip with
  * the reason when mounting is impossible; the reason is also printed, so a skip is never silent.
+ * Without a test (ctx null: the torture CLI) it throws an Error with the reason instead.
  */
-export function mountReal(ctx: Mocha.Context, sizeMiB: number, kind: 'ext4' | 'tmpfs' = 'ext4'): RealFs {
+export function mountReal(ctx: Mocha.Context | null, sizeMiB: number, kind: 'ext4' | 'tmpfs' = 'ext4'): RealFs {
   const why = cannotMount();
   if (why) {
+    if (!ctx) throw new Error(`cannot mount a file system: ${why}`);
     console.log(`      SKIPPED (real file system): ${why}`);
     ctx.skip();
   }
@@ -119,6 +121,7 @@ export function mountReal(ctx: Mocha.Context, sizeMiB: number, kind: 'ext4' | 't
   } catch (e) {
     cleanup();
     const msg = `mounting ${kind} failed: ${String((e as { stderr?: Buffer }).stderr ?? e).trim()}`;
+    if (!ctx) throw new Error(msg);
     console.log(`      SKIPPED (real file system): ${msg}`);
     ctx.skip();
   }

@@ -58,9 +58,11 @@ export interface EdgeOptions {
   /** kill: rounds of a child under ulimit -n 128 with thousands of files, and of two contending processes */
   ulimitRounds: number;
   contendRounds: number;
+  /** kill: rounds on a loop-mounted ext4 that fills up or turns read-only (kill.ts realfsLane) */
+  realfsRounds?: number;
 }
 
-export const DEFAULT_EDGE: EdgeOptions = { rate: 0.1, manyMax: 5000, states: 12, dimRate: {}, ulimitRounds: 6, contendRounds: 4 };
+export const DEFAULT_EDGE: EdgeOptions = { rate: 0.1, manyMax: 5000, states: 12, dimRate: {}, ulimitRounds: 6, contendRounds: 4, realfsRounds: 10 };
 
 /** Count a unit's dimensions and its violations into `into`. */
 export function countDims(into: Record<string, DimCount>, dims: readonly string[], violations: number): void {

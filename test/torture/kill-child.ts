@@ -13,7 +13,7 @@
  */
 import { openStore } from '../../lib/index.js';
 import { nodeIO, type IO } from '../../lib/io.js';
-import { workload, readTree, describeOp } from '../helpers/model.js';
+import { workload, readTree, describeOp, codeOf } from '../helpers/model.js';
 import { execOp, Mismatch, errText } from './driver.js';
 import { manyName } from './common.js';
 
@@ -36,6 +36,12 @@ export interface ChildPlan {
   /** recover: SIGKILL at the n-th mutating call, before it (after: false) or after it */
   at?: number;
   after?: boolean;
+  /**
+   * run: the parent fails the real file system under the store (a full disk, a read-only abort):
+   * a call that rejects with that kind of I/O error ends the child with IOFAIL (exit code 5),
+   * not FAIL. Every other difference from the model is still a FAIL.
+   */
+  ioFaults?: boolean;
 }
 
 const plan = JSON.parse(process.argv[2] ?? '{}') as ChildPlan;
@@ -179,6 +185,11 @@ for (const op of workload(plan.seed, initial)) {
       await execOp(store, handles, op);
     }
   } catch (e) {
+    const code = codeOf(e);
+    if (plan.ioFaults && !(e instanceof Mismatch) && (code === 'ENOSPC' || code === 'EROFS' || code === 'EIO' || code === 'EREOPEN')) {
+      out(`IOFAIL ${code} ${i - 1} ${describeOp(op)}`);
+      process.exit(5);
+    }
     out(`FAIL ${i - 1} ${describeOp(op)}: ${e instanceof Mismatch ? e.message : errText(e)}`.replace(/\n/g, ' | '));
     process.exit(3);
   }

@@ -22,6 +22,9 @@ import { errText } from './driver.js';
 import { replayLine, directAppendMinOf, unitSeed, sig, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation } from './common.js';
 import { runEdgeRounds } from './kill-edge.js';
 import type { ChildPlan } from './kill-child.js';
+import { mountReal, type RealFs } from '../helpers/realfs.js';
+import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CHILD = path.join(here, 'kill-child.js');
@@ -81,14 +84,21 @@ export async function killLane(seed: number, kills: number, log: (s: string) => 
   return st;
 }
 
-async function killRound(dir: string, seed: number, rng: Rng, state: Map<string, Buffer>, epoch: number, st: LaneStats):
+/** A real file system failed under a round's workload (realfsLane): a full disk or a read-only abort. */
+type Fault = { fs: RealFs; type: 'enospc' | 'erofs' };
+const FAULT_LABELS: Record<Fault['type'], string> = { enospc: 'real fs: the disk fills up (loop ext4)', erofs: 'real fs: read-only abort (ext4 errors)' };
+
+async function killRound(dir: string, seed: number, rng: Rng, state: Map<string, Buffer>, epoch: number, st: LaneStats, fault?: Fault):
   Promise<{ state: Map<string, Buffer>; epoch: number }> {
   // 1. the workload child
   const x = rng.next();
   const plan: ChildPlan = { mode: 'run', dir, seed, segmentSize: SEGMENT, applyDelay: rng.chance(0.5) ? 0 : 25, directAppendMin: directAppendMinOf(seed) };
   let label: string;
   let timer: { afterBase: boolean; ms: number } | null = null;
-  if (x < 0.15) {
+  if (fault) {
+    label = FAULT_LABELS[fault.type];
+    plan.ioFaults = true;
+  } else if (x < 0.15) {
     label = 'timer, during start-up/open';
     timer = { afterBase: false, ms: rng.range(5, 180) };
   } else if (x < 0.45) {
@@ -104,7 +114,23 @@ async function killRound(dir: string, seed: number, rng: Rng, state: Map<string,
     plan.applyDelay = 0;
   }
   const child = new Child(CHILD, [JSON.stringify(plan)]);
-  if (timer) {
+  if (fault) {
+    // Fail the file system at a random moment of the workload, let the child meet it (IOFAIL) or
+    // finish, kill it if it does neither, then remove the cause before recovery.
+    await child.waitFor('BASE', 30000).catch(() => undefined);
+    await Promise.race([new Promise((r) => setTimeout(r, rng.range(0, 250))), child.exited]);
+    let filler: string | null = null;
+    if (fault.type === 'enospc') filler = fault.fs.fill(0, `filler-${seed}`);
+    else fault.fs.abort();
+    await Promise.race([new Promise((r) => setTimeout(r, 8000)), child.exited]);
+    await child.kill();
+    if (filler) {
+      fs.rmSync(filler, { force: true });
+      execFileSync('sync', ['-f', fault.fs.dir]);
+    } else {
+      fault.fs.remount();
+    }
+  } else if (timer) {
     if (timer.afterBase) await child.waitFor('BASE', 30000).catch(() => undefined);
     await Promise.race([new Promise((r) => setTimeout(r, timer!.ms)), child.exited]);
     await child.kill();
@@ -117,7 +143,9 @@ async function killRound(dir: string, seed: number, rng: Rng, state: Map<string,
   const exit = child.exit!;
   const failLine = child.lines.find((l) => l.startsWith('FAIL') || l.startsWith('TIMEOUT'));
   if (failLine) throw new RoundFailure(`the child reported: ${failLine}\n${child.output()}`);
-  if (exit.signal !== 'SIGKILL') throw new RoundFailure(`the child was not killed but exited by itself (${JSON.stringify(exit)}), plan ${label}\n${child.output()}`);
+  const faultExit = fault !== undefined && (exit.code === 5 || exit.code === 0);
+  if (exit.signal !== 'SIGKILL' && !faultExit) throw new RoundFailure(`the child was not killed but exited by itself (${JSON.stringify(exit)}), plan ${label}\n${child.output()}`);
+  if (fault && child.lines.some((l) => l.startsWith('IOFAIL'))) st.byPlan[`${label}: a call failed with it`] = (st.byPlan[`${label}: a call failed with it`] ?? 0) + 1;
   st.kills++;
   st.byPlan[label] = (st.byPlan[label] ?? 0) + 1;
   let base: number | null = null;
@@ -139,7 +167,7 @@ async function killRound(dir: string, seed: number, rng: Rng, state: Map<string,
 
   // 2. crash recovery itself, sometimes twice
   const recoveryKills: string[] = [];
-  if (rng.chance(0.35)) {
+  if (!fault && rng.chance(0.35)) {
     const n = rng.chance(0.3) ? 2 : 1;
     for (let c = 0; c < n; c++) {
       const rp: ChildPlan = { mode: 'recover', dir, seed, segmentSize: SEGMENT, at: rng.range(1, 14), after: rng.chance(0.5) };
@@ -215,6 +243,52 @@ async function killRound(dir: string, seed: number, rng: Rng, state: Map<string,
   return { state: next, epoch: store.epoch };
 }
 
+/**
+ * Real-fs fault rounds: the kill loop's workload and oracle on a small loop-mounted ext4 that fills
+ * up, or turns read-only (ext4's error abort), at a random moment; the cause is removed (the filler
+ * deleted, the file system mounted again) and the store must recover an acknowledged epoch.
+ * Needs root and loop mounts: otherwise the rounds are skipped and the log says why.
+ */
+export async function realfsLane(seed: number, rounds: number, log: (s: string) => void): Promise<LaneStats> {
+  const st: LaneStats = { rounds: 0, kills: 0, byPlan: {}, recoveriesFinished: 0, acks: 0, laterEpoch: 0, violations: [] };
+  if (rounds <= 0) return st;
+  let real: RealFs;
+  try {
+    real = mountReal(null, 48);
+  } catch (e) {
+    log(`  real-fs rounds SKIPPED: ${errText(e)}`);
+    st.byPlan['real fs: skipped (cannot mount)'] = rounds;
+    return st;
+  }
+  const dir = path.join(real.dir, 'store');
+  const rng = new Rng(seed);
+  let state = new Map<string, Buffer>();
+  let epoch = 0;
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const rseed = mixSeed(seed, 0x5f5 + round);
+      st.rounds++;
+      const type: Fault['type'] = rng.chance(0.7) ? 'enospc' : 'erofs';
+      try {
+        const r = await killRound(dir, rseed, rng, state, epoch, st, { fs: real, type });
+        state = r.state;
+        epoch = r.epoch;
+      } catch (e) {
+        const msg = e instanceof Error ? e.message : String(e);
+        const v: Violation = { kind: 'kill', seed, cases: round + 1, what: sig(msg), detail: `real-fs round ${round} (${type}, round seed ${rseed}): ${msg}` };
+        st.violations.push(v);
+        log(`  VIOLATION kill (real-fs round ${round}, ${type}): ${msg.split('\n').slice(0, 14).join('\n    ')}`);
+        fs.rmSync(dir, { recursive: true, force: true });
+        state = new Map();
+        epoch = 0;
+      }
+    }
+  } finally {
+    real.cleanup();
+  }
+  return st;
+}
+
 export async function runKill(o: KindOptions): Promise<KindResult> {
   const t0 = performance.now();
   const lanes = Math.max(1, o.lanes ?? 2);
@@ -228,8 +302,9 @@ export async function runKill(o: KindOptions): Promise<KindResult> {
   progress.unref();
   const edge = o.edge ?? DEFAULT_EDGE;
   // the edge rounds (kill-edge.ts: low ulimit, contending processes) run beside the lanes
-  const [edgeStats, ...results] = await Promise.all([
+  const [edgeStats, realfs, ...results] = await Promise.all([
     runEdgeRounds(o.seed, edge.ulimitRounds, edge.contendRounds, o.log),
+    realfsLane(mixSeed(o.seed, 0x5f5), edge.realfsRounds ?? 0, o.log),
     ...Array.from({ length: lanes }, (_, i) =>
       killLane(unitSeed(o.seed, i), i === lanes - 1 ? o.cases - per * (lanes - 1) : per, o.log, Infinity, live)),
   ]);
@@ -243,6 +318,12 @@ export async function runKill(o: KindOptions): Promise<KindResult> {
     'lock takeovers refused (ELOCKED)': { cases: edgeStats.takeoversRefused, violations: 0 },
     'same store opened twice in one process (symlink)': { cases: edgeStats.sameProcessOpens, violations: dv['same store opened twice in one process'] ?? 0 },
   };
+  for (const t of ['enospc', 'erofs'] as const) {
+    const label = FAULT_LABELS[t];
+    out.dims[label] = { cases: realfs.byPlan[label] ?? 0, violations: realfs.violations.filter((v) => v.detail.includes(`(${t},`)).length };
+  }
+  out.violations.push(...realfs.violations);
+  out.cases += realfs.kills;
   const byPlan: Record<string, number> = {};
   let rounds = 0;
   let acks = 0;
@@ -257,6 +338,9 @@ export async function runKill(o: KindOptions): Promise<KindResult> {
     finished += r.recoveriesFinished;
     for (const [k, v] of Object.entries(r.byPlan)) byPlan[k] = (byPlan[k] ?? 0) + v;
   }
+  for (const [k, v] of Object.entries(realfs.byPlan)) byPlan[k] = (byPlan[k] ?? 0) + v;
+  acks += realfs.acks;
+  later += realfs.laterEpoch;
   out.ms = performance.now() - t0;
   out.stats = {
     lanes, rounds, 'kills/min': Math.round(out.cases / (out.ms / 60000)), 'acknowledged checks': acks,
