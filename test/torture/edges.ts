@@ -719,8 +719,12 @@ async function phaseMisuse(c: Ctx): Promise<void> {
   await c.check();
 }
 
-/** The store's close() left in flight, then calls after it: ECLOSED (or EBADF on a handle); everything before it stands. */
-async function endMisuse(c: Ctx): Promise<void> {
+/**
+ * The store's close() left in flight, then calls after it: ECLOSED (or EBADF on a handle); everything
+ * before it stands. `applyPlant`: something planted behind the store's back makes the final apply
+ * fail, so close() may reject with that (EPATH, EACCES, EPERM, or EREOPEN wrapping it).
+ */
+async function endMisuse(c: Ctx, applyPlant = ''): Promise<void> {
   const h = await c.open('late-open.dat', 'w');
   if (h !== null) await c.write(h, c.bytes(20), null);
   const f = h !== null ? c.handles.get(h)!.f : null;
@@ -739,9 +743,22 @@ async function endMisuse(c: Ctx): Promise<void> {
     ...(f ? [expectOutcome(c, 'write on a handle after store.close()', f.write(Buffer.from('late')), ['ECLOSED', 'EBADF'])] : []),
   ];
   for (const p of late) quiet(p);
-  await expectOutcome(c, 'store.close()', pc, null);
-  c.sim.mark({ kind: 'ack', k });
-  c.res.acked = k;
+  let closed = true;
+  if (applyPlant) {
+    try {
+      await pc;
+    } catch (e) {
+      if (!(e instanceof CpError) || !['EPATH', 'EREOPEN', 'EACCES', 'EPERM'].includes(e.code)) c.fail(`store.close() with ${applyPlant}: rejected with ${errText(e)}`);
+      c.res.refused[e.code] = (c.res.refused[e.code] ?? 0) + 1;
+      closed = false;
+    }
+  } else {
+    await expectOutcome(c, 'store.close()', pc, null);
+  }
+  if (closed) {
+    c.sim.mark({ kind: 'ack', k });
+    c.res.acked = k;
+  }
   for (const p of late) await p;
 }
 
@@ -985,7 +1002,7 @@ async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, lim
       applyPlant = 'e.dat made read-only';
     }
     if (plan.links.includes('before-apply')) applyPlant = plantOverPending(sim, c.rng, planted);
-    if (plan.misuse) await endMisuse(c);
+    if (plan.misuse) await endMisuse(c, applyPlant);
     else if (plan.end === 'close') {
       const k = ++c.k;
       c.res.snaps.set(k, c.snapshot(k));
