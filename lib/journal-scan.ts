@@ -84,7 +84,8 @@ export class SegmentReader {
   /** The window's memory, reused by the next read that fits: what get() returns is valid until the next get(). */
   private backing: Buffer | null = null;
   /** `readEnd`: nothing at or past it is wanted (reads stop there unless a request reaches beyond). */
-  constructor(private io: IO, private fd: number, readonly size: number, private chunk = READ_WINDOW, private readEnd = size) {}
+  /** `fd` gives the segment's descriptor at each read (SegmentFiles may have closed and reopened it since). */
+  constructor(private io: IO, private fd: number | (() => Promise<number>), readonly size: number, private chunk = READ_WINDOW, private readEnd = size) {}
 
   /** Bytes [off, off+len) of the segment (shorter if the file is shorter). */
   async get(off: number, len: number): Promise<Buffer> {
@@ -94,7 +95,7 @@ export class SegmentReader {
     const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off), Math.max(len, this.readEnd - off));
     if (!this.backing || this.backing.length < want) this.backing = Buffer.allocUnsafe(want);
     const b = this.backing.subarray(0, want);
-    const n = await readFully(this.io, this.fd, b, 0, want, off);
+    const n = await readFully(this.io, typeof this.fd === 'number' ? this.fd : await this.fd(), b, 0, want, off);
     this.win = b.subarray(0, n);
     this.winStart = off;
     return this.win.subarray(0, Math.min(len, n));
@@ -145,22 +146,49 @@ export async function readRecordAt(
   };
 }
 
-/** Opens segment files on demand and keeps them open for the walk. */
+/**
+ * Segment files a walk keeps open at most: a walk reads one segment at a time (and the applier one
+ * more for data it re-reads), so a journal of any number of segments is read under a low `ulimit -n`.
+ */
+export const SEGMENT_FDS = 8;
+
+/** Opens segment files on demand and keeps the most recently used SEGMENT_FDS of them open. */
 export class SegmentFiles {
+  /** index -> fd, least recently used first. */
   private fds = new Map<number, number>();
   constructor(readonly io: IO) {}
   async fd(seg: SegmentInfo): Promise<number> {
     let fd = this.fds.get(seg.index);
-    if (fd === undefined) {
-      fd = await this.io.open(seg.file, 'read');
+    if (fd !== undefined) {
+      this.fds.delete(seg.index);
       this.fds.set(seg.index, fd);
+      return fd;
     }
+    for (;;) {
+      try {
+        fd = await this.io.open(seg.file, 'read');
+        break;
+      } catch (e) {
+        // Out of descriptors: give one of ours back and try again.
+        const code = (e as NodeJS.ErrnoException)?.code;
+        if ((code !== 'EMFILE' && code !== 'ENFILE') || this.fds.size === 0) throw e;
+        await this.evict();
+      }
+    }
+    this.fds.set(seg.index, fd);
+    while (this.fds.size > SEGMENT_FDS) await this.evict();
     return fd;
+  }
+  private async evict(): Promise<void> {
+    const [index, fd] = this.fds.entries().next().value as [number, number];
+    this.fds.delete(index);
+    await this.io.close(fd);
   }
   /** A reader of `seg`; with `endPos`, reads stop where that position falls in this segment. */
   async reader(seg: SegmentInfo, endPos?: number): Promise<SegmentReader> {
     const readEnd = endPos !== undefined && posSeq(endPos) === seg.seq ? posOffset(endPos) : seg.size;
-    return new SegmentReader(this.io, await this.fd(seg), seg.size, READ_WINDOW, readEnd);
+    await this.fd(seg);
+    return new SegmentReader(this.io, () => this.fd(seg), seg.size, READ_WINDOW, readEnd);
   }
   async closeAll(): Promise<void> {
     for (const fd of this.fds.values()) await this.io.close(fd);

@@ -6,6 +6,7 @@ import { recover } from '../lib/recovery.js';
 import { nodeIO, type IO } from '../lib/io.js';
 import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord, decodeControlSlot } from '../lib/format.js';
 import { interceptIO, injected } from './helpers/intercept-io.js';
+import { SEGMENT_FDS } from '../lib/journal-scan.js';
 import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
 
 const dirs: string[] = [];
@@ -403,5 +404,36 @@ describe('recovery: a redo over names that later records turned into directories
     expect(String(await again.readFile('a/b'))).to.equal('under a directory now');
     await again.close();
     expect(snapshot(dir)).to.deep.equal(new Map([['a/b', Buffer.from('under a directory now').toString('hex')]]));
+  });
+});
+
+describe('recovery: descriptors', () => {
+  it('a journal of 40+ segments is recovered with a bounded number of segment files open (SEGMENT_FDS)', async () => {
+    const dir = fresh();
+    const s = await openHeld(dir, { segmentSize: 65536 });
+    (s as unknown as { applyNow: () => Promise<void> }).applyNow = async () => undefined;
+    for (let i = 0; i < 5; i++) {
+      await s.writeFile(`f${i}.bin`, Buffer.alloc(600_000, i));
+      await s.check();
+    }
+    await crash(s);
+    const segs = fs.readdirSync(path.join(dir, '.cpfile', 'journal')).length;
+    expect(segs).to.be.greaterThan(40);
+    const open = new Set<number>();
+    let most = 0;
+    const io = interceptIO(async (call, args, next) => {
+      const r = await next();
+      if (call === 'open' && String(args[0]).includes(`${path.sep}journal${path.sep}seg-`)) {
+        open.add(r as number);
+        most = Math.max(most, open.size);
+      }
+      if (call === 'close') open.delete(args[0] as number);
+      return r;
+    });
+    const again = await openStore(dir, { ...NO_APPLY, io });
+    expect(again.epoch).to.equal(5);
+    expect(most, `segment files open at once during recovery (of ${segs})`).to.be.at.most(SEGMENT_FDS + 2);
+    expect((await again.readFile('f4.bin')).equals(Buffer.alloc(600_000, 4))).to.equal(true);
+    await again.close();
   });
 });
