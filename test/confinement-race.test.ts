@@ -7,12 +7,10 @@ import { expect } from 'chai';
 import { openStore } from '../lib/index.js';
 import { nodeIO } from '../lib/io.js';
 import { interceptIO } from './helpers/intercept-io.js';
-import { tempDir } from './helpers/journal.js';
+import { Sandbox } from './helpers/sandbox.js';
 
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-});
+const sb = new Sandbox();
+after(() => sb.cleanup());
 
 describe('confinement: a directory swapped for a symlink between the check and the open', () => {
   before(function () {
@@ -21,9 +19,8 @@ describe('confinement: a directory swapped for a symlink between the check and t
 
   for (const op of ['write', 'create', 'unlink', 'rename'] as const) {
     it(`${op}: nothing outside the store is touched, whatever the swap`, async () => {
-      const dir = tempDir();
-      const outside = tempDir('cpfile-outside-');
-      dirs.push(dir, outside);
+      const dir = await sb.dir();
+      const outside = await sb.dir('cpfile-outside-');
       fs.writeFileSync(path.join(outside, 'f'), 'VICTIM');
       fs.writeFileSync(path.join(outside, 'g'), 'VICTIM');
       let armed = false;

@@ -7,21 +7,16 @@ import { expect } from 'chai';
 import { openStore, CpError } from '../lib/index.js';
 import { RecordType, SEGMENT_HEADER_AREA } from '../lib/format.js';
 import { interceptIO } from './helpers/intercept-io.js';
-import { tempDir, openHeld, crash, records, segmentPath, NO_APPLY } from './helpers/journal.js';
+import { openHeld, crash, records, segmentPath, NO_APPLY } from './helpers/journal.js';
+import { Sandbox } from './helpers/sandbox.js';
 
-const dirs: string[] = [];
-const fresh = (): string => {
-  const d = tempDir();
-  dirs.push(d);
-  return d;
-};
-after(() => {
-  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-});
+const sb = new Sandbox();
+after(() => sb.cleanup());
+const fresh = (): Promise<string> => sb.dir();
 
 describe('segment order (rule 9)', () => {
   it('the new segment file is created, written and fsynced, and the journal directory fsynced, before the SEGEND naming it is written', async () => {
-    const dir = fresh();
+    const dir = await fresh();
     const calls: string[] = [];
     const fdNames = new Map<number, string>();
     const io = interceptIO(async (call, args, next) => {
@@ -55,7 +50,7 @@ describe('segment order (rule 9)', () => {
   });
 
   it('losing a whole later segment of acknowledged epochs is ECORRUPT naming the epochs, not a rollback (and --force proceeds)', async () => {
-    const dir = fresh();
+    const dir = await fresh();
     const s = await openHeld(dir, { segmentSize: 65536 });
     // Nothing is applied in the background (a store whose log spans segments applies at once).
     (s as unknown as { applyNow: () => Promise<void> }).applyNow = async () => undefined;
@@ -89,7 +84,7 @@ describe('segment order (rule 9)', () => {
   });
 
   it('a torn rotation (the segment was never written: the SEGEND is not durable either) is still a torn tail', async () => {
-    const dir = fresh();
+    const dir = await fresh();
     const s = await openHeld(dir, { segmentSize: 65536 });
     (s as unknown as { applyNow: () => Promise<void> }).applyNow = async () => undefined;
     await s.writeFile('a.txt', 'epoch 1');
