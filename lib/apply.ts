@@ -249,7 +249,8 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
         }
         case RecordType.RENAME: {
           await cache.barrier();
-          await ctx.control.write({ cursorSeq: d.seq, cursorOffset: d.offset, appliedEpoch: res.appliedEpoch });
+          // Inside a committed epoch from here until its COMMIT is passed (R8: damage at the cursor is corruption).
+          await ctx.control.write({ cursorSeq: d.seq, cursorOffset: d.offset, appliedEpoch: res.appliedEpoch, inEpoch: true });
           await cache.drop(d.from);
           await cache.drop(d.to);
           const from = cache.full(d.from);
@@ -270,7 +271,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
           cache.dirtyDirs.add(path.dirname(from));
           cache.dirtyDirs.add(path.dirname(to));
           await cache.barrier();
-          await ctx.control.write({ cursorSeq: posSeq(d.next), cursorOffset: posOffset(d.next), appliedEpoch: res.appliedEpoch });
+          await ctx.control.write({ cursorSeq: posSeq(d.next), cursorOffset: posOffset(d.next), appliedEpoch: res.appliedEpoch, inEpoch: true });
           res.names.add(d.from);
           res.names.add(d.to);
           break;

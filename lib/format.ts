@@ -515,7 +515,15 @@ export interface ControlState {
   cursorSeq: number;
   cursorOffset: number;
   appliedEpoch: number;
+  /**
+   * (Version 3) The cursor points inside a committed epoch (a RENAME fence, R12): the record at it
+   * was durable, so damage there is corruption, not a torn tail (R8). Absent: false.
+   */
+  inEpoch?: boolean;
 }
+
+/** Byte offset of the control slot's flags (version 3: bit 0 = inEpoch; zero in versions 1 and 2). */
+const CONTROL_FLAGS_AT = 56;
 
 export function encodeControlSlot(c: ControlState): Buffer {
   const b = Buffer.alloc(CONTROL_SLOT_SIZE);
@@ -526,6 +534,7 @@ export function encodeControlSlot(c: ControlState): Buffer {
   writeU64(b, c.cursorSeq, 32);
   writeU64(b, c.cursorOffset, 40);
   writeU64(b, c.appliedEpoch, 48);
+  b.writeUInt32LE(c.inEpoch ? 1 : 0, CONTROL_FLAGS_AT);
   b.writeUInt32LE(crc32(b.subarray(0, CONTROL_SLOT_SIZE - 4)), CONTROL_SLOT_SIZE - 4);
   return b;
 }
@@ -548,6 +557,7 @@ export function decodeControlSlot(b: Buffer): ControlSlotResult {
       cursorSeq: readU64(b, 32),
       cursorOffset: readU64(b, 40),
       appliedEpoch: readU64(b, 48),
+      inEpoch: (b.readUInt32LE(CONTROL_FLAGS_AT) & 1) === 1,
     },
   };
 }

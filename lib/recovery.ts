@@ -431,6 +431,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       let evidence: string | null = null;
       let lostTo = cur;
       if (end.pos < cursorPos) evidence = `the apply cursor (segment ${control.cursorSeq} offset ${control.cursorOffset}) lies beyond it`;
+      // A cursor inside a committed epoch (a rename fence) points at a record that was durable.
+      else if (control.inEpoch && end.pos === cursorPos) evidence = `the apply cursor points at it, inside a committed epoch (a rename was being applied)`;
       const from = lastSegend as { seq: number; offset: number; version: number } | null;
       if (!evidence && end.reason === 'missing-segment' && from && from.version >= 3) {
         // Rule 9: from version 3 on, a segment is durable before the SEGEND naming it is written.

@@ -104,7 +104,11 @@ export class Store {
   private entries = new Map<string, Entry>();
   private overlays = new Namespace();
   /** Open entries as of the last COMMIT laid out in the journal (name -> position). */
-  private logged = new Map<string, { position: number; size: number | null }>();
+  /**
+   * `since`: the epoch of the first COMMIT (or recovered catalog) that listed the entry open, as it
+   * stands now. Direct appends need it listed by two commits (directStart).
+   */
+  private logged = new Map<string, { position: number; size: number | null; since: number }>();
   /** Entries left unfinished by an earlier run, not reopened yet (name -> checkpointed position). */
   private unfinished = new Map<string, number>();
   private userdata = new Map<string, unknown>();
@@ -151,7 +155,7 @@ export class Store {
     this.appliedSeq = posSeq(cursorPos);
     this.durableEnd = cursorPos;
     for (const e of report.entries) {
-      this.logged.set(e.name, { position: e.position, size: e.size });
+      this.logged.set(e.name, { position: e.position, size: e.size, since: report.epoch });
       this.unfinished.set(e.name, e.position);
     }
     this.catalogBytes = this.measureCatalog();
@@ -535,6 +539,10 @@ export class Store {
     if (!streaming && end - ov.startSize < this.opts.directMin) return Infinity;
     const logged = this.logged.get(name);
     if (!logged || logged.size !== ov.startSize) return Infinity;
+    // Listed open by the commit before the last one too: if damage to the last epoch's records
+    // (indistinguishable from a torn write) rolls recovery back past it, the catalog recovered still
+    // has the file with a committed size to cut these bytes back to (FORMAT.md, direct appends).
+    if (logged.since >= this.building - 1) return Infinity;
     ov.directEpoch = this.building;
     ov.directBytes = 0;
     ov.directFrom = ov.size;
@@ -807,7 +815,7 @@ export class Store {
         throw this.failure!;
       }
       for (const d of deltas) {
-        if (d.state === 'open') this.logged.set(d.name, { position: d.position, size: d.size });
+        if (d.state === 'open') this.logged.set(d.name, { position: d.position, size: d.size, since: this.logged.get(d.name)?.since ?? epoch });
         else this.logged.delete(d.name);
       }
       this.catalogBytes = this.measureCatalog();

@@ -77,6 +77,7 @@ describe('direct appends', function () {
     const f = await store.open('a', mode);
     if (first !== undefined) await f.write(first);
     await store.check();
+    await store.check(); // listed open by two commits: its appends may go direct (store.ts directStart)
     await settled(store);
     return { dir, store, f };
   }
@@ -87,6 +88,7 @@ describe('direct appends', function () {
     const store = sb.track(await openStore(dir, { io: recordingIO(calls), noLock: true, applyDelay: 0, directAppendMin: 256 * KiB }));
     const f = await store.open('bulk.dat', 'w');
     await store.check();
+    await store.check(); // listed open by two commits: its appends may go direct (store.ts directStart)
     await settled(store);
     calls.length = 0;
     const want: Buffer[] = [];
@@ -137,6 +139,7 @@ describe('direct appends', function () {
       const store = await sb.open(dir, { directAppendMin: 1, ...(inline ? { io: slow, noLock: true } : {}) });
       const f = await store.open('a', 'w+');
       await store.check();
+      await store.check(); // listed open by two commits: its appends may go direct (store.ts directStart)
       await settled(store);
       const want: Buffer[] = [];
       for (let i = 0; i < 20; i++) {
@@ -203,6 +206,7 @@ describe('direct appends', function () {
     await leftOpen(dir, block(9, 0, 3000));
     const store = await openStore(dir, { ...HELD, directAppendMin: 1 });
     const f = await store.open('a', 'r+');
+    await store.check(); // listed open by two commits: its appends may go direct (store.ts directStart)
     await f.write(block(9, 1, 40000));
     await store.check();
     expect(store.stats().bytesDirect).to.equal(40000);
@@ -210,14 +214,39 @@ describe('direct appends', function () {
     // Lose the last COMMIT, as a misdirected or lost write could: it looks like a torn tail.
     const recs = await records(dir);
     const last = recs.filter((r) => r.header.type === RecordType.COMMIT).pop()!;
-    expect(last.header.epoch).to.equal(2);
+    expect(last.header.epoch).to.equal(3);
     const seg = fs.openSync(path.join(dir, '.cpfile', 'journal', segmentFileName(last.index)), 'r+');
     fs.writeSync(seg, Buffer.alloc(last.size), 0, last.size, last.offset);
     fs.closeSync(seg);
     const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
-    expect(again.recovery.epoch).to.equal(1);
+    expect(again.recovery.epoch).to.equal(2);
     expect(again.recovery.cutBack).to.deep.equal([{ name: 'a', size: 3000, from: 43000 }]);
     expect(fs.readFileSync(path.join(dir, 'a')).equals(block(9, 0, 3000))).to.equal(true);
+  });
+
+  it('a file first listed open by the last COMMIT takes no direct appends: damage that rolls back past that COMMIT leaves it exactly as before', async () => {
+    const dir = await sb.dir();
+    const first = await openStore(dir, { inline: true, noLock: true });
+    await first.writeFile('c', block(21, 0, 1000));
+    await first.close(); // checked and applied: epoch 1
+    const store = await openStore(dir, { ...HELD, directAppendMin: 1 });
+    const f = await store.open('c', 'a');
+    expect(await store.check()).to.equal(2); // c listed open for the first time
+    await f.write(block(21, 1, 50000)); // epoch 3, never checked
+    expect(store.stats().bytesDirect, 'no direct appends one commit after the first listing').to.equal(0);
+    await crash(store);
+    // Lose epoch 2's COMMIT (undetectable: it looks like a torn tail): recovery rolls back to epoch 1,
+    // whose catalog does not list c; had epoch 3's appends gone direct, nothing would cut them off.
+    const recs = await records(dir);
+    const c3 = recs.filter((r) => r.header.type === RecordType.COMMIT && r.header.epoch === 2).pop()!;
+    const seg = fs.openSync(path.join(dir, '.cpfile', 'journal', segmentFileName(c3.index)), 'r+');
+    fs.writeSync(seg, Buffer.alloc(c3.size), 0, c3.size, c3.offset);
+    fs.closeSync(seg);
+    // The journaled appends of epoch 3 are evidence of the damage (ECORRUPT); forced past it, the store
+    // is at epoch 1 with c exactly as it was: nothing of epoch 3 is in the file.
+    const again = sb.track(await openStore(dir, { inline: true, noLock: true, force: true }));
+    expect(again.recovery.epoch).to.equal(1);
+    expect(fs.readFileSync(path.join(dir, 'c')).equals(block(21, 0, 1000))).to.equal(true);
   });
 
   it('the control file losing its newest slot: the replay starts at the cursor the last COMMIT records, not before a truncate that direct appends followed', async () => {
@@ -289,7 +318,8 @@ describe('direct appends', function () {
         const store = await sb.open(dir, { inline: seed % 2 === 0, noLock: true, directAppendMin, applyDelay: seed % 3 === 0 ? 0 : 3600_000, applyThreshold: seed % 3 === 0 ? 0 : 2 ** 40 });
         const f = await store.open('a', 'r+');
         f.seek(0, 'end');
-        await store.check(); // the entry is in the catalog from now on: its appends may go direct
+        await store.check(); // the entry is in the catalog from now on
+        await store.check(); // and listed open by two commits: its appends may go direct
         let x = seed;
         const rnd = (n: number): number => { x = (x * 1103515245 + 12345) % 2 ** 31; return x % n; };
         let size = 777;
