@@ -107,9 +107,10 @@ export class CpFile {
     // Where the write goes, the size and the position it leaves are decided now, in call order,
     // whether the store's queue is idle or not: everything is checked before anything moves.
     const start = this.appending ? e.size : at ?? e.position;
-    checkEnd(start, len);
-    // Past the largest file the store's file system takes (probed at open): EFBIG now, not at the apply.
+    // Past the largest file the store's file system takes (probed at open): EFBIG now, not at the
+    // apply; that limit is the one a caller can act on, so it is checked before 2^53-1's (EINVAL).
     if (len > 0 && start + len > this.store.maxFileSize) throw this.store.tooLarge(e.name, 'write', start + len);
+    checkEnd(start, len);
     if (len > 0 && start + len > e.size) e.size = start + len;
     if (at === null) e.position = start + len;
     // As with fs/promises, the caller must not modify the data until the promise settles.

@@ -231,7 +231,7 @@ export class Store {
 
   /** @internal A write or truncate to `end` bytes, beyond what the file system (probed at open) accepts. */
   tooLarge(name: string, what: string, end: number): CpError {
-    if (end > Number.MAX_SAFE_INTEGER) return new CpError('EINVAL', `${what} past the largest supported position (2^53 - 1) in ${JSON.stringify(name)}`);
+    if (end > Number.MAX_SAFE_INTEGER && this.opts.maxSize >= Number.MAX_SAFE_INTEGER) return new CpError('EINVAL', `${what} past the largest supported position (2^53 - 1) in ${JSON.stringify(name)}`);
     return new CpError('EFBIG', `${what} of ${JSON.stringify(name)} to ${end} bytes: the store's file system takes files of at most ${this.opts.maxSize} bytes`);
   }
 

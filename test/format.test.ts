@@ -142,7 +142,9 @@ describe('format', () => {
       const c = { counter: 9, storeId: 'fedcba9876543210', cursorSeq: 3, cursorOffset: 4096 + 64, appliedEpoch: 17 };
       const b = encodeControlSlot(c);
       const d = decodeControlSlot(b);
-      expect(d.ok && d.state).to.deep.equal(c);
+      expect(d.ok && d.state).to.deep.equal({ ...c, inEpoch: false });
+      const fenced = decodeControlSlot(encodeControlSlot({ ...c, inEpoch: true }));
+      expect(fenced.ok && fenced.state.inEpoch, 'the in-epoch flag of a rename fence round-trips').to.equal(true);
       const torn = Buffer.concat([b.subarray(0, 256), Buffer.alloc(256)]);
       expect(decodeControlSlot(torn).ok).to.equal(false);
       const next = Buffer.from(b);
