@@ -1031,6 +1031,9 @@ async function edgeUnitInner(kind: KindName, seed: number, scale: EdgeScale, lim
     } else if (e instanceof CpError && e.code === 'EREOPEN' && c.soft.length) {
       // the store was poisoned by a call accepted against the oracle (reported): only the end judges now
       stopped = `${errText(e)}`;
+    } else if (e instanceof CpError && e.code === 'EREOPEN' && fault && fault.hit.site !== null && (e.cause as CpError | undefined)?.code === fault.code) {
+      // the injected fault hit the background apply: the store must be reopened; the end judges
+      stopped = `${errText(e)}`;
     } else {
       res.cases++;
       fail(`the workload threw ${errText(e)}\n  last calls: ${c.recent.slice(-8).join(' | ')}`);
