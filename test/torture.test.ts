@@ -162,6 +162,8 @@ async function edgeSample(dim: Dim, units: number, manyMax = 1200): Promise<void
   // the other workload dimensions off; names and segment sizes as drawn, except where the dimension needs them
   for (const d of ALL_DIMS) if (d !== 'longNames' && d !== 'smallSeg') dimRate[d] = d === dim ? 100 : 0;
   if (dim === 'many') Object.assign(dimRate, { longNames: 100, smallSeg: 100 });
+  // the dimension under test is always drawn, whatever the seed
+  if (dim === 'longNames' || dim === 'smallSeg') dimRate[dim] = 100;
   const found: Violation[] = [];
   let cases = 0;
   for (let i = 0; i < units; i++) {

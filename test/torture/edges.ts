@@ -118,7 +118,7 @@ export function edgePlan(seed: number, scale: EdgeScale = DEFAULT_SCALE): EdgePl
   // a link planted between a check and its apply needs an apply that waits: close() or recovery does it
   plan.applyThreshold = plan.links.includes('before-apply') || plan.links.includes('before-recovery') ? 2 ** 40 : rng.pick([0, 12 * 1024, 2 ** 40]);
   if (plan.many) plan.dims.push('many');
-  if (plan.nameLen > 200) plan.dims.push('longNames');
+  if (plan.nameLen >= 200) plan.dims.push('longNames');
   if (plan.segmentSize === 64 * 1024) plan.dims.push('smallSeg');
   if (plan.odd) plan.dims.push('odd');
   if (plan.big) plan.dims.push('big');
