@@ -7,6 +7,9 @@
  *   npm run torture -- --cases N                    cases per selected kind
  *   npm run torture -- --lanes N                    parallel kill-loop lanes (default 2)
  *   npm run torture -- --quick                      small targets (a smoke run)
+ *   npm run torture -- --digest N [--seed S]        print the determinism digests of N seeded units
+ *                                                   (test/torture/digest.ts) and exit: compare runs of
+ *                                                   two versions that must leave the same bytes on disk
  *
  * Edge dimensions (test/torture/edges.ts, kill-edge.ts), each scaled by an option:
  *   --edge-rate X          fraction of powerloss units that are edge units (default 0.1; 0 = none)
@@ -32,6 +35,7 @@ import { runKill, liveDirs } from '../test/torture/kill.js';
 import { rmSync } from 'node:fs';
 import { runFuzz } from '../test/torture/fuzz.js';
 import { runFaults } from '../test/torture/faults.js';
+import { digestLines } from '../test/torture/digest.js';
 import { KINDS, fmtMs, replayLine, replayExtra, DEFAULT_EDGE, type KindName, type KindOptions, type KindResult, type EdgeOptions } from '../test/torture/common.js';
 
 // (powerloss and kill were 200,000 and 2,000 before the edge units and rounds took their share of the time)
@@ -109,6 +113,15 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
   return { kinds, seed: seed ?? ((Date.now() ^ (process.pid << 12)) >>> 0), cases, lanes, quick, edge, edgeArgs: edgeArgs.map((a) => ` ${a}`).join('') };
 }
 
+const digestAt = process.argv.indexOf('--digest');
+if (digestAt >= 0) {
+  const n = Number(process.argv[digestAt + 1]);
+  const seedAt = process.argv.indexOf('--seed');
+  const seed = seedAt >= 0 ? Number(process.argv[seedAt + 1]) : 1;
+  if (!Number.isSafeInteger(n) || n < 1 || !Number.isSafeInteger(seed) || seed < 0) usage('--digest needs a positive count (and --seed a non-negative integer)');
+  await digestLines(seed >>> 0, n, (l) => console.log(l));
+  process.exit(0);
+}
 const args = parse(process.argv.slice(2));
 replayExtra.args = args.edgeArgs;
 // A library promise nobody handles would end the run: count it as a violation instead.
