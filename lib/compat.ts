@@ -7,9 +7,9 @@
  * and closed when its last open file is closed. cp_close also checks: in the seed, closing a file ends
  * its processing.
  */
-import { openStore, type Store } from './store.js';
+import { openStore, type Store } from './store/store.js';
 import { CpError } from './errors.js';
-import { type CpFile, type Mode } from './file.js';
+import { type CpFile, type Mode } from './store/file.js';
 import { type Hooks } from './hooks.js';
 
 /** A compat file: a box around a CpFile, so that cp_dup2 can re-point it. */

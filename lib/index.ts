@@ -6,9 +6,9 @@
  *   await f.write('...');
  *   await store.check();      // one atomic, durable epoch for every file of the store
  */
-export { openStore, Store, type StoreOptions, type StoreStats } from './store.js';
-export { CpFile, type Mode, type Whence } from './file.js';
+export { openStore, Store, type StoreOptions, type StoreStats } from './store/store.js';
+export { CpFile, type Mode, type Whence } from './store/file.js';
 export { CpError, type CpErrorCode } from './errors.js';
 export { type Hooks } from './hooks.js';
-export { type RecoveryReport } from './recovery.js';
+export { type RecoveryReport } from './recovery/index.js';
 export { type IO, nodeIO } from './io.js';

@@ -7,7 +7,7 @@
  * too (StoreOptions.workerIO), so tests record and fail the worker's own calls.
  *
  * One deliberate exception: the store lock (lib/lock.ts) and the owner files beside it (which
- * cp-recover reads through lib/inspect.ts) use node:fs directly: the lock belongs to the process, not
+ * cp-recover reads through lib/recovery/inspect.ts) use node:fs directly: the lock belongs to the process, not
  * to the store's data, and must work the same under any injected IO. They hold no data and take no part in recovery; the torture suite
  * runs without them (noLock) and the locking tests exercise them on the real file system.
  */

@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
 import { CpError, ioError } from './errors.js';
 import { LOCK_NAME, OWNER_FILE } from './format.js';
-import { type FlusherPort } from './flusher-port.js';
+import { type FlusherPort } from './flusher/port.js';
 
 export interface Lock {
   /** Best effort and total: every step runs, nothing throws. */
@@ -116,7 +116,7 @@ export function parseOwnerRecord(text: string): OwnerRecord | null {
 }
 
 /**
- * The one rule for "is the process an owner record names still there" (lib/inspect.ts uses it too).
+ * The one rule for "is the process an owner record names still there" (lib/recovery/inspect.ts uses it too).
  * `dead` only when provably so; `unknown` when this process cannot check (another host or pid
  * namespace, no record); `self` for a record of this very process (the caller decides).
  */

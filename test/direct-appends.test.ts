@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openStore, type Store, type CpFile, type StoreOptions } from '../lib/index.js';
 import { nodeIO } from '../lib/io.js';
-import { recover } from '../lib/recovery.js';
+import { recover } from '../lib/recovery/index.js';
 import { RecordType, decodePayload, segmentFileName, decodeControlSlot, CONTROL_SLOT_SIZE } from '../lib/format.js';
 import { interceptIO, openedPath } from './helpers/intercept-io.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';

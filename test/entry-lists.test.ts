@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { Sandbox } from './helpers/sandbox.js';
 import { RecordType, entryListOps, entryListBytes, recordCap, segmentSizeFor, decodePayload, encodeRecord, readRecordHeader, checkRecordHeader, RECORD_FLAG_MORE, RECORD_HEADER_SIZE, MAX_PAYLOAD, type CatalogEntry } from '../lib/format.js';
-import { EpochOrder } from '../lib/epoch-order.js';
+import { EpochOrder } from '../lib/recovery/epoch-order.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures-entries/many-open.js', import.meta.url));
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { CpError, openStore } from '../lib/index.js';
-import { APPLY_MAX_FDS } from '../lib/apply.js';
+import { APPLY_MAX_FDS } from '../lib/store/applier.js';
 import { nodeIO } from '../lib/io.js';
 import { Sandbox, expectCpError, type Store, type StoreOptions } from './helpers/sandbox.js';
 import { crash } from './helpers/journal.js';

@@ -2,11 +2,11 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openStore, CpError, type Store } from '../lib/index.js';
-import { recover } from '../lib/recovery.js';
+import { recover } from '../lib/recovery/index.js';
 import { nodeIO, type IO } from '../lib/io.js';
 import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord, decodeControlSlot } from '../lib/format.js';
 import { interceptIO, injected } from './helpers/intercept-io.js';
-import { SEGMENT_FDS } from '../lib/journal-scan.js';
+import { SEGMENT_FDS } from '../lib/journal/reader.js';
 import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
 
 const dirs: string[] = [];

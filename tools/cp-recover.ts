@@ -7,7 +7,7 @@
  *   cp-recover --verify <dir>    exit 0 only if the store is clean; change nothing
  *   cp-recover --inspect <dir>   dump the journal one line per record; change nothing
  *
- * Recovery logic lives in lib/recovery.ts (recover()), inspection in lib/inspect.ts; this file only
+ * Recovery logic lives in lib/recovery/index.ts (recover()), inspection in lib/recovery/inspect.ts; this file only
  * parses arguments, takes the lock and prints. Run `cp-recover --help` for exit codes and JSON keys.
  */
 import * as fs from 'node:fs';
@@ -15,13 +15,13 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { recover, type RecoveryReport } from '../lib/recovery.js';
+import { recover, type RecoveryReport } from '../lib/recovery/index.js';
 import { acquireLock, type Lock } from '../lib/lock.js';
 import { nodeIO } from '../lib/io.js';
 import { CpError } from '../lib/errors.js';
 import {
   probeStore, ownerStatus, uncleanReasons, inspectJournal, fsError, type InspectedRecord, type InspectResult, type StorePaths,
-} from '../lib/inspect.js';
+} from '../lib/recovery/inspect.js';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, LOCKED: 3, NEEDS_FORCE: 4 } as const;
 

@@ -1,10 +1,10 @@
 /**
  * The flusher's worker-thread entry point, run by piscina (one thread per store). All logic lives in
- * lib/flusher.ts; this module only keeps the FlusherCore between tasks. Every task awaits all of its
+ * lib/flusher/core.ts; this module only keeps the FlusherCore between tasks. Every task awaits all of its
  * I/O before returning, so nothing is left parked while piscina idles the thread.
  */
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { FlusherCore, type Task, type TaskResult } from '../lib/flusher.js';
+import { FlusherCore, type Task, type TaskResult } from '../lib/flusher/core.js';
 import { syncNodeIO, type IO } from '../lib/io.js';
 import { errorToPlain } from '../lib/errors.js';
 

@@ -6,9 +6,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openStore, type Store, type StoreOptions } from '../../lib/index.js';
-import { listSegments, walkLog, SegmentFiles, type ScannedRecord } from '../../lib/journal-scan.js';
-import { readControl } from '../../lib/control.js';
-import { metaPaths } from '../../lib/recovery.js';
+import { listSegments, walkLog, SegmentFiles, type ScannedRecord } from '../../lib/journal/reader.js';
+import { readControl } from '../../lib/journal/control.js';
+import { metaPaths } from '../../lib/recovery/index.js';
 import { nodeIO } from '../../lib/io.js';
 
 export function tempDir(prefix = 'cpfile-test-'): string {

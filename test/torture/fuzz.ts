@@ -17,8 +17,8 @@
 import fc from 'fast-check';
 import * as path from 'node:path';
 import { openStore } from '../../lib/index.js';
-import { listSegments, walkLog, SegmentFiles } from '../../lib/journal-scan.js';
-import { readControl } from '../../lib/control.js';
+import { listSegments, walkLog, SegmentFiles } from '../../lib/journal/reader.js';
+import { readControl } from '../../lib/journal/control.js';
 import { RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, segmentFileName } from '../../lib/format.js';
 import { Rng, mixSeed } from '../helpers/model.js';
 import { SimFS, cloneImage, type Image } from './simfs.js';

@@ -16,12 +16,12 @@
  * The cursor only advances after the data files and directories it covers are synced.
  */
 import * as path from 'node:path';
-import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry } from './format.js';
-import { type IO, writeFully, isENOENT } from './io.js';
-import { type ControlWriter } from './control.js';
-import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from './journal-scan.js';
-import { CpError, ioError } from './errors.js';
-import { storePath, openInStore, makeParents, inParent } from './names.js';
+import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry } from '../format.js';
+import { type IO, writeFully, isENOENT } from '../io.js';
+import { type ControlWriter } from '../journal/control.js';
+import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from '../journal/reader.js';
+import { CpError, ioError } from '../errors.js';
+import { storePath, openInStore, makeParents, inParent } from '../names.js';
 
 export interface ApplyContext {
   io: IO;

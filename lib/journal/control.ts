@@ -2,9 +2,9 @@
  * The control file: two alternating 512-byte slots holding the apply cursor (see format.ts).
  * A write goes to the slot not holding the current state and is fdatasynced before it counts.
  */
-import { CONTROL_FILE_SIZE, CONTROL_SLOT_SIZE, decodeControlSlot, encodeControlSlot, type ControlState } from './format.js';
-import { type IO, readFully, writeFully, isENOENT } from './io.js';
-import { ioError } from './errors.js';
+import { CONTROL_FILE_SIZE, CONTROL_SLOT_SIZE, decodeControlSlot, encodeControlSlot, type ControlState } from '../format.js';
+import { type IO, readFully, writeFully, isENOENT } from '../io.js';
+import { ioError } from '../errors.js';
 
 export type ControlRead =
   | { kind: 'ok'; state: ControlState; slot: 0 | 1 }

@@ -10,12 +10,12 @@ import {
   MAX_PAYLOAD, RECORD_HEADER_SIZE, RecordType, SEGEND_RECORD_SIZE, SEGMENT_HEADER_AREA, FORMAT_VERSION,
   encodePayload, payloadSize, recordSize, sealRecord, writeRecordHeader, writeU64, nameSize, writeName, pos,
   segmentFileName, entryListOps, entryListBytes, recordCap, segmentSizeFor, type CatalogEntry, type Op, type AppliedCursor,
-} from './format.js';
-import { type IO } from './io.js';
-import { type Action, type PlainSegment, type TaskResult, type FlusherInit } from './flusher.js';
-import { type FlusherPort } from './flusher-port.js';
-import { CpError, type CpErrorCode } from './errors.js';
-import { randomSalt } from './recovery.js';
+} from '../format.js';
+import { type IO } from '../io.js';
+import { type Action, type PlainSegment, type TaskResult, type FlusherInit } from '../flusher/core.js';
+import { type FlusherPort } from '../flusher/port.js';
+import { CpError, type CpErrorCode } from '../errors.js';
+import { randomSalt } from '../recovery/index.js';
 
 const isU64 = (v: number): boolean => Number.isSafeInteger(v) && v >= 0;
 

@@ -4,7 +4,7 @@
  * continues across CATALOG, ENTRIES and COMMIT records. A torn write never produces a valid record
  * that breaks them; a copied, misdirected or stale-but-valid one does.
  */
-import { RECORD_FLAG_MORE, RecordType } from './format.js';
+import { RECORD_FLAG_MORE, RecordType } from '../format.js';
 
 /** What a valid record is, in the walk's terms; or why it cannot be where it is. */
 export type OrderVerdict =

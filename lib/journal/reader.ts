@@ -8,8 +8,8 @@ import {
   RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, SEGMENT_FILE_RE, MAX_PAYLOAD, RecordType,
   checkRecordHeader, decodeSegmentHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos, posSeq, posOffset,
   type RecordHeader, type RecordCheck, type SegmentHeader,
-} from './format.js';
-import { type IO, readFully } from './io.js';
+} from '../format.js';
+import { type IO, readFully } from '../io.js';
 
 export interface SegmentInfo extends SegmentHeader {
   index: number;

@@ -7,7 +7,7 @@
  * can never gain children. Checking this before a CREATE or RENAME is journaled keeps a file and a
  * directory of the same name from both being committed (apply could then never finish).
  */
-import { CpError } from './errors.js';
+import { CpError } from '../errors.js';
 import type { Overlay } from './overlay.js';
 
 export class Namespace extends Map<string, Overlay> {

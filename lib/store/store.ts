@@ -4,23 +4,23 @@
  * real files in the background; recovery at open brings everything to the last durable epoch.
  *
  * All operations run in call order through one queue per store. Reads see the store's own pending
- * changes through per-file overlays (lib/overlay.ts) whose data stays in the journal, not in memory.
+ * changes through per-file overlays (lib/store/overlay.ts) whose data stays in the journal, not in memory.
  */
 import * as path from 'node:path';
-import { CpError, ioError } from './errors.js';
+import { CpError, ioError } from '../errors.js';
 import {
   DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MAX_CATALOG_BYTES, RecordType, entrySize, pos, posSeq, posOffset, type CatalogEntry,
-} from './format.js';
-import { type IO, nodeIO, readFully, isENOENT } from './io.js';
-import { recover, metaPaths, type RecoveryReport } from './recovery.js';
-import { JournalWriter } from './journal-writer.js';
-import { InlinePort, WorkerPort, type FlusherPort } from './flusher-port.js';
+} from '../format.js';
+import { type IO, nodeIO, readFully, isENOENT } from '../io.js';
+import { recover, metaPaths, type RecoveryReport } from '../recovery/index.js';
+import { JournalWriter } from '../journal/writer.js';
+import { InlinePort, WorkerPort, type FlusherPort } from '../flusher/port.js';
 import { Namespace } from './namespace.js';
 import { Overlay } from './overlay.js';
-import { normalizeName, checkInside, describe, storePath, openInStore, quote } from './names.js';
-import { acquireLock, fencePort, type Lock } from './lock.js';
+import { normalizeName, checkInside, describe, storePath, openInStore, quote } from '../names.js';
+import { acquireLock, fencePort, type Lock } from '../lock.js';
 import { CpFile, MODES, type Mode } from './file.js';
-import { callHook, validateHooks, type Hooks } from './hooks.js';
+import { callHook, validateHooks, type Hooks } from '../hooks.js';
 
 export interface StoreOptions {
   /** The seed's cp_hooks: mirror entries to an external checkpoint store. */

@@ -4,9 +4,9 @@
  * Both run tasks strictly in submission order.
  */
 import { Piscina } from 'piscina';
-import { FlusherCore, type Task, type TaskResult } from './flusher.js';
-import { type IO } from './io.js';
-import { errorToPlain } from './errors.js';
+import { FlusherCore, type Task, type TaskResult } from './core.js';
+import { type IO } from '../io.js';
+import { errorToPlain } from '../errors.js';
 
 export interface FlusherPort {
   run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult>;
@@ -44,7 +44,7 @@ export class InlinePort implements FlusherPort {
   }
 }
 
-const WORKER_URL = new URL('../workers/flusher-entry.cjs', import.meta.url);
+const WORKER_URL = new URL('../../workers/flusher-entry.cjs', import.meta.url);
 
 /**
  * Runs the flusher in a piscina worker thread. Tasks are handed over one at a time (order is part of

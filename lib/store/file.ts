@@ -2,7 +2,7 @@
  * CpFile: a handle on one entry of a store, with fopen modes and fs/promises-style read and write.
  * Handles made by dup() share the entry and its position.
  */
-import { CpError } from './errors.js';
+import { CpError } from '../errors.js';
 import { LAID_OUT, type Store, type Entry } from './store.js';
 
 export type Mode = 'r' | 'r+' | 'w' | 'w+' | 'a' | 'a+';

@@ -8,14 +8,14 @@
  * COMMIT of epoch E was synced: recovery's torn-tail/corruption rule depends on it.
  */
 import * as path from 'node:path';
-import { SEGMENT_HEADER_AREA, encodeSegmentHeader, segmentFileName, type ControlState } from './format.js';
-import { type IO, isENOENT, writeFully } from './io.js';
-import { ControlWriter } from './control.js';
-import { SegmentFiles, type SegmentInfo } from './journal-scan.js';
-import { applyCommitted } from './apply.js';
-import { CpError, errorToPlain } from './errors.js';
-import { metaPaths } from './recovery.js';
-import { storePath, openInStore } from './names.js';
+import { SEGMENT_HEADER_AREA, encodeSegmentHeader, segmentFileName, type ControlState } from '../format.js';
+import { type IO, isENOENT, writeFully } from '../io.js';
+import { ControlWriter } from '../journal/control.js';
+import { SegmentFiles, type SegmentInfo } from '../journal/reader.js';
+import { applyCommitted } from '../store/applier.js';
+import { CpError, errorToPlain } from '../errors.js';
+import { metaPaths } from '../recovery/index.js';
+import { storePath, openInStore } from '../names.js';
 
 export type PlainSegment = Omit<SegmentInfo, 'file'>;
 

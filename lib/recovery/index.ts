@@ -8,7 +8,7 @@
  *   3. Classify the end of the log: clean, torn tail (normal after a crash), or corruption (damage to
  *      bytes that were once durable; see format.ts). Corruption stops recovery with ECORRUPT unless
  *      forced; forcing first copies the journal aside.
- *   4. Apply the committed epochs after the cursor (lib/apply.ts).
+ *   4. Apply the committed epochs after the cursor (lib/store/applier.ts).
  *   5. Start a fresh segment whose first record is a CATALOG of the recovered entries, sync it, and
  *      move the cursor there. The uncommitted tail is now unreachable; every old segment is free.
  * Each step is safe to interrupt: a crash at any point followed by another recovery gives the same files.
@@ -19,14 +19,14 @@ import {
   DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, READABLE_VERSIONS_TEXT, RecordType, decodePayload, encodeCatalog,
   entryListBytes, entryListOps, segmentSizeFor, MAX_PAYLOAD, MAX_SEGMENT_SIZE, RECORD_HEADER_SIZE, isZero as isAllZero, posSeq, posOffset,
   encodeSegmentHeader, pos, segmentFileName, type CatalogEntry, type ControlState,
-} from './format.js';
-import { type IO, isENOENT, writeFully, readFully } from './io.js';
-import { readControl, createControl, ControlWriter } from './control.js';
-import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, type EndReason } from './journal-scan.js';
-import { applyCommitted } from './apply.js';
+} from '../format.js';
+import { type IO, isENOENT, writeFully, readFully } from '../io.js';
+import { readControl, createControl, ControlWriter } from '../journal/control.js';
+import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, type EndReason } from '../journal/reader.js';
+import { applyCommitted } from '../store/applier.js';
 import { EpochOrder } from './epoch-order.js';
-import { CpError, ioError } from './errors.js';
-import { openInStore, inParent } from './names.js';
+import { CpError, ioError } from '../errors.js';
+import { openInStore, inParent } from '../names.js';
 
 export interface RecoverOptions {
   io: IO;
@@ -228,7 +228,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     let commitParts: CatalogEntry[] = [];
     /** Positions of ABORT records after the cursor: the replay streams records only where there are none. */
     const aborts: number[] = [];
-    // The log is epoch-continuous (lib/epoch-order.ts): after a CATALOG of epoch c every record
+    // The log is epoch-continuous (lib/recovery/epoch-order.ts): after a CATALOG of epoch c every record
     // carries c+1 up to the COMMIT of c+1, then c+2, ... A record with a valid checksum that breaks
     // the order was copied or misdirected: a torn write never makes one.
     let corruptEarly: string | null = null;

@@ -9,14 +9,14 @@ import * as path from 'node:path';
 import {
   LOCK_NAME, META_DIR, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, RecordType, SEGMENT_HEADER_AREA,
   decodePayload, isZero, readRecordHeader, type CatalogEntry, type ControlState,
-} from './format.js';
+} from '../format.js';
 import { EpochOrder } from './epoch-order.js';
-import { type IO, isENOENT } from './io.js';
-import { readControl } from './control.js';
-import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from './journal-scan.js';
-import { recover, metaPaths, type RecoveryReport } from './recovery.js';
-import { CpError, ioError } from './errors.js';
-import { ownerFiles, ownerLiveness, readHolder } from './lock.js';
+import { type IO, isENOENT } from '../io.js';
+import { readControl } from '../journal/control.js';
+import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from '../journal/reader.js';
+import { recover, metaPaths, type RecoveryReport } from './index.js';
+import { CpError, ioError } from '../errors.js';
+import { ownerFiles, ownerLiveness, readHolder } from '../lock.js';
 
 // ---------------------------------------------------------------------------------------------
 // the store directory and its owner
