@@ -1,0 +1,208 @@
+// What a user's `npm install cpfile` gets. Packs this checkout's dist/ with `npm pack` (scripts off, so
+// nothing rebuilds: the pretest build made dist/), installs the tarball into a fresh empty project with
+// only the production dependencies, offline from the npm cache that `npm ci` filled, and there, in
+// child node processes: loads every shipped module by its file path, imports 'cpfile' and
+// 'cpfile/compat' by name, runs `cp-recover --help`, and opens, writes, checks and closes a store.
+// Also holds the tarball to package.json's `files`: the library, the worker and cp-recover, never the
+// tests, the torture suite or the benchmark, whose imports (test code, devDependencies) a user lacks.
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import { builtinModules } from 'node:module';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+  name: string;
+  bin: Record<string, string>;
+  dependencies: Record<string, string>;
+};
+
+/** The only build outputs outside dist/lib and dist/workers that may ship. */
+const SHIPPED_TOOLS = /^dist\/tools\/cp-recover\.(js|js\.map|d\.ts)$/;
+
+/** The environment of `npm test`, minus what would point a child npm back at this checkout. */
+function childEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^npm_(package_|lifecycle_|command$|config_local_prefix$)/i.test(k)) continue;
+    env[k] = v;
+  }
+  return env;
+}
+
+async function sh(file: string, args: string[], cwd: string, timeout = 180_000): Promise<{ stdout: string; stderr: string }> {
+  try {
+    return await run(file, args, { cwd, env: childEnv(), timeout, maxBuffer: 64 << 20, encoding: 'utf8' });
+  } catch (e) {
+    const x = e as Error & { stdout?: string; stderr?: string; code?: unknown };
+    throw new Error(`${file} ${args.join(' ')} (in ${cwd}) failed, exit ${String(x.code)}: ${x.message}\n` +
+      `stdout: ${x.stdout ?? ''}\nstderr: ${x.stderr ?? ''}`);
+  }
+}
+
+function walk(dir: string, base = dir): string[] {
+  const out: string[] = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...walk(p, base));
+    else out.push(path.relative(base, p).split(path.sep).join('/'));
+  }
+  return out.sort();
+}
+
+/** Every module specifier a built file names literally (import/export from, import(), require()). */
+function specifiers(src: string): string[] {
+  const re = /(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|^\s*import\s+)['"]([^'"\n]+)['"]/gm;
+  return [...src.matchAll(re)].map((m) => m[1]!);
+}
+
+// Run in the fresh project: load every shipped module by path and both entry points by name, and
+// print one JSON line with what failed.
+const LOAD_ALL = `
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+const pkg = path.resolve('node_modules/cpfile');
+const walk = (d) => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+  e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]);
+const files = walk(path.join(pkg, 'dist')).filter((f) => /\\.c?js$/.test(f)).sort();
+const loaded = [], failed = [];
+for (const f of [...files, 'cpfile', 'cpfile/compat']) {
+  const spec = f.startsWith('/') ? pathToFileURL(f).href : f;
+  const name = f.startsWith('/') ? path.relative(pkg, f) : f;
+  try { await import(spec); loaded.push(name); } catch (e) { failed.push({ name, error: String(e && e.stack || e) }); }
+}
+const root = await import('cpfile'), compat = await import('cpfile/compat');
+process.stdout.write(JSON.stringify({ loaded, failed, rootExports: Object.keys(root).sort(), compatExports: Object.keys(compat).length }) + '\\n');
+process.exit(0);
+`;
+
+// Run in the fresh project: the README's first steps, through the installed package and its worker.
+const ROUND_TRIP = `
+import * as fs from 'node:fs';
+import { openStore } from 'cpfile';
+const dir = process.argv[2];
+const store = await openStore(dir);
+const f = await store.open('ledger.log', 'a+');
+await f.write('deposit 100\\n');
+const epoch = await store.check();
+await f.close();
+await store.close();
+process.stdout.write(JSON.stringify({ epoch, text: fs.readFileSync(dir + '/ledger.log', 'utf8') }) + '\\n');
+`;
+
+describe('the npm package', function () {
+  this.timeout(600_000);
+  this.slow(60_000);
+
+  let work = '';
+  let tarball = '';
+  let packed: string[] = [];
+  let project = '';
+  let installed = '';
+
+  before(async function () {
+    for (const f of ['dist/lib/index.js', 'dist/workers/flusher-entry.cjs', PKG.bin['cp-recover']!]) {
+      if (!fs.existsSync(path.join(ROOT, f))) throw new Error(`${f} is missing: build first (npm test runs the build as pretest)`);
+    }
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'cpfile-package-test-'));
+    const packDir = path.join(work, 'pack');
+    project = path.join(work, 'project');
+    fs.mkdirSync(packDir);
+    fs.mkdirSync(project);
+
+    // --ignore-scripts: no prepack/prepare rebuild, the tarball holds exactly this checkout's dist/.
+    const { stdout } = await sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', packDir], ROOT);
+    const info = JSON.parse(stdout) as { filename: string; files: { path: string }[]; size: number; unpackedSize: number }[];
+    expect(info).to.have.length(1);
+    tarball = path.join(packDir, path.basename(info[0]!.filename));
+    packed = info[0]!.files.map((f) => f.path).sort();
+    console.log(`      packed ${packed.length} files, ${info[0]!.size} bytes (${info[0]!.unpackedSize} unpacked)`);
+
+    fs.writeFileSync(path.join(project, 'package.json'),
+      JSON.stringify({ name: 'cpfile-install-probe', version: '0.0.0', private: true, type: 'module' }, null, 2) + '\n');
+    const install = ['install', '--omit=dev', '--no-audit', '--no-fund', '--no-save'];
+    try {
+      await sh('npm', [...install, '--offline', tarball], project);
+    } catch (e) {
+      if (!/ENOTCACHED/.test(String(e))) throw e;
+      console.log('      NOTE: `npm install --offline` failed for lack of cache; installing with --prefer-offline instead');
+      await sh('npm', [...install, '--prefer-offline', tarball], project);
+    }
+    installed = path.join(project, 'node_modules', PKG.name);
+  });
+
+  after(function () {
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it('ships the library, the worker and cp-recover, and no test, torture or benchmark code', function () {
+    expect(packed).to.include.members(['package.json', 'README.md', 'docs/FORMAT.md', 'dist/lib/index.js',
+      'dist/lib/compat.js', 'dist/workers/flusher.js', 'dist/workers/flusher-entry.cjs', 'dist/tools/cp-recover.js']);
+    const strays = packed.filter((f) => (f.startsWith('dist/test/') || f.startsWith('dist/tools/')) && !SHIPPED_TOOLS.test(f));
+    expect(strays, `build outputs that must not ship: ${strays.join(', ')}`).to.deep.equal([]);
+    const outside = packed.filter((f) => f.startsWith('dist/') && !/^dist\/(lib|workers|tools)\//.test(f));
+    expect(outside, `unexpected dist/ folders: ${outside.join(', ')}`).to.deep.equal([]);
+    // What was installed is what was packed.
+    expect(walk(installed).filter((f) => f !== 'package.json')).to.deep.equal(packed.filter((f) => f !== 'package.json'));
+  });
+
+  it('ships no stale build output: every shipped module has its source in this checkout', function () {
+    const stale = packed.filter((f) => /^dist\/.*\.c?js$/.test(f)).filter((f) => {
+      const src = f.slice('dist/'.length).replace(/\.js$/, '.ts').replace(/\.cjs$/, '.cts');
+      return !fs.existsSync(path.join(ROOT, src));
+    });
+    expect(stale, `left in dist/ by an earlier build (npm run clean): ${stale.join(', ')}`).to.deep.equal([]);
+  });
+
+  it('names in every shipped module only node built-ins, production dependencies and shipped files', function () {
+    const builtins = new Set(builtinModules);
+    const deps = Object.keys(PKG.dependencies ?? {});
+    const shipped = new Set(packed);
+    const bad: string[] = [];
+    for (const f of packed.filter((p) => /\.c?js$/.test(p))) {
+      for (const s of specifiers(fs.readFileSync(path.join(installed, f), 'utf8'))) {
+        if (s.startsWith('node:') || builtins.has(s)) continue;
+        if (s.startsWith('.')) {
+          const target = path.posix.normalize(path.posix.join(path.posix.dirname(f), s));
+          if (!shipped.has(target)) bad.push(`${f}: ${s} (not shipped)`);
+          continue;
+        }
+        const name = s.startsWith('@') ? s.split('/').slice(0, 2).join('/') : s.split('/')[0]!;
+        if (name !== PKG.name && !deps.includes(name)) bad.push(`${f}: ${s} (not a production dependency)`);
+      }
+    }
+    expect(bad, bad.join('\n')).to.deep.equal([]);
+  });
+
+  it('loads every shipped module, and cpfile and cpfile/compat by name, with only production dependencies', async function () {
+    fs.writeFileSync(path.join(project, 'load-all.mjs'), LOAD_ALL);
+    const { stdout } = await sh(process.execPath, ['load-all.mjs'], project, 120_000);
+    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { loaded: string[]; failed: { name: string; error: string }[]; rootExports: string[]; compatExports: number };
+    expect(r.failed, r.failed.map((x) => `${x.name}: ${x.error}`).join('\n')).to.deep.equal([]);
+    const modules = packed.filter((f) => /^dist\/.*\.c?js$/.test(f));
+    expect(r.loaded).to.include.members([...modules, 'cpfile', 'cpfile/compat']);
+    expect(r.rootExports).to.include.members(['openStore', 'CpError']);
+    expect(r.compatExports).to.be.greaterThan(0);
+  });
+
+  it('installs cp-recover on the PATH of the project, and `cp-recover --help` exits 0', async function () {
+    const { stdout } = await sh(path.join(project, 'node_modules', '.bin', 'cp-recover'), ['--help'], project, 60_000);
+    expect(stdout).to.match(/cp-recover/);
+    expect(stdout).to.match(/--dry-run/);
+  });
+
+  it('opens a store, writes, checks and closes it through the installed package', async function () {
+    fs.writeFileSync(path.join(project, 'round-trip.mjs'), ROUND_TRIP);
+    const dir = path.join(work, 'store');
+    const { stdout } = await sh(process.execPath, ['round-trip.mjs', dir], project, 120_000);
+    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { epoch: unknown; text: string };
+    expect(r.text).to.equal('deposit 100\n');
+    expect(r.epoch).to.equal(1);
+  });
+});
