@@ -17,9 +17,10 @@ import { JournalWriter } from '../journal/writer.js';
 import { InlinePort, WorkerPort, type FlusherPort } from '../flusher/port.js';
 import { Namespace } from './namespace.js';
 import { Overlay } from './overlay.js';
-import { normalizeName, checkInside, describe, storePath, openInStore, quote } from '../names.js';
+import { normalizeName, validateInside, describe, storePath, openInStore, quote } from '../names.js';
 import { acquireLock, fencePort, type Lock } from '../lock.js';
 import { CpFile, MODES, type Mode } from './file.js';
+import { LAID_OUT, type Entry, type FileHost } from './host.js';
 import { callHook, validateHooks, type Hooks } from '../hooks.js';
 
 export interface StoreOptions {
@@ -61,23 +62,6 @@ export interface StoreOptions {
   noLock?: boolean;
 }
 
-/** @internal What writeEntry returns when the write was laid out at once (CpFile.write then skips a tick). */
-export const LAID_OUT: Promise<void> = Promise.resolve();
-
-/** @internal */
-export interface Entry {
-  name: string;
-  /** Position and size as of call order: calls update them when they are made, not when they run. */
-  position: number;
-  size: number;
-  /** Position and size as of the last check() called since the entry was opened (rollback returns to them); null: none. */
-  checked: { position: number; size: number } | null;
-  overlay: Overlay;
-  handles: Set<CpFile>;
-  /** Opened for writing (any mode but 'r'): only such entries carry a size in COMMIT records. */
-  writable: boolean;
-}
-
 export interface StoreStats {
   records: number;
   bytesJournaled: number;
@@ -91,7 +75,7 @@ export interface StoreStats {
   openFiles: number;
 }
 
-export class Store {
+export class Store implements FileHost {
   readonly dir: string;
   /** The last durable checkpoint (0 for a new store). */
   epoch: number;
@@ -276,7 +260,7 @@ export class Store {
     return ov !== undefined && !ov.exists;
   };
 
-  /** The name overlayOf() just found absent, having checked it with checkInside(). */
+  /** The name overlayOf() just found absent, having checked it with validateInside(). */
   private checkedAbsent: string | null = null;
 
   /** The overlay of `name`, opening the on-disk file when nothing is pending; null when it does not exist. */
@@ -284,14 +268,14 @@ export class Store {
     this.checkedAbsent = null;
     const ov = this.overlays.get(name);
     if (ov) return ov.exists ? ov : null;
-    if (!(await checkInside(this.io, this.rootReal, this.dir, name, this.unlinkedPending))) {
+    if (!(await validateInside(this.io, this.rootReal, this.dir, name, this.unlinkedPending))) {
       // lstat found no such file: no need to try opening it, nor for the caller to check again.
       this.checkedAbsent = name;
       return null;
     }
     let fd: number | null;
     try {
-      // No symlink followed here either (one planted since checkInside: EPATH).
+      // No symlink followed here either (one planted since validateInside: EPATH).
       fd = await openInStore(this.io, this.dir, name, 'read');
     } catch (e) {
       if (e instanceof CpError) throw e;
@@ -436,7 +420,7 @@ export class Store {
     const resumed = resumedPos !== undefined;
     if (!ov) {
       if (mode === 'r' || mode === 'r+') throw new CpError('ENOENT', `no such file ${JSON.stringify(name)} in store ${this.dir}`);
-      if (this.checkedAbsent !== name) await checkInside(this.io, this.rootReal, this.dir, name, this.unlinkedPending);
+      if (this.checkedAbsent !== name) await validateInside(this.io, this.rootReal, this.dir, name, this.unlinkedPending);
       this.overlays.assertCanCreate(name);
       await this.assertDirWritable(name);
     } else if (mode !== 'r' && ov.nsPos < 0) {
@@ -640,7 +624,7 @@ export class Store {
         const ov = await this.overlayOf(a);
         if (!ov) throw new CpError('ENOENT', `no such file ${JSON.stringify(a)} in store ${this.dir}`);
         if (a === b) return;
-        await checkInside(this.io, this.rootReal, this.dir, b, this.unlinkedPending);
+        await validateInside(this.io, this.rootReal, this.dir, b, this.unlinkedPending);
         this.overlays.assertCanCreate(b);
         const target = await this.overlayOf(b).catch((e) => {
           if (e instanceof CpError && e.code === 'EINVAL') throw new CpError('EINVAL', `cannot rename onto ${JSON.stringify(b)}: ${e.message}`);
@@ -716,7 +700,7 @@ export class Store {
         await this.writer.drain();
         let ov = await this.overlayOf(n);
         if (!ov) {
-          if (this.checkedAbsent !== n) await checkInside(this.io, this.rootReal, this.dir, n, this.unlinkedPending);
+          if (this.checkedAbsent !== n) await validateInside(this.io, this.rootReal, this.dir, n, this.unlinkedPending);
           this.overlays.assertCanCreate(n);
           await this.assertDirWritable(n);
           const old = this.overlays.get(n);
