@@ -73,7 +73,7 @@ export class Catalog {
     return n;
   }
 
-  /** The catalog as of the last COMMIT laid out (for the CATALOG record opening each segment, R5). */
+  /** The catalog as of the last COMMIT laid out, for the CATALOG record opening each segment (which the writer splits into parts: FORMAT.md R5). */
   snapshot(): { entries: CatalogEntry[]; epoch: number } {
     return { entries: [...this.logged].map(([name, l]) => ({ name, position: l.position, state: 'open' as const, size: l.size })), epoch: this.building - 1 };
   }

@@ -119,6 +119,7 @@ export class Checkpoint {
   /** When the COMMIT's sync settles: the epoch is durable (or the store failed), then the hooks hear of it. */
   private async completed(c: LaidOut): Promise<number> {
     const { writer, queue, schedule, hooks, catalog } = this.parts;
+    // The flusher runs its tasks in order and this one ends with the sync (FORMAT.md R4).
     const res = await c.p;
     // An earlier batch that failed leaves a hole before this COMMIT: the flusher refuses every task
     // after a failure, and the check does not count on that alone. A task after this one (a

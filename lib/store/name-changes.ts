@@ -55,7 +55,8 @@ export async function renameNow(parts: StoreParts, a: string, b: string): Promis
     }
   }
   const p = writer.append({ type: RecordType.RENAME, from: a, to: b }, catalog.building);
-  // The name's pending operations now wait for this RENAME to be applied (its fence: FORMAT.md R12).
+  // Until the RENAME is applied (behind its fence, FORMAT.md R12) the file is not at `b` on disk:
+  // the overlay serves it (Overlay.settle keeps it while nsPos is pending).
   ov.nsPos = p;
   const tomb = pending.tombstone(a);
   pending.overlays.set(b, ov);
