@@ -95,7 +95,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
     await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, (r) => run.visit(r), endPos, ctx.validated ? endPos : -1);
     const end = run.lastCommitEnd;
     if (end >= 0) {
-      // The last barrier (FORMAT.md R12): data files and touched directories synced, then the cursor
+      // The last barrier (FORMAT.md R12, A4): data files and touched directories synced, then the cursor
       // moves past the last applied COMMIT.
       await run.cache.barrier();
       await ctx.control.write({ cursorSeq: posSeq(end), cursorOffset: posOffset(end), appliedEpoch: res.appliedEpoch });
@@ -235,7 +235,7 @@ class ApplyRun {
             cache.dirtyDirs.add(path.dirname(cache.full(d.name)));
             break;
           case RecordType.RENAME:
-            // The rename fence (FORMAT.md R12): a barrier, the cursor at the RENAME, inside its epoch
+            // The rename fence (FORMAT.md R12, A3): a barrier, the cursor at the RENAME, inside its epoch
             // until its COMMIT is passed (R8: damage at the cursor is corruption), the rename, a
             // barrier over both directories, the cursor past it.
             await cache.barrier();

@@ -2,7 +2,8 @@
  * The applier's open data files: a bounded cache of descriptors (least recently used closed first)
  * and the set of files and directories written since the last durability barrier. barrier() is the
  * one place where applied changes are made durable (FORMAT.md R12): dirty data files are
- * fdatasynced, then dirty directories fsynced.
+ * fdatasynced, then dirty directories fsynced. A file evicted from the cache is fdatasynced first
+ * when it was written (R12, A2).
  */
 import * as path from 'node:path';
 import { storePath, openInStore } from '../names.js';

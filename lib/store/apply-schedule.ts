@@ -110,7 +110,7 @@ export class ApplySchedule {
     }
   }
 
-  /** Drop what the applier made durable from every overlay; free journal segments nothing points into. */
+  /** Drop what the applier made durable from every overlay; free journal segments nothing points into (FORMAT.md R12, A5). */
   private settleAll(): void {
     const pinned = this.deps.pending.settle(this.appliedPos);
     this.deps.writer.applied(this.appliedSeq, pinned);

@@ -92,9 +92,9 @@ export class Checkpoint {
   }
 
   /**
-   * At the check's turn: lay out the COMMIT (FORMAT.md R6 for a long entry list) after the direct
-   * appends' datasync, move the catalog to it, and hand the flusher the sync that makes it durable
-   * (R4: nothing of the next epoch is written before it).
+   * At the check's turn: lay out the direct appends' datasync (FORMAT.md R16, C2), then the COMMIT
+   * (C3; R6 for a long entry list), move the catalog to it, and hand the flusher the sync that makes
+   * it durable (C4; R4: nothing of the next epoch is written before it).
    */
   private layOut(positions: Map<Entry, number>): LaidOut {
     const { catalog, pending, writer, queue, schedule } = this.parts;
@@ -119,7 +119,7 @@ export class Checkpoint {
   /** When the COMMIT's sync settles: the epoch is durable (or the store failed), then the hooks hear of it. */
   private async completed(c: LaidOut): Promise<number> {
     const { writer, queue, schedule, hooks, catalog } = this.parts;
-    // The flusher runs its tasks in order and this one ends with the sync (FORMAT.md R4).
+    // The flusher runs its tasks in order and this one ends with the sync (FORMAT.md R4, R16 C4).
     const res = await c.p;
     // An earlier batch that failed leaves a hole before this COMMIT: the flusher refuses every task
     // after a failure, and the check does not count on that alone. A task after this one (a
