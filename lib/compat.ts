@@ -7,7 +7,8 @@
  * and closed when its last open file is closed. cp_close also checks: in the seed, closing a file ends
  * its processing.
  */
-import { openStore, type Store } from './store/store.js';
+import { openStore } from './store/open.js';
+import type { Store } from './store/store.js';
 import { CpError } from './errors.js';
 import { type CpFile, type Mode } from './store/file.js';
 import { type Hooks } from './hooks.js';

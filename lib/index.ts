@@ -6,7 +6,9 @@
  *   await f.write('...');
  *   await store.check();      // one atomic, durable epoch for every file of the store
  */
-export { openStore, Store, type StoreOptions, type StoreStats } from './store/store.js';
+export { Store, type StoreStats } from './store/store.js';
+export { openStore } from './store/open.js';
+export { type StoreOptions } from './store/options.js';
 export { CpFile, type Mode, type Whence } from './store/file.js';
 export { CpError, type CpErrorCode } from './errors.js';
 export { type Hooks } from './hooks.js';

@@ -3,7 +3,7 @@
  * touching the reserved metadata directory.
  *
  * No symlink is followed at any component of a store name (like openat2's RESOLVE_NO_SYMLINKS): at
- * the call (checkInside) and again at write time, where the applier, recovery and the flusher open
+ * the call (validateInside) and again at write time, where the applier, recovery and the flusher open
  * store files through openInStore (each parent directory lstat'ed in turn, O_NOFOLLOW on the last
  * component), so a symlink planted after the call is refused too instead of written through.
  */
@@ -76,9 +76,10 @@ export function normalizeName(name: unknown, dir?: string): string {
 /**
  * Refuse names with a symlink at any component (EPATH), and names whose parent is a file (ENOENT).
  * Resolves true when every component exists, false when one is missing (the name does not exist).
+ * (Validates the name on disk; the commit is the only "check" in cpfile.)
  * `rootReal` is unused since no symlink is followed (kept for the callers).
  */
-export async function checkInside(io: IO, _rootReal: string, root: string, name: string, unlinked?: (prefix: string) => boolean): Promise<boolean> {
+export async function validateInside(io: IO, _rootReal: string, root: string, name: string, unlinked?: (prefix: string) => boolean): Promise<boolean> {
   const parts = name.split('/');
   let cur = root;
   for (let i = 0; i < parts.length; i++) {
@@ -232,7 +233,7 @@ export async function inParent<T>(io: IO, root: string, name: string, fn: (at: s
 }
 
 /** Are the parent directories of the store file `name` there (false: one is missing)? EPATH as openInStore. */
-export async function checkDirs(io: IO, root: string, name: string): Promise<boolean> {
+export async function parentsExist(io: IO, root: string, name: string): Promise<boolean> {
   return (await inParent(io, root, name, async () => true)) !== null;
 }
 

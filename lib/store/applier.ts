@@ -2,8 +2,9 @@
  * Applying committed epochs from the journal to the real files. One code path serves the flusher
  * (in the worker, in the background after commits) and recovery (openStore and cp-recover).
  *
- * Idempotence. Applying is redone from the control file's cursor after any crash, so every step must
- * give the same result whether or not it already happened:
+ * Idempotence and the order of durability barriers are FORMAT.md R12 ("Applying"). Applying is redone
+ * from the control file's cursor after any crash, so every step must give the same result whether or
+ * not it already happened:
  *   - WRITE and TRUNCATE: replaying a run of pwrite/ftruncate calls over a file that already holds any
  *     prefix of their effects yields the same bytes. A missing file is created (it can only be missing
  *     because a later UNLINK of this replay already ran).
@@ -12,16 +13,20 @@
  *   - RENAME moves content that may have been written before the cursor, so it is fenced: data files
  *     and directories are synced, the cursor is set to the RENAME, the rename runs (skipped if the source
  *     is gone: it already ran), both directories are synced, and the cursor moves past it before any
- *     later operation runs.
- * The cursor only advances after the data files and directories it covers are synced.
+ *     later operation runs (ApplyRun.rename).
+ * The cursor only advances after the data files and directories it covers are synced (FileCache.barrier
+ * in lib/store/apply-files.ts, then ApplyRun.finish).
  */
 import * as path from 'node:path';
-import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry } from '../format.js';
+import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry, type Op } from '../format.js';
 import { type IO, writeFully, isENOENT } from '../io.js';
 import { type ControlWriter } from '../journal/control.js';
 import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from '../journal/reader.js';
 import { CpError, ioError } from '../errors.js';
-import { storePath, openInStore, makeParents, inParent } from '../names.js';
+import { openInStore, inParent } from '../names.js';
+import { FileCache } from './apply-files.js';
+
+export { APPLY_MAX_FDS } from './apply-files.js';
 
 export interface ApplyContext {
   io: IO;
@@ -69,117 +74,14 @@ type Desc =
   | { type: RecordType.RENAME; from: string; to: string; seq: number; offset: number; next: number };
 
 /**
- * Descriptors the applier keeps open at most. An epoch may touch any number of files; past this many
- * the least recently used one is closed, fdatasynced first when it is dirty and sync is on. Syncing
- * at eviction rather than remembering the name and reopening it at the barrier is the simple correct
- * choice: the name may have been unlinked or renamed by a later record by then, and a write-back
- * error is only sure to reach a descriptor that was open when it happened. It costs no extra sync
- * (the barrier would have synced that file once anyway) unless the file is written again in the same
- * run after its eviction.
- */
-export const APPLY_MAX_FDS = 64;
-
-class FileCache {
-  /** name -> fd, least recently used first. */
-  fds = new Map<string, number>();
-  dirty = new Set<number>();
-  dirtyDirs = new Set<string>();
-  private last: string | null = null;
-  constructor(private ctx: ApplyContext) {}
-
-  full(name: string): string {
-    return storePath(this.ctx.root, name);
-  }
-
-  /**
-   * Make the parent directories of `name` (no symlink followed: names.ts openInStore). Each
-   * directory on the way is synced at the barrier, existing ones too: an existing directory may come
-   * from an earlier, killed run and not be durable yet (the barrier syncs each directory once).
-   */
-  async mkdirs(name: string): Promise<void> {
-    await makeParents(this.ctx.io, this.ctx.root, name, (d) => this.dirtyDirs.add(d));
-  }
-
-  async fd(name: string): Promise<number> {
-    let fd = this.fds.get(name);
-    if (fd !== undefined) {
-      if (this.last !== name) {
-        this.fds.delete(name);
-        this.fds.set(name, fd);
-        this.last = name;
-      }
-      return fd;
-    }
-    const { io, root } = this.ctx;
-    fd = (await this.spare(() => openInStore(io, root, name, 'readwrite'))) ?? undefined;
-    if (fd === undefined) {
-      fd = (await this.spare(() => openInStore(io, root, name, 'create', (d) => this.dirtyDirs.add(d))))!;
-      this.dirtyDirs.add(path.dirname(this.full(name)));
-    }
-    await this.admit(name, fd);
-    return fd;
-  }
-
-  /**
-   * Run `fn`, which needs a descriptor; when the process has none left (EMFILE, ENFILE: a low
-   * `ulimit -n`, or descriptors the app holds), close the least recently used cached one and try
-   * again, down to none cached. So the applier works under any limit that leaves it one descriptor.
-   */
-  async spare<T>(fn: () => Promise<T>): Promise<T> {
-    for (;;) {
-      try {
-        return await fn();
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException)?.code;
-        if ((code !== 'EMFILE' && code !== 'ENFILE') || this.fds.size === 0) throw e;
-        await this.drop(this.fds.keys().next().value as string);
-      }
-    }
-  }
-
-  /** Keep `fd` as the most recently used; close the least recently used beyond APPLY_MAX_FDS. */
-  async admit(name: string, fd: number): Promise<void> {
-    this.fds.set(name, fd);
-    this.last = name;
-    while (this.fds.size > APPLY_MAX_FDS) {
-      const oldest = this.fds.keys().next().value as string;
-      await this.drop(oldest);
-    }
-  }
-
-  async drop(name: string): Promise<void> {
-    const fd = this.fds.get(name);
-    if (fd === undefined) return;
-    this.fds.delete(name);
-    if (this.last === name) this.last = null;
-    if (this.dirty.has(fd)) {
-      if (this.ctx.sync) await this.ctx.io.fdatasync(fd);
-      this.dirty.delete(fd);
-    }
-    await this.ctx.io.close(fd);
-  }
-
-  /** Make everything applied so far durable. */
-  async barrier(): Promise<void> {
-    if (this.ctx.sync) {
-      for (const fd of this.dirty) await this.ctx.io.fdatasync(fd);
-      for (const d of this.dirtyDirs) await this.spare(() => this.ctx.io.fsyncDir(d));
-    }
-    this.dirty.clear();
-    this.dirtyDirs.clear();
-  }
-
-  async closeAll(): Promise<void> {
-    for (const fd of this.fds.values()) await this.ctx.io.close(fd);
-    this.fds.clear();
-    this.last = null;
-  }
-}
-
-/**
  * Apply every committed epoch between the control file's cursor and `endPos` (the position just after
  * the last COMMIT record to apply). Stops early at the log's end. Leaves the cursor at the end of the
  * last applied COMMIT, durably.
+ *
+ * (Timing note for the whole file: the inline flusher runs this on the main thread, interleaved at
+ * every await with the store's calls, and the pinned determinism digests record that interleaving.
+ * So a refactoring here keeps each chain of awaits where it is: helpers are plain (synchronous)
+ * functions, or return the one promise they wrap, never an extra async layer.)
  */
 export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise<ApplyResult> {
   const start = ctx.control.state;
@@ -188,177 +90,220 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
     cursorSeq: start.cursorSeq, cursorOffset: start.cursorOffset, commits: [],
   };
   if (pos(start.cursorSeq, start.cursorOffset) >= endPos) return res;
-  const cache = new FileCache(ctx);
-  const budget = ctx.memoryBudget ?? 32 * 1024 * 1024;
-  let group: Desc[] = [];
-  let held = 0;
-  let lastCommitEnd = -1;
-  let scanned = 0;
+  const run = new ApplyRun(ctx, res, endPos);
+  try {
+    await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, (r) => run.visit(r), endPos, ctx.validated ? endPos : -1);
+    const end = run.lastCommitEnd;
+    if (end >= 0) {
+      // The last barrier (FORMAT.md R12, A4): data files and touched directories synced, then the cursor
+      // moves past the last applied COMMIT.
+      await run.cache.barrier();
+      await ctx.control.write({ cursorSeq: posSeq(end), cursorOffset: posOffset(end), appliedEpoch: res.appliedEpoch });
+      res.cursorSeq = posSeq(end);
+      res.cursorOffset = posOffset(end);
+    }
+  } catch (e) {
+    throw ioError(e, 'applying committed epochs');
+  } finally {
+    await run.cache.closeAll().catch(() => undefined);
+  }
+  return res;
+}
 
-  const runGroup = async (): Promise<void> => {
-    for (const d of group) {
-      try {
-      switch (d.type) {
-        case RecordType.WRITE: {
-          const fd = await cache.fd(d.name);
-          let data = d.data;
-          if (!data) {
-            data = Buffer.allocUnsafe(d.len);
-            const sfd = await ctx.files.fd(d.seg);
-            await readAll(ctx.io, sfd, data, d.dataAt);
-          }
-          await writeFully(ctx.io, fd, data, 0, data.length, d.offset);
-          cache.dirty.add(fd);
-          res.bytes += data.length;
-          res.names.add(d.name);
-          break;
+/** One applyCommitted call: the records of the epoch being gathered, and what has been applied. */
+class ApplyRun {
+  readonly cache: FileCache;
+  /** The end of the last COMMIT visited (-1: none yet). */
+  lastCommitEnd = -1;
+  /** The current epoch's records, held until its COMMIT (FORMAT.md R12). */
+  private group: Desc[] = [];
+  /** Bytes of write data held in `group`. */
+  private held = 0;
+  private scanned = 0;
+  private readonly budget: number;
+
+  constructor(private ctx: ApplyContext, private res: ApplyResult, private endPos: number) {
+    this.cache = new FileCache(ctx);
+    this.budget = ctx.memoryBudget ?? 32 * 1024 * 1024;
+  }
+
+  /** The log walk's visitor: gather each epoch's records, run them at its COMMIT, drop them at an ABORT (R12). */
+  async visit(r: ScannedRecord): Promise<boolean | void> {
+    if (r.pos >= this.endPos) return false;
+    this.scanned += r.size;
+    if (this.ctx.onProgress) this.ctx.onProgress(this.scanned);
+    const t = r.header.type;
+    if (t === RecordType.CATALOG || t === RecordType.SEGEND || t === RecordType.ENTRIES) return;
+    if (t === RecordType.ABORT) {
+      this.dropGroup();
+      return;
+    }
+    if (t === RecordType.COMMIT) {
+      await this.runGroup();
+      this.committed(r);
+      return;
+    }
+    if (this.gather(r)) await this.runGroup();
+  }
+
+  private committed(r: ScannedRecord): void {
+    const op = decodePayload(r.header.type, r.payload);
+    this.res.appliedEpoch = r.header.epoch;
+    this.res.epochs++;
+    if (op.type === RecordType.COMMIT) this.res.commits.push({ epoch: r.header.epoch, entries: op.entries });
+    this.lastCommitEnd = r.pos + r.size;
+  }
+
+  /**
+   * Add the data record `r` to the group held for its epoch's COMMIT. True when the group must run at
+   * once: a validated recovery applies records as it reads them (the write straight from the window).
+   */
+  private gather(r: ScannedRecord): boolean {
+    const op = decodeData(r);
+    switch (op.type) {
+      case RecordType.WRITE: {
+        const dataAt = r.offset + 24 + (r.payload.length - op.data.length);
+        const seg = this.ctx.segs.get(r.seq)!;
+        if (this.ctx.validated) {
+          // Applied before the window moves on: no copy.
+          this.group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data: op.data, seg, dataAt, pos: r.pos });
+          return true;
         }
-        case RecordType.TRUNCATE: {
-          const fd = await cache.fd(d.name);
-          await ctx.io.ftruncate(fd, d.length);
-          cache.dirty.add(fd);
-          res.names.add(d.name);
-          break;
+        let data: Buffer | null = null;
+        if (this.held + op.data.length <= this.budget) {
+          data = Buffer.from(op.data); // copy: the reader's window is reused
+          this.held += data.length;
         }
-        case RecordType.CREATE: {
-          await cache.drop(d.name);
-          const full = cache.full(d.name);
-          const fd = (await cache.spare(() => openInStore(ctx.io, ctx.root, d.name, 'create', (dir) => cache.dirtyDirs.add(dir))))!;
-          await cache.admit(d.name, fd);
-          await ctx.io.ftruncate(fd, 0);
-          cache.dirty.add(fd);
-          cache.dirtyDirs.add(path.dirname(full));
-          res.names.add(d.name);
-          break;
-        }
-        case RecordType.UNLINK: {
-          await cache.drop(d.name);
-          const full = cache.full(d.name);
-          // The parent is reached without following a symlink (a missing one: nothing to unlink);
-          // unlink never follows the last component (a symlink there is removed, not followed).
-          await inParent(ctx.io, ctx.root, d.name, async (at) => {
-            try {
-              await ctx.io.unlink(at);
-            } catch (e) {
-              if (!isENOENT(e)) throw e;
-            }
-          });
-          cache.dirtyDirs.add(path.dirname(full));
-          res.names.add(d.name);
-          break;
-        }
-        case RecordType.RENAME: {
-          await cache.barrier();
-          // Inside a committed epoch from here until its COMMIT is passed (R8: damage at the cursor is corruption).
-          await ctx.control.write({ cursorSeq: d.seq, cursorOffset: d.offset, appliedEpoch: res.appliedEpoch, inEpoch: true });
-          await cache.drop(d.from);
-          await cache.drop(d.to);
-          const from = cache.full(d.from);
-          const to = cache.full(d.to);
-          // No symlink followed in either parent chain: both are reached through their directories'
-          // descriptors (names.ts inParent); rename never follows the last components.
-          await inParent(ctx.io, ctx.root, d.from, async (src) => {
-            try {
-              await ctx.io.lstat(src);
-            } catch (e) {
-              if (isENOENT(e)) return; // gone: it already ran
-              throw e;
-            }
-            await inParent(ctx.io, ctx.root, d.to, (dst) => ctx.io.rename(src, dst), { create: true, parent: (dir) => cache.dirtyDirs.add(dir) });
-          });
-          // Synced even when the source is gone: an earlier run (killed, or failed at this very
-          // barrier) may have renamed without making it durable.
-          cache.dirtyDirs.add(path.dirname(from));
-          cache.dirtyDirs.add(path.dirname(to));
-          await cache.barrier();
-          await ctx.control.write({ cursorSeq: posSeq(d.next), cursorOffset: posOffset(d.next), appliedEpoch: res.appliedEpoch, inEpoch: true });
-          res.names.add(d.from);
-          res.names.add(d.to);
-          break;
-        }
+        this.group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data, seg, dataAt, pos: r.pos });
+        break;
       }
+      case RecordType.TRUNCATE:
+        this.group.push({ type: op.type, name: op.name, length: op.length, pos: r.pos });
+        break;
+      case RecordType.CREATE:
+      case RecordType.UNLINK:
+        this.group.push({ type: op.type, name: op.name, pos: r.pos });
+        break;
+      case RecordType.RENAME:
+        this.group.push({ type: op.type, from: op.from, to: op.to, seq: r.seq, offset: r.offset, next: r.pos + r.size });
+        break;
+    }
+    return false;
+  }
+
+  private dropGroup(): void {
+    this.group = [];
+    this.held = 0;
+  }
+
+  /** Execute the gathered records in order (each case's awaits stay inline: see the timing note above). */
+  private async runGroup(): Promise<void> {
+    const { ctx, cache, res } = this;
+    for (const d of this.group) {
+      try {
+        switch (d.type) {
+          case RecordType.WRITE: {
+            const fd = await cache.fd(d.name);
+            let data = d.data;
+            if (!data) {
+              data = Buffer.allocUnsafe(d.len);
+              await readAll(ctx.io, await ctx.files.fd(d.seg), data, d.dataAt);
+            }
+            await writeFully(ctx.io, fd, data, 0, data.length, d.offset);
+            cache.dirty.add(fd);
+            res.bytes += data.length;
+            break;
+          }
+          case RecordType.TRUNCATE: {
+            const fd = await cache.fd(d.name);
+            await ctx.io.ftruncate(fd, d.length);
+            cache.dirty.add(fd);
+            break;
+          }
+          case RecordType.CREATE: {
+            await cache.drop(d.name);
+            const fd = (await cache.spare(() => openInStore(ctx.io, ctx.root, d.name, 'create', (dir) => cache.dirtyDirs.add(dir))))!;
+            await cache.admit(d.name, fd);
+            await ctx.io.ftruncate(fd, 0);
+            cache.dirty.add(fd);
+            cache.dirtyDirs.add(path.dirname(cache.full(d.name)));
+            break;
+          }
+          case RecordType.UNLINK:
+            await cache.drop(d.name);
+            await unlinkIfPresent(ctx, d.name);
+            cache.dirtyDirs.add(path.dirname(cache.full(d.name)));
+            break;
+          case RecordType.RENAME:
+            // The rename fence (FORMAT.md R12, A3): a barrier, the cursor at the RENAME, inside its epoch
+            // until its COMMIT is passed (R8: damage at the cursor is corruption), the rename, a
+            // barrier over both directories, the cursor past it.
+            await cache.barrier();
+            await ctx.control.write({ cursorSeq: d.seq, cursorOffset: d.offset, appliedEpoch: res.appliedEpoch, inEpoch: true });
+            await cache.drop(d.from);
+            await cache.drop(d.to);
+            await renameIfPresent(ctx, cache, d);
+            // Synced even when the source is gone: an earlier run (killed, or failed at this very
+            // barrier) may have renamed without making it durable.
+            cache.dirtyDirs.add(path.dirname(cache.full(d.from)));
+            cache.dirtyDirs.add(path.dirname(cache.full(d.to)));
+            await cache.barrier();
+            await ctx.control.write({ cursorSeq: posSeq(d.next), cursorOffset: posOffset(d.next), appliedEpoch: res.appliedEpoch, inEpoch: true });
+            break;
+        }
+        if (d.type === RecordType.RENAME) res.names.add(d.from).add(d.to);
+        else res.names.add(d.name);
       } catch (e) {
         const superseded = d.type !== RecordType.RENAME && (e as NodeJS.ErrnoException)?.code === 'EISDIR' && (ctx.dirsAt?.get(d.name) ?? -1) > d.pos;
         if (!superseded) throw applyFailure(e, d, ctx.control.state.appliedEpoch);
       }
       res.records++;
     }
-    group = [];
-    held = 0;
-  };
-
-  const visit = async (r: ScannedRecord): Promise<boolean | void> => {
-    if (r.pos >= endPos) return false;
-    scanned += r.size;
-    if (ctx.onProgress) ctx.onProgress(scanned);
-    const t = r.header.type;
-    if (t === RecordType.CATALOG || t === RecordType.SEGEND || t === RecordType.ENTRIES) return;
-    if (t === RecordType.ABORT) {
-      group = [];
-      held = 0;
-      return;
-    }
-    if (t === RecordType.COMMIT) {
-      await runGroup();
-      const op = decodePayload(t, r.payload);
-      res.appliedEpoch = r.header.epoch;
-      res.epochs++;
-      if (op.type === RecordType.COMMIT) res.commits.push({ epoch: r.header.epoch, entries: op.entries });
-      lastCommitEnd = r.pos + r.size;
-      return;
-    }
-    let op;
-    try {
-      op = decodePayload(t, r.payload);
-    } catch (e) {
-      throw new CpError('ECORRUPT', `journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`, {
-        cause: e, details: { seq: r.seq, offset: r.offset, reason: 'payload' },
-      });
-    }
-    switch (op.type) {
-      case RecordType.WRITE: {
-        const dataAt = r.offset + 24 + (r.payload.length - op.data.length);
-        let data: Buffer | null = null;
-        if (ctx.validated) {
-          // Applied before the window moves on: no copy.
-          group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data: op.data, seg: ctx.segs.get(r.seq)!, dataAt, pos: r.pos });
-          await runGroup();
-          break;
-        }
-        if (held + op.data.length <= budget) {
-          data = Buffer.from(op.data); // copy: the reader's window is reused
-          held += data.length;
-        }
-        group.push({ type: op.type, name: op.name, offset: op.offset, len: op.data.length, data, seg: ctx.segs.get(r.seq)!, dataAt, pos: r.pos });
-        break;
-      }
-      case RecordType.TRUNCATE:
-        group.push({ type: op.type, name: op.name, length: op.length, pos: r.pos });
-        break;
-      case RecordType.CREATE:
-      case RecordType.UNLINK:
-        group.push({ type: op.type, name: op.name, pos: r.pos });
-        break;
-      case RecordType.RENAME:
-        group.push({ type: op.type, from: op.from, to: op.to, seq: r.seq, offset: r.offset, next: r.pos + r.size });
-        break;
-    }
-  };
-
-  try {
-    await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, visit, endPos, ctx.validated ? endPos : -1);
-    if (lastCommitEnd >= 0) {
-      await cache.barrier();
-      await ctx.control.write({ cursorSeq: posSeq(lastCommitEnd), cursorOffset: posOffset(lastCommitEnd), appliedEpoch: res.appliedEpoch });
-      res.cursorSeq = posSeq(lastCommitEnd);
-      res.cursorOffset = posOffset(lastCommitEnd);
-    }
-  } catch (e) {
-    throw ioError(e, 'applying committed epochs');
-  } finally {
-    await cache.closeAll().catch(() => undefined);
+    this.dropGroup();
   }
-  return res;
+}
+
+/**
+ * Unlink `name`, ignoring a missing file. The parent is reached without following a symlink (a
+ * missing one: nothing to unlink); unlink never follows the last component (a symlink there is
+ * removed, not followed). Returns inParent's own promise (see the timing note above).
+ */
+function unlinkIfPresent(ctx: ApplyContext, name: string): Promise<void | null> {
+  return inParent(ctx.io, ctx.root, name, async (at) => {
+    try {
+      await ctx.io.unlink(at);
+    } catch (e) {
+      if (!isENOENT(e)) throw e;
+    }
+  });
+}
+
+/**
+ * Rename d.from to d.to, skipped when the source is gone (it already ran). No symlink is followed in
+ * either parent chain: both are reached through their directories' descriptors (names.ts inParent);
+ * rename never follows the last components.
+ */
+function renameIfPresent(ctx: ApplyContext, cache: FileCache, d: Desc & { type: RecordType.RENAME }): Promise<void | null> {
+  return inParent(ctx.io, ctx.root, d.from, async (src) => {
+    try {
+      await ctx.io.lstat(src);
+    } catch (e) {
+      if (isENOENT(e)) return; // gone: it already ran
+      throw e;
+    }
+    await inParent(ctx.io, ctx.root, d.to, (dst) => ctx.io.rename(src, dst), { create: true, parent: (dir) => cache.dirtyDirs.add(dir) });
+  });
+}
+
+/** The operation of a data record (a crc-valid one, R1, whose payload still does not decode: ECORRUPT). */
+function decodeData(r: ScannedRecord): Op {
+  try {
+    return decodePayload(r.header.type, r.payload);
+  } catch (e) {
+    throw new CpError('ECORRUPT', `journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`, {
+      cause: e, details: { seq: r.seq, offset: r.offset, reason: 'payload' },
+    });
+  }
 }
 
 const OP_NAMES: Record<Desc['type'], string> = {

@@ -1,38 +1,39 @@
 /**
  * CpFile: a handle on one entry of a store, with fopen modes and fs/promises-style read and write.
- * Handles made by dup() share the entry and its position.
+ * Handles made by dup() share the entry and its position. A handle knows its store only as a
+ * FileHost (lib/store/host.ts): it does not import store.ts.
  */
 import { CpError } from '../errors.js';
-import { LAID_OUT, type Store, type Entry } from './store.js';
+import { LAID_OUT, type FileHost, type Entry } from './host.js';
 
 export type Mode = 'r' | 'r+' | 'w' | 'w+' | 'a' | 'a+';
 export const MODES: readonly Mode[] = ['r', 'r+', 'w', 'w+', 'a', 'a+'];
 export type Whence = 'set' | 'cur' | 'end';
 
-function checkCount(v: unknown, what: string): number {
+function validateCount(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
     throw new CpError('EINVAL', `${what} must be a non-negative integer, got ${String(v)}`);
   }
   return v;
 }
 
-function checkPosition(v: unknown): number | null {
+function validatePosition(v: unknown): number | null {
   if (v === undefined || v === null) return null;
   if (typeof v === 'bigint') v = Number(v);
-  return checkCount(v, 'position');
+  return validateCount(v, 'position');
 }
 
 /** offset and length of a call on `size` bytes of buffer or data, as fs/promises (ERR_OUT_OF_RANGE there). */
-function checkSpan(offset: unknown, length: unknown, size: number, what: string): { off: number; len: number } {
-  const off = offset === undefined || offset === null ? 0 : checkCount(offset, 'offset');
+function validateSpan(offset: unknown, length: unknown, size: number, what: string): { off: number; len: number } {
+  const off = offset === undefined || offset === null ? 0 : validateCount(offset, 'offset');
   if (off > size) throw new CpError('EINVAL', `offset ${off} is past the ${what}'s ${size} bytes`);
-  const len = length === undefined || length === null ? size - off : checkCount(length, 'length');
+  const len = length === undefined || length === null ? size - off : validateCount(length, 'length');
   if (off + len > size) throw new CpError('EINVAL', `offset ${off} + length ${len} exceeds the ${what}'s ${size} bytes`);
   return { off, len };
 }
 
 /** The file range [start, start+len) must end at or below 2^53-1, the largest position supported. */
-function checkEnd(start: number, len: number): void {
+function validateEnd(start: number, len: number): void {
   if (start + len > Number.MAX_SAFE_INTEGER) throw new CpError('EINVAL', `${start} + ${len} bytes is past the largest supported position (2^53-1)`);
 }
 
@@ -40,7 +41,7 @@ export class CpFile {
   /** @internal */ closed = false;
 
   /** @internal */
-  constructor(private store: Store, /** @internal */ readonly entry: Entry, readonly mode: Mode, readonly resumed: boolean) {}
+  constructor(private store: FileHost, /** @internal */ readonly entry: Entry, readonly mode: Mode, readonly resumed: boolean) {}
 
   get name(): string {
     return this.entry.name;
@@ -70,8 +71,8 @@ export class CpFile {
     this.live('read');
     if (!this.readable) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} was opened '${this.mode}': not readable`);
     if (!(buffer instanceof Uint8Array)) throw new CpError('EINVAL', 'read needs a Buffer or Uint8Array');
-    const { off, len } = checkSpan(offset, length, buffer.byteLength, 'buffer');
-    const at = checkPosition(position);
+    const { off, len } = validateSpan(offset, length, buffer.byteLength, 'buffer');
+    const at = validatePosition(position);
     const e = this.entry;
     const start = at ?? e.position;
     // (No end check: as in fs/promises, a read past the end of the file, even at 2^53-1, reads 0 bytes.)
@@ -101,8 +102,8 @@ export class CpFile {
     if (typeof data === 'string') bytes = Buffer.from(data, 'utf8');
     else if (data instanceof Uint8Array) bytes = data;
     else throw new CpError('EINVAL', 'write needs a Buffer, Uint8Array or string');
-    const { off, len } = checkSpan(offset, length, bytes.byteLength, 'data');
-    const at = checkPosition(position);
+    const { off, len } = validateSpan(offset, length, bytes.byteLength, 'data');
+    const at = validatePosition(position);
     const e = this.entry;
     // Where the write goes, the size and the position it leaves are decided now, in call order,
     // whether the store's queue is idle or not: everything is checked before anything moves.
@@ -110,7 +111,7 @@ export class CpFile {
     // Past the largest file the store's file system takes (probed at open): EFBIG now, not at the
     // apply; that limit is the one a caller can act on, so it is checked before 2^53-1's (EINVAL).
     if (len > 0 && start + len > this.store.maxFileSize) throw this.store.tooLarge(e.name, 'write', start + len);
-    checkEnd(start, len);
+    validateEnd(start, len);
     if (len > 0 && start + len > e.size) e.size = start + len;
     if (at === null) e.position = start + len;
     // As with fs/promises, the caller must not modify the data until the promise settles.
@@ -149,7 +150,7 @@ export class CpFile {
   async truncate(len = 0): Promise<void> {
     this.live('truncate');
     if (!this.writable) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} was opened 'r': not writable`);
-    checkCount(len, 'length');
+    validateCount(len, 'length');
     if (len > this.store.maxFileSize) throw this.store.tooLarge(this.entry.name, 'truncate', len);
     this.entry.size = len;
     await this.store.truncateEntry(this, len);

@@ -42,7 +42,7 @@ export class Namespace extends Map<string, Overlay> {
   /**
    * Throw when `name` cannot become a file: a pending file sits where one of its parent directories
    * must be, or pending names live below it (it is to be a directory). What is on disk already is
-   * checked when the name is resolved (names.ts checkInside, Store.overlayOf).
+   * validated when the name is resolved (names.ts validateInside, PendingFiles.overlayOf in lib/store/pending.ts).
    */
   assertCanCreate(name: string): void {
     if (this.dirs.has(name)) {

@@ -36,7 +36,7 @@ export class Overlay {
   modEpoch = -1;
   startSize = 0;
   /**
-   * Direct appends (Store.directStart): in epoch `directEpoch`, bytes at or past `directFrom` go
+   * Direct appends (WritePath.directStart, lib/store/write-path.ts): in epoch `directEpoch`, bytes at or past `directFrom` go
    * straight to the data file, which is cut back to `startSize` (the committed size) if the epoch
    * does not commit. Nothing pending touches the file at or past directFrom, so reads there come from
    * the base file, once the flusher has written up to `directMark` (JournalWriter.directMark).
@@ -55,6 +55,11 @@ export class Overlay {
     baseVisible: boolean,
   ) {
     this.baseLimit = baseVisible ? Infinity : 0;
+  }
+
+  /** A pending operation on this name was journaled at `p`. */
+  touch(p: number): void {
+    if (p > this.lastPos) this.lastPos = p;
   }
 
   /** Index of the first extent whose end is after `at`. */

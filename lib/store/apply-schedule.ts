@@ -1,0 +1,122 @@
+/**
+ * When committed epochs are applied to the files: in the background after a commit (at once when the
+ * lag is large, after an idle delay otherwise), and on demand (rollback, close). Holds the apply
+ * cursor this thread knows to be durable, which every COMMIT records (FORMAT.md "Control file").
+ */
+import { CpError } from '../errors.js';
+import { pos, posSeq, posOffset } from '../format.js';
+import type { JournalWriter } from '../journal/writer.js';
+import type { CallQueue } from './queue.js';
+import type { PendingFiles } from './pending.js';
+
+export interface ScheduleDeps {
+  writer: JournalWriter;
+  queue: CallQueue;
+  pending: PendingFiles;
+  applyThreshold: number;
+  applyDelay: number;
+  /** The control file's cursor and applied epoch at open. */
+  cursorPos: number;
+  appliedEpoch: number;
+  /**
+   * How an apply is started: Store.applyNow, which runs ApplySchedule.applyNow. Every apply goes
+   * through it (tests replace it on a store to keep committed epochs in the journal).
+   */
+  applyNow: (inQueue: boolean) => Promise<void>;
+}
+
+export class ApplySchedule {
+  /** The apply cursor (the position of the next record to apply), its segment, and the last epoch applied. */
+  appliedPos: number;
+  appliedSeq: number;
+  appliedEpoch: number;
+  /** The end of the last COMMIT known durable. */
+  durableEnd: number;
+  private applying: Promise<void> | null = null;
+  /** The idle-delay timer of a background apply. */
+  timer: NodeJS.Timeout | null = null;
+
+  constructor(private deps: ScheduleDeps) {
+    this.appliedEpoch = deps.appliedEpoch;
+    this.appliedPos = deps.cursorPos;
+    this.appliedSeq = posSeq(deps.cursorPos);
+    this.durableEnd = deps.cursorPos;
+  }
+
+  /**
+   * The apply cursor this thread knows is durable in the control file, for a COMMIT's trailer:
+   * recovery never replays from before it, even when the control file's newest slot is lost (direct
+   * appends made since are in no record, and a truncate replayed after them would destroy them).
+   */
+  get cursor(): { cursorSeq: number; cursorOffset: number; appliedEpoch: number } {
+    return { cursorSeq: this.appliedSeq, cursorOffset: posOffset(this.appliedPos), appliedEpoch: this.appliedEpoch };
+  }
+
+  /** Journal bytes committed but not applied yet. */
+  get lagBytes(): number {
+    return Math.max(0, this.durableEnd - this.appliedPos);
+  }
+
+  /** A COMMIT ending at `end` is durable: schedule its apply. */
+  committed(end: number): void {
+    if (end > this.durableEnd) this.durableEnd = end;
+  }
+
+  /** Start an apply now or after the idle delay, if there is anything to apply. */
+  schedule(): void {
+    const { queue, writer } = this.deps;
+    if (queue.failure || writer.failure || queue.closed) return; // only reopening is safe now
+    const lag = this.durableEnd - this.appliedPos;
+    if (lag <= 0) return;
+    const bigLag = posSeq(this.durableEnd) !== posSeq(this.appliedPos) || lag >= this.deps.applyThreshold;
+    if (bigLag) {
+      void this.deps.applyNow(false).catch(() => undefined);
+      return;
+    }
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (!queue.closed && !queue.failure) void this.deps.applyNow(false).catch(() => undefined);
+    }, this.deps.applyDelay);
+    this.timer.unref();
+  }
+
+  /**
+   * Apply every durable epoch to the files now; resolves when done. The overlays are settled inside
+   * the call queue, never in the middle of another call: `inQueue` says the caller already is in it.
+   */
+  async applyNow(inQueue: boolean): Promise<void> {
+    while (this.applying) await this.applying;
+    const end = this.durableEnd;
+    if (end <= this.appliedPos) return;
+    const { writer, queue } = this.deps;
+    this.applying = (async () => {
+      const res = await writer.flush([{ op: 'apply', endPos: end }]);
+      if (!res.ok) {
+        queue.fail(writer.failure ?? new CpError('EIO', 'apply failed'));
+        return;
+      }
+      if (!res.applied) return;
+      this.appliedPos = pos(res.applied.cursorSeq, res.applied.cursorOffset);
+      this.appliedSeq = res.applied.cursorSeq;
+      this.appliedEpoch = res.applied.appliedEpoch;
+      if (inQueue) this.settleAll();
+      else void queue.run(() => this.settleAll()).catch(() => undefined);
+    })();
+    try {
+      await this.applying;
+    } finally {
+      this.applying = null;
+    }
+  }
+
+  /** Drop what the applier made durable from every overlay; free journal segments nothing points into (FORMAT.md R12, A5). */
+  private settleAll(): void {
+    const pinned = this.deps.pending.settle(this.appliedPos);
+    this.deps.writer.applied(this.appliedSeq, pinned);
+  }
+
+  stopTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+  }
+}

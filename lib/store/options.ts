@@ -1,0 +1,82 @@
+/**
+ * openStore's options: what each one means (StoreOptions, public), and their validation into the
+ * settings a store runs with (ranges and defaults; EINVAL messages name the option).
+ */
+import { CpError } from '../errors.js';
+import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../format.js';
+import { type IO, nodeIO } from '../io.js';
+import type { Hooks } from '../hooks.js';
+
+export interface StoreOptions {
+  /** The seed's cp_hooks: mirror entries to an external checkpoint store. */
+  hooks?: Hooks;
+  /** fsync at all (default true). false trades every durability guarantee for speed. */
+  sync?: boolean;
+  /** Journal segment size in bytes (default 64 MiB). */
+  segmentSize?: number;
+  /** An open store checks every lockStale/2 ms that its lock is still its own (default 10000, min 2000); no lock is taken over by age. */
+  lockStale?: number;
+  /** Run the flusher on the main thread instead of a worker (deterministic tests). */
+  inline?: boolean;
+  /** The I/O implementation (tests and the torture suite); implies inline. */
+  io?: IO;
+  /**
+   * Tests: the URL of a module exporting `io` (an IO) that the flusher worker uses instead of its
+   * synchronous node:fs implementation, to record or fail the worker's own calls.
+   */
+  workerIO?: string;
+  /** Journal batch buffer size (default 1 MiB). */
+  batchBytes?: number;
+  /** Bytes on their way to the flusher before write() waits (default 16 MiB). */
+  maxInflight?: number;
+  /**
+   * Direct appends: once a file's appends in one epoch reach this many bytes, later appends to it in
+   * that epoch go straight to the file instead of through the journal (written once, not twice), if
+   * the last commit lists the file as open; recovery cuts them off (back to the committed size that
+   * commit records) if the epoch does not commit. Default 1 MiB; false turns it off.
+   */
+  directAppendMin?: number | false;
+  /** Committed but unapplied journal bytes that trigger an apply at once (default 8 MiB). */
+  applyThreshold?: number;
+  /** Idle delay before committed epochs are applied in the background, in ms (default 25). */
+  applyDelay?: number;
+  /** Proceed past journal corruption (copying the journal aside first). cp-recover --force uses it. */
+  force?: boolean;
+  /** Take no lock (only for tests that build crash states in memory). */
+  noLock?: boolean;
+}
+
+/** StoreOptions validated, with their defaults. */
+export interface StoreSettings {
+  segmentSize: number;
+  lockStale: number;
+  batchBytes: number;
+  maxInflight: number;
+  applyThreshold: number;
+  applyDelay: number;
+  /** directAppendMin; Infinity when direct appends are off. */
+  directMin: number;
+  sync: boolean;
+  io: IO;
+}
+
+function intOption(v: unknown, name: string, min: number, max: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new CpError('EINVAL', `option ${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** Validate the numeric options in this order (the first bad one is reported), and apply the defaults. */
+export function parseOptions(options: StoreOptions): StoreSettings {
+  const segmentSize = intOption(options.segmentSize, 'segmentSize', MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE, DEFAULT_SEGMENT_SIZE);
+  const lockStale = intOption(options.lockStale, 'lockStale', 2000, 24 * 3600 * 1000, 10000);
+  const batchBytes = intOption(options.batchBytes, 'batchBytes', 4096, 64 * 1024 * 1024, 1024 * 1024);
+  const maxInflight = intOption(options.maxInflight, 'maxInflight', batchBytes, 2 ** 31, 16 * 1024 * 1024);
+  const applyThreshold = intOption(options.applyThreshold, 'applyThreshold', 0, 2 ** 40, 8 * 1024 * 1024);
+  const applyDelay = intOption(options.applyDelay, 'applyDelay', 0, 3600 * 1000, 25);
+  const directMin = options.directAppendMin === false ? Infinity
+    : intOption(options.directAppendMin, 'directAppendMin', 1, Number.MAX_SAFE_INTEGER, 1024 * 1024);
+  return { segmentSize, lockStale, batchBytes, maxInflight, applyThreshold, applyDelay, directMin, sync: options.sync !== false, io: options.io ?? nodeIO };
+}

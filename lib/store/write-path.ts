@@ -1,0 +1,100 @@
+/**
+ * Where a handle's write goes: into the journal (records the overlay then reads back), or, for bulk
+ * appends past a file's committed end, straight to the file (direct appends: FORMAT.md "Direct
+ * appends"). Called in call order, when the write's turn comes (Store.writeEntry).
+ */
+import { posSeq } from '../format.js';
+import type { JournalWriter } from '../journal/writer.js';
+import type { Catalog } from './catalog.js';
+import type { Entry } from './host.js';
+import type { Overlay } from './overlay.js';
+
+export class WritePath {
+  /** `directMin`: StoreOptions.directAppendMin (Infinity when off). */
+  constructor(private writer: JournalWriter, private catalog: Catalog, private directMin: number) {}
+
+  /** Lay out the write of `data` at `at` in `e`'s file. */
+  writeNow(e: Entry, at: number, data: Uint8Array): void {
+    this.writer.check();
+    const ov = e.overlay;
+    const n = data.length;
+    if (n > 0) {
+      const building = this.catalog.building;
+      if (ov.modEpoch !== building) {
+        ov.modEpoch = building;
+        ov.startSize = ov.size;
+      }
+      const from = this.directStart(e.name, ov, at + n);
+      if (from >= at + n) {
+        this.journalWrite(e.name, ov, at, data);
+      } else if (from <= at) {
+        this.directWrite(e.name, ov, at, data);
+      } else {
+        // A write straddling directFrom is split.
+        this.journalWrite(e.name, ov, at, data.subarray(0, from - at));
+        this.directWrite(e.name, ov, from, data.subarray(from - at));
+      }
+    }
+  }
+
+  /**
+   * Where bytes of a write ending at `end` may go straight to the file in this epoch: from the
+   * returned offset on (Infinity: nowhere). Allowed only (FORMAT.md "Direct appends")
+   *   - while nothing pending creates, renames or truncates the file, and only past its size when
+   *     direct appends began in the epoch: every pending record of the file then touches bytes below
+   *     that point, so the direct bytes can be written before those records are applied without
+   *     either overwriting the other;
+   *   - for a file the last COMMIT (or CATALOG) lists as open with its committed size: recovery cuts
+   *     it back to that size (R11), which is how an epoch that does not commit loses its direct bytes;
+   *   - for a file the commit before the last one listed as open too.
+   */
+  private directStart(name: string, ov: Overlay, end: number): number {
+    const building = this.catalog.building;
+    if (ov.directEpoch === building) return ov.truncs.length === 0 && ov.nsPos < 0 ? ov.directFrom : Infinity;
+    if (end <= ov.size || ov.truncs.length !== 0 || ov.nsPos >= 0 || !ov.exists) return Infinity;
+    // Small appends stay in the journal (one fsync per check); a file's appends go direct once they
+    // reach directMin in the epoch (ov.startSize is the committed size: ov.modEpoch is this epoch),
+    // or from the first one when the previous epoch appended at least that much directly (a stream
+    // of bulk appends).
+    const streaming = ov.directEpoch === building - 1 && ov.directBytes >= this.directMin;
+    if (!streaming && end - ov.startSize < this.directMin) return Infinity;
+    const logged = this.catalog.logged.get(name);
+    if (!logged || logged.size !== ov.startSize) return Infinity;
+    // Listed open by the commit before the last one too: if damage to the last epoch's records
+    // (indistinguishable from a torn write, R8) rolls recovery back past it, the catalog recovered
+    // still has the file with a committed size to cut these bytes back to (FORMAT.md, direct appends).
+    if (logged.since >= building - 1) return Infinity;
+    ov.directEpoch = building;
+    ov.directBytes = 0;
+    ov.directFrom = ov.size;
+    return ov.directFrom;
+  }
+
+  private journalWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
+    // Small sequential writes continue the last record: no piece objects on this path.
+    const jOff = this.writer.continueWrite(name, at, data);
+    if (jOff >= 0) {
+      const p = this.writer.lastRecordPos;
+      ov.insert(at, data.length, this.writer.lastRecordIndex, posSeq(p), jOff, p);
+      ov.touch(p);
+    } else this.journalPieces(name, ov, at, data);
+  }
+
+  /** Journal `data` at `at` of `name` in new WRITE records (split at the payload cap) and point the overlay at them. */
+  journalPieces(name: string, ov: Overlay, at: number, data: Uint8Array): void {
+    for (const p of this.writer.appendWrite(name, at, data, this.catalog.building)) {
+      ov.insert(p.fileStart, p.len, p.index, posSeq(p.pos), p.jOff, p.pos);
+      ov.touch(p.pos);
+    }
+  }
+
+  private directWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
+    // ov.startSize is the committed size all through a direct epoch (checked in directStart).
+    if (!this.writer.continueDirect(name, at, data)) this.writer.appendDirect(name, ov.startSize, at, data);
+    ov.directMark = this.writer.directMark;
+    ov.directBytes += data.length;
+    if (at + data.length > ov.size) ov.size = at + data.length;
+    // Keep the overlay (and its size) until the epoch is applied, like any pending change.
+    ov.touch(this.writer.position);
+  }
+}
