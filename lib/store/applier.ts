@@ -20,7 +20,7 @@ import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry } 
 import { type IO, writeFully, isENOENT } from '../io.js';
 import { type ControlWriter } from '../journal/control.js';
 import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from '../journal/reader.js';
-import { CpError, ioError } from '../errors.js';
+import { CpError, ioError, corruptError } from '../errors.js';
 import { storePath, openInStore, makeParents, inParent } from '../names.js';
 
 export interface ApplyContext {
@@ -311,9 +311,8 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
     try {
       op = decodePayload(t, r.payload);
     } catch (e) {
-      throw new CpError('ECORRUPT', `journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`, {
-        cause: e, details: { seq: r.seq, offset: r.offset, reason: 'payload' },
-      });
+      throw corruptError(`journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`,
+        { kind: 'undecodable-at-apply', seq: r.seq, offset: r.offset, reason: 'payload' }, e);
     }
     switch (op.type) {
       case RecordType.WRITE: {
