@@ -16,11 +16,11 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { recover, type RecoveryReport } from '../lib/recovery/index.js';
-import { acquireLock, type Lock } from '../lib/lock.js';
+import { acquireLock, ownerStatus, type Lock } from '../lib/lock.js';
 import { nodeIO } from '../lib/io.js';
 import { CpError, corruptionOf } from '../lib/errors.js';
 import {
-  probeStore, ownerStatus, uncleanReasons, inspectJournal, fsError, type InspectedRecord, type InspectResult, type StorePaths,
+  probeStore, uncleanReasons, inspectJournal, fsError, type InspectedRecord, type InspectResult, type StorePaths,
 } from '../lib/recovery/inspect.js';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, LOCKED: 3, NEEDS_FORCE: 4 } as const;
