@@ -78,13 +78,13 @@ async function classifyFailedRecord(a: ClassifyInput, cur: number): Promise<Corr
   let found: { kind: ForceableKind; evidence: string } | null = null;
   let lostTo = cur;
   const past = (evidence: string): { kind: ForceableKind; evidence: string } => ({ kind: 'cursor-past-damage', evidence });
-  // The control file's cursor lies beyond the failed record (R8).
+  // The control file's cursor lies beyond the failed record, or its applied epoch is not below it (FORMAT.md R8).
   if (end.pos < cursorPos) found = past(`the apply cursor (segment ${control.cursorSeq} offset ${control.cursorOffset}) lies beyond it`);
   // A cursor inside a committed epoch (a rename fence) points at a record that was durable.
   else if (control.inEpoch && end.pos === cursorPos) found = past(`the apply cursor points at it, inside a committed epoch (a rename was being applied)`);
   const from = log.lastSegend;
   if (!found && end.reason === 'missing-segment' && from && from.version >= 3) {
-    // R9: from version 3 on, a segment is durable before the SEGEND naming it is written.
+    // FORMAT.md R9: from version 3 on, a segment is durable before the SEGEND naming it is written.
     found = { kind: 'missing-segment', evidence: `segment ${end.seq}, named by the segment end record at segment ${from.seq} offset ${from.offset}, is missing, and a segment is made durable before the record naming it is written` };
   }
   else if (control.appliedEpoch >= cur) found = past(`the control file says epoch ${control.appliedEpoch} was applied`);

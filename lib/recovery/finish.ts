@@ -43,7 +43,7 @@ export interface ApplyInput {
   report: RecoveryReport;
 }
 
-/** Apply the committed epochs after the replay's start (R11, R12), then cut back (R11). */
+/** Apply the committed epochs after the replay's start (FORMAT.md R11, R12), then cut back (R11). */
 export async function applyAndCutBack(a: ApplyInput): Promise<void> {
   const { plan, log, writer } = a;
   if (plan.staleControl) {
@@ -158,7 +158,7 @@ export async function endLogAt(io: IO, segs: Map<number, SegmentInfo>, files: Se
   }
 }
 
-/** fdatasync the live log's segments and the control file, fsync the metadata directories. */
+/** fdatasync the live log's segments and the control file, fsync the metadata directories (FORMAT.md R10). */
 export async function syncLog(io: IO, dir: string, p: MetaPaths, segs: Map<number, SegmentInfo>, fromSeq: number): Promise<void> {
   for (const s of [...segs.values()].sort((a, b) => a.seq - b.seq)) {
     if (s.seq < fromSeq) continue;

@@ -128,7 +128,7 @@ async function startFreshSegment(a: FreshSegmentInput): Promise<Omit<RecoveredSt
   const entries = a.report.entries;
   const segment: SegmentInfo = {
     version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: a.report.storeId,
-    // Large enough for the recovered catalog (rule 7), which may be larger than a segment.
+    // Large enough for the recovered catalog (FORMAT.md R7), which may be larger than a segment.
     size: segmentSizeFor(entryListBytes(entryListOps(RecordType.CATALOG, entries, MAX_PAYLOAD)), a.size),
     index, file: path.join(a.p.journal, segmentFileName(index)),
   };

@@ -95,6 +95,7 @@ export class LogCollector {
     this.scanned += r.size;
     if (this.onProgress) this.onProgress(this.scanned, this.totalBytes);
     const t = r.header.type;
+    // Every record reaching here is valid (FORMAT.md R1); its place in the log is checked next (R3, R5, R6).
     const v = this.order.next(t, r.header.epoch, r.header.flags);
     if (!v.ok) return this.misplaced(r, v);
     if (v.role === 'catalog' || v.role === 'catalog-part') return this.onCatalogPart(r, v.first);
@@ -108,7 +109,7 @@ export class LogCollector {
     }
     switch (t) {
       case RecordType.ENTRIES:
-        // Part of the COMMIT that follows (a catalog's parts were handled above).
+        // Part of the COMMIT that follows (R6: the parts are applied only at the COMMIT; a catalog's parts were handled above).
         if (op!.type === RecordType.ENTRIES) for (const e of op!.entries) this.commitParts.push(e);
         this.pendingRecords++;
         this.pendingBytes += r.size;
@@ -256,7 +257,7 @@ export async function scanLog(a: ScanInput): Promise<Scanned> {
     return { end: { seq: control.cursorSeq, offset: SEGMENT_HEADER_AREA, pos: cursorPos, reason: 'missing-segment' }, cursorSeg, log };
   }
   if (!a.fresh) {
-    // The cursor's segment was sized and synced before the cursor moved there (R8).
+    // The cursor's segment was sized and synced before the cursor moved there (FORMAT.md R8).
     const st = await a.io.fstat(await files.fd(cursorSeg));
     if (st.size < cursorSeg.size) {
       throw corruptError(`the segment holding the apply cursor (seq ${control.cursorSeq}, ${path.basename(cursorSeg.file)}) is ${st.size} bytes, its header says ${cursorSeg.size}`, {
@@ -264,6 +265,7 @@ export async function scanLog(a: ScanInput): Promise<Scanned> {
       });
     }
   }
+  // The first record that is not valid ends the log (FORMAT.md R1, R2); classify-end.ts says what that end means (R8).
   const end = await walkLog(segs, files, control.cursorSeq, SEGMENT_HEADER_AREA, log.visit);
   return { end, cursorSeg, log };
 }
