@@ -19,7 +19,7 @@ export type CpErrorCode =
 
 export class CpError extends Error {
   readonly code: CpErrorCode;
-  /** Structured details (for ECORRUPT: segment, offset, reason, lost epochs). */
+  /** Structured details (for ECORRUPT a CorruptionDetails, made by corruptError: its kind, whether --force applies, where). */
   readonly details?: Record<string, unknown>;
   constructor(code: CpErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
     super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
@@ -45,4 +45,72 @@ export function errorToPlain(err: unknown): { code: string; message: string; det
   if (err instanceof CpError) return { code: err.code, message: err.message, details: err.details };
   const e = err as NodeJS.ErrnoException;
   return { code: (e && e.code) || 'EIO', message: e && e.message ? e.message : String(err) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ECORRUPT details: one typed shape per kind of damage, built only by `corruptError`
+
+/**
+ * What an ECORRUPT is about (`.details.kind`). The forceable kinds carry the epochs that
+ * `force` (`cp-recover --force`) would lose; the others leave nothing a forced recovery could keep
+ * (docs/FORMAT.md R8 lists the proofs of corruption these stand for).
+ */
+export type CorruptionKind = UnforceableKind | ForceableKind;
+export type UnforceableKind =
+  | 'control-file' | 'cursor-segment-missing' | 'cursor-segment-short' | 'cursor-catalog' | 'undecodable-at-apply';
+export type ForceableKind =
+  | 'damaged-record-before-commits' | 'cursor-past-damage' | 'control-older-than-journal' | 'damaged-cursor-catalog'
+  | 'epoch-order' | 'undecodable-record' | 'missing-segment';
+
+/** Where a forceable damage is, and the epochs a forced recovery would lose. */
+export type LostEpochs = {
+  seq: number;
+  offset: number;
+  reason: string;
+  /** First epoch that would be lost, and the highest epoch seen after the damage. */
+  lostFrom: number;
+  lostTo: number;
+  evidence: string;
+};
+
+export type CorruptionDetails =
+  /** The control file is missing while the journal has segments, holds no valid slot, or is unreadable. */
+  | { kind: 'control-file'; forceable: false; file: string; reason: string }
+  /** The segment holding the apply cursor is missing, or its header is unusable (R8). */
+  | { kind: 'cursor-segment-missing'; forceable: false; seq: number; offset: number; invalid: { index: number; file: string; reason: string }[] }
+  /** The segment holding the apply cursor is shorter than its header says (R8). */
+  | { kind: 'cursor-segment-short'; forceable: false; seq: number; size: number; expected: number }
+  /**
+   * The catalog opening the cursor's segment is missing (another record stands there), damaged,
+   * undecodable, or ends before its last part (R3, R5): the walk has nothing to start from.
+   */
+  | { kind: 'cursor-catalog'; forceable: false; seq: number; offset: number; reason?: string }
+  /** The background applier met a record with a valid checksum and an undecodable payload. */
+  | { kind: 'undecodable-at-apply'; forceable: false; seq: number; offset: number; reason: string }
+  | ({ kind: ForceableKind; forceable: true } & LostEpochs);
+
+/** Every kind and whether `force` applies to it: the one table cp-recover's exit codes follow. */
+const FORCEABLE: Record<CorruptionKind, boolean> = {
+  'control-file': false, 'cursor-segment-missing': false, 'cursor-segment-short': false, 'cursor-catalog': false,
+  'undecodable-at-apply': false, 'damaged-record-before-commits': true, 'cursor-past-damage': true,
+  'control-older-than-journal': true, 'damaged-cursor-catalog': true, 'epoch-order': true, 'undecodable-record': true,
+  'missing-segment': true,
+};
+
+/** A CorruptionDetails without `forceable`, which the kind decides. */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+export type CorruptionFacts = DistributiveOmit<CorruptionDetails, 'forceable'>;
+
+/** The one constructor of ECORRUPT errors: `.details` is a CorruptionDetails. */
+export function corruptError(message: string, facts: CorruptionFacts, cause?: unknown): CpError {
+  const { kind, ...rest } = facts;
+  const details = { kind, forceable: FORCEABLE[kind], ...rest } as CorruptionDetails;
+  return new CpError('ECORRUPT', message, { details, ...(cause !== undefined ? { cause } : {}) });
+}
+
+/** The typed details of an ECORRUPT (null for any other error, or one that crossed no factory). */
+export function corruptionOf(err: unknown): CorruptionDetails | null {
+  if (!(err instanceof CpError) || err.code !== 'ECORRUPT' || !err.details) return null;
+  const kind = err.details.kind;
+  return typeof kind === 'string' && kind in FORCEABLE ? (err.details as CorruptionDetails) : null;
 }

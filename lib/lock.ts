@@ -14,39 +14,29 @@
  * record's), every `stale / 2` ms and before every task it hands to the flusher (`fencePort`), and once
  * it is not refuses everything with ECOMPROMISED. A stall of the owner itself changes nothing.
  *
+ * Owner records themselves (who this process is, reading a record back) are lib/owner-record.ts;
+ * `ownerLiveness` here is the one test of whether a record's process is alive, used to take the
+ * lock, to tidy records and by `ownerStatus` (cp-recover's read-only view).
+ *
  * This file uses node:fs directly, not the IO interface: the lock is the process's, not the store
  * data's, and must work the same under any injected IO.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
 import { CpError, ioError } from './errors.js';
 import { LOCK_NAME, OWNER_FILE } from './format.js';
 import { type FlusherPort } from './flusher/port.js';
+import { OWNER_RE, TMP_RE, identity, procStat, readHolder, ownerFiles, type OwnerRecord, type Holder } from './owner-record.js';
+
+export { parseOwnerRecord, readHolder, ownerFiles, type OwnerRecord } from './owner-record.js';
 
 export interface Lock {
   /** Best effort and total: every step runs, nothing throws. */
   release(): Promise<void>;
   /** null while the lock is still ours; once it is not, the ECOMPROMISED error (from then on, always). */
   verify(): CpError | null;
-}
-
-/** What `.cpfile/owner.<pid>` (and so `.cpfile/lock`) holds, as one line of JSON. */
-export interface OwnerRecord {
-  pid: number;
-  /** Field 22 of /proc/<pid>/stat (clock ticks since boot); null where there is no /proc. */
-  start: string | null;
-  /** /proc/sys/kernel/random/boot_id. */
-  boot: string | null;
-  /** readlink /proc/self/ns/pid, e.g. `pid:[4026531836]`. */
-  pidns: string | null;
-  host: string;
-  /** worker_threads threadId of the opener. */
-  thread: number;
-  /** Random, one per acquisition. */
-  token: string;
 }
 
 export type Liveness = 'alive' | 'dead' | 'unknown' | 'self';
@@ -56,69 +46,18 @@ export interface Verdict {
   why: string;
 }
 
-const OWNER_RE = new RegExp(`^${OWNER_FILE}\\.(\\d+)$`);
-const TMP_RE = new RegExp(`^${OWNER_FILE}\\.(\\d+)\\.[0-9a-f]+\\.tmp$`);
-
 // ---------------------------------------------------------------------------------------------
-// who we are, who a record names
+// is the owner alive
 
-function readOr<T>(f: () => T): T | null {
-  try {
-    return f();
-  } catch {
-    return null;
-  }
-}
-
-/** State (field 3) and start time (field 22) of /proc/<pid>/stat; null when there is no such entry. */
-function procStat(pid: number | 'self'): { state: string; start: string } | null {
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return null;
-  }
-  // comm (field 2) is in parentheses and may itself hold spaces and parentheses: split after the last ')'.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return rest.length > 19 ? { state: rest[0], start: rest[19] } : null;
-}
-
-let self: Omit<OwnerRecord, 'token'> | null = null;
-function identity(): Omit<OwnerRecord, 'token'> {
-  if (!self) {
-    self = {
-      pid: process.pid,
-      start: procStat('self')?.start ?? null,
-      boot: readOr(() => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()) || null,
-      pidns: readOr(() => fs.readlinkSync('/proc/self/ns/pid')),
-      host: os.hostname(),
-      thread: threadId,
-    };
-  }
-  return self;
-}
-
-/** A record read from disk, or null when it is not one (damaged, or written by an older cpfile). */
-export function parseOwnerRecord(text: string): OwnerRecord | null {
-  let o: unknown;
-  try {
-    o = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (!o || typeof o !== 'object') return null;
-  const r = o as Record<string, unknown>;
-  const strOrNull = (v: unknown): boolean => v === null || typeof v === 'string';
-  if (!Number.isSafeInteger(r.pid) || (r.pid as number) <= 0 || typeof r.host !== 'string' || typeof r.token !== 'string'
-    || !strOrNull(r.start) || !strOrNull(r.boot) || !strOrNull(r.pidns) || !Number.isSafeInteger(r.thread)) return null;
-  return { pid: r.pid as number, start: r.start as string | null, boot: r.boot as string | null, pidns: r.pidns as string | null,
-    host: r.host, thread: r.thread as number, token: r.token };
-}
+/** Tokens of locks this thread released but could not remove: its own leftovers, reclaimable. */
+const leftovers = new Set<string>();
 
 /**
- * The one rule for "is the process an owner record names still there" (lib/recovery/inspect.ts uses it too).
- * `dead` only when provably so; `unknown` when this process cannot check (another host or pid
- * namespace, no record); `self` for a record of this very process (the caller decides).
+ * The one rule for "is the process an owner record names still there": taking the lock, tidying
+ * owner records and `ownerStatus` (cp-recover) all ask it. `dead` only when provably so; `unknown`
+ * when this process cannot check (another host or pid namespace, no record); `self` for a record of
+ * this very process (the caller decides), except a lock this thread released but could not remove,
+ * which is its own leftover and so `dead` (reclaimable).
  */
 export function ownerLiveness(rec: OwnerRecord | null): Verdict {
   if (!rec) return { state: 'unknown', why: 'it names no owner that this version of cpfile can read' };
@@ -131,7 +70,9 @@ export function ownerLiveness(rec: OwnerRecord | null): Verdict {
   }
   // Same boot, same pid namespace (or a host without /proc: the pid alone, the best there is).
   if (rec.pid === me.pid) {
-    return rec.start === me.start ? { state: 'self', why: 'this process holds it' } : { state: 'dead', why: 'its owner had this process\'s pid before it' };
+    if (rec.start !== me.start) return { state: 'dead', why: 'its owner had this process\'s pid before it' };
+    if (rec.thread === threadId && leftovers.has(rec.token)) return { state: 'dead', why: 'this process released it but could not remove it' };
+    return { state: 'self', why: 'this process holds it' };
   }
   const st = procStat(rec.pid);
   if (!st) {
@@ -148,50 +89,11 @@ export function ownerLiveness(rec: OwnerRecord | null): Verdict {
   return { state: 'alive', why: `process ${rec.pid} is running${st.state === 'T' || st.state === 't' ? ' (stopped)' : ''}` };
 }
 
-interface Holder {
-  rec: OwnerRecord | null;
-  dev: bigint;
-  ino: bigint;
-}
-
-/** The record a lock (or owner) file holds, with its inode; null when there is no such file. */
-export function readHolder(file: string): Holder | null {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
-    if (code === 'ELOOP') {
-      const st = fs.lstatSync(file, { bigint: true });
-      return { rec: null, dev: st.dev, ino: st.ino };
-    }
-    throw e;
-  }
-  try {
-    const st = fs.fstatSync(fd, { bigint: true });
-    let rec: OwnerRecord | null = null;
-    if (st.isFile() && st.size <= 4096n) rec = parseOwnerRecord(fs.readFileSync(fd, 'utf8'));
-    return { rec, dev: st.dev, ino: st.ino };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Pids named by `owner.<pid>` files (would-be owners announce themselves before they take the lock). */
-export function ownerFiles(metaDir: string, names: string[] = fs.readdirSync(metaDir)): { pid: number; file: string }[] {
-  return names.map((n) => ({ n, m: OWNER_RE.exec(n) })).filter((x) => x.m !== null)
-    .map((x) => ({ pid: Number(x.m![1]), file: path.join(metaDir, x.n) }));
-}
-
 // ---------------------------------------------------------------------------------------------
 // taking and giving back
 
 /** Stores (st_dev:st_ino of their .cpfile directory) this thread holds, or is opening, the lock of. */
 const heldHere = new Set<string>();
-/** Tokens of locks this thread released but could not remove: its own leftovers, reclaimable. */
-const leftovers = new Set<string>();
-
 function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {
@@ -208,13 +110,6 @@ function unlinkIfOurs(file: string, ino: bigint): void {
 }
 
 type Taken = { ok: true } | { ok: false; holder: Holder | null; verdict: Verdict; busy?: boolean };
-
-/** The verdict on a holder, for taking: a `self` record is reclaimable only as this thread's own leftover. */
-function judge(rec: OwnerRecord | null): Verdict {
-  const v = ownerLiveness(rec);
-  if (v.state === 'self' && rec && rec.thread === threadId && leftovers.has(rec.token)) return { state: 'dead', why: 'this process released it but could not remove it' };
-  return v;
-}
 
 /**
  * Link our record to `name`. A holder that is provably dead is broken under `<name>.break` (itself a
@@ -233,7 +128,7 @@ function take(metaDir: string, name: string, mine: string, myIno: bigint, depth:
     const h = readHolder(target);
     if (!h) continue; // released meanwhile: try again
     if (h.ino === myIno) return { ok: true }; // ours already (a retried link)
-    const verdict = judge(h.rec);
+    const verdict = ownerLiveness(h.rec);
     if (verdict.state !== 'dead') return { ok: false, holder: h, verdict };
     if (depth >= 2) return { ok: false, holder: h, verdict, busy: true };
     const brk = take(metaDir, `${name}.break`, mine, myIno, depth + 1);
@@ -287,12 +182,16 @@ export function fencePort(port: FlusherPort, lock: Lock): FlusherPort {
   };
 }
 
-/**
- * Take the lock of the store whose metadata directory is `metaDir`. `stale` (ms) is how often an
- * open store checks in the background that its lock is still its own; no lock is ever taken over by
- * age. `onCompromised` is told (once) when the lock is found removed or replaced.
- */
-export async function acquireLock(metaDir: string, stale: number, onCompromised: (err: CpError) => void): Promise<Lock> {
+interface Claim {
+  root: string;
+  /** The real path of the metadata directory. */
+  meta: string;
+  /** st_dev:st_ino of the metadata directory (heldHere). */
+  key: string;
+}
+
+/** Mark the store as held (or being opened) by this thread: the store is what its .cpfile directory is on disk. */
+function claimInThread(metaDir: string): Claim {
   const root = path.dirname(metaDir);
   let meta: string;
   let key: string;
@@ -308,35 +207,38 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
     throw new CpError('ELOCKED', `store ${root} is already open in this process (pid ${process.pid}), perhaps through another path: close that store first`);
   }
   heldHere.add(key);
-  const lockPath = path.join(meta, LOCK_NAME);
-  const mine = path.join(meta, `${OWNER_FILE}.${process.pid}`);
-  const token = randomBytes(8).toString('hex');
-  const rec: OwnerRecord = { ...identity(), token };
-  let myIno: bigint;
-  // The record is written whole (temp, fsync) before any link to it: a lock never exists without it.
-  const tmp = path.join(meta, `${OWNER_FILE}.${process.pid}.${token}.tmp`);
+  return { root, meta, key };
+}
+
+/** Write this process's record whole (temp, fsync) before any link to it: a lock never exists without it. Returns its inode. */
+function writeOwnerRecord(c: Claim, tmp: string, rec: OwnerRecord): bigint {
   try {
     const fd = fs.openSync(tmp, 'wx', 0o644);
     try {
       fs.writeFileSync(fd, `${JSON.stringify(rec)}\n`);
       fs.fsyncSync(fd);
-      myIno = fs.fstatSync(fd, { bigint: true }).ino;
+      return fs.fstatSync(fd, { bigint: true }).ino;
     } finally {
       fs.closeSync(fd);
     }
   } catch (e) {
-    heldHere.delete(key);
+    heldHere.delete(c.key);
     try { fs.rmSync(tmp, { force: true }); } catch { /* best effort */ }
     // EACCES on a read-only store, ENOENT without a metadata directory, ...: a CpError like every failure.
-    throw ioError(e, `cannot write the owner record of ${root}`);
+    throw ioError(e, `cannot write the owner record of ${c.root}`);
   }
+}
+
+/** Link the lock to our record (waiting while another process breaks a dead holder's lock), then name the record owner.<pid>. */
+async function linkLock(c: Claim, tmp: string, mine: string, myIno: bigint): Promise<void> {
+  const lockPath = path.join(c.meta, LOCK_NAME);
   let lockErr: CpError | null = null;
   try {
     for (let round = 0; ; round++) {
-      const t = take(meta, LOCK_NAME, tmp, myIno, 0);
+      const t = take(c.meta, LOCK_NAME, tmp, myIno, 0);
       if (t.ok) break;
       if (!t.busy || round >= 50) {
-        lockErr = lockedError(root, lockPath, t);
+        lockErr = lockedError(c.root, lockPath, t);
         break;
       }
       await new Promise((r) => setTimeout(r, 20)); // another process is breaking a dead holder's lock
@@ -344,32 +246,57 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
     // The lock is ours: its record also goes by the name owner.<pid> (cp-recover and people read it).
     if (!lockErr) {
       fs.renameSync(tmp, mine);
-      fsyncDir(meta);
+      fsyncDir(c.meta);
     }
   } catch (e) {
-    lockErr = e instanceof CpError ? e : ioError(e, `cannot lock ${root}`);
+    lockErr = e instanceof CpError ? e : ioError(e, `cannot lock ${c.root}`);
   }
   if (lockErr) {
-    heldHere.delete(key);
+    heldHere.delete(c.key);
     try { unlinkIfOurs(lockPath, myIno); } catch { /* best effort */ }
     try { unlinkIfOurs(tmp, myIno); } catch { /* best effort */ }
     try { unlinkIfOurs(mine, myIno); } catch { /* best effort */ }
     throw lockErr;
   }
-  // Records of provably dead owners are left-overs now (a temp that never got renamed is left alone:
-  // without a whole record nothing proves its writer dead).
+}
+
+/**
+ * Records of provably dead owners are left-overs once the lock is ours (a temp that never got renamed
+ * is left alone: without a whole record nothing proves its writer dead).
+ */
+function removeDeadOwners(meta: string, mine: string): void {
   try {
     for (const n of fs.readdirSync(meta)) {
       if (!OWNER_RE.test(n) && !TMP_RE.test(n)) continue;
       const f = path.join(meta, n);
       if (f === mine) continue;
       const h = readHolder(f);
-      if (h && h.rec && judge(h.rec).state === 'dead') unlinkIfOurs(f, h.ino);
+      if (h && h.rec && ownerLiveness(h.rec).state === 'dead') unlinkIfOurs(f, h.ino);
     }
   } catch {
     // Tidying only.
   }
+}
 
+/**
+ * Take the lock of the store whose metadata directory is `metaDir`. `stale` (ms) is how often an
+ * open store checks in the background that its lock is still its own; no lock is ever taken over by
+ * age. `onCompromised` is told (once) when the lock is found removed or replaced.
+ */
+export async function acquireLock(metaDir: string, stale: number, onCompromised: (err: CpError) => void): Promise<Lock> {
+  const c = claimInThread(metaDir);
+  const mine = path.join(c.meta, `${OWNER_FILE}.${process.pid}`);
+  const token = randomBytes(8).toString('hex');
+  const tmp = path.join(c.meta, `${OWNER_FILE}.${process.pid}.${token}.tmp`);
+  const myIno = writeOwnerRecord(c, tmp, { ...identity(), token });
+  await linkLock(c, tmp, mine, myIno);
+  removeDeadOwners(c.meta, mine);
+  return heldLock(c, mine, myIno, token, stale, onCompromised);
+}
+
+/** The lock we hold: verified every `stale / 2` ms (and on demand), released at most once. */
+function heldLock(c: Claim, mine: string, myIno: bigint, token: string, stale: number, onCompromised: (err: CpError) => void): Lock {
+  const lockPath = path.join(c.meta, LOCK_NAME);
   let compromised: CpError | null = null;
   let released = false;
   const verify = (): CpError | null => {
@@ -383,7 +310,7 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
       why = `it cannot be checked: ${(e as Error).message}`;
     }
     if (why === null) return null;
-    compromised = new CpError('ECOMPROMISED', `the lock ${lockPath} of store ${root} is no longer this process's (${why}): ` +
+    compromised = new CpError('ECOMPROMISED', `the lock ${lockPath} of store ${c.root} is no longer this process's (${why}): ` +
       'nothing more is written; reopen the store');
     onCompromised(compromised);
     return compromised;
@@ -396,7 +323,7 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
       if (released) return;
       released = true;
       clearInterval(timer);
-      heldHere.delete(key);
+      heldHere.delete(c.key);
       // Every step runs even when an earlier one fails (a read-only file system after EIO): best effort.
       try {
         unlinkIfOurs(lockPath, myIno);
@@ -404,7 +331,54 @@ export async function acquireLock(metaDir: string, stale: number, onCompromised:
         leftovers.add(token); // still ours on disk: this process may reclaim it later
       }
       try { unlinkIfOurs(mine, myIno); } catch { /* best effort */ }
-      try { fsyncDir(meta); } catch { /* best effort */ }
+      try { fsyncDir(c.meta); } catch { /* best effort */ }
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// who owns a store, read without taking the lock (cp-recover)
+
+export interface OwnerStatus {
+  /** The lock (.cpfile/lock) exists. */
+  lockDir: boolean;
+  /**
+   * Pids from the lock's record and the .cpfile/owner.<pid> files, and whether each process may be
+   * alive: false only when it is provably dead (ownerLiveness, the rule acquireLock uses).
+   */
+  owners: { pid: number; alive: boolean }[];
+  /** Pids other than this process's that are not provably dead: the store is (or may be) in use. */
+  live: number[];
+  /** The lock exists and its holder is provably dead: openStore (or cp-recover) reclaims it. */
+  staleLock: boolean;
+}
+
+/**
+ * Who owns the store, read without taking the lock and without writing anything. The lock is a link
+ * to its holder's record; owner.<pid> files are the records of owners, live or not.
+ */
+export function ownerStatus(metaDir: string): OwnerStatus {
+  const names = fs.readdirSync(metaDir);
+  const byPid = new Map<number, boolean>();
+  const note = (pid: number, state: Liveness): void => {
+    const alive = state === 'alive' || state === 'unknown';
+    byPid.set(pid, (byPid.get(pid) ?? false) || alive);
+  };
+  for (const o of ownerFiles(metaDir, names)) {
+    const h = readHolder(o.file);
+    note(o.pid, h ? ownerLiveness(h.rec).state : 'dead');
+  }
+  const lockDir = names.includes(LOCK_NAME);
+  let holderDead = false;
+  let unnamed = false;
+  if (lockDir) {
+    const h = readHolder(path.join(metaDir, LOCK_NAME));
+    const state = h ? ownerLiveness(h.rec).state : 'dead';
+    holderDead = state === 'dead';
+    if (h?.rec) note(h.rec.pid, state);
+    else if (h) unnamed = true;
+  }
+  const owners = [...byPid].sort((x, y) => x[0] - y[0]).map(([pid, alive]) => ({ pid, alive }));
+  const live = owners.filter((o) => o.alive && o.pid !== process.pid).map((o) => o.pid);
+  return { lockDir, owners, live, staleLock: lockDir && holderDead && !unnamed && live.length === 0 };
 }

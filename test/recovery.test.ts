@@ -330,7 +330,7 @@ describe('recovery', () => {
     await crash(s);
     fs.rmSync(path.join(dir, '.cpfile', 'control'));
     const e = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
-    expect(e.details).to.deep.equal({ file: path.join(dir, '.cpfile', 'control'), reason: 'missing' });
+    expect(e.details).to.deep.equal({ kind: 'control-file', forceable: false, file: path.join(dir, '.cpfile', 'control'), reason: 'missing' });
   });
 
   it('every ECORRUPT says where in .details: a control file with no valid slot, a segment not opening with its catalog', async () => {
@@ -345,7 +345,7 @@ describe('recovery', () => {
     bad[612] ^= 1;
     fs.writeFileSync(ctl, bad);
     const e1 = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
-    expect(e1.details).to.deep.equal({ file: ctl, reason: 'crc, crc' });
+    expect(e1.details).to.deep.equal({ kind: 'control-file', forceable: false, file: ctl, reason: 'crc, crc' });
     fs.writeFileSync(ctl, saved);
     // The catalog opening the cursor's segment replaced by a valid record of another type: the walk
     // cannot start, and there is nothing --force could keep.
@@ -362,7 +362,7 @@ describe('recovery', () => {
     fs.closeSync(fd);
     const e2 = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
     expect(e2.message).to.match(/does not begin with a catalog record/);
-    expect(e2.details).to.deep.equal({ seq: catalog.seq, offset: catalog.offset, reason: 'catalog' });
+    expect(e2.details).to.deep.equal({ kind: 'cursor-catalog', forceable: false, seq: catalog.seq, offset: catalog.offset, reason: 'catalog' });
   });
 
   it('a control file of another format version is EFORMAT', async () => {

@@ -16,11 +16,11 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { recover, type RecoveryReport } from '../lib/recovery/index.js';
-import { acquireLock, type Lock } from '../lib/lock.js';
+import { acquireLock, ownerStatus, type Lock } from '../lib/lock.js';
 import { nodeIO } from '../lib/io.js';
-import { CpError } from '../lib/errors.js';
+import { CpError, corruptionOf } from '../lib/errors.js';
 import {
-  probeStore, ownerStatus, uncleanReasons, inspectJournal, fsError, type InspectedRecord, type InspectResult, type StorePaths,
+  probeStore, uncleanReasons, inspectJournal, fsError, type InspectedRecord, type InspectResult, type StorePaths,
 } from '../lib/recovery/inspect.js';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, LOCKED: 3, NEEDS_FORCE: 4 } as const;
@@ -76,8 +76,9 @@ JSON (--json): one object on stdout, in every mode and on errors (messages still
   Always: tool ("cp-recover"), version, mode ("recover" | "dry-run" | "verify" | "inspect"; null
     on a usage error), dir (absolute; null on a usage error), ok (boolean), exitCode, error (null,
     or { code, message, details? }; code is a CpError code such as ENOENT, EFORMAT, ECORRUPT,
-    ELOCKED, EACCES, or "EUSAGE"; an ECORRUPT that needs --force has details { seq, offset, reason,
-    lostFrom, lostTo, evidence }).
+    ELOCKED, EACCES, or "EUSAGE"; an ECORRUPT has details { kind, forceable, ... } and one that
+    needs --force (forceable true) has { kind, forceable, seq, offset, reason, lostFrom, lostTo,
+    evidence }).
   recover, dry-run, verify: dryRun, clean, problems (strings: why the store is not clean),
     lock { taken, reclaimedFrom (dead pids whose lock was or would be reclaimed), live (pids) },
     durationMs (whole run), report: null or { storeId, epoch (recovered epoch), replayedEpochs,
@@ -163,13 +164,14 @@ function classify(e: unknown, force: boolean): Failure {
   const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ');
   if (err.code === 'ELOCKED') return { exit: EXIT.LOCKED, code: err.code, message: oneLine(err.message), details, cause: err };
   if (err.code === 'ECORRUPT') {
-    const forceable = details !== undefined && typeof details.lostFrom === 'number';
+    // The kind of damage decides (lib/errors.ts CorruptionDetails): only a forceable one needs --force.
+    const corruption = corruptionOf(err);
+    const forceable = corruption?.forceable === true;
     if (forceable && !force) {
       return { exit: EXIT.NEEDS_FORCE, code: err.code, message: oneLine(err.message), details, cause: err };
     }
     // A journal segment of another format version is reported by recover() as an unusable header.
-    const invalid = (details?.invalid as { file: string; reason: string }[] | undefined) ?? [];
-    const version = invalid.find((x) => x.reason === 'version');
+    const version = corruption?.kind === 'cursor-segment-missing' ? corruption.invalid.find((x) => x.reason === 'version') : undefined;
     if (version) {
       return {
         exit: EXIT.FAILURE, code: 'EFORMAT', details, cause: err,

@@ -1,8 +1,9 @@
 /**
- * The order rules of a journal's records (docs/FORMAT.md, rules 5 and 6), in one place for recovery
- * and for cp-recover's inspection: which epoch each record must carry, and how an entry list
- * continues across CATALOG, ENTRIES and COMMIT records. A torn write never produces a valid record
- * that breaks them; a copied, misdirected or stale-but-valid one does.
+ * The order rules of a journal's records (docs/FORMAT.md R3, R5 and R6), coded here only, for
+ * recovery (lib/recovery/scan.ts) and for cp-recover's inspection (lib/recovery/inspect.ts): which
+ * epoch each record must carry (R3), and how an entry list continues across CATALOG, ENTRIES and
+ * COMMIT records (R5, R6). A torn write never produces a valid record that breaks them; a copied,
+ * misdirected or stale-but-valid one does (R8).
  */
 import { RECORD_FLAG_MORE, RecordType } from '../format.js';
 
@@ -35,6 +36,7 @@ export class EpochOrder {
     const more = (flags & RECORD_FLAG_MORE) !== 0;
     if (!this.started) {
       this.started = true;
+      // The walk starts at a CATALOG (R3).
       if (type !== RecordType.CATALOG) return { ok: false, reason: 'catalog', want: -1, message: 'the segment does not begin with a catalog record' };
       this.expect = epoch + 1;
       this.catalogMore = more;
@@ -42,7 +44,7 @@ export class EpochOrder {
       return { ok: true, role: 'catalog', more, first: true };
     }
     if (this.catalogMore) {
-      // A catalog's list continues in the very next record.
+      // A catalog's list continues in the very next record (R5).
       const want = this.expect - 1;
       if (type !== RecordType.ENTRIES || epoch !== want) {
         return { ok: false, reason: 'entries', want, message: `a catalog's entry list continues with an entries record of epoch ${want}` };
@@ -57,11 +59,12 @@ export class EpochOrder {
       if (this.commitPending) return { ok: false, reason: 'entries', want: this.expect, message: 'a commit\'s entry list straddles a segment end' };
       return { ok: true, role: 'segend' };
     }
+    // R3: records carry the epoch after the last COMMIT; a later segment's CATALOG the last committed one.
     const want = type === RecordType.CATALOG ? this.expect - 1 : this.expect;
     if (epoch !== want) return { ok: false, reason: 'epoch', want, message: `the log continues with epoch ${want}` };
     switch (type) {
       case RecordType.CATALOG:
-        // A catalog inside a commit's list: the list may not straddle segments (rule 6).
+        // A catalog inside a commit's list: the list may not straddle segments (R6).
         if (this.commitPending) return { ok: false, reason: 'entries', want, message: 'a commit\'s entry list is interrupted by a catalog' };
         this.catalogMore = more;
         return { ok: true, role: 'catalog', more, first: false };

@@ -1,10 +1,9 @@
 /**
- * Read-only views of a store for the operator's tool (tools/cp-recover.ts): who owns it, what its
- * journal holds record by record, and whether it is clean. Nothing here writes to the store; the
+ * Read-only views of a store for the operator's tool (tools/cp-recover.ts): what its journal holds
+ * record by record, and whether it is clean (who owns it is lib/lock.ts ownerStatus). Nothing here writes to the store; the
  * verdict on the journal's end (clean, torn tail, corruption) comes from recover({ dryRun: true }),
  * the very code openStore runs, so the tool and the library never disagree about it.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   LOCK_NAME, META_DIR, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, RecordType, SEGMENT_HEADER_AREA,
@@ -16,10 +15,9 @@ import { readControl } from '../journal/control.js';
 import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from '../journal/reader.js';
 import { recover, metaPaths, type RecoveryReport } from './index.js';
 import { CpError, ioError } from '../errors.js';
-import { ownerFiles, ownerLiveness, readHolder } from '../lock.js';
 
 // ---------------------------------------------------------------------------------------------
-// the store directory and its owner
+// the store directory (who owns it: lib/lock.ts ownerStatus)
 
 export interface StorePaths {
   root: string;
@@ -68,50 +66,6 @@ export function fsError(e: unknown, what: string): CpError {
   if (code === 'EACCES' || code === 'EPERM') return new CpError(code, `${what}: permission denied`, { cause: e });
   if (code === 'ENOENT') return new CpError('ENOENT', `${what}: no such file or directory`, { cause: e });
   return ioError(e, what);
-}
-
-export interface OwnerStatus {
-  /** The lock (.cpfile/lock) exists. */
-  lockDir: boolean;
-  /**
-   * Pids from the lock's record and the .cpfile/owner.<pid> files, and whether each process may be
-   * alive: false only when it is provably dead (lib/lock.ts ownerLiveness, the rule openStore uses).
-   */
-  owners: { pid: number; alive: boolean }[];
-  /** Pids other than this process's that are not provably dead: the store is (or may be) in use. */
-  live: number[];
-  /** The lock exists and its holder is provably dead: openStore (or cp-recover) reclaims it. */
-  staleLock: boolean;
-}
-
-/**
- * Who owns the store, read without taking the lock and without writing anything. The lock is a link
- * to its holder's record (lib/lock.ts); owner.<pid> files are the records of owners, live or not.
- */
-export function ownerStatus(metaDir: string): OwnerStatus {
-  const names = fs.readdirSync(metaDir);
-  const byPid = new Map<number, boolean>();
-  const note = (pid: number, state: string): void => {
-    const alive = state === 'alive' || state === 'unknown';
-    byPid.set(pid, (byPid.get(pid) ?? false) || alive);
-  };
-  for (const o of ownerFiles(metaDir, names)) {
-    const h = readHolder(o.file);
-    note(o.pid, h ? ownerLiveness(h.rec).state : 'dead');
-  }
-  const lockDir = names.includes(LOCK_NAME);
-  let holderDead = false;
-  let unnamed = false;
-  if (lockDir) {
-    const h = readHolder(path.join(metaDir, LOCK_NAME));
-    const state = h ? ownerLiveness(h.rec).state : 'dead';
-    holderDead = state === 'dead';
-    if (h?.rec) note(h.rec.pid, state);
-    else if (h) unnamed = true;
-  }
-  const owners = [...byPid].sort((x, y) => x[0] - y[0]).map(([pid, alive]) => ({ pid, alive }));
-  const live = owners.filter((o) => o.alive && o.pid !== process.pid).map((o) => o.pid);
-  return { lockDir, owners, live, staleLock: lockDir && holderDead && !unnamed && live.length === 0 };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,6 +255,81 @@ async function describeFailed(io: IO, seg: SegmentInfo, n: number, offset: numbe
   };
 }
 
+/** The control file as inspection sees it: usable, or why not (then the walk starts at the lowest valid segment). */
+async function inspectControl(io: IO, file: string): Promise<{ control: InspectResult['control']; problem: string | null; exists: boolean }> {
+  try {
+    await io.lstat(file);
+  } catch (e) {
+    if (!isENOENT(e)) throw fsError(e, file);
+    return { control: null, problem: `${file} is missing`, exists: false };
+  }
+  const ctl = await readControl(io, file).catch((e) => { throw fsError(e, file); });
+  if (ctl.kind === 'ok') return { control: { ...ctl.state, slot: ctl.slot }, problem: null, exists: true };
+  if (ctl.kind === 'empty') return { control: null, problem: `${file} holds no valid slot (zero or short: the store's creation never finished)`, exists: true };
+  return { control: null, problem: `${file}: no valid slot (${ctl.reasons.join(', ')})`, exists: true };
+}
+
+/**
+ * Walk the log from `startSeq` as recovery does and describe every record into `summary`, the
+ * order rules checked by the one checker (lib/recovery/epoch-order.ts); then describe the end.
+ */
+async function walkAndDescribe(opts: InspectOptions, segs: Map<number, SegmentInfo>, startSeq: number, summary: InspectSummary): Promise<void> {
+  const { io } = opts;
+  const inPage = (n: number): boolean => n >= summary.from && (summary.limit === null || n < summary.from + summary.limit);
+  const byType = summary.byType;
+  const files = new SegmentFiles(io);
+  try {
+    let n = 0;
+    const order = new EpochOrder();
+    const end = await walkLog(segs, files, startSeq, SEGMENT_HEADER_AREA, async (r) => {
+      const d = describeRecord(n, r);
+      const t = r.header.type;
+      if (!summary.segmentsWalked.includes(r.seq)) summary.segmentsWalked.push(r.seq);
+      const v = order.next(t, r.header.epoch, r.header.flags);
+      if (!v.ok) d.note = appendNote(d.note, v.reason === 'epoch' ? `epoch out of place: ${v.message}` : v.message);
+      summary.records++;
+      summary.bytes += r.size;
+      byType[d.type!] = (byType[d.type!] ?? 0) + 1;
+      if (d.range && d.range.end !== null) summary.dataBytes += d.range.end - d.range.start;
+      if (summary.firstEpoch === null) summary.firstEpoch = r.header.epoch;
+      if (t === RecordType.COMMIT) {
+        summary.commits++;
+        summary.lastCommitEpoch = r.header.epoch;
+        summary.uncommittedRecords = 0;
+      } else if (t === RecordType.ABORT) {
+        summary.uncommittedRecords = 0;
+      } else if (t !== RecordType.CATALOG && t !== RecordType.SEGEND && !(t === RecordType.ENTRIES && v.ok && v.role === 'catalog-part')) {
+        summary.uncommittedRecords++;
+      }
+      if (inPage(n)) {
+        summary.shown++;
+        if (opts.onRecord) await opts.onRecord(d);
+      }
+      n++;
+    });
+    const seg = segs.get(end.seq);
+    const failed = seg ? await describeFailed(io, seg, n, end.offset, end.reason) : null;
+    summary.end = { seq: end.seq, offset: end.offset, reason: end.reason, explanation: END_EXPLANATIONS[end.reason] ?? end.reason, record: failed };
+    if (failed && inPage(n)) {
+      summary.shown++;
+      if (opts.onRecord) await opts.onRecord(failed);
+    }
+  } finally {
+    await files.closeAll();
+  }
+}
+
+/** What recover() would do (its dry run, forced so that corruption is reported, not thrown), or the error it stops with. */
+async function recoveryVerdict(io: IO, root: string): Promise<InspectSummary['verdict']> {
+  try {
+    const rec = await recover({ io, dir: root, create: false, dryRun: true, force: true });
+    return { ok: true, report: rec.report, problems: uncleanReasons(rec.report) };
+  } catch (e) {
+    const err = e instanceof CpError ? e : fsError(e, root);
+    return { ok: false, error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } };
+  }
+}
+
 /**
  * Walk the journal the way recovery does (from the start of the cursor's segment, following SEGEND
  * records) and describe every record; then ask recover({ dryRun: true, force: true }) for its verdict.
@@ -309,29 +338,9 @@ async function describeFailed(io: IO, seg: SegmentInfo, n: number, offset: numbe
  */
 export async function inspectJournal(opts: InspectOptions): Promise<InspectResult> {
   const { io } = opts;
-  const from = opts.from ?? 0;
-  const limit = opts.limit ?? null;
   const paths = await probeStore(io, opts.dir);
   const root = paths.root;
-
-  let control: InspectResult['control'] = null;
-  let controlProblem: string | null = null;
-  let ctlExists = true;
-  try {
-    await io.lstat(paths.control);
-  } catch (e) {
-    if (!isENOENT(e)) throw fsError(e, paths.control);
-    ctlExists = false;
-  }
-  if (ctlExists) {
-    const ctl = await readControl(io, paths.control).catch((e) => { throw fsError(e, paths.control); });
-    if (ctl.kind === 'ok') control = { ...ctl.state, slot: ctl.slot };
-    else if (ctl.kind === 'empty') controlProblem = `${paths.control} holds no valid slot (zero or short: the store's creation never finished)`;
-    else controlProblem = `${paths.control}: no valid slot (${ctl.reasons.join(', ')})`;
-  } else {
-    controlProblem = `${paths.control} is missing`;
-  }
-
+  const { control, problem: controlProblem, exists: ctlExists } = await inspectControl(io, paths.control);
   const listing = await listSegments(io, paths.journal, control ? control.storeId : null).catch((e) => { throw fsError(e, paths.journal); });
   if (!control && listing.indexes.length === 0 && !ctlExists) {
     throw new CpError('ENOENT', `${root} is not a cpfile store (no ${META_DIR}/control)`);
@@ -340,75 +349,21 @@ export async function inspectJournal(opts: InspectOptions): Promise<InspectResul
   const segments = [...segs.values()].sort((a, b) => a.seq - b.seq)
     .map((s) => ({ index: s.index, file: s.file, seq: s.seq, size: s.size, salt: s.salt, storeId: s.storeId }));
 
-  let startSeq: number | null = control ? control.cursorSeq : (segments.length ? segments[0].seq : null);
-  const byType: Record<string, number> = {};
+  const startSeq: number | null = control ? control.cursorSeq : (segments.length ? segments[0].seq : null);
   const summary: InspectSummary = {
-    records: 0, shown: 0, from, limit, byType, bytes: 0, dataBytes: 0, segmentsWalked: [], commits: 0,
+    records: 0, shown: 0, from: opts.from ?? 0, limit: opts.limit ?? null, byType: {}, bytes: 0, dataBytes: 0, segmentsWalked: [], commits: 0,
     firstEpoch: null, lastCommitEpoch: null, uncommittedRecords: 0,
     end: { seq: startSeq ?? 0, offset: SEGMENT_HEADER_AREA, reason: 'missing-segment', explanation: '', record: null },
     verdict: { ok: false, error: { code: 'EINVAL', message: 'not run' } },
   };
-  const inPage = (n: number): boolean => n >= from && (limit === null || n < from + limit);
-
-  if (startSeq !== null) {
-    const files = new SegmentFiles(io);
-    try {
-      let n = 0;
-      const order = new EpochOrder();
-      const end = await walkLog(segs, files, startSeq, SEGMENT_HEADER_AREA, async (r) => {
-        const d = describeRecord(n, r);
-        const t = r.header.type;
-        if (!summary.segmentsWalked.includes(r.seq)) summary.segmentsWalked.push(r.seq);
-        const v = order.next(t, r.header.epoch, r.header.flags);
-        if (!v.ok) d.note = appendNote(d.note, v.reason === 'epoch' ? `epoch out of place: ${v.message}` : v.message);
-        summary.records++;
-        summary.bytes += r.size;
-        byType[d.type!] = (byType[d.type!] ?? 0) + 1;
-        if (d.range && d.range.end !== null) summary.dataBytes += d.range.end - d.range.start;
-        if (summary.firstEpoch === null) summary.firstEpoch = r.header.epoch;
-        if (t === RecordType.COMMIT) {
-          summary.commits++;
-          summary.lastCommitEpoch = r.header.epoch;
-          summary.uncommittedRecords = 0;
-        } else if (t === RecordType.ABORT) {
-          summary.uncommittedRecords = 0;
-        } else if (t !== RecordType.CATALOG && t !== RecordType.SEGEND && !(t === RecordType.ENTRIES && v.ok && v.role === 'catalog-part')) {
-          summary.uncommittedRecords++;
-        }
-        if (inPage(n)) {
-          summary.shown++;
-          if (opts.onRecord) await opts.onRecord(d);
-        }
-        n++;
-      });
-      const seg = segs.get(end.seq);
-      const failed = seg ? await describeFailed(io, seg, n, end.offset, end.reason) : null;
-      summary.end = { seq: end.seq, offset: end.offset, reason: end.reason, explanation: END_EXPLANATIONS[end.reason] ?? end.reason, record: failed };
-      if (failed && inPage(n)) {
-        summary.shown++;
-        if (opts.onRecord) await opts.onRecord(failed);
-      }
-    } finally {
-      await files.closeAll();
-    }
-  } else {
-    startSeq = null;
-    summary.end.explanation = 'the journal has no usable segment';
-  }
+  if (startSeq !== null) await walkAndDescribe(opts, segs, startSeq, summary);
+  else summary.end.explanation = 'the journal has no usable segment';
   if (startSeq !== null && !segs.has(startSeq)) {
     summary.end.explanation = control && control.counter === 1
       ? 'the store has never been written: its first segment does not exist yet'
       : 'the segment holding the apply cursor is missing or its header is unusable';
   }
-
-  try {
-    const rec = await recover({ io, dir: root, create: false, dryRun: true, force: true });
-    summary.verdict = { ok: true, report: rec.report, problems: uncleanReasons(rec.report) };
-  } catch (e) {
-    const err = e instanceof CpError ? e : fsError(e, root);
-    summary.verdict = { ok: false, error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } };
-  }
-
+  summary.verdict = await recoveryVerdict(io, root);
   return {
     dir: root, control, controlProblem, segments, invalidSegments: listing.invalid,
     start: startSeq === null ? null : { seq: startSeq, offset: SEGMENT_HEADER_AREA }, summary,

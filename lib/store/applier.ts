@@ -22,7 +22,7 @@ import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry, t
 import { type IO, writeFully, isENOENT } from '../io.js';
 import { type ControlWriter } from '../journal/control.js';
 import { type SegmentFiles, type SegmentInfo, type ScannedRecord, walkLog } from '../journal/reader.js';
-import { CpError, ioError } from '../errors.js';
+import { CpError, ioError, corruptError } from '../errors.js';
 import { openInStore, inParent } from '../names.js';
 import { FileCache } from './apply-files.js';
 
@@ -300,9 +300,8 @@ function decodeData(r: ScannedRecord): Op {
   try {
     return decodePayload(r.header.type, r.payload);
   } catch (e) {
-    throw new CpError('ECORRUPT', `journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`, {
-      cause: e, details: { seq: r.seq, offset: r.offset, reason: 'payload' },
-    });
+    throw corruptError(`journal record at segment ${r.seq} offset ${r.offset} has a valid checksum but an undecodable payload`,
+      { kind: 'undecodable-at-apply', seq: r.seq, offset: r.offset, reason: 'payload' }, e);
   }
 }
 

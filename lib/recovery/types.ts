@@ -1,0 +1,86 @@
+/**
+ * The shapes recovery takes and gives: its options, the report openStore and cp-recover show, and
+ * the state openStore continues writing from. (lib/recovery/index.ts re-exports them.)
+ */
+import type { CatalogEntry, ControlState } from '../format.js';
+import type { SegmentInfo, EndReason } from '../journal/reader.js';
+import type { LostEpochs } from '../errors.js';
+import type { IO } from '../io.js';
+
+export interface RecoverOptions {
+  io: IO;
+  dir: string;
+  sync?: boolean;
+  /** Analyse only: change nothing. */
+  dryRun?: boolean;
+  /** Proceed past corruption (after copying the journal aside). */
+  force?: boolean;
+  /** Create the store when `dir` holds none (openStore does; cp-recover does not). */
+  create?: boolean;
+  /** Size of the fresh segment recovery starts (default: the size of the segment holding the cursor, else 64 MiB). */
+  segmentSize?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Damage that is not a torn tail (FORMAT.md R8): where it is and the epochs `force` loses. */
+export type Corruption = LostEpochs;
+
+export interface RecoveryReport {
+  /** True when no store existed and one was created. */
+  created: boolean;
+  storeId: string;
+  /** The recovered (last durable) epoch. */
+  epoch: number;
+  /** Epochs committed but not yet applied when recovery started (replayed now, or to replay in a dry run). */
+  replayedEpochs: number;
+  replayedRecords: number;
+  /** Payload bytes of the replayed records (the data and names they carry, without record headers). */
+  replayedBytes: number;
+  /** Valid records after the last commit, discarded. */
+  discardedRecords: number;
+  /** Journal bytes of the discarded records (headers and padding included). */
+  discardedBytes: number;
+  /**
+   * The control file's newest slot was lost (damage: a crash never causes this): a COMMIT records a
+   * later apply cursor, and recovery continued from that one, repairing the control file.
+   */
+  staleControl: boolean;
+  /** The log ended in a damaged record that is a normal crash artifact. */
+  tornTail: boolean;
+  endReason: EndReason;
+  /** The store needed no work: nothing to replay and nothing to discard. */
+  clean: boolean;
+  corruption: Corruption | null;
+  /** Where the damaged journal was copied when forcing past corruption. */
+  brokenCopy: string | null;
+  filesTouched: string[];
+  /**
+   * Open entries whose file was longer than its committed size (the size in its entry): direct
+   * appends of an epoch that never committed, cut off (`from` is the length before). A dry run lists
+   * the files it would cut.
+   */
+  cutBack: { name: string; size: number; from: number }[];
+  /** Open (unfinished) entries with their checkpointed positions. */
+  entries: CatalogEntry[];
+  durationMs: number;
+}
+
+/** What openStore needs besides the report to continue writing. */
+export interface RecoveredState {
+  report: RecoveryReport;
+  control: ControlState;
+  /** The control file slot holding `control`. */
+  controlSlot: 0 | 1;
+  /** The fresh segment the writer continues in, and where. */
+  segment: SegmentInfo;
+  writeOffset: number;
+  /**
+   * Where the fresh segment's file has no blocks yet (it was created or grown by ftruncate), or null
+   * when every block of it was written before (a recycled segment).
+   */
+  sparseFrom: number | null;
+  /** Indexes of segment files free for reuse. */
+  free: number[];
+  nextIndex: number;
+  maxSeq: number;
+}
