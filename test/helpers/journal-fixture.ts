@@ -14,16 +14,15 @@
  */
 import * as path from 'node:path';
 import {
-  RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, CONTROL_SLOT_SIZE, RecordType, MIN_SEGMENT_SIZE,
+  RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, CONTROL_SLOT_SIZE, CONTROL_FILE_SIZE, RecordType, MIN_SEGMENT_SIZE,
+  META_DIR, CONTROL_FILE, JOURNAL_DIR, decodeControlSlot,
   encodeRecord, encodeSegmentHeader, decodeSegmentHeader, encodeControlSlot, sealRecord, segmentFileName, pos,
   type CatalogEntry, type ControlState, type SegmentHeader, type Op, type AppliedCursor,
 } from '../../lib/format.js';
 import { JournalWriter } from '../../lib/journal/writer.js';
 import { InlinePort } from '../../lib/flusher/port.js';
-import { type TaskResult } from '../../lib/flusher/core.js';
 import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type ScanEnd, type SegmentListing } from '../../lib/journal/reader.js';
-import { readControl } from '../../lib/journal/control.js';
-import { recover, metaPaths, type RecoverOptions, type RecoveredState } from '../../lib/recovery/index.js';
+import { recover, type RecoverOptions, type RecoveredState } from '../../lib/recovery/index.js';
 import { SimFS } from '../torture/simfs.js';
 
 /** Where the fixture's store lives on its SimFS. */
@@ -44,7 +43,12 @@ export interface At {
 
 export class JournalFixture {
   readonly dir = STORE;
-  readonly paths = metaPaths(STORE);
+  /** The store's metadata paths (docs/FORMAT.md, "Store layout"). */
+  readonly paths = {
+    meta: path.join(STORE, META_DIR),
+    control: path.join(STORE, META_DIR, CONTROL_FILE),
+    journal: path.join(STORE, META_DIR, JOURNAL_DIR),
+  };
   /** The last committed epoch; records laid out now belong to epoch + 1. */
   epoch = 0;
   /** The open entries as of the last commit (what a rotation's CATALOG lists). */
@@ -168,10 +172,17 @@ export class JournalFixture {
     return path.join(this.paths.journal, segmentFileName(index));
   }
 
+  /** The control file's current slot (the valid one with the larger counter), decoded with format.ts. */
   async control(): Promise<{ state: ControlState; slot: 0 | 1 }> {
-    const c = await readControl(this.sim, this.paths.control);
-    if (c.kind !== 'ok') throw new Error(`control file: ${c.kind}`);
-    return { state: c.state, slot: c.slot };
+    const b = Buffer.alloc(CONTROL_FILE_SIZE);
+    this.bytes(this.paths.control).copy(b);
+    let best: { state: ControlState; slot: 0 | 1 } | null = null;
+    for (const slot of [0, 1] as const) {
+      const r = decodeControlSlot(b.subarray(slot * CONTROL_SLOT_SIZE, (slot + 1) * CONTROL_SLOT_SIZE));
+      if (r.ok && (!best || r.state.counter > best.state.counter)) best = { state: r.state, slot };
+    }
+    if (!best) throw new Error('control file: no valid slot');
+    return best;
   }
 
   async segments(storeId: string | null = this.storeId): Promise<SegmentListing> {
@@ -304,6 +315,8 @@ export class JournalFixture {
     this.sim.writeFileSync(file, b);
   }
 }
+
+type TaskResult = Awaited<ReturnType<JournalWriter['flush']>>;
 
 function ok(res: TaskResult, what: string): TaskResult {
   if (!res.ok) throw new Error(`${what} failed: ${res.error?.code} ${res.error?.message}`);
