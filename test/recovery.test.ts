@@ -1,11 +1,11 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openStore, CpError, type Store } from '../lib/index.js';
+import { openStore, type Store } from '../lib/index.js';
 import { recover } from '../lib/recovery/index.js';
-import { nodeIO, type IO } from '../lib/io.js';
 import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord, decodeControlSlot } from '../lib/format.js';
 import { interceptIO, injected } from './helpers/intercept-io.js';
+import { expectCpError } from './helpers/sandbox.js';
 import { SEGMENT_FDS } from '../lib/journal/reader.js';
 import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
 
@@ -25,17 +25,6 @@ async function writeEpochs(s: Store, n: number): Promise<void> {
     await s.writeFile(`f${i}.txt`, `file ${i}`);
     await s.check();
   }
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<CpError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).to.be.instanceOf(CpError);
-    expect((e as CpError).code, (e as Error).message).to.equal(code);
-    return e as CpError;
-  }
-  throw new Error(`expected ${code}`);
 }
 
 describe('recovery', () => {
@@ -94,7 +83,7 @@ describe('recovery', () => {
     ctl[newest * 512 + 100] ^= 1;
     fs.writeFileSync(ctlFile, ctl);
     // The older slot points into the segment of the first run, whose log ends cleanly at epoch 1.
-    const e = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    const e = await expectCpError(() => openStore(dir, NO_APPLY), 'ECORRUPT');
     expect(e.message).to.match(/records an apply cursor .* beyond the end of the log: the control file is older than the journal/);
     expect(e.details).to.include({ lostFrom: acked, lostTo: acked });
   });
@@ -125,7 +114,7 @@ describe('recovery', () => {
     const victim = recs.find((r) => r.header.type === RecordType.WRITE && r.header.epoch === 2)!;
     flipByte(segmentPath(dir, victim), victim.offset + RECORD_HEADER_SIZE + victim.header.len - 1);
     const before = snapshot(dir);
-    const err = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    const err = await expectCpError(() => openStore(dir, NO_APPLY), 'ECORRUPT');
     expect(err.details).to.include({ lostFrom: 2, lostTo: 4 });
     expect(err.message).to.match(/Epochs 2\.\.4/);
     expect(snapshot(dir)).to.deep.equal(before); // refusing changed nothing
@@ -181,7 +170,7 @@ describe('recovery', () => {
     expect(cat.header.type).to.equal(RecordType.CATALOG);
     // The catalog sits before the last commit, which was fsynced after it: damage there is corruption.
     flipByte(segmentPath(dir, cat), cat.offset + 8);
-    await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    await expectCpError(() => openStore(dir, NO_APPLY), 'ECORRUPT');
   });
 
   it('records left from an earlier life of a recycled segment are never replayed', async () => {
@@ -241,16 +230,10 @@ describe('recovery', () => {
       fs.cpSync(base, dir, { recursive: true });
       let calls = 0;
       const killed = new Error('killed');
-      const io = new Proxy(nodeIO, {
-        get(t, k: string) {
-          const f = (t as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[k];
-          if (!MUTATING.has(k)) return f;
-          return async (...args: unknown[]) => {
-            if (++calls === stopAt) throw killed;
-            return f(...args);
-          };
-        },
-      }) as IO;
+      const io = interceptIO(async (call, _args, next) => {
+        if (MUTATING.has(call) && ++calls === stopAt) throw killed;
+        return next();
+      });
       let died = false;
       try {
         await recover({ io, dir, create: false });
@@ -295,7 +278,7 @@ describe('recovery', () => {
       const file = segmentPath(dir, recs[0]);
       if (damage === 'header') flipByte(file, 20);
       else fs.truncateSync(file, 4096);
-      await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+      await expectCpError(() => openStore(dir, NO_APPLY), 'ECORRUPT');
     }
   });
 
@@ -329,7 +312,7 @@ describe('recovery', () => {
     await writeEpochs(s, 1);
     await crash(s);
     fs.rmSync(path.join(dir, '.cpfile', 'control'));
-    const e = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    const e = await expectCpError(() => openStore(dir, NO_APPLY), 'ECORRUPT');
     expect(e.details).to.deep.equal({ kind: 'control-file', forceable: false, file: path.join(dir, '.cpfile', 'control'), reason: 'missing' });
   });
 
@@ -344,7 +327,7 @@ describe('recovery', () => {
     bad[100] ^= 1;
     bad[612] ^= 1;
     fs.writeFileSync(ctl, bad);
-    const e1 = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    const e1 = await expectCpError(() => openStore(dir, NO_APPLY), 'ECORRUPT');
     expect(e1.details).to.deep.equal({ kind: 'control-file', forceable: false, file: ctl, reason: 'crc, crc' });
     fs.writeFileSync(ctl, saved);
     // The catalog opening the cursor's segment replaced by a valid record of another type: the walk
@@ -360,7 +343,7 @@ describe('recovery', () => {
     const abort = encodeRecord({ type: RecordType.ABORT }, h.header.salt, catalog.header.epoch + 1, catalog.offset);
     fs.writeSync(fd, abort, 0, abort.length, catalog.offset);
     fs.closeSync(fd);
-    const e2 = await expectCode(openStore(dir, NO_APPLY), 'ECORRUPT');
+    const e2 = await expectCpError(() => openStore(dir, NO_APPLY), 'ECORRUPT');
     expect(e2.message).to.match(/does not begin with a catalog record/);
     expect(e2.details).to.deep.equal({ kind: 'cursor-catalog', forceable: false, seq: catalog.seq, offset: catalog.offset, reason: 'catalog' });
   });
@@ -374,7 +357,7 @@ describe('recovery', () => {
     b.write('NOTCPF!!', 0, 'latin1');
     b.write('NOTCPF!!', 512, 'latin1');
     fs.writeFileSync(file, b);
-    await expectCode(openStore(dir, { inline: true, noLock: true }), 'EFORMAT');
+    await expectCpError(() => openStore(dir, { inline: true, noLock: true }), 'EFORMAT');
   });
 });
 
@@ -397,7 +380,7 @@ describe('recovery: a redo over names that later records turned into directories
     await s.writeFile('a/b', 'under a directory now');
     await s.check();
     failControl = true; // the apply runs, but its cursor move fails: recovery must redo all three epochs
-    await expectCode(s.close(), 'EREOPEN').catch(() => undefined);
+    await expectCpError(() => s.close(), 'EREOPEN').catch(() => undefined);
     expect(fs.statSync(path.join(dir, 'a')).isDirectory()).to.equal(true);
     const again = await openStore(dir, NO_APPLY);
     expect(again.epoch).to.equal(4); // close() checked once more before its apply failed

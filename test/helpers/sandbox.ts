@@ -62,8 +62,8 @@ export class Sandbox {
 const NO_THROW = Symbol('no-throw');
 
 /**
- * Runs fn (sync throw or async rejection both count) and asserts it failed with a CpError
- * carrying `code` and a non-empty one-line message. Returns the error.
+ * The one error assertion of the test suite. Runs fn (sync throw or async rejection both count) and
+ * asserts it failed with a CpError carrying `code` and a non-empty one-line message. Returns the error.
  */
 export async function expectCpError(fn: () => unknown, code: string): Promise<CpError> {
   let caught: unknown = NO_THROW;
