@@ -4,7 +4,8 @@
  * I/O before returning, so nothing is left parked while piscina idles the thread.
  */
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { FlusherCore, type Task, type TaskResult } from '../lib/flusher/core.js';
+import { FlusherCore } from '../lib/flusher/core.js';
+import { type Task, type TaskResult } from '../lib/flusher/protocol.js';
 import { syncNodeIO, type IO } from '../lib/io.js';
 import { errorToPlain } from '../lib/errors.js';
 

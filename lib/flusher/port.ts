@@ -4,7 +4,8 @@
  * Both run tasks strictly in submission order.
  */
 import { Piscina } from 'piscina';
-import { FlusherCore, type Task, type TaskResult } from './core.js';
+import { FlusherCore } from './core.js';
+import { type Task, type TaskResult } from './protocol.js';
 import { type IO } from '../io.js';
 import { errorToPlain } from '../errors.js';
 

@@ -12,10 +12,10 @@ import {
   segmentFileName, entryListOps, entryListBytes, recordCap, segmentSizeFor, type CatalogEntry, type Op, type AppliedCursor,
 } from '../format.js';
 import { type IO } from '../io.js';
-import { type Action, type PlainSegment, type TaskResult, type FlusherInit } from '../flusher/core.js';
+import { type Action, type PlainSegment, type TaskResult, type FlusherInit } from '../flusher/protocol.js';
 import { type FlusherPort } from '../flusher/port.js';
 import { CpError, type CpErrorCode } from '../errors.js';
-import { randomSalt } from '../recovery/index.js';
+import { randomSalt } from './segments.js';
 
 const isU64 = (v: number): boolean => Number.isSafeInteger(v) && v >= 0;
 

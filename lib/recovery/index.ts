@@ -16,13 +16,16 @@
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import {
-  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, READABLE_VERSIONS_TEXT, RecordType, decodePayload, encodeCatalog,
+  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, READABLE_VERSIONS_TEXT, RecordType, decodePayload, encodeCatalog,
   entryListBytes, entryListOps, segmentSizeFor, MAX_PAYLOAD, MAX_SEGMENT_SIZE, RECORD_HEADER_SIZE, isZero as isAllZero, posSeq, posOffset,
-  encodeSegmentHeader, pos, segmentFileName, type CatalogEntry, type ControlState,
+  pos, type CatalogEntry, type ControlState,
 } from '../format.js';
 import { type IO, isENOENT, writeFully, readFully } from '../io.js';
 import { readControl, createControl, ControlWriter } from '../journal/control.js';
-import { listSegments, walkLog, findLaterEpoch, SegmentFiles, type SegmentInfo, type EndReason } from '../journal/reader.js';
+import { walkLog, findLaterEpoch, type EndReason } from '../journal/reader.js';
+import { SegmentFiles } from '../journal/segment-files.js';
+import { listSegments, initSegment, randomSalt, type SegmentInfo } from '../journal/segments.js';
+import { metaPaths, segmentPath, journalFilePath, type MetaPaths } from '../journal/paths.js';
 import { applyCommitted } from '../store/applier.js';
 import { EpochOrder } from './epoch-order.js';
 import { CpError, ioError } from '../errors.js';
@@ -114,12 +117,8 @@ export interface RecoveredState {
 }
 
 const storeIdNew = (): string => crypto.randomBytes(8).toString('hex');
-export const randomSalt = (): number => crypto.randomBytes(4).readUInt32LE(0);
-
-export function metaPaths(dir: string): { meta: string; control: string; journal: string } {
-  const meta = path.join(dir, META_DIR);
-  return { meta, control: path.join(meta, CONTROL_FILE), journal: path.join(meta, JOURNAL_DIR) };
-}
+// metaPaths is built in lib/journal/paths.ts; re-exported for the callers that take it from here.
+export { metaPaths };
 
 async function exists(io: IO, p: string): Promise<boolean> {
   try {
@@ -588,7 +587,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
         version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: control.storeId,
         // Large enough for the recovered catalog (rule 7), which may be larger than a segment.
         size: segmentSizeFor(entryListBytes(entryListOps(RecordType.CATALOG, report.entries, MAX_PAYLOAD)), opts.segmentSize ?? cursorSeg?.size ?? DEFAULT_SEGMENT_SIZE),
-        index, file: path.join(p.journal, segmentFileName(index)),
+        index, file: segmentPath(p.journal, index),
       };
       const entries = report.entries;
       const { writeOffset, sparseFrom } = await initSegment(io, segment, sync, entries, lastCommitEpoch, p.journal).catch(async (err) => {
@@ -702,7 +701,7 @@ async function endLogAt(io: IO, segs: Map<number, SegmentInfo>, files: SegmentFi
 }
 
 /** fdatasync the live log's segments and the control file, fsync the metadata directories. */
-async function syncLog(io: IO, dir: string, p: { meta: string; control: string; journal: string }, segs: Map<number, SegmentInfo>, fromSeq: number): Promise<void> {
+async function syncLog(io: IO, dir: string, p: MetaPaths, segs: Map<number, SegmentInfo>, fromSeq: number): Promise<void> {
   for (const s of [...segs.values()].sort((a, b) => a.seq - b.seq)) {
     if (s.seq < fromSeq) continue;
     const fd = await io.open(s.file, 'readwrite');
@@ -731,44 +730,6 @@ async function syncLog(io: IO, dir: string, p: { meta: string; control: string; 
   await io.fsyncDir(dir);
 }
 
-/**
- * (Re)initialise a segment file: header, then a CATALOG record of `entries` as of `epoch`; synced.
- * Returns the offset after the catalog record. Used by recovery and by the flusher on rotation.
- */
-export async function initSegment(
-  io: IO, seg: SegmentInfo, sync: boolean, entries: CatalogEntry[] | null, epoch: number, journalDir: string,
-): Promise<{ writeOffset: number; sparseFrom: number | null }> {
-  let isNew = false;
-  let fd: number;
-  try {
-    fd = await io.open(seg.file, 'readwrite');
-  } catch (e) {
-    if (!isENOENT(e)) throw e;
-    fd = await io.open(seg.file, 'create');
-    isNew = true;
-  }
-  try {
-    const st = await io.fstat(fd);
-    if (st.size !== seg.size) await io.ftruncate(fd, seg.size);
-    const area = Buffer.alloc(SEGMENT_HEADER_AREA);
-    encodeSegmentHeader(seg).copy(area, 0);
-    let bytes = area;
-    if (entries) {
-      const rec = encodeCatalog(entries, seg.salt, epoch, SEGMENT_HEADER_AREA, seg.size);
-      bytes = Buffer.concat([area, rec]);
-    }
-    await writeFully(io, fd, bytes, 0, bytes.length, 0);
-    if (sync) {
-      if (isNew || st.size !== seg.size) await io.fsync(fd);
-      else await io.fdatasync(fd);
-    }
-    if (sync && isNew) await io.fsyncDir(journalDir);
-    return { writeOffset: bytes.length, sparseFrom: st.size < seg.size ? Math.max(st.size, bytes.length) : null };
-  } finally {
-    await io.close(fd);
-  }
-}
-
 /** Where copyJournalAside builds its copy before renaming it into place. */
 export const PARTIAL_COPY = 'journal.broken-partial';
 
@@ -788,7 +749,7 @@ async function copyJournalAside(io: IO, journalDir: string, metaDir: string, syn
   const BLOCK = 4096;
   const buf = Buffer.allocUnsafe(1 << 20);
   for (const name of await io.readdir(journalDir)) {
-    const src = await io.open(path.join(journalDir, name), 'read');
+    const src = await io.open(journalFilePath(journalDir, name), 'read');
     try {
       const dst = await io.open(path.join(tmp, name), 'createExcl');
       try {

@@ -14,7 +14,8 @@ import { EpochOrder } from './epoch-order.js';
 import { type IO, isENOENT } from '../io.js';
 import { readControl } from '../journal/control.js';
 import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from '../journal/reader.js';
-import { recover, metaPaths, type RecoveryReport } from './index.js';
+import { recover, type RecoveryReport } from './index.js';
+import { metaPaths } from '../journal/paths.js';
 import { CpError, ioError } from '../errors.js';
 import { ownerFiles, ownerLiveness, readHolder } from '../lock.js';
 
@@ -58,7 +59,7 @@ export async function probeStore(io: IO, dir: string): Promise<StorePaths> {
   } catch (e) {
     throw fsError(e, p.meta);
   }
-  return { root, ...p, lock: path.join(p.meta, LOCK_NAME) };
+  return { root, ...p };
 }
 
 /** A one-line CpError for a node:fs failure on `what`. */

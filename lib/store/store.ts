@@ -12,7 +12,8 @@ import {
   DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, MAX_CATALOG_BYTES, RecordType, entrySize, pos, posSeq, posOffset, type CatalogEntry,
 } from '../format.js';
 import { type IO, nodeIO, readFully, isENOENT } from '../io.js';
-import { recover, metaPaths, type RecoveryReport } from '../recovery/index.js';
+import { recover, type RecoveryReport } from '../recovery/index.js';
+import { metaPaths } from '../journal/paths.js';
 import { JournalWriter } from '../journal/writer.js';
 import { InlinePort, WorkerPort, type FlusherPort } from '../flusher/port.js';
 import { Namespace } from './namespace.js';
