@@ -9,6 +9,7 @@
  */
 import { posOffset, posSeq } from '../format.js';
 import { type IO } from '../io.js';
+import { CpError } from '../errors.js';
 import { READ_WINDOW, SegmentReader } from './segment-reader.js';
 
 /**
@@ -102,6 +103,25 @@ export class SegmentFiles {
     return this.pins.has(index);
   }
 
+  /**
+   * Read `len` bytes at offset `at` of `seg`'s file into `buf` at `off`. The file stays pinned (open,
+   * and its segment in use: see inUse()) until the read is done.
+   */
+  async readExactly(seg: SegmentFile, at: number, buf: Uint8Array, off: number, len: number): Promise<void> {
+    this.pin(seg.index);
+    try {
+      const fd = this.cachedFd(seg.index) ?? await this.fd(seg);
+      let done = 0;
+      while (done < len) {
+        const n = await this.io.read(fd, buf, off + done, len - done, at + done);
+        if (n <= 0) throw new CpError('EIO', `journal segment ${seg.index} shorter than expected`);
+        done += n;
+      }
+    } finally {
+      this.unpin(seg.index);
+    }
+  }
+
   /** A reader of `seg`; with `endPos`, reads stop where that position falls in this segment. */
   async reader(seg: SegmentFile & { size: number; seq: number }, endPos?: number): Promise<SegmentReader> {
     const readEnd = endPos !== undefined && posSeq(endPos) === seg.seq ? posOffset(endPos) : seg.size;
@@ -109,8 +129,12 @@ export class SegmentFiles {
     return new SegmentReader(this.io, () => this.fd(seg), seg.size, READ_WINDOW, readEnd);
   }
 
-  async closeAll(): Promise<void> {
-    for (const fd of this.fds.values()) await this.io.close(fd);
+  /** Close every file; `ignoreErrors`: a failed close does not stop the others (the writer at close). */
+  async closeAll(ignoreErrors = false): Promise<void> {
+    for (const fd of this.fds.values()) {
+      if (ignoreErrors) await this.io.close(fd).catch(() => undefined);
+      else await this.io.close(fd);
+    }
     this.fds.clear();
   }
 

@@ -498,7 +498,7 @@ export class Store {
   }
 
   private writeNow(f: CpFile, at: number, data: Uint8Array): void {
-    this.writer.check();
+    this.writer.throwIfFailed();
     const e = f.entry;
     const ov = e.overlay;
     const n = data.length;
