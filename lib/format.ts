@@ -206,7 +206,8 @@ export function readRecordHeader(b: Buffer, at = 0): RecordHeader {
 export type RecordCheck = 'ok' | 'zero' | 'stale' | 'length' | 'type' | 'crc';
 
 /**
- * Validate the header fields that can be checked before the payload is read.
+ * Validate the header fields that can be checked before the payload is read: checks (1) to (3) of
+ * FORMAT.md R1 (salt, length, type and flags); the crc (4) is recordCrcOk's.
  * `room` is how many bytes remain in the segment from the record's start.
  */
 export function checkRecordHeader(h: RecordHeader, salt: number, room: number, raw: Buffer, at = 0): RecordCheck {
@@ -474,7 +475,11 @@ export function splitEntries(entries: CatalogEntry[], cap: number, lastReserve =
   return parts;
 }
 
-/** The records of an entry list: a CATALOG, or a COMMIT with its apply cursor, and the ENTRIES records that carry the rest. */
+/**
+ * The records of an entry list: a CATALOG, or a COMMIT with its apply cursor, and the ENTRIES records
+ * that carry the rest: a CATALOG first with MORE, then its ENTRIES (FORMAT.md R5); a COMMIT's
+ * ENTRIES with MORE first, the COMMIT last (R6).
+ */
 export function entryListOps(
   type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], cap: number, applied?: AppliedCursor | null,
 ): { op: Op; flags: number }[] {
@@ -517,7 +522,7 @@ export function encodeCatalog(entries: CatalogEntry[], salt: number, epoch: numb
 export const MAX_CATALOG_BYTES = 256 * 1024 * 1024;
 
 /**
- * The size of a new segment that must hold `listBytes` of entry records (its catalog, and a commit's
+ * (FORMAT.md R7.) The size of a new segment that must hold `listBytes` of entry records (its catalog, and a commit's
  * list that may not straddle segments) beside room for data: `base` (the store's segment size) when
  * they take at most a quarter of it, else twice what they need, rounded up to 64 KiB.
  */

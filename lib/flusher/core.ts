@@ -5,7 +5,17 @@
  * The main thread decides the journal's layout (which segment, which offset); the flusher executes
  * ordered actions: initialise a segment, write bytes, make them durable, apply committed epochs.
  * Tasks run strictly one after another, so a record of epoch E+1 is never written before the
- * COMMIT of epoch E was synced: recovery's torn-tail/corruption rule depends on it.
+ * COMMIT of epoch E was synced (FORMAT.md R4): recovery's torn-tail/corruption rule (R8) depends on it.
+ * The task types are in protocol.ts.
+ *
+ * State held on both threads, and which copy is the source of truth:
+ *   - the apply cursor: `control.state` here (the ControlWriter writes the control file, so it is
+ *     the durable truth); the main thread only has what TaskResult.applied reported, never ahead.
+ *   - the epoch's direct appends: the main thread decides which files are fenced
+ *     (lib/journal/direct-appends.ts); `fences` here is the copy the 'fence' actions give, in order,
+ *     kept because this side cuts the files back on rollback.
+ *   - the live segments: the main thread lays them out (lib/journal/segment-allocator.ts); `segs`
+ *     here is what the 'segment' actions (and the init) described, for writing and applying.
  */
 import { type IO, writeFully } from '../io.js';
 import { ControlWriter } from '../journal/control.js';
@@ -49,7 +59,11 @@ export class FlusherCore {
   private writes: SegmentFiles;
   private files: SegmentFiles;
   private journalDir: string;
-  /** Files written directly in the epoch being built: name -> committed size (the fence). */
+  /**
+   * Files written directly in the epoch being built: name -> committed size (the fence). A copy of
+   * the main thread's decision (DirectAppends), learnt from the 'fence' actions; the size is what
+   * 'undoDirect' cuts the file back to.
+   */
   private fences = new Map<string, number>();
   /** Write fds on those files. */
   private dataFds = new Map<string, number>();
@@ -120,6 +134,8 @@ export class FlusherCore {
             if (!this.fences.has(a.name)) this.fences.set(a.name, a.size);
             break;
           case 'direct': {
+            // Only after the file's fence: its committed size is known here before any direct byte
+            // can reach it (docs/FORMAT.md, "Direct appends").
             if (!this.fences.has(a.name)) throw new CpError('EINVAL', `direct write to ${JSON.stringify(a.name)} without a fence`);
             await writeFully(this.io, await this.dataFd(a.name), a.bytes, 0, a.bytes.length, a.offset);
             if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
@@ -129,12 +145,14 @@ export class FlusherCore {
           case 'undoDirect': res.fsyncs += await this.endDirect(true); break;
           case 'apply': {
             // Records must be durable before they are applied: the data files may not run ahead
-            // of the journal.
+            // of the journal (FORMAT.md R12: the apply barriers start from durable records).
             res.fsyncs += await this.syncAll();
             const r = await applyCommitted(
               { io: this.io, root: this.init.dir, segs: this.segs, files: this.files, control: this.control, sync: this.init.sync },
               a.endPos,
             );
+            // The control file (this.control.state) is the source of truth for the cursor; the
+            // main thread learns it from here, only once it is durable.
             res.applied = {
               cursorSeq: this.control.state.cursorSeq, cursorOffset: this.control.state.cursorOffset,
               appliedEpoch: this.control.state.appliedEpoch, epochs: r.epochs, bytes: r.bytes,
@@ -222,7 +240,10 @@ export class FlusherCore {
     else this.sparse.delete(seg.index);
   }
 
-  /** Make a new segment durable: its header and size, and its name in the journal directory. */
+  /**
+   * Make a new segment durable: its header and size, and its name in the journal directory, before
+   * the next action writes the SEGEND naming it (FORMAT.md R9).
+   */
   private async syncSegment(index: number): Promise<number> {
     if (!this.init.sync) return 0;
     // fsync, not fdatasync: the file may be new, or have just changed size.

@@ -1,7 +1,8 @@
 /**
- * Reading the journal: segment headers, records in order across segments, and the evidence that
- * tells a torn tail from corruption. Decoding never throws for damaged bytes: it reports why a record
- * ends the log (see RecordCheck) and the caller decides what that means.
+ * Reading the journal: records in order across segments, and the evidence that tells a torn tail
+ * from corruption. Decoding never throws for damaged bytes: it reports why a record ends the log
+ * (see RecordCheck) and the caller decides what that means. Segment listing is in segments.ts, the
+ * cache of open segment files in segment-files.ts, the windowed reader in segment-reader.ts.
  */
 import {
   RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, MAX_PAYLOAD, RecordType,
@@ -39,7 +40,11 @@ export interface ScanEnd {
   reason: EndReason;
 }
 
-/** Check one record at `offset` of a segment; returns the record or why it is not one. */
+/**
+ * Check one record at `offset` of a segment; returns the record or why it is not one. A record is
+ * valid only when all four checks of FORMAT.md R1 hold (salt, length, type and flags, crc), in that
+ * order: nothing of it is trusted before.
+ */
 export async function readRecordAt(
   reader: SegmentReader, seg: SegmentInfo, offset: number, checkCrc = true,
 ): Promise<{ ok: true; rec: ScannedRecord } | { ok: false; reason: RecordCheck | 'segment-end' }> {
@@ -63,8 +68,9 @@ export async function readRecordAt(
 }
 
 /**
- * Walk the log from (startSeq, startOffset), following SEGEND records. Calls `visit` for each valid
- * record (return false to stop early) and returns where and why the log ended.
+ * Walk the log from (startSeq, startOffset), following SEGEND records (FORMAT.md R2: the first record
+ * that is not valid ends it). Calls `visit` for each valid record (return false to stop early) and
+ * returns where and why the log ended; the order of records (R3, R5, R6) is the caller's to check.
  */
 export async function walkLog(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, startSeq: number, startOffset: number,
@@ -100,9 +106,11 @@ export async function walkLog(
 }
 
 /**
- * Look for proof that bytes at a failed record were once durable: a valid record with an epoch above
- * `epoch` after it, in the same segment (scanning 8-byte aligned offsets, since the failed record's
- * length cannot be trusted) or in any segment with a higher seq. Returns the one with the highest epoch.
+ * Look for proof that bytes at a failed record were once durable (FORMAT.md R8, the first proof): a
+ * valid record with an epoch above `epoch` after it, in the same segment (scanning 8-byte aligned
+ * offsets, since the failed record's length cannot be trusted) or in any segment with a higher seq.
+ * Such a record is only written after the failed record's epoch was synced (R4). Returns the one
+ * with the highest epoch.
  */
 export async function findLaterEpoch(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, failSeq: number, failOffset: number, epoch: number,
