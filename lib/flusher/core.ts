@@ -25,7 +25,7 @@ import { metaPaths, segmentPath } from '../journal/paths.js';
 import { applyCommitted } from '../store/applier.js';
 import { CpError, errorToPlain } from '../errors.js';
 import { storePath, openInStore } from '../names.js';
-import { type Action, type FlusherInit, type PlainSegment, type TaskResult, type PlainError } from './protocol.js';
+import { type Action, type FlusherInit, type PlainSegment, type TaskResult, type PlainError, failedResult } from './protocol.js';
 
 /**
  * Commits that wrote at most this much since the previous sync get the journal ahead of them
@@ -106,7 +106,7 @@ export class FlusherCore {
    */
   async run(actions: Action[]): Promise<TaskResult> {
     if (this.broken) {
-      return { ok: false, fsyncs: 0, error: { ...this.broken, message: `an earlier flusher task failed (${this.broken.code}: ${this.broken.message})` } };
+      return failedResult({ ...this.broken, message: `an earlier flusher task failed (${this.broken.code}: ${this.broken.message})` });
     }
     const res: TaskResult = { ok: true, fsyncs: 0 };
     try {

@@ -90,6 +90,9 @@ export interface TaskResult {
   applied?: AppliedReport;
 }
 
+/** The error of a task sent before the init task (a flusher with no state). */
+export const NOT_STARTED: PlainError = { code: 'EIO', message: 'flusher used before init' };
+
 /** A failed result that did not touch the disk. */
 export const failedResult = (error: PlainError): TaskResult => ({ ok: false, fsyncs: 0, error });
 
