@@ -171,6 +171,17 @@ export function recordCrc(buf: Buffer, at: number, len: number, offset: number):
   return crc32(buf.subarray(at + 4, at + RECORD_HEADER_SIZE + len), crc32(o));
 }
 
+/** The payload length field of the record header at `at`. */
+export const recordLen = (buf: Buffer, at: number): number => buf.readUInt32LE(at + 4);
+
+/**
+ * Set the payload length of the record header at `at` (a WRITE the writer extends in place with
+ * data that continues it, before it is sealed).
+ */
+export function setRecordLen(buf: Buffer, at: number, len: number): void {
+  buf.writeUInt32LE(len, at + 4);
+}
+
 /** Compute and store the crc of the record at `at` (segment offset `offset`) whose payload length is already in its header. */
 export function sealRecord(buf: Buffer, at: number, offset = 0): void {
   const len = buf.readUInt32LE(at + 4);
@@ -195,7 +206,8 @@ export function readRecordHeader(b: Buffer, at = 0): RecordHeader {
 export type RecordCheck = 'ok' | 'zero' | 'stale' | 'length' | 'type' | 'crc';
 
 /**
- * Validate the header fields that can be checked before the payload is read.
+ * Validate the header fields that can be checked before the payload is read: checks (1) to (3) of
+ * FORMAT.md R1 (salt, length, type and flags); the crc (4) is recordCrcOk's.
  * `room` is how many bytes remain in the segment from the record's start.
  */
 export function checkRecordHeader(h: RecordHeader, salt: number, room: number, raw: Buffer, at = 0): RecordCheck {
@@ -309,10 +321,22 @@ function readEntries(buf: Buffer, at: number, end?: { at: number }): CatalogEntr
   return out;
 }
 
+/** Bytes of a WRITE payload before its data: the u64 file offset and the name. */
+export const writeHeadSize = (name: string): number => 8 + nameSize(name);
+
+/**
+ * Encode the head of a WRITE payload at `at` (the u64 file offset, then the name); returns where its
+ * data starts. The journal writer copies the data in itself, and may extend a WRITE with more data.
+ */
+export function encodeWriteHead(buf: Buffer, at: number, fileOffset: number, name: string): number {
+  writeU64(buf, fileOffset, at);
+  return writeName(buf, at + 8, name);
+}
+
 /** Payload byte length of an op (for WRITE, header part + data). */
 export function payloadSize(op: Op): number {
   switch (op.type) {
-    case RecordType.WRITE: return 8 + nameSize(op.name) + op.data.length;
+    case RecordType.WRITE: return writeHeadSize(op.name) + op.data.length;
     case RecordType.TRUNCATE: return 8 + nameSize(op.name);
     case RecordType.CREATE:
     case RecordType.UNLINK: return nameSize(op.name);
@@ -329,8 +353,7 @@ export function payloadSize(op: Op): number {
 export function encodePayload(buf: Buffer, at: number, op: Op): number {
   switch (op.type) {
     case RecordType.WRITE:
-      writeU64(buf, op.offset, at);
-      at = writeName(buf, at + 8, op.name);
+      at = encodeWriteHead(buf, at, op.offset, op.name);
       return at + op.data.copy(buf, at);
     case RecordType.TRUNCATE:
       writeU64(buf, op.length, at);
@@ -452,7 +475,11 @@ export function splitEntries(entries: CatalogEntry[], cap: number, lastReserve =
   return parts;
 }
 
-/** The records of an entry list: a CATALOG, or a COMMIT with its apply cursor, and the ENTRIES records that carry the rest. */
+/**
+ * The records of an entry list: a CATALOG, or a COMMIT with its apply cursor, and the ENTRIES records
+ * that carry the rest: a CATALOG first with MORE, then its ENTRIES (FORMAT.md R5); a COMMIT's
+ * ENTRIES with MORE first, the COMMIT last (R6).
+ */
 export function entryListOps(
   type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], cap: number, applied?: AppliedCursor | null,
 ): { op: Op; flags: number }[] {
@@ -495,7 +522,7 @@ export function encodeCatalog(entries: CatalogEntry[], salt: number, epoch: numb
 export const MAX_CATALOG_BYTES = 256 * 1024 * 1024;
 
 /**
- * The size of a new segment that must hold `listBytes` of entry records (its catalog, and a commit's
+ * (FORMAT.md R7.) The size of a new segment that must hold `listBytes` of entry records (its catalog, and a commit's
  * list that may not straddle segments) beside room for data: `base` (the store's segment size) when
  * they take at most a quarter of it, else twice what they need, rounded up to 64 KiB.
  */

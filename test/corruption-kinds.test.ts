@@ -8,9 +8,10 @@ import { corruptionOf, type CorruptionKind } from '../lib/errors.js';
 import { nodeIO } from '../lib/io.js';
 import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord, decodeControlSlot, sealRecord, pos } from '../lib/format.js';
 import { readControl, ControlWriter } from '../lib/journal/control.js';
-import { listSegments, SegmentFiles } from '../lib/journal/reader.js';
+import { listSegments } from '../lib/journal/segments.js';
+import { SegmentFiles } from '../lib/journal/segment-files.js';
 import { applyCommitted } from '../lib/store/applier.js';
-import { metaPaths } from '../lib/recovery/index.js';
+import { metaPaths } from '../lib/journal/paths.js';
 import { openHeld, crash, records, segmentPath, flipByte, NO_APPLY } from './helpers/journal.js';
 import { Sandbox } from './helpers/sandbox.js';
 

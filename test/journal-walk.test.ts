@@ -4,7 +4,7 @@
 // system, one small piece of damage, and what walkLog makes of it (docs/FORMAT.md R1, R2).
 import { expect } from 'chai';
 import { RECORD_HEADER_SIZE, RecordType, SEGMENT_HEADER_AREA, MAX_PAYLOAD, pos, type RecordCheck } from '../lib/format.js';
-import { type EndReason, type ScannedRecord } from '../lib/journal/reader.js';
+import type { EndReason, ScannedRecord } from '../lib/journal/reader.js';
 import { JournalFixture, REC } from './helpers/journal-fixture.js';
 
 /** A log of a catalog, two committed epochs and an uncommitted write, handed to the flusher. */

@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { RECORD_HEADER_SIZE, RecordType, SEGMENT_HEADER_AREA, MAX_PAYLOAD, CONTROL_SLOT_SIZE } from '../lib/format.js';
 import { type RecoveryReport, type RecoverOptions } from '../lib/recovery/index.js';
-import { type ScannedRecord } from '../lib/journal/reader.js';
+import type { ScannedRecord } from '../lib/journal/reader.js';
 import { JournalFixture, REC, STORE } from './helpers/journal-fixture.js';
 import { expectCpError } from './helpers/sandbox.js';
 

@@ -6,7 +6,7 @@ import { recover } from '../lib/recovery/index.js';
 import { RecordType, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeRecord, decodeControlSlot } from '../lib/format.js';
 import { interceptIO, injected } from './helpers/intercept-io.js';
 import { expectCpError } from './helpers/sandbox.js';
-import { SEGMENT_FDS } from '../lib/journal/reader.js';
+import { SEGMENT_FDS } from '../lib/journal/segment-files.js';
 import { tempDir, openHeld, crash, records, segmentPath, flipByte, snapshot, NO_APPLY } from './helpers/journal.js';
 
 const dirs: string[] = [];

@@ -4,7 +4,8 @@
  * I/O before returning, so nothing is left parked while piscina idles the thread.
  */
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { FlusherCore, type Task, type TaskResult } from '../lib/flusher/core.js';
+import { FlusherCore } from '../lib/flusher/core.js';
+import { type Task, type TaskResult, failedResult, NOT_STARTED } from '../lib/flusher/protocol.js';
 import { syncNodeIO, type IO } from '../lib/io.js';
 import { errorToPlain } from '../lib/errors.js';
 
@@ -31,7 +32,7 @@ export default async function run(task: Task): Promise<TaskResult> {
       const io = task.init.ioModule ? ((await import(task.init.ioModule)) as { io: IO }).io : syncNodeIO;
       core = await FlusherCore.create(io, task.init);
     }
-    if (!core) return { ok: false, fsyncs: 0, error: { code: 'EIO', message: 'flusher used before init' } };
+    if (!core) return failedResult(NOT_STARTED);
     const res = await core.run(task.actions);
     if (task.close) {
       await core.close();
@@ -39,6 +40,6 @@ export default async function run(task: Task): Promise<TaskResult> {
     }
     return reply(res);
   } catch (e) {
-    return { ok: false, fsyncs: 0, error: errorToPlain(e) };
+    return failedResult(errorToPlain(e));
   }
 }

@@ -5,50 +5,27 @@
  * The main thread decides the journal's layout (which segment, which offset); the flusher executes
  * ordered actions: initialise a segment, write bytes, make them durable, apply committed epochs.
  * Tasks run strictly one after another, so a record of epoch E+1 is never written before the
- * COMMIT of epoch E was synced: recovery's torn-tail/corruption rule depends on it.
+ * COMMIT of epoch E was synced (FORMAT.md R4): recovery's torn-tail/corruption rule (R8) depends on it.
+ * The task types are in protocol.ts.
+ *
+ * State held on both threads, and which copy is the source of truth:
+ *   - the apply cursor: `control.state` here (the ControlWriter writes the control file, so it is
+ *     the durable truth); the main thread only has what TaskResult.applied reported, never ahead.
+ *   - the epoch's direct appends: the main thread decides which files are fenced
+ *     (lib/journal/direct-appends.ts); `fences` here is the copy the 'fence' actions give, in order,
+ *     kept because this side cuts the files back on rollback.
+ *   - the live segments: the main thread lays them out (lib/journal/segment-allocator.ts); `segs`
+ *     here is what the 'segment' actions (and the init) described, for writing and applying.
  */
-import * as path from 'node:path';
-import { SEGMENT_HEADER_AREA, encodeSegmentHeader, segmentFileName, type ControlState } from '../format.js';
-import { type IO, isENOENT, writeFully } from '../io.js';
+import { type IO, writeFully } from '../io.js';
 import { ControlWriter } from '../journal/control.js';
-import { SegmentFiles, type SegmentInfo } from '../journal/reader.js';
+import { SegmentFiles, type SegmentFile } from '../journal/segment-files.js';
+import { initSegment, type SegmentInfo } from '../journal/segments.js';
+import { metaPaths, segmentPath } from '../journal/paths.js';
 import { applyCommitted } from '../store/applier.js';
 import { CpError, errorToPlain } from '../errors.js';
-import { metaPaths } from '../recovery/index.js';
 import { storePath, openInStore } from '../names.js';
-
-export type PlainSegment = Omit<SegmentInfo, 'file'>;
-
-export type Action =
-  // A new segment; `durable`: synced (file and journal directory) before the next action, which
-  // writes the SEGEND naming it (FORMAT.md rule 9).
-  | { op: 'segment'; seg: PlainSegment; durable?: boolean }
-  | { op: 'write'; index: number; offset: number; bytes: Uint8Array }
-  | { op: 'sync' }
-  | { op: 'apply'; endPos: number }
-  // Direct appends (docs/FORMAT.md, "Direct appends"). The main thread queues, per file and epoch,
-  // 'fence' (its committed size) then 'direct' writes; before the epoch's COMMIT, 'datasync'; on
-  // rollback, 'undoDirect'.
-  | { op: 'fence'; name: string; size: number }
-  | { op: 'direct'; name: string; offset: number; bytes: Uint8Array }
-  | { op: 'datasync' }
-  | { op: 'undoDirect' };
-
-export interface FlusherInit {
-  dir: string;
-  sync: boolean;
-  control: ControlState;
-  controlSlot: 0 | 1;
-  /** Segments of the live log, the current one included. */
-  segments: PlainSegment[];
-  /**
-   * Worker only: the URL of a module whose `io` export the worker uses instead of syncNodeIO (tests
-   * record or fail the worker's own calls with it). The inline flusher is given its IO directly.
-   */
-  ioModule?: string;
-  /** Where the first of `segments` has no blocks yet (recovery created or grew it), if anywhere. */
-  sparseFrom?: number | null;
-}
+import { type Action, type FlusherInit, type PlainSegment, type TaskResult, type PlainError, failedResult } from './protocol.js';
 
 /**
  * Commits that wrote at most this much since the previous sync get the journal ahead of them
@@ -58,31 +35,12 @@ const PREFILL_TASK_MAX = 256 * 1024;
 /** How far ahead of a small commit's records the journal is pre-written. */
 const PREFILL_AHEAD = 1024 * 1024;
 
-export interface Task {
-  init?: FlusherInit;
-  actions: Action[];
-  close?: boolean;
-}
-
-export interface TaskResult {
-  ok: boolean;
-  error?: { code: string; message: string; details?: Record<string, unknown> };
-  fsyncs: number;
-  /**
-   * The buffers of this task's write actions, handed back once written so the main thread can reuse
-   * them for later batches (transferred back from the worker, not copied).
-   */
-  recycled?: ArrayBuffer[];
-  applied?: { cursorSeq: number; cursorOffset: number; appliedEpoch: number; epochs: number; bytes: number };
-}
-
 export class FlusherCore {
   private segs = new Map<number, SegmentInfo>(); // by seq
   private bySeqIndex = new Map<number, number>(); // index -> seq
-  private fds = new Map<number, number>(); // index -> write fd
   private dirty = new Set<number>();
   private dirtyDir = false;
-  private broken: TaskResult['error'] | null = null;
+  private broken: PlainError | null = null;
   /**
    * Segments whose file still has unallocated blocks (index -> offset from which nothing was ever
    * written). A write into unallocated blocks makes the next fdatasync commit their allocation too;
@@ -92,14 +50,26 @@ export class FlusherCore {
   private zeros: Buffer | null = null;
   /** Journal bytes written since the last sync. */
   private sinceSync = 0;
+  /**
+   * The segment files this flusher writes, and those the applier reads: two instances of the one
+   * segment cache (lib/journal/segment-files.ts), the worker's own (descriptors do not cross threads).
+   * Two, as before the cache was shared: the applier's walk over old segments (read-only descriptors)
+   * then never evicts the descriptors of the segments being written.
+   */
+  private writes: SegmentFiles;
   private files: SegmentFiles;
   private journalDir: string;
-  /** Files written directly in the epoch being built: name -> committed size (the fence). */
+  /**
+   * Files written directly in the epoch being built: name -> committed size (the fence). A copy of
+   * the main thread's decision (DirectAppends), learnt from the 'fence' actions; the size is what
+   * 'undoDirect' cuts the file back to.
+   */
   private fences = new Map<string, number>();
   /** Write fds on those files. */
   private dataFds = new Map<string, number>();
 
   private constructor(private io: IO, private init: FlusherInit, private control: ControlWriter) {
+    this.writes = new SegmentFiles(io, 'readwrite');
     this.files = new SegmentFiles(io);
     this.journalDir = metaPaths(init.dir).journal;
     for (const s of init.segments) this.remember(s);
@@ -114,18 +84,18 @@ export class FlusherCore {
   private remember(s: PlainSegment): void {
     const old = this.bySeqIndex.get(s.index);
     if (old !== undefined) this.segs.delete(old);
-    const info: SegmentInfo = { ...s, file: path.join(this.journalDir, segmentFileName(s.index)) };
+    const info: SegmentInfo = { ...s, file: segmentPath(this.journalDir, s.index) };
     this.segs.set(s.seq, info);
     this.bySeqIndex.set(s.index, s.seq);
   }
 
-  private async fd(index: number): Promise<number> {
-    let fd = this.fds.get(index);
-    if (fd === undefined) {
-      fd = await this.io.open(path.join(this.journalDir, segmentFileName(index)), 'readwrite');
-      this.fds.set(index, fd);
-    }
-    return fd;
+  /** The file of segment `index` (by index only: a file keeps its path through its lives). */
+  private segFile(index: number): SegmentFile {
+    return { index, file: segmentPath(this.journalDir, index) };
+  }
+
+  private fd(index: number): Promise<number> {
+    return this.writes.fd(this.segFile(index));
   }
 
   /**
@@ -136,17 +106,20 @@ export class FlusherCore {
    */
   async run(actions: Action[]): Promise<TaskResult> {
     if (this.broken) {
-      return { ok: false, fsyncs: 0, error: { ...this.broken, message: `an earlier flusher task failed (${this.broken.code}: ${this.broken.message})` } };
+      return failedResult({ ...this.broken, message: `an earlier flusher task failed (${this.broken.code}: ${this.broken.message})` });
     }
     const res: TaskResult = { ok: true, fsyncs: 0 };
     try {
       const small = this.sparse.size > 0 && isSmallCommit(actions, this.sinceSync);
       for (const a of actions) {
         switch (a.op) {
-          case 'segment':
-            await this.initSegment(a.seg);
+          case 'segment': {
+            const file = segmentPath(this.journalDir, a.seg.index);
+            const r = await initSegment(this.io, { ...a.seg, file }, false, null, 0, this.journalDir, this.writes);
+            this.started(a.seg, r.created, r.sparseFrom);
             if (a.durable) res.fsyncs += await this.syncSegment(a.seg.index);
             break;
+          }
           case 'write': {
             const fd = await this.fd(a.index);
             await this.prefill(fd, a.index, a.offset, a.offset + a.bytes.length, small);
@@ -161,6 +134,8 @@ export class FlusherCore {
             if (!this.fences.has(a.name)) this.fences.set(a.name, a.size);
             break;
           case 'direct': {
+            // Only after the file's fence: its committed size is known here before any direct byte
+            // can reach it (docs/FORMAT.md, "Direct appends").
             if (!this.fences.has(a.name)) throw new CpError('EINVAL', `direct write to ${JSON.stringify(a.name)} without a fence`);
             await writeFully(this.io, await this.dataFd(a.name), a.bytes, 0, a.bytes.length, a.offset);
             if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
@@ -170,12 +145,14 @@ export class FlusherCore {
           case 'undoDirect': res.fsyncs += await this.endDirect(true); break;
           case 'apply': {
             // Records must be durable before they are applied: the data files may not run ahead
-            // of the journal.
+            // of the journal (FORMAT.md R12: the apply barriers start from durable records).
             res.fsyncs += await this.syncAll();
             const r = await applyCommitted(
               { io: this.io, root: this.init.dir, segs: this.segs, files: this.files, control: this.control, sync: this.init.sync },
               a.endPos,
             );
+            // The control file (this.control.state) is the source of truth for the cursor; the
+            // main thread learns it from here, only once it is durable.
             res.applied = {
               cursorSeq: this.control.state.cursorSeq, cursorOffset: this.control.state.cursorOffset,
               appliedEpoch: this.control.state.appliedEpoch, epochs: r.epochs, bytes: r.bytes,
@@ -254,35 +231,23 @@ export class FlusherCore {
     return n;
   }
 
-  private async initSegment(seg: PlainSegment): Promise<void> {
-    const file = path.join(this.journalDir, segmentFileName(seg.index));
-    let fd = this.fds.get(seg.index);
-    if (fd === undefined) {
-      try {
-        fd = await this.io.open(file, 'readwrite');
-      } catch (e) {
-        if (!isENOENT(e)) throw e;
-        fd = await this.io.open(file, 'create');
-        this.dirtyDir = true;
-      }
-      this.fds.set(seg.index, fd);
-    }
-    const st = await this.io.fstat(fd);
-    if (st.size !== seg.size) await this.io.ftruncate(fd, seg.size);
-    const area = Buffer.alloc(SEGMENT_HEADER_AREA);
-    encodeSegmentHeader(seg).copy(area, 0);
-    await writeFully(this.io, fd, area, 0, area.length, 0);
+  /** After initSegment() started segment `seg`: it is made durable by the next barrier. */
+  private started(seg: PlainSegment, created: boolean, sparseFrom: number | null): void {
+    if (created) this.dirtyDir = true;
     this.dirty.add(seg.index);
     this.remember(seg);
-    if (st.size < seg.size) this.sparse.set(seg.index, Math.max(st.size, SEGMENT_HEADER_AREA));
+    if (sparseFrom !== null) this.sparse.set(seg.index, sparseFrom);
     else this.sparse.delete(seg.index);
   }
 
-  /** Make a new segment durable: its header and size, and its name in the journal directory. */
+  /**
+   * Make a new segment durable: its header and size, and its name in the journal directory, before
+   * the next action writes the SEGEND naming it (FORMAT.md R9).
+   */
   private async syncSegment(index: number): Promise<number> {
     if (!this.init.sync) return 0;
     // fsync, not fdatasync: the file may be new, or have just changed size.
-    await this.io.fsync(this.fds.get(index)!);
+    await this.io.fsync(this.writes.cachedFd(index) ?? await this.fd(index));
     this.dirty.delete(index);
     if (!this.dirtyDir) return 1;
     await this.io.fsyncDir(this.journalDir);
@@ -294,7 +259,7 @@ export class FlusherCore {
     let n = 0;
     if (this.init.sync) {
       for (const index of this.dirty) {
-        await this.io.fdatasync(this.fds.get(index)!);
+        await this.io.fdatasync(this.writes.cachedFd(index) ?? await this.fd(index));
         n++;
       }
       if (this.dirtyDir) {
@@ -311,8 +276,7 @@ export class FlusherCore {
   async close(): Promise<void> {
     for (const fd of this.dataFds.values()) await this.io.close(fd);
     this.dataFds.clear();
-    for (const fd of this.fds.values()) await this.io.close(fd);
-    this.fds.clear();
+    await this.writes.closeAll();
     await this.files.closeAll();
     await this.control.close();
   }

@@ -4,7 +4,8 @@
  * Both run tasks strictly in submission order.
  */
 import { Piscina } from 'piscina';
-import { FlusherCore, type Task, type TaskResult } from './core.js';
+import { FlusherCore } from './core.js';
+import { type Task, type TaskResult, failedResult, NOT_STARTED } from './protocol.js';
 import { type IO } from '../io.js';
 import { errorToPlain } from '../errors.js';
 
@@ -22,7 +23,7 @@ export class InlinePort implements FlusherPort {
     const p = this.tail.then(async (): Promise<TaskResult> => {
       try {
         if (task.init) this.core = await FlusherCore.create(this.io, task.init);
-        if (!this.core) return { ok: false, fsyncs: 0, error: { code: 'EIO', message: 'flusher used before init' } };
+        if (!this.core) return failedResult(NOT_STARTED);
         const res = await this.core.run(task.actions);
         if (task.close) {
           await this.core.close();
@@ -30,7 +31,7 @@ export class InlinePort implements FlusherPort {
         }
         return res;
       } catch (e) {
-        return { ok: false, fsyncs: 0, error: errorToPlain(e) };
+        return failedResult(errorToPlain(e));
       }
     });
     this.tail = p;
@@ -89,7 +90,7 @@ export class WorkerPort implements FlusherPort {
       try {
         res = (await this.pool.run(task, transfer.length ? { transferList: transfer } : undefined)) as TaskResult;
       } catch (e) {
-        res = { ok: false, fsyncs: 0, error: errorToPlain(e) };
+        res = failedResult(errorToPlain(e));
       }
       batch.forEach((b, i) => b.resolve(i === batch.length - 1 ? res : { ...res, fsyncs: 0, recycled: undefined }));
     }

@@ -1,6 +1,8 @@
 /**
- * The control file: two alternating 512-byte slots holding the apply cursor (see format.ts).
- * A write goes to the slot not holding the current state and is fdatasynced before it counts.
+ * The control file: two alternating 512-byte slots holding the apply cursor (docs/FORMAT.md,
+ * "Control file"; the slot codec is in lib/format.ts). A write goes to the slot not holding the
+ * current state and is fdatasynced before it counts, so a torn write never destroys the last good
+ * cursor. The path is built in paths.ts (metaPaths().control).
  */
 import { CONTROL_FILE_SIZE, CONTROL_SLOT_SIZE, decodeControlSlot, encodeControlSlot, type ControlState } from '../format.js';
 import { type IO, readFully, writeFully, isENOENT } from '../io.js';

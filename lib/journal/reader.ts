@@ -1,106 +1,18 @@
 /**
- * Reading the journal: segment headers, records in order across segments, and the evidence that
- * tells a torn tail from corruption. Decoding never throws for damaged bytes: it reports why a record
- * ends the log (see RecordCheck) and the caller decides what that means.
+ * Reading the journal: records in order across segments, and the evidence that tells a torn tail
+ * from corruption. Decoding never throws for damaged bytes: it reports why a record ends the log
+ * (see RecordCheck) and the caller decides what that means. Segment listing is in segments.ts, the
+ * cache of open segment files in segment-files.ts, the windowed reader in segment-reader.ts.
  */
-import * as path from 'node:path';
 import {
-  RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, SEGMENT_FILE_RE, MAX_PAYLOAD, RecordType,
-  checkRecordHeader, decodeSegmentHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos, posSeq, posOffset,
-  type RecordHeader, type RecordCheck, type SegmentHeader,
+  RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, MAX_PAYLOAD, RecordType,
+  checkRecordHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos,
+  type RecordHeader, type RecordCheck,
 } from '../format.js';
-import { type IO, readFully } from '../io.js';
-
-export interface SegmentInfo extends SegmentHeader {
-  index: number;
-  file: string;
-}
-
-export interface SegmentListing {
-  /** Segments with a valid header of this store, by seq. */
-  bySeq: Map<number, SegmentInfo>;
-  /** Every segment file index present, valid or not (for recycling). */
-  indexes: number[];
-  /** Files whose header is damaged or belongs to another store or format. */
-  invalid: { index: number; file: string; reason: string }[];
-  maxSeq: number;
-}
-
-export async function listSegments(io: IO, journalDir: string, storeId: string | null): Promise<SegmentListing> {
-  const out: SegmentListing = { bySeq: new Map(), indexes: [], invalid: [], maxSeq: 0 };
-  let names: string[];
-  try {
-    names = await io.readdir(journalDir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return out;
-    throw e;
-  }
-  for (const name of names.sort()) {
-    const m = SEGMENT_FILE_RE.exec(name);
-    if (!m) continue;
-    const index = Number(m[1]);
-    const file = path.join(journalDir, name);
-    out.indexes.push(index);
-    const fd = await io.open(file, 'read');
-    const b = Buffer.alloc(SEGMENT_HEADER_SIZE);
-    try {
-      await readFully(io, fd, b, 0, b.length, 0);
-    } finally {
-      await io.close(fd);
-    }
-    const h = decodeSegmentHeader(b);
-    if (!h.ok) {
-      out.invalid.push({ index, file, reason: h.reason });
-      continue;
-    }
-    if (storeId !== null && h.header.storeId !== storeId) {
-      out.invalid.push({ index, file, reason: 'foreign store' });
-      continue;
-    }
-    const prev = out.bySeq.get(h.header.seq);
-    if (prev) {
-      // Two files claiming one seq can only come from tampering; keep neither silently: the lower
-      // index wins deterministically and the other is reported.
-      out.invalid.push({ index, file, reason: `duplicate seq ${h.header.seq}` });
-      continue;
-    }
-    out.bySeq.set(h.header.seq, { ...h.header, index, file });
-    if (h.header.seq > out.maxSeq) out.maxSeq = h.header.seq;
-  }
-  out.indexes.sort((a, b) => a - b);
-  return out;
-}
-
-/**
- * Read window of SegmentReader: larger than the largest record (MAX_PAYLOAD plus its header), so a
- * record's header and payload come in the same read and a window holds several big records.
- */
-export const READ_WINDOW = 4 * 1024 * 1024;
-
-/** Windowed reader over one segment file: few large reads instead of one per record. */
-export class SegmentReader {
-  private win: Buffer = Buffer.alloc(0);
-  private winStart = 0;
-  /** The window's memory, reused by the next read that fits: what get() returns is valid until the next get(). */
-  private backing: Buffer | null = null;
-  /** `readEnd`: nothing at or past it is wanted (reads stop there unless a request reaches beyond). */
-  /** `fd` gives the segment's descriptor at each read (SegmentFiles may have closed and reopened it since). */
-  constructor(private io: IO, private fd: number | (() => Promise<number>), readonly size: number, private chunk = READ_WINDOW, private readEnd = size) {}
-
-  /** Bytes [off, off+len) of the segment (shorter if the file is shorter). */
-  async get(off: number, len: number): Promise<Buffer> {
-    if (off >= this.winStart && off + len <= this.winStart + this.win.length) {
-      return this.win.subarray(off - this.winStart, off - this.winStart + len);
-    }
-    const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off), Math.max(len, this.readEnd - off));
-    if (!this.backing || this.backing.length < want) this.backing = Buffer.allocUnsafe(want);
-    const b = this.backing.subarray(0, want);
-    const n = await readFully(this.io, typeof this.fd === 'number' ? this.fd : await this.fd(), b, 0, want, off);
-    this.win = b.subarray(0, n);
-    this.winStart = off;
-    return this.win.subarray(0, Math.min(len, n));
-  }
-}
+import { readFully } from '../io.js';
+import { type SegmentInfo } from './segments.js';
+import { type SegmentFiles } from './segment-files.js';
+import { type SegmentReader } from './segment-reader.js';
 
 export interface ScannedRecord {
   seq: number;
@@ -123,7 +35,11 @@ export interface ScanEnd {
   reason: EndReason;
 }
 
-/** Check one record at `offset` of a segment; returns the record or why it is not one. */
+/**
+ * Check one record at `offset` of a segment; returns the record or why it is not one. A record is
+ * valid only when all four checks of FORMAT.md R1 hold (salt, length, type and flags, crc), in that
+ * order: nothing of it is trusted before.
+ */
 export async function readRecordAt(
   reader: SegmentReader, seg: SegmentInfo, offset: number, checkCrc = true,
 ): Promise<{ ok: true; rec: ScannedRecord } | { ok: false; reason: RecordCheck | 'segment-end' }> {
@@ -147,58 +63,9 @@ export async function readRecordAt(
 }
 
 /**
- * Segment files a walk keeps open at most: a walk reads one segment at a time (and the applier one
- * more for data it re-reads), so a journal of any number of segments is read under a low `ulimit -n`.
- */
-export const SEGMENT_FDS = 8;
-
-/** Opens segment files on demand and keeps the most recently used SEGMENT_FDS of them open. */
-export class SegmentFiles {
-  /** index -> fd, least recently used first. */
-  private fds = new Map<number, number>();
-  constructor(readonly io: IO) {}
-  async fd(seg: SegmentInfo): Promise<number> {
-    let fd = this.fds.get(seg.index);
-    if (fd !== undefined) {
-      this.fds.delete(seg.index);
-      this.fds.set(seg.index, fd);
-      return fd;
-    }
-    for (;;) {
-      try {
-        fd = await this.io.open(seg.file, 'read');
-        break;
-      } catch (e) {
-        // Out of descriptors: give one of ours back and try again.
-        const code = (e as NodeJS.ErrnoException)?.code;
-        if ((code !== 'EMFILE' && code !== 'ENFILE') || this.fds.size === 0) throw e;
-        await this.evict();
-      }
-    }
-    this.fds.set(seg.index, fd);
-    while (this.fds.size > SEGMENT_FDS) await this.evict();
-    return fd;
-  }
-  private async evict(): Promise<void> {
-    const [index, fd] = this.fds.entries().next().value as [number, number];
-    this.fds.delete(index);
-    await this.io.close(fd);
-  }
-  /** A reader of `seg`; with `endPos`, reads stop where that position falls in this segment. */
-  async reader(seg: SegmentInfo, endPos?: number): Promise<SegmentReader> {
-    const readEnd = endPos !== undefined && posSeq(endPos) === seg.seq ? posOffset(endPos) : seg.size;
-    await this.fd(seg);
-    return new SegmentReader(this.io, () => this.fd(seg), seg.size, READ_WINDOW, readEnd);
-  }
-  async closeAll(): Promise<void> {
-    for (const fd of this.fds.values()) await this.io.close(fd);
-    this.fds.clear();
-  }
-}
-
-/**
- * Walk the log from (startSeq, startOffset), following SEGEND records. Calls `visit` for each valid
- * record (return false to stop early) and returns where and why the log ended.
+ * Walk the log from (startSeq, startOffset), following SEGEND records (FORMAT.md R2: the first record
+ * that is not valid ends it). Calls `visit` for each valid record (return false to stop early) and
+ * returns where and why the log ended; the order of records (R3, R5, R6) is the caller's to check.
  */
 export async function walkLog(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, startSeq: number, startOffset: number,
@@ -234,9 +101,11 @@ export async function walkLog(
 }
 
 /**
- * Look for proof that bytes at a failed record were once durable: a valid record with an epoch above
- * `epoch` after it, in the same segment (scanning 8-byte aligned offsets, since the failed record's
- * length cannot be trusted) or in any segment with a higher seq. Returns the one with the highest epoch.
+ * Look for proof that bytes at a failed record were once durable (FORMAT.md R8, the first proof): a
+ * valid record with an epoch above `epoch` after it, in the same segment (scanning 8-byte aligned
+ * offsets, since the failed record's length cannot be trusted) or in any segment with a higher seq.
+ * Such a record is only written after the failed record's epoch was synced (R4). Returns the one
+ * with the highest epoch.
  */
 export async function findLaterEpoch(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, failSeq: number, failOffset: number, epoch: number,

@@ -4,29 +4,32 @@
  * therefore costs neither a syscall nor a thread round-trip. Consecutive writes that continue each
  * other in one file are coalesced into one record. Memory stays bounded: when more than
  * `maxInflight` bytes are on their way to the flusher, callers wait (see drain()).
+ *
+ * JournalWriter is the facade over one-job parts: the record batch (record-batch.ts) and its buffers
+ * (batch-buffers.ts), the actions waiting for the next task (outbox.ts), segment allocation
+ * (segment-allocator.ts), direct appends (direct-appends.ts) and the tasks in flight
+ * (task-tracker.ts). It keeps the layout itself: where the next record goes, rotation to a new
+ * segment, and entry lists (docs/FORMAT.md, "Writing").
  */
-import * as path from 'node:path';
 import {
-  MAX_PAYLOAD, RECORD_HEADER_SIZE, RecordType, SEGEND_RECORD_SIZE, SEGMENT_HEADER_AREA, FORMAT_VERSION,
-  encodePayload, payloadSize, recordSize, sealRecord, writeRecordHeader, writeU64, nameSize, writeName, pos,
-  segmentFileName, entryListOps, entryListBytes, recordCap, segmentSizeFor, type CatalogEntry, type Op, type AppliedCursor,
+  MAX_PAYLOAD, RecordType, SEGEND_RECORD_SIZE, SEGMENT_HEADER_AREA,
+  payloadSize, recordSize, writeHeadSize, pos, entryListOps, entryListBytes, recordCap, segmentSizeFor,
+  type CatalogEntry, type Op, type AppliedCursor,
 } from '../format.js';
 import { type IO } from '../io.js';
-import { type Action, type PlainSegment, type TaskResult, type FlusherInit } from '../flusher/core.js';
+import { type Action, type PlainSegment, type TaskResult, type FlusherInit, emptyResult } from '../flusher/protocol.js';
 import { type FlusherPort } from '../flusher/port.js';
-import { CpError, type CpErrorCode } from '../errors.js';
-import { randomSalt } from '../recovery/index.js';
+import { CpError } from '../errors.js';
+import { BatchBuffers } from './batch-buffers.js';
+import { Outbox } from './outbox.js';
+import { RecordBatch } from './record-batch.js';
+import { SegmentAllocator } from './segment-allocator.js';
+import { DirectAppends } from './direct-appends.js';
+import { TaskTracker } from './task-tracker.js';
+import { SegmentFiles } from './segment-files.js';
+import { segmentPath } from './paths.js';
 
 const isU64 = (v: number): boolean => Number.isSafeInteger(v) && v >= 0;
-
-interface Chunk {
-  index: number;
-  seq: number;
-  startOff: number;
-  buf: Buffer;
-  used: number;
-  recStarts: number[];
-}
 
 /** A piece of a write as journaled: file range [fileStart, fileStart+len) is at (index, jOff). */
 export interface JournalPiece {
@@ -55,48 +58,21 @@ export interface WriterStart {
 }
 
 export class JournalWriter {
+  /** The segment the next record goes to, and the offset in it. */
   seg: PlainSegment;
   off: number;
-  private chunk: Chunk | null = null;
-  /**
-   * A batch buffer kept on this thread: when a chunk is handed over far from full (a caller that
-   * yields to the event loop between writes gets one flush per write), a right-sized copy is
-   * transferred and the big buffer is reused for the next chunk, instead of allocating (and zeroing)
-   * batchBytes per write. `spareUsed` bytes of it hold old data and are zeroed before reuse.
-   */
-  private spare: Buffer | null = null;
-  private spareUsed = 0;
-  /** Full-size batch buffers the flusher handed back after writing them (see TaskResult.recycled). */
-  private pool: Buffer[] = [];
-  private queued: Action[] = [];
-  private transfer: ArrayBuffer[] = [];
-  private last: { name: string; fileEnd: number; recStart: number } | null = null;
-  /** End of the records closed into queued actions, and of those handed to the flusher. */
-  private laidOut: number;
+  /** End of the records handed to the flusher. */
   private sentPos: number;
-  writtenPos: number;
-  private batches: { endPos: number; p: Promise<TaskResult> }[] = [];
-  private inflightBytes = 0;
-  private waiters: (() => void)[] = [];
   private scheduled = false;
-  /** Bytes closed into queued write actions, not yet handed to the flusher. */
-  private queuedBytes = 0;
-  failure: CpError | null = null;
-  /** Segments holding records not yet applied (index -> seq), the current one included. */
-  private live = new Map<number, number>();
-  private free: number[];
-  private nextIndex: number;
-  private maxSeq: number;
-  private readFds = new Map<number, number>();
-  private readRefs = new Map<number, number>();
-  /** Files with direct appends in the epoch being built (the flusher holds their committed sizes). */
-  private fenced = new Set<string>();
-  /** The direct-append buffer being filled: bytes for [offset, offset+used) of `name`. */
-  private direct: { name: string; offset: number; buf: Buffer; used: number } | null = null;
-  /** Counts appendDirect calls; directDone is the count whose data the flusher has written. */
-  directMark = 0;
-  directDone = 0;
   stats = { records: 0, bytes: 0, fsyncs: 0, batches: 0, directBytes: 0 };
+  private buffers: BatchBuffers;
+  private outbox = new Outbox();
+  private batch: RecordBatch;
+  private segments: SegmentAllocator;
+  private direct: DirectAppends;
+  private tasks: TaskTracker;
+  /** Segment files read back (read()): a read in progress pins its file, which keeps its segment from being recycled. */
+  private files: SegmentFiles;
 
   constructor(
     private port: FlusherPort, private io: IO, private opts: WriterOptions, start: WriterStart,
@@ -104,104 +80,82 @@ export class JournalWriter {
   ) {
     this.seg = start.segment;
     this.off = start.writeOffset;
-    this.free = [...start.free];
-    this.nextIndex = start.nextIndex;
-    this.maxSeq = start.maxSeq;
-    this.live.set(this.seg.index, this.seg.seq);
     this.sentPos = pos(this.seg.seq, this.off);
-    this.laidOut = this.sentPos;
-    this.writtenPos = this.sentPos;
+    this.buffers = new BatchBuffers(opts.batchBytes);
+    this.batch = new RecordBatch(opts.batchBytes, this.buffers, this.outbox, this.sentPos);
+    this.segments = new SegmentAllocator(start);
+    this.tasks = new TaskTracker(this.sentPos, this.buffers, this.stats);
+    this.direct = new DirectAppends(opts.batchBytes, this.buffers, this.outbox, {
+      failed: () => this.tasks.failure !== null,
+      schedule: () => this.schedule(),
+      closeRecords: () => this.batch.close(),
+      stats: this.stats,
+    });
+    this.files = new SegmentFiles(io);
   }
 
   /** First task: hand the flusher its state. */
   init(init: Omit<FlusherInit, 'segments'>): Promise<TaskResult> {
-    return this.track(this.port.run({ init: { ...init, segments: [this.seg] }, actions: [] }), this.sentPos, 0);
+    return this.tasks.track(this.port.run({ init: { ...init, segments: [this.seg] }, actions: [] }), this.sentPos, 0);
   }
 
   get position(): number {
     return pos(this.seg.seq, this.off);
   }
 
+  /** The first failure of a flusher task (then every call throws it). */
+  get failure(): CpError | null {
+    return this.tasks.failure;
+  }
+
+  /** Every record before this global position has been written to its segment. */
+  get writtenPos(): number {
+    return this.tasks.writtenPos;
+  }
+
+  /** Counts appendDirect calls; directDone is the count whose data the flusher has written. */
+  get directMark(): number {
+    return this.direct.mark;
+  }
+
+  get directDone(): number {
+    return this.tasks.directDone;
+  }
+
+  /** Tasks handed to the flusher so far (the number of the last one). */
+  get tasksSent(): number {
+    return this.tasks.tasksSent;
+  }
+
   // ------------------------------------------------------------------------------------------
   // layout
 
-  private closeChunk(): void {
-    const c = this.chunk;
-    if (!c) return;
-    const end = Math.ceil(c.used / 8) * 8;
-    c.buf.fill(0, c.used, end);
-    for (const at of c.recStarts) sealRecord(c.buf, at, c.startOff + at);
-    if (end * 4 <= c.buf.length && c.buf.length <= this.opts.batchBytes) {
-      const copy = Buffer.from(new ArrayBuffer(end));
-      c.buf.copy(copy, 0, 0, end);
-      this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: copy });
-      this.transfer.push(copy.buffer as ArrayBuffer);
-      this.spare = c.buf;
-      this.spareUsed = end;
-    } else {
-      this.queued.push({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) });
-      this.transfer.push(c.buf.buffer as ArrayBuffer);
-    }
-    this.queuedBytes += end;
-    this.laidOut = pos(c.seq, c.startOff + end);
-    this.chunk = null;
-    this.last = null;
-  }
-
-  /** Make room for a record of `size` bytes in the current segment and chunk; returns its offset. */
+  /** Make room for a record of `size` bytes in the current segment and chunk; returns its offset in the chunk. */
   private place(size: number): number {
     if (size + SEGEND_RECORD_SIZE > this.seg.size - SEGMENT_HEADER_AREA) {
       throw new CpError('EINVAL', `a record of ${size} bytes does not fit a segment of ${this.seg.size} bytes`);
     }
+    // A record never crosses the end of its segment, and room for a SEGEND is always kept (R1, R2).
     if (this.off + size + SEGEND_RECORD_SIZE > this.seg.size) this.rotate();
-    let c = this.chunk;
-    if (c && (c.startOff + Math.ceil(c.used / 8) * 8 !== this.off || Math.ceil(c.used / 8) * 8 + size > c.buf.length)) {
-      this.closeChunk();
-      c = null;
-    }
-    if (!c) {
-      const cap = Math.max(this.opts.batchBytes, size);
-      c = this.chunk = { index: this.seg.index, seq: this.seg.seq, startOff: this.off, buf: this.newBuffer(cap), used: 0, recStarts: [] };
-    }
-    const aligned = Math.ceil(c.used / 8) * 8;
-    c.buf.fill(0, c.used, aligned);
-    c.used = aligned;
-    return aligned;
-  }
-
-  /** A zeroed batch buffer of at least `cap` bytes (the spare one when it is big enough). */
-  private newBuffer(cap: number): Buffer {
-    const spare = this.spare;
-    if (spare && spare.length >= cap) {
-      this.spare = null;
-      spare.fill(0, 0, this.spareUsed);
-      return spare;
-    }
-    const pooled = this.pool.pop();
-    if (pooled && pooled.length >= cap) return pooled.fill(0);
-    return Buffer.from(new ArrayBuffer(cap));
+    return this.batch.reserve(this.seg, this.off, size);
   }
 
   /**
    * Continue the log in a new segment. `extra`: bytes of entry records that must follow its catalog
-   * in the same segment (a commit's list never straddles segments: FORMAT.md rule 6). The new
-   * segment is larger than the store's segment size when its catalog and `extra` need it (rule 7).
-   * It is made durable before the SEGEND naming it is written (rule 9): a valid SEGEND whose segment
-   * is missing is then damage, never a torn tail.
+   * in the same segment (a commit's list never straddles segments: FORMAT.md R6). The new segment is
+   * larger than the store's segment size when its catalog and `extra` need it (R7). It is made
+   * durable before the SEGEND naming it is written (R9): a valid SEGEND whose segment is missing is
+   * then damage, never a torn tail. Its first record is a CATALOG of the open entries (R3, R5).
    */
   private rotate(extra = 0): void {
-    const seq = this.maxSeq + 1;
     const cat = this.catalog();
     const catOps = entryListOps(RecordType.CATALOG, cat.entries, MAX_PAYLOAD);
     const size = segmentSizeFor(entryListBytes(catOps) + extra, this.opts.segmentSize);
-    this.closeChunk();
-    const index = this.free.length ? this.free.shift()! : this.nextIndex++;
-    this.maxSeq = seq;
-    const next: PlainSegment = { version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: this.opts.storeId, size, index };
-    this.live.set(index, seq);
-    this.queued.push({ op: 'segment', seg: next, durable: true });
-    this.emit({ type: RecordType.SEGEND, nextSeq: seq }, 0, true);
-    this.closeChunk();
+    this.batch.close();
+    const next = this.segments.allocate(size, this.opts.storeId);
+    this.outbox.push({ op: 'segment', seg: next, durable: true });
+    this.emit({ type: RecordType.SEGEND, nextSeq: next.seq }, 0, true);
+    this.batch.close();
     this.seg = next;
     this.off = SEGMENT_HEADER_AREA;
     this.emitList(RecordType.CATALOG, cat.entries, cat.epoch);
@@ -209,7 +163,7 @@ export class JournalWriter {
 
   /**
    * Emit an entry list (a CATALOG, or a COMMIT with its apply cursor) as one record or, past a
-   * record's payload cap, as a run of records (FORMAT.md rule 6). A COMMIT's run stays in one
+   * record's payload cap, as a run of records (FORMAT.md R5, R6). A COMMIT's run stays in one
    * segment. Returns the offset of the last record (the COMMIT).
    */
   private emitList(type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], epoch: number, applied?: AppliedCursor | null): number {
@@ -234,41 +188,24 @@ export class JournalWriter {
   }
 
   /** Encode one record at the current position. `noRotate` is for the SEGEND itself. */
-  private emit(op: Op, epoch: number, noRotate = false, flags = 0): { index: number; offset: number; bufAt: number } {
+  private emit(op: Op, epoch: number, noRotate = false, flags = 0): { index: number; offset: number } {
     const len = payloadSize(op);
     const size = recordSize(len);
-    let at: number;
-    if (noRotate) {
-      // The writer always keeps SEGEND_RECORD_SIZE free, so this fits without rotating.
-      let c = this.chunk;
-      if (!c || c.startOff + Math.ceil(c.used / 8) * 8 !== this.off || Math.ceil(c.used / 8) * 8 + size > c.buf.length) {
-        this.closeChunk();
-        c = this.chunk = { index: this.seg.index, seq: this.seg.seq, startOff: this.off, buf: Buffer.from(new ArrayBuffer(Math.max(size, 4096))), used: 0, recStarts: [] };
-      }
-      const aligned = Math.ceil(c.used / 8) * 8;
-      c.buf.fill(0, c.used, aligned);
-      c.used = aligned;
-      at = aligned;
-    } else {
-      at = this.place(size);
-    }
-    const c = this.chunk!;
-    writeRecordHeader(c.buf, at, len, this.seg.salt, op.type, epoch, flags);
-    encodePayload(c.buf, at + RECORD_HEADER_SIZE, op);
-    c.used = at + RECORD_HEADER_SIZE + len;
-    c.recStarts.push(at);
-    const offset = c.startOff + at;
-    this.off = c.startOff + Math.ceil(c.used / 8) * 8;
-    this.last = null;
+    // The writer always keeps SEGEND_RECORD_SIZE free, so a SEGEND fits without rotating.
+    const at = noRotate ? this.batch.reserve(this.seg, this.off, size, true) : this.place(size);
+    const offset = this.batch.put(at, op, len, this.seg.salt, epoch, flags);
+    const index = this.batch.lastRecordIndex;
+    this.off = this.batch.end;
     this.stats.records++;
     this.stats.bytes += size;
+    // (schedule() may hand the batch over at once: what is returned is read before.)
     this.schedule();
-    return { index: c.index, offset, bufAt: at };
+    return { index, offset };
   }
 
   /** Journal a non-write operation; returns the record's global position. */
   append(op: Op, epoch: number): number {
-    this.check();
+    this.throwIfFailed();
     if (op.type === RecordType.COMMIT || op.type === RecordType.CATALOG) {
       const offset = this.emitList(op.type, op.entries, epoch, op.type === RecordType.COMMIT ? op.applied : null);
       return pos(this.seg.seq, offset);
@@ -283,63 +220,42 @@ export class JournalWriter {
    * (then call appendWrite). The record is the one at lastRecordPos / lastRecordIndex.
    */
   continueWrite(name: string, fileOffset: number, data: Uint8Array): number {
-    const c0 = this.chunk;
-    const l0 = this.last;
-    if (!c0 || !l0 || data.length === 0 || l0.name !== name || l0.fileEnd !== fileOffset || this.failure) return -1;
-    const curLen = c0.buf.readUInt32LE(l0.recStart + 4);
-    const n = data.length;
-    if (curLen + n > MAX_PAYLOAD || c0.used + n > c0.buf.length || c0.startOff + c0.used + n + 8 > this.seg.size - SEGEND_RECORD_SIZE) return -1;
-    const jOff = c0.startOff + c0.used;
-    c0.buf.set(data, c0.used);
-    c0.used += n;
-    c0.buf.writeUInt32LE(curLen + n, l0.recStart + 4);
-    this.off = c0.startOff + Math.ceil(c0.used / 8) * 8;
-    this.stats.bytes += n;
-    l0.fileEnd += n;
+    if (data.length === 0 || this.tasks.failure) return -1;
+    if (this.batch.room(name, fileOffset, this.seg.size) < data.length) return -1;
+    const jOff = this.batch.extend(data);
+    this.off = this.batch.end;
+    this.stats.bytes += data.length;
     this.schedule();
     return jOff;
   }
 
   /** Position of the record continueWrite extends. */
   get lastRecordPos(): number {
-    return pos(this.chunk!.seq, this.chunk!.startOff + this.last!.recStart);
+    return this.batch.lastRecordPos;
   }
 
   /** Segment index of the record continueWrite extends. */
   get lastRecordIndex(): number {
-    return this.chunk!.index;
+    return this.batch.lastRecordIndex;
   }
 
   /** Journal a write, split into records of at most MAX_PAYLOAD and coalesced with a preceding one. */
   appendWrite(name: string, fileOffset: number, data: Uint8Array, epoch: number): JournalPiece[] {
-    this.check();
+    this.throwIfFailed();
     const pieces: JournalPiece[] = [];
-    const fixed = 8 + nameSize(name);
+    const fixed = writeHeadSize(name);
     let done = 0;
     while (done < data.length || (data.length === 0 && pieces.length === 0)) {
-      const c = this.chunk;
-      const last = this.last;
       // Coalesce: extend the last record when it is a write to this file ending where this one starts.
-      if (c && last && last.name === name && last.fileEnd === fileOffset + done) {
-        const curLen = c.buf.readUInt32LE(last.recStart + 4);
-        const room = Math.min(
-          MAX_PAYLOAD - curLen,
-          c.buf.length - c.used,
-          this.seg.size - SEGEND_RECORD_SIZE - (c.startOff + c.used) - 8,
-        );
-        if (room > 0) {
-          const n = Math.min(room, data.length - done);
-          const jOff = c.startOff + c.used;
-          c.buf.set(done === 0 && n === data.length ? data : data.subarray(done, done + n), c.used);
-          c.used += n;
-          c.buf.writeUInt32LE(curLen + n, last.recStart + 4);
-          this.off = c.startOff + Math.ceil(c.used / 8) * 8;
-          this.stats.bytes += n;
-          pieces.push({ fileStart: fileOffset + done, len: n, index: c.index, jOff, pos: pos(c.seq, c.startOff + last.recStart) });
-          done += n;
-          last.fileEnd += n;
-          continue;
-        }
+      const room = this.batch.room(name, fileOffset + done, this.seg.size);
+      if (room > 0) {
+        const n = Math.min(room, data.length - done);
+        const jOff = this.batch.extend(done === 0 && n === data.length ? data : data.subarray(done, done + n));
+        this.off = this.batch.end;
+        this.stats.bytes += n;
+        pieces.push({ fileStart: fileOffset + done, len: n, index: this.batch.lastRecordIndex, jOff, pos: this.batch.lastRecordPos });
+        done += n;
+        continue;
       }
       // A record never exceeds MAX_PAYLOAD nor a quarter of a segment (small test segments).
       const cap = recordCap(this.seg.size) - fixed;
@@ -347,18 +263,11 @@ export class JournalWriter {
       const n = Math.min(data.length - done, cap);
       const len = fixed + n;
       const at = this.place(recordSize(len));
-      const ch = this.chunk!;
-      writeRecordHeader(ch.buf, at, len, this.seg.salt, RecordType.WRITE, epoch);
-      writeU64(ch.buf, fileOffset + done, at + RECORD_HEADER_SIZE);
-      const dataAt = writeName(ch.buf, at + RECORD_HEADER_SIZE + 8, name);
-      ch.buf.set(data.subarray(done, done + n), dataAt);
-      ch.used = dataAt + n;
-      ch.recStarts.push(at);
-      this.off = ch.startOff + Math.ceil(ch.used / 8) * 8;
+      const jOff = this.batch.putWrite(at, len, this.seg.salt, epoch, name, fileOffset + done, data.subarray(done, done + n));
+      this.off = this.batch.end;
       this.stats.records++;
       this.stats.bytes += recordSize(len);
-      pieces.push({ fileStart: fileOffset + done, len: n, index: ch.index, jOff: ch.startOff + dataAt, pos: pos(ch.seq, ch.startOff + at) });
-      this.last = { name, fileEnd: fileOffset + done + n, recStart: at };
+      pieces.push({ fileStart: fileOffset + done, len: n, index: this.batch.lastRecordIndex, jOff, pos: this.batch.lastRecordPos });
       done += n;
       if (n === 0) break;
     }
@@ -367,7 +276,7 @@ export class JournalWriter {
   }
 
   // ------------------------------------------------------------------------------------------
-  // direct appends
+  // direct appends (direct-appends.ts)
 
   /**
    * Write `data` at `offset` of `name` straight to the data file instead of the journal. The caller
@@ -378,90 +287,38 @@ export class JournalWriter {
    * was synced (it runs tasks in order), so nothing is journaled for them at all.
    */
   appendDirect(name: string, fence: number, offset: number, data: Uint8Array): void {
-    this.check();
-    if (!this.fenced.has(name)) {
-      // The flusher remembers the committed size, to cut the file back on rollback.
-      this.closeDirect();
-      this.queued.push({ op: 'fence', name, size: fence });
-      this.fenced.add(name);
-    }
-    if (this.continueDirect(name, offset, data)) return;
-    this.closeDirect();
-    if (data.length >= this.opts.batchBytes) {
-      // Bigger than a buffer: a copy of its own.
-      const own = Buffer.from(new ArrayBuffer(data.length));
-      own.set(data);
-      this.queueDirect(name, offset, own);
-      this.directMark++;
-      this.stats.directBytes += data.length;
-      this.schedule();
-      return;
-    }
-    this.direct = { name, offset, buf: this.pool.pop() ?? Buffer.from(new ArrayBuffer(this.opts.batchBytes)), used: 0 };
-    this.continueDirect(name, offset, data);
+    this.throwIfFailed();
+    this.direct.append(name, fence, offset, data);
   }
 
   /** Fast path of appendDirect for a write continuing the direct buffer; false when it does not. */
   continueDirect(name: string, offset: number, data: Uint8Array): boolean {
-    const d = this.direct;
-    if (!d || d.name !== name || d.offset + d.used !== offset || d.used + data.length > d.buf.length || this.failure) return false;
-    d.buf.set(data, d.used);
-    d.used += data.length;
-    this.directMark++;
-    this.stats.directBytes += data.length;
-    if (d.used === d.buf.length) this.closeDirect();
-    this.schedule();
-    return true;
-  }
-
-  private closeDirect(): void {
-    const d = this.direct;
-    if (!d) return;
-    this.direct = null;
-    if (d.used === 0) {
-      if (d.buf.length === this.opts.batchBytes) this.pool.push(d.buf);
-      return;
-    }
-    this.queueDirect(d.name, d.offset, d.buf.subarray(0, d.used));
-  }
-
-  private queueDirect(name: string, offset: number, bytes: Buffer): void {
-    this.queued.push({ op: 'direct', name, offset, bytes });
-    this.transfer.push(bytes.buffer as ArrayBuffer);
-    this.queuedBytes += bytes.length;
+    return this.direct.continue(name, offset, data);
   }
 
   /** Before the epoch's COMMIT is laid out: its direct appends are made durable first. */
   commitDirect(): void {
-    this.endDirect('datasync');
+    this.direct.end('datasync');
   }
 
   /** After an ABORT: the files written directly are cut back to their committed sizes, durably. */
   abortDirect(): void {
-    this.endDirect('undoDirect');
-  }
-
-  private endDirect(op: 'datasync' | 'undoDirect'): void {
-    if (this.fenced.size === 0) return;
-    this.closeDirect();
-    this.closeChunk();
-    this.queued.push({ op });
-    this.fenced.clear();
+    this.direct.end('undoDirect');
   }
 
   /** Resolve once the flusher has written every direct append up to `mark` (a directMark value). */
   async whenDirect(mark: number): Promise<void> {
-    if (this.directDone < mark) await this.flush();
-    this.check();
+    if (this.tasks.directDone < mark) await this.flush();
+    this.throwIfFailed();
   }
 
   // ------------------------------------------------------------------------------------------
-  // hand-off
+  // hand-off (task-tracker.ts)
 
   private schedule(): void {
     // A caller looping on awaited writes never yields to the event loop: hand full batches over
     // now rather than at the next setImmediate, or they would pile up in memory.
-    if (this.queuedBytes >= this.opts.batchBytes && !this.failure) {
+    if (this.outbox.bytes >= this.opts.batchBytes && !this.tasks.failure) {
       void this.flush();
       return;
     }
@@ -473,97 +330,53 @@ export class JournalWriter {
     // not wait for this: they flush at once.
     setTimeout(() => {
       this.scheduled = false;
-      if (!this.failure) void this.flush();
+      if (!this.tasks.failure) void this.flush();
     }, 1);
   }
 
-  /** Tasks handed to the flusher so far (the number of the last one). */
-  tasksSent = 0;
-  /** The number of the first task that failed (Infinity while none has). */
-  private failedTask = Infinity;
-
   /** Whether the first failure came from task `task` or one before it (tasks run in order). */
   failedBy(task: number): boolean {
-    return this.failedTask <= task;
-  }
-
-  private track(p: Promise<TaskResult>, endPos: number, bytes: number, directMark = 0): Promise<TaskResult> {
-    const task = ++this.tasksSent;
-    this.inflightBytes += bytes;
-    const tracked = p.then((res) => {
-      this.inflightBytes -= bytes;
-      this.stats.fsyncs += res.fsyncs;
-      if (res.recycled) {
-        for (const ab of res.recycled) {
-          if (ab.byteLength === this.opts.batchBytes && this.pool.length < 8 && !this.pool.some((b) => b.buffer === ab)) this.pool.push(Buffer.from(ab));
-        }
-        res.recycled = undefined;
-      }
-      if (res.ok) {
-        if (endPos > this.writtenPos) this.writtenPos = endPos;
-        if (directMark > this.directDone) this.directDone = directMark;
-      } else if (!this.failure) {
-        this.failedTask = task;
-        const err = res.error!;
-        this.failure = new CpError((err.code as CpErrorCode) ?? 'EIO', err.message, { details: err.details });
-      }
-      this.batches = this.batches.filter((b) => b.p !== tracked);
-      const w = this.waiters;
-      this.waiters = [];
-      for (const f of w) f();
-      return res;
-    });
-    this.batches.push({ endPos, p: tracked });
-    return tracked;
+    return this.tasks.failedBy(task);
   }
 
   /** Send everything laid out so far, followed by `extra` actions, as one task. */
   flush(extra: Action[] = []): Promise<TaskResult> {
-    this.closeDirect();
-    this.closeChunk();
-    if (this.queued.length === 0 && extra.length === 0) {
-      const lastBatch = this.batches[this.batches.length - 1];
-      return lastBatch ? lastBatch.p : Promise.resolve({ ok: !this.failure, fsyncs: 0 });
+    this.direct.close();
+    this.batch.close();
+    if (this.outbox.length === 0 && extra.length === 0) {
+      return this.tasks.lastTask ?? Promise.resolve(emptyResult(!this.tasks.failure));
     }
-    const actions = [...this.queued, ...extra];
-    let bytes = 0;
-    for (const a of this.queued) if (a.op === 'write' || a.op === 'direct') bytes += a.bytes.length;
-    const transfer = this.transfer;
-    this.queued = [];
-    this.transfer = [];
-    this.queuedBytes = 0;
-    this.sentPos = this.laidOut;
+    const { actions, transfer, bytes } = this.outbox.take(extra);
+    this.sentPos = this.batch.laidOut;
     this.stats.batches++;
-    return this.track(this.port.run({ actions }, transfer), this.sentPos, bytes, this.directMark);
+    return this.tasks.track(this.port.run({ actions }, transfer), this.sentPos, bytes, this.direct.mark);
   }
 
   /** True when drain() would wait: too much is on its way to the flusher. */
   get congested(): boolean {
-    return this.inflightBytes > this.opts.maxInflight && !this.failure;
+    return this.tasks.congested(this.opts.maxInflight);
   }
 
   /** Wait while too much is on its way to the flusher. */
-  async drain(): Promise<void> {
-    while (this.inflightBytes > this.opts.maxInflight && !this.failure) {
-      await new Promise<void>((r) => this.waiters.push(r));
-    }
-    this.check();
+  drain(): Promise<void> {
+    return this.tasks.drain(this.opts.maxInflight);
   }
 
   /** Resolve once every record before global position `p` has been written to its segment. */
   async whenWritten(p: number): Promise<void> {
     if (p > this.sentPos) void this.flush();
-    while (this.writtenPos < p) {
-      this.check();
-      const b = this.batches.find((x) => x.endPos >= p) ?? this.batches[this.batches.length - 1];
-      if (!b) break;
-      await b.p;
+    while (this.tasks.writtenPos < p) {
+      this.throwIfFailed();
+      const t = this.tasks.taskReaching(p);
+      if (!t) break;
+      await t;
     }
-    this.check();
+    this.throwIfFailed();
   }
 
-  check(): void {
-    if (this.failure) throw this.failure;
+  /** Throw the first failure of a flusher task, if any (the writer is unusable after one). */
+  throwIfFailed(): void {
+    this.tasks.throwIfFailed();
   }
 
   // ------------------------------------------------------------------------------------------
@@ -571,39 +384,18 @@ export class JournalWriter {
 
   /**
    * Called with the durable apply cursor: segments entirely before it are free again, unless a
-   * pending overlay still reads from them (`pinned`).
+   * read is in progress or a pending overlay still reads from them (`pinned`).
    */
   applied(cursorSeq: number, pinned: Set<number>): void {
-    for (const [index, seq] of this.live) {
-      if (seq < cursorSeq && index !== this.seg.index && !this.readRefs.get(index) && !pinned.has(index)) {
-        this.live.delete(index);
-        this.free.push(index);
-      }
-    }
+    this.segments.release(cursorSeq, this.seg.index, (index) => this.files.inUse(index) || pinned.has(index));
   }
 
   /** Read journaled bytes (already written) from segment `index`. */
-  async read(index: number, jOff: number, buf: Uint8Array, off: number, len: number): Promise<void> {
-    this.readRefs.set(index, (this.readRefs.get(index) ?? 0) + 1);
-    try {
-      let fd = this.readFds.get(index);
-      if (fd === undefined) {
-        fd = await this.io.open(path.join(this.opts.journalDir, segmentFileName(index)), 'read');
-        this.readFds.set(index, fd);
-      }
-      let done = 0;
-      while (done < len) {
-        const n = await this.io.read(fd, buf, off + done, len - done, jOff + done);
-        if (n <= 0) throw new CpError('EIO', `journal segment ${index} shorter than expected`);
-        done += n;
-      }
-    } finally {
-      this.readRefs.set(index, this.readRefs.get(index)! - 1);
-    }
+  read(index: number, jOff: number, buf: Uint8Array, off: number, len: number): Promise<void> {
+    return this.files.readExactly({ index, file: segmentPath(this.opts.journalDir, index) }, jOff, buf, off, len);
   }
 
   async closeReads(): Promise<void> {
-    for (const fd of this.readFds.values()) await this.io.close(fd).catch(() => undefined);
-    this.readFds.clear();
+    await this.files.closeAll(true);
   }
 }

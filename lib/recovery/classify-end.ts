@@ -6,7 +6,9 @@
  * forced recovery can cut the log at is returned, for the orchestrator to refuse or force past.
  */
 import { SEGMENT_HEADER_AREA, RecordType, decodePayload, pos, type ControlState } from '../format.js';
-import { findLaterEpoch, type SegmentFiles, type SegmentInfo, type ScannedRecord } from '../journal/reader.js';
+import { findLaterEpoch, type ScannedRecord } from '../journal/reader.js';
+import type { SegmentInfo } from '../journal/segments.js';
+import type { SegmentFiles } from '../journal/segment-files.js';
 import { corruptError, type ForceableKind, type CpError } from '../errors.js';
 import type { Corruption } from './types.js';
 import type { Scanned } from './scan.js';

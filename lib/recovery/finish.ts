@@ -7,11 +7,12 @@
 import { RECORD_HEADER_SIZE, isZero as isAllZero, posSeq, posOffset } from '../format.js';
 import { type IO, isENOENT, writeFully, readFully } from '../io.js';
 import type { ControlWriter } from '../journal/control.js';
-import type { SegmentFiles, SegmentInfo } from '../journal/reader.js';
+import type { SegmentFiles } from '../journal/segment-files.js';
+import type { SegmentInfo } from '../journal/segments.js';
 import { applyCommitted } from '../store/applier.js';
 import { CpError, ioError } from '../errors.js';
 import { openInStore, inParent } from '../names.js';
-import type { MetaPaths } from './load-control.js';
+import type { MetaPaths } from '../journal/paths.js';
 import type { LogCollector } from './scan.js';
 import type { ReplayPlan } from './plan.js';
 import type { RecoveryReport } from './types.js';

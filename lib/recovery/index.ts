@@ -18,16 +18,17 @@
  * Each step is safe to interrupt: a crash at any point followed by another recovery gives the same files.
  */
 import * as path from 'node:path';
-import * as crypto from 'node:crypto';
 import {
-  DEFAULT_SEGMENT_SIZE, CONTROL_FILE, JOURNAL_DIR, META_DIR, SEGMENT_HEADER_AREA, FORMAT_VERSION, RecordType, encodeCatalog,
-  entryListBytes, entryListOps, segmentSizeFor, MAX_PAYLOAD, MAX_SEGMENT_SIZE, encodeSegmentHeader, segmentFileName, type CatalogEntry,
+  DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_AREA, FORMAT_VERSION, RecordType, encodeCatalog,
+  entryListBytes, entryListOps, segmentSizeFor, MAX_PAYLOAD, MAX_SEGMENT_SIZE, type CatalogEntry,
 } from '../format.js';
-import { type IO, isENOENT, writeFully } from '../io.js';
+import type { IO } from '../io.js';
 import { ControlWriter } from '../journal/control.js';
-import { listSegments, SegmentFiles, type SegmentInfo, type SegmentListing } from '../journal/reader.js';
+import { SegmentFiles } from '../journal/segment-files.js';
+import { listSegments, initSegment, randomSalt, type SegmentInfo, type SegmentListing } from '../journal/segments.js';
+import { metaPaths, segmentPath, type MetaPaths } from '../journal/paths.js';
 import { CpError, ioError } from '../errors.js';
-import { loadControl, type MetaPaths } from './load-control.js';
+import { loadControl } from './load-control.js';
 import { scanLog } from './scan.js';
 import { validateLogStart, classifyEnd, corruptionError } from './classify-end.js';
 import { planReplay, buildReport } from './plan.js';
@@ -38,12 +39,8 @@ import type { RecoverOptions, RecoveryReport, RecoveredState } from './types.js'
 export type { RecoverOptions, Corruption, RecoveryReport, RecoveredState } from './types.js';
 export { PARTIAL_COPY } from './journal-copy.js';
 
-export const randomSalt = (): number => crypto.randomBytes(4).readUInt32LE(0);
-
-export function metaPaths(dir: string): { meta: string; control: string; journal: string } {
-  const meta = path.join(dir, META_DIR);
-  return { meta, control: path.join(meta, CONTROL_FILE), journal: path.join(meta, JOURNAL_DIR) };
-}
+// metaPaths is built in lib/journal/paths.ts; re-exported for the callers that take it from here.
+export { metaPaths };
 
 export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   const t0 = performance.now();
@@ -130,7 +127,7 @@ async function startFreshSegment(a: FreshSegmentInput): Promise<Omit<RecoveredSt
     version: FORMAT_VERSION, salt: randomSalt(), seq, storeId: a.report.storeId,
     // Large enough for the recovered catalog (FORMAT.md R7), which may be larger than a segment.
     size: segmentSizeFor(entryListBytes(entryListOps(RecordType.CATALOG, entries, MAX_PAYLOAD)), a.size),
-    index, file: path.join(a.p.journal, segmentFileName(index)),
+    index, file: segmentPath(a.p.journal, index),
   };
   const { writeOffset, sparseFrom } = await initSegment(io, segment, a.sync, entries, epoch, a.p.journal).catch(async (err) => {
     const code = (err as NodeJS.ErrnoException).code;
@@ -163,40 +160,3 @@ function freshSegmentNeeds(entries: CatalogEntry[], epoch: number): number {
   return (Math.ceil((SEGMENT_HEADER_AREA + rec.length) / BLOCK) + 1) * BLOCK;
 }
 
-/**
- * (Re)initialise a segment file: header, then a CATALOG record of `entries` as of `epoch`; synced.
- * Returns the offset after the catalog record. Used by recovery and by the flusher on rotation.
- */
-export async function initSegment(
-  io: IO, seg: SegmentInfo, sync: boolean, entries: CatalogEntry[] | null, epoch: number, journalDir: string,
-): Promise<{ writeOffset: number; sparseFrom: number | null }> {
-  let isNew = false;
-  let fd: number;
-  try {
-    fd = await io.open(seg.file, 'readwrite');
-  } catch (e) {
-    if (!isENOENT(e)) throw e;
-    fd = await io.open(seg.file, 'create');
-    isNew = true;
-  }
-  try {
-    const st = await io.fstat(fd);
-    if (st.size !== seg.size) await io.ftruncate(fd, seg.size);
-    const area = Buffer.alloc(SEGMENT_HEADER_AREA);
-    encodeSegmentHeader(seg).copy(area, 0);
-    let bytes = area;
-    if (entries) {
-      const rec = encodeCatalog(entries, seg.salt, epoch, SEGMENT_HEADER_AREA, seg.size);
-      bytes = Buffer.concat([area, rec]);
-    }
-    await writeFully(io, fd, bytes, 0, bytes.length, 0);
-    if (sync) {
-      if (isNew || st.size !== seg.size) await io.fsync(fd);
-      else await io.fdatasync(fd);
-    }
-    if (sync && isNew) await io.fsyncDir(journalDir);
-    return { writeOffset: bytes.length, sparseFrom: st.size < seg.size ? Math.max(st.size, bytes.length) : null };
-  } finally {
-    await io.close(fd);
-  }
-}

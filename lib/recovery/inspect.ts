@@ -12,8 +12,11 @@ import {
 import { EpochOrder } from './epoch-order.js';
 import { type IO, isENOENT } from '../io.js';
 import { readControl } from '../journal/control.js';
-import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type EndReason, type SegmentInfo } from '../journal/reader.js';
-import { recover, metaPaths, type RecoveryReport } from './index.js';
+import { walkLog, type ScannedRecord, type EndReason } from '../journal/reader.js';
+import { listSegments, type SegmentInfo } from '../journal/segments.js';
+import { SegmentFiles } from '../journal/segment-files.js';
+import { recover, type RecoveryReport } from './index.js';
+import { metaPaths } from '../journal/paths.js';
 import { CpError, ioError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -56,7 +59,7 @@ export async function probeStore(io: IO, dir: string): Promise<StorePaths> {
   } catch (e) {
     throw fsError(e, p.meta);
   }
-  return { root, ...p, lock: path.join(p.meta, LOCK_NAME) };
+  return { root, ...p };
 }
 
 /** A one-line CpError for a node:fs failure on `what`. */

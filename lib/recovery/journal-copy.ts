@@ -4,6 +4,7 @@
  */
 import * as path from 'node:path';
 import { type IO, isENOENT, writeFully } from '../io.js';
+import { journalFilePath } from '../journal/paths.js';
 
 /** Where copyJournalAside builds its copy before renaming it into place. */
 export const PARTIAL_COPY = 'journal.broken-partial';
@@ -24,7 +25,7 @@ export async function copyJournalAside(io: IO, journalDir: string, metaDir: stri
   const BLOCK = 4096;
   const buf = Buffer.allocUnsafe(1 << 20);
   for (const name of await io.readdir(journalDir)) {
-    const src = await io.open(path.join(journalDir, name), 'read');
+    const src = await io.open(journalFilePath(journalDir, name), 'read');
     try {
       const dst = await io.open(path.join(tmp, name), 'createExcl');
       try {

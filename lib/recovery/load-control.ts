@@ -7,16 +7,12 @@ import * as crypto from 'node:crypto';
 import { CONTROL_FILE, META_DIR, SEGMENT_HEADER_AREA, READABLE_VERSIONS_TEXT, type ControlState } from '../format.js';
 import { type IO, isENOENT } from '../io.js';
 import { readControl, createControl } from '../journal/control.js';
-import { listSegments } from '../journal/reader.js';
+import { listSegments } from '../journal/segments.js';
+import type { MetaPaths } from '../journal/paths.js';
 import { CpError, ioError, corruptError } from '../errors.js';
 import type { RecoverOptions } from './types.js';
 
-/** The store's metadata paths (lib/recovery/index.ts metaPaths). */
-export interface MetaPaths {
-  meta: string;
-  control: string;
-  journal: string;
-}
+export type { MetaPaths } from '../journal/paths.js';
 
 export interface LoadedControl {
   /** No store existed (or its creation never finished) and one was created. */

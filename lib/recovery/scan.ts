@@ -8,7 +8,9 @@
 import * as path from 'node:path';
 import { SEGMENT_HEADER_AREA, READABLE_VERSIONS_TEXT, RecordType, decodePayload, pos, type CatalogEntry, type ControlState, type Op } from '../format.js';
 import type { IO } from '../io.js';
-import { walkLog, type SegmentFiles, type SegmentInfo, type SegmentListing, type ScannedRecord, type ScanEnd } from '../journal/reader.js';
+import { walkLog, type ScannedRecord, type ScanEnd } from '../journal/reader.js';
+import type { SegmentInfo, SegmentListing } from '../journal/segments.js';
+import type { SegmentFiles } from '../journal/segment-files.js';
 import { EpochOrder, type OrderVerdict } from './epoch-order.js';
 import { CpError, corruptError } from '../errors.js';
 

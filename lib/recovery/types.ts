@@ -3,7 +3,8 @@
  * the state openStore continues writing from. (lib/recovery/index.ts re-exports them.)
  */
 import type { CatalogEntry, ControlState } from '../format.js';
-import type { SegmentInfo, EndReason } from '../journal/reader.js';
+import type { EndReason } from '../journal/reader.js';
+import type { SegmentInfo } from '../journal/segments.js';
 import type { LostEpochs } from '../errors.js';
 import type { IO } from '../io.js';
 

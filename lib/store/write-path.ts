@@ -15,7 +15,7 @@ export class WritePath {
 
   /** Lay out the write of `data` at `at` in `e`'s file. */
   writeNow(e: Entry, at: number, data: Uint8Array): void {
-    this.writer.check();
+    this.writer.throwIfFailed();
     const ov = e.overlay;
     const n = data.length;
     if (n > 0) {

@@ -21,7 +21,9 @@ import {
 } from '../../lib/format.js';
 import { JournalWriter } from '../../lib/journal/writer.js';
 import { InlinePort } from '../../lib/flusher/port.js';
-import { listSegments, walkLog, SegmentFiles, type ScannedRecord, type ScanEnd, type SegmentListing } from '../../lib/journal/reader.js';
+import { walkLog, type ScannedRecord, type ScanEnd } from '../../lib/journal/reader.js';
+import { listSegments, type SegmentListing } from '../../lib/journal/segments.js';
+import { SegmentFiles } from '../../lib/journal/segment-files.js';
 import { recover, type RecoverOptions, type RecoveredState } from '../../lib/recovery/index.js';
 import { SimFS } from '../torture/simfs.js';
 

@@ -6,9 +6,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openStore, type Store, type StoreOptions } from '../../lib/index.js';
-import { listSegments, walkLog, SegmentFiles, type ScannedRecord } from '../../lib/journal/reader.js';
+import { walkLog, type ScannedRecord } from '../../lib/journal/reader.js';
+import { listSegments } from '../../lib/journal/segments.js';
+import { SegmentFiles } from '../../lib/journal/segment-files.js';
 import { readControl } from '../../lib/journal/control.js';
-import { metaPaths } from '../../lib/recovery/index.js';
+import { metaPaths } from '../../lib/journal/paths.js';
 import { nodeIO } from '../../lib/io.js';
 
 export function tempDir(prefix = 'cpfile-test-'): string {

@@ -17,7 +17,9 @@
 import fc from 'fast-check';
 import * as path from 'node:path';
 import { openStore } from '../../lib/index.js';
-import { listSegments, walkLog, SegmentFiles } from '../../lib/journal/reader.js';
+import { walkLog } from '../../lib/journal/reader.js';
+import { listSegments } from '../../lib/journal/segments.js';
+import { SegmentFiles } from '../../lib/journal/segment-files.js';
 import { readControl } from '../../lib/journal/control.js';
 import { RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, segmentFileName } from '../../lib/format.js';
 import { Rng, mixSeed } from '../helpers/model.js';

@@ -1,0 +1,100 @@
+/**
+ * The protocol between the main thread (lib/journal/writer.ts) and the flusher (core.ts, run in the
+ * worker of workers/flusher.ts or inline): the tasks it is handed and the results it gives back.
+ * Types only, and the tiny constructors of a few of them. Everything here crosses a thread boundary
+ * by structured clone, so it is plain data (buffers are transferred, not copied).
+ *
+ * Tasks run strictly one after another, in the order they were submitted (FORMAT.md R4): that order
+ * is what lets the main thread decide the journal's layout while the flusher only executes it.
+ */
+import { type ControlState } from '../format.js';
+import { type SegmentInfo } from '../journal/segments.js';
+
+/** A segment as the main thread describes it to the flusher: its header fields and file index (no path). */
+export type PlainSegment = Omit<SegmentInfo, 'file'>;
+
+/** A file written directly in the epoch, with its committed size (docs/FORMAT.md, "Direct appends"). */
+export interface Fence {
+  name: string;
+  /** The size the last durable COMMIT (or CATALOG) lists for it: what a rollback cuts it back to. */
+  size: number;
+}
+
+export type Action =
+  // A new segment; `durable`: synced (file and journal directory) before the next action, which
+  // writes the SEGEND naming it (FORMAT.md R9).
+  | { op: 'segment'; seg: PlainSegment; durable?: boolean }
+  | { op: 'write'; index: number; offset: number; bytes: Uint8Array }
+  | { op: 'sync' }
+  | { op: 'apply'; endPos: number }
+  // Direct appends (docs/FORMAT.md, "Direct appends"). The main thread queues, per file and epoch,
+  // 'fence' (its committed size) then 'direct' writes; before the epoch's COMMIT, 'datasync'; on
+  // rollback, 'undoDirect'.
+  | ({ op: 'fence' } & Fence)
+  | { op: 'direct'; name: string; offset: number; bytes: Uint8Array }
+  | { op: 'datasync' }
+  | { op: 'undoDirect' };
+
+export interface FlusherInit {
+  dir: string;
+  sync: boolean;
+  control: ControlState;
+  controlSlot: 0 | 1;
+  /** Segments of the live log, the current one included. */
+  segments: PlainSegment[];
+  /**
+   * Worker only: the URL of a module whose `io` export the worker uses instead of syncNodeIO (tests
+   * record or fail the worker's own calls with it). The inline flusher is given its IO directly.
+   */
+  ioModule?: string;
+  /** Where the first of `segments` has no blocks yet (recovery created or grew it), if anywhere. */
+  sparseFrom?: number | null;
+}
+
+export interface Task {
+  init?: FlusherInit;
+  actions: Action[];
+  close?: boolean;
+}
+
+/** A failure as it crosses the thread boundary (errors.ts errorToPlain). */
+export interface PlainError {
+  code: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/**
+ * The apply cursor after an 'apply' action, as the flusher's control file holds it once durable.
+ * The flusher's ControlWriter.state is the source of truth (it writes the control file); this is
+ * the copy the main thread learns, never ahead of it.
+ */
+export interface AppliedReport {
+  cursorSeq: number;
+  cursorOffset: number;
+  appliedEpoch: number;
+  /** Epochs and payload bytes this apply executed. */
+  epochs: number;
+  bytes: number;
+}
+
+export interface TaskResult {
+  ok: boolean;
+  error?: PlainError;
+  fsyncs: number;
+  /**
+   * The buffers of this task's write actions, handed back once written so the main thread can reuse
+   * them for later batches (transferred back from the worker, not copied).
+   */
+  recycled?: ArrayBuffer[];
+  applied?: AppliedReport;
+}
+
+/** The error of a task sent before the init task (a flusher with no state). */
+export const NOT_STARTED: PlainError = { code: 'EIO', message: 'flusher used before init' };
+
+/** A failed result that did not touch the disk. */
+export const failedResult = (error: PlainError): TaskResult => ({ ok: false, fsyncs: 0, error });
+
+/** The result of a task that had nothing to do. */
+export const emptyResult = (ok = true): TaskResult => ({ ok, fsyncs: 0 });

@@ -1,0 +1,60 @@
+/**
+ * The journal writer's batch buffers: a zeroed buffer for the next batch of records, and the reuse of
+ * buffers instead of allocating (and zeroing) `batchBytes` per batch. Buffers come back two ways: the
+ * spare one the writer kept when it sent a right-sized copy, and full-size ones the flusher handed back
+ * after writing them (TaskResult.recycled).
+ */
+
+/** Full-size buffers kept for reuse at most. */
+const POOL_MAX = 8;
+
+export class BatchBuffers {
+  /**
+   * A batch buffer kept on this thread: when a chunk is handed over far from full (a caller that
+   * yields to the event loop between writes gets one flush per write), a right-sized copy is
+   * transferred and the big buffer is reused for the next chunk. `spareUsed` bytes of it hold old
+   * data and are zeroed before reuse.
+   */
+  private spare: Buffer | null = null;
+  private spareUsed = 0;
+  /** Full-size batch buffers the flusher handed back after writing them (see TaskResult.recycled). */
+  private pool: Buffer[] = [];
+
+  constructor(private batchBytes: number) {}
+
+  /** A zeroed batch buffer of at least `cap` bytes (the spare one when it is big enough). */
+  take(cap: number): Buffer {
+    const spare = this.spare;
+    if (spare && spare.length >= cap) {
+      this.spare = null;
+      spare.fill(0, 0, this.spareUsed);
+      return spare;
+    }
+    const pooled = this.pool.pop();
+    if (pooled && pooled.length >= cap) return pooled.fill(0);
+    return Buffer.from(new ArrayBuffer(cap));
+  }
+
+  /** A full-size buffer for direct appends (its bytes are all overwritten before they are sent). */
+  takeFull(): Buffer {
+    return this.pool.pop() ?? Buffer.from(new ArrayBuffer(this.batchBytes));
+  }
+
+  /** Keep `buf` (whose first `used` bytes were written) for the next batch: a copy of it was sent instead. */
+  keepSpare(buf: Buffer, used: number): void {
+    this.spare = buf;
+    this.spareUsed = used;
+  }
+
+  /** A full-size buffer that was never sent (an empty direct buffer). */
+  giveBack(buf: Buffer): void {
+    if (buf.length === this.batchBytes) this.pool.push(buf);
+  }
+
+  /** Buffers the flusher handed back: the full-size ones are reused, up to POOL_MAX. */
+  recycle(buffers: ArrayBuffer[]): void {
+    for (const ab of buffers) {
+      if (ab.byteLength === this.batchBytes && this.pool.length < POOL_MAX && !this.pool.some((b) => b.buffer === ab)) this.pool.push(Buffer.from(ab));
+    }
+  }
+}
