@@ -77,9 +77,8 @@ export function normalizeName(name: unknown, dir?: string): string {
  * Refuse names with a symlink at any component (EPATH), and names whose parent is a file (ENOENT).
  * Resolves true when every component exists, false when one is missing (the name does not exist).
  * (Validates the name on disk; the commit is the only "check" in cpfile.)
- * `rootReal` is unused since no symlink is followed (kept for the callers).
  */
-export async function validateInside(io: IO, _rootReal: string, root: string, name: string, unlinked?: (prefix: string) => boolean): Promise<boolean> {
+export async function validateInside(io: IO, root: string, name: string, unlinked?: (prefix: string) => boolean): Promise<boolean> {
   const parts = name.split('/');
   let cur = root;
   for (let i = 0; i < parts.length; i++) {
@@ -230,11 +229,6 @@ export async function inParent<T>(io: IO, root: string, name: string, fn: (at: s
   } finally {
     await d.close().catch(() => undefined);
   }
-}
-
-/** Are the parent directories of the store file `name` there (false: one is missing)? EPATH as openInStore. */
-export async function parentsExist(io: IO, root: string, name: string): Promise<boolean> {
-  return (await inParent(io, root, name, async () => true)) !== null;
 }
 
 /**

@@ -28,7 +28,6 @@ export interface ScheduleDeps {
 export class ApplySchedule {
   /** The apply cursor (the position of the next record to apply), its segment, and the last epoch applied. */
   appliedPos: number;
-  appliedSeq: number;
   appliedEpoch: number;
   /** The end of the last COMMIT known durable. */
   durableEnd: number;
@@ -36,10 +35,14 @@ export class ApplySchedule {
   /** The idle-delay timer of a background apply. */
   timer: NodeJS.Timeout | null = null;
 
+  /** The segment of the apply cursor (derived: appliedPos is the one fact). */
+  get appliedSeq(): number {
+    return posSeq(this.appliedPos);
+  }
+
   constructor(private deps: ScheduleDeps) {
     this.appliedEpoch = deps.appliedEpoch;
     this.appliedPos = deps.cursorPos;
-    this.appliedSeq = posSeq(deps.cursorPos);
     this.durableEnd = deps.cursorPos;
   }
 
@@ -98,7 +101,6 @@ export class ApplySchedule {
       }
       if (!res.applied) return;
       this.appliedPos = pos(res.applied.cursorSeq, res.applied.cursorOffset);
-      this.appliedSeq = res.applied.cursorSeq;
       this.appliedEpoch = res.applied.appliedEpoch;
       if (inQueue) this.settleAll();
       else void queue.run(() => this.settleAll()).catch(() => undefined);

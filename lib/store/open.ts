@@ -25,7 +25,8 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   const { io } = settings;
   const root = path.resolve(dir);
   const p = metaPaths(root);
-  const rootReal = await makeStoreDirs(io, root, p.meta, settings.sync);
+  // (resolving the root also proves it is reachable; names are confined without following links)
+  await makeStoreDirs(io, root, p.meta, settings.sync);
 
   let store: Store | null = null;
   let pendingCompromise: CpError | null = null;
@@ -55,7 +56,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
     // file in .cpfile): writes and truncates past it are refused at the call with EFBIG.
     const maxSize = await io.maxFileSize(p.meta).catch(() => Number.MAX_SAFE_INTEGER);
     store = new Store({
-      dir: root, rootReal, settings: storeSettings(settings, maxSize), writer, port, lock, report: rec.report,
+      dir: root, settings: storeSettings(settings, maxSize), writer, port, lock, report: rec.report,
       cursorPos: pos(rec.control.cursorSeq, rec.control.cursorOffset), io, hooks,
     });
     storeRef = store;

@@ -14,7 +14,6 @@ import { Overlay } from './overlay.js';
 export interface PendingDeps {
   io: IO;
   dir: string;
-  rootReal: string;
   /** The open entries: their overlays stay while they are open. */
   open: ReadonlyMap<string, Entry>;
 }
@@ -43,7 +42,7 @@ export class PendingFiles {
 
   /** Refuse names through a symlink or under a file (names.ts validateInside); resolves whether `name` exists on disk. */
   validate(name: string): Promise<boolean> {
-    return validateInside(this.deps.io, this.deps.rootReal, this.deps.dir, name, this.unlinkedPending);
+    return validateInside(this.deps.io, this.deps.dir, name, this.unlinkedPending);
   }
 
   closeFd(fd: number | null): void {
@@ -55,8 +54,8 @@ export class PendingFiles {
     this.checkedAbsent = null;
     const ov = this.overlays.get(name);
     if (ov) return ov.exists ? ov : null;
-    const { io, rootReal, dir } = this.deps;
-    if (!(await validateInside(io, rootReal, dir, name, this.unlinkedPending))) {
+    const { io, dir } = this.deps;
+    if (!(await validateInside(io, dir, name, this.unlinkedPending))) {
       // lstat found no such file: no need to try opening it, nor for the caller to validate it again.
       this.checkedAbsent = name;
       return null;

@@ -50,7 +50,6 @@ export interface StoreStats {
 /** @internal What openStore hands a new Store. */
 export interface StoreInit {
   dir: string;
-  rootReal: string;
   settings: { applyThreshold: number; applyDelay: number; directMin: number; maxSize: number };
   writer: JournalWriter;
   port: FlusherPort;
@@ -93,7 +92,7 @@ export class Store implements FileHost {
     this.hooks = hooks;
     this.queue = new CallQueue({ dir, writerFailure: () => writer.failure, durableEpoch: () => this.checkpoint.epoch });
     this.catalog = new Catalog(report);
-    this.pending = new PendingFiles({ io, dir, rootReal: init.rootReal, open: this.catalog.open });
+    this.pending = new PendingFiles({ io, dir, open: this.catalog.open });
     this.limits = new StoreLimits(io, dir, init.settings.maxSize);
     this.schedule = new ApplySchedule({
       writer, queue: this.queue, pending: this.pending, applyThreshold: init.settings.applyThreshold, applyDelay: init.settings.applyDelay,
