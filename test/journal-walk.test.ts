@@ -3,7 +3,7 @@
 // of LevelDB's log_test.cc: a journal written by the real JournalWriter on the simulated file
 // system, one small piece of damage, and what walkLog makes of it (docs/FORMAT.md R1, R2).
 import { expect } from 'chai';
-import { RECORD_HEADER_SIZE, RecordType, SEGMENT_HEADER_AREA, MAX_PAYLOAD, pos, type RecordCheck } from '../lib/format.js';
+import { RECORD_HEADER_SIZE, RecordType, SEGMENT_HEADER_AREA, MAX_PAYLOAD, pos, encodeSegmentHeader, type RecordCheck } from '../lib/format.js';
 import type { EndReason, ScannedRecord } from '../lib/journal/reader.js';
 import { JournalFixture, REC } from './helpers/journal-fixture.js';
 
@@ -170,6 +170,28 @@ describe('log walk: one test per end reason', () => {
     const w = await f.walk({ stopAfter: 3 });
     expect(w.records).to.have.length(3);
     expect(w.end).to.deep.equal({ seq: 1, offset: recs[2].offset, pos: recs[2].pos, reason: 'stop' });
+  });
+});
+
+describe('segment files: only the name segmentFileName gives an index (FORMAT.md R13)', () => {
+  it('seg-0000001.cpj (a leading zero more) is not segment 1, nor any segment: never listed, walked or reused', async () => {
+    const { f } = await threeEpochs();
+    await f.crash();
+    // A valid header of this store with the next seq, under a name the writer never opens for index 1.
+    const odd = f.paths.journal + '/seg-0000001.cpj';
+    f.sim.putFileSync(odd, f.read(f.segmentFile(0), 0, f.segmentSize));
+    const head = encodeSegmentHeader({ ...f.segmentHeader(0), seq: 2 });
+    f.put(odd, 0, head);
+    const listing = await f.segments();
+    expect(listing.indexes).to.deep.equal([0]);
+    expect([...listing.bySeq.keys()]).to.deep.equal([1]);
+    expect(listing.invalid).to.deep.equal([]);
+    expect(listing.maxSeq).to.equal(1);
+    // Recovery neither walks it nor hands it out as a free file; the next new file is index 1's own name.
+    const rec = await f.recover();
+    expect(rec.free).to.deep.equal([0]);
+    expect(rec.segment.file).to.equal(f.segmentFile(1));
+    expect(f.sim.readFileSync(odd)).to.not.equal(null);
   });
 });
 

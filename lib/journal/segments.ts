@@ -5,7 +5,7 @@
  */
 import * as crypto from 'node:crypto';
 import {
-  SEGMENT_FILE_RE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeCatalog, encodeSegmentHeader,
+  SEGMENT_FILE_RE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeCatalog, encodeSegmentHeader, segmentFileName,
   type CatalogEntry, type SegmentHeader,
 } from '../format.js';
 import { type IO, isENOENT, readFully, writeFully } from '../io.js';
@@ -41,7 +41,9 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
   }
   for (const name of names.sort()) {
     const m = SEGMENT_FILE_RE.exec(name);
-    if (!m) continue;
+    // Only the one name of an index is that index's segment file (FORMAT.md R13): the writer opens
+    // segmentPath(dir, index), so seg-0000001.cpj is not segment 1, nor any segment.
+    if (!m || segmentFileName(Number(m[1])) !== name) continue;
     const index = Number(m[1]);
     const file = journalFilePath(journalDir, name);
     out.indexes.push(index);
