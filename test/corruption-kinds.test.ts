@@ -67,6 +67,16 @@ async function undecodableWrite(dir: string, epoch: number): Promise<void> {
   fs.writeFileSync(file, b);
 }
 
+/** Give the COMMIT of `epoch` an entry count its payload cannot hold, and a checksum that matches it again. */
+async function undecodableCommit(dir: string, epoch: number): Promise<void> {
+  const c = (await records(dir)).find((r) => r.header.type === RecordType.COMMIT && r.header.epoch === epoch)!;
+  const file = segmentPath(dir, c);
+  const b = fs.readFileSync(file);
+  b.writeUInt32LE(0xffffffff, c.offset + RECORD_HEADER_SIZE);
+  sealRecord(b, c.offset, c.offset);
+  fs.writeFileSync(file, b);
+}
+
 interface Case {
   kind: CorruptionKind;
   forceable: boolean;
@@ -228,9 +238,24 @@ describe('corruption kinds (ECORRUPT .details.kind and .forceable)', () => {
     });
   }
 
-  it('undecodable-at-apply: forceable false (the applier, which recovery never lets reach such a record)', async () => {
+  for (const [what, damage] of [['a WRITE', undecodableWrite], ['a COMMIT', undecodableCommit]] as const) {
+    it(`undecodable-at-apply (${what}): forceable false (the applier, which recovery never lets reach such a record)`, () => undecodableAtApply(damage));
+  }
+
+  it('undecodable-record (a COMMIT): recovery refuses, forced it keeps the epochs before it', async () => {
     const dir = await heldStore(3);
-    await undecodableWrite(dir, 2);
+    await undecodableCommit(dir, 2);
+    const err = await failure(openStore(dir, NO_APPLY));
+    expect(err.code, err.message).to.equal('ECORRUPT');
+    expect(err.details).to.include({ kind: 'undecodable-record', forceable: true, reason: 'payload', lostFrom: 2, lostTo: 3 });
+    const forced = await openStore(dir, { ...NO_APPLY, force: true });
+    expect(forced.epoch).to.equal(1);
+    await forced.close();
+  });
+
+  async function undecodableAtApply(damage: (dir: string, epoch: number) => Promise<void>): Promise<void> {
+    const dir = await heldStore(3);
+    await damage(dir, 2);
     const p = metaPaths(dir);
     const ctl = await readControl(nodeIO, p.control);
     if (ctl.kind !== 'ok') throw new Error('control');
@@ -247,7 +272,7 @@ describe('corruption kinds (ECORRUPT .details.kind and .forceable)', () => {
       await writer.close();
       await files.closeAll();
     }
-  });
+  }
 
   it('corruptionOf reads only details made by corruptError (a kind it knows), never by the fields present', () => {
     expect(corruptionOf(new CpError('ECORRUPT', 'x', { details: { seq: 1, offset: 4096, reason: 'crc', lostFrom: 1 } }))).to.equal(null);

@@ -309,6 +309,19 @@ const corrupt: Row[] = [
     },
   },
   {
+    name: 'a COMMIT with a valid crc whose entry list does not decode (an entry state 7): corruption at that record (R14)',
+    make: async (f) => {
+      const recs = await twoEpochs(f);
+      f.put(recs[COMMIT_1], REC.payload + 12, Buffer.from([7]));
+      f.fixCrc(recs[COMMIT_1]);
+    },
+    want: {
+      code: 'ECORRUPT',
+      message: [/\(payload\), not a torn tail: record at segment 1 offset \d+ has a valid checksum but an undecodable payload/, /Epochs 1\.\.2 would be lost/],
+      details: { kind: 'undecodable-record', forceable: true, seq: 1, reason: 'payload', lostFrom: 1, lostTo: 2 },
+    },
+  },
+  {
     name: 'the cursor\'s segment does not begin with a catalog record',
     make: async (f) => {
       const recs = await twoEpochs(f);

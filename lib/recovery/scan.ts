@@ -117,8 +117,7 @@ export class LogCollector {
         this.pendingBytes += r.size;
         break;
       case RecordType.COMMIT:
-        this.onCommit(r);
-        break;
+        return this.onCommit(r);
       case RecordType.ABORT:
         this.commitParts = [];
         if (r.pos >= this.cursorPos) this.aborts.push(r.pos);
@@ -167,8 +166,15 @@ export class LogCollector {
     this.catalogEnd = r.pos + r.size;
   }
 
-  private onCommit(r: ScannedRecord): void {
-    const op = decodePayload(r.header.type, r.payload);
+  /** A COMMIT: its entries (with the ENTRIES parts before it, R6) change the catalog; undecodable, it stops the walk (R14). */
+  private onCommit(r: ScannedRecord): false | void {
+    let op: Op;
+    try {
+      op = decodePayload(r.header.type, r.payload);
+    } catch {
+      // A COMMIT is never the walk's first record (R3 wants a CATALOG there): cut the log before it.
+      return this.undecodable(r, false);
+    }
     if (op.type === RecordType.COMMIT) {
       const entries = this.commitParts.length ? [...this.commitParts, ...op.entries] : op.entries;
       this.commitParts = [];

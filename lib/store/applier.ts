@@ -141,15 +141,16 @@ class ApplyRun {
       return;
     }
     if (t === RecordType.COMMIT) {
+      // Decoded first: an undecodable COMMIT (ECORRUPT) runs nothing of its epoch.
+      const op = decodeRecord(r);
       await this.runGroup();
-      this.committed(r);
+      this.committed(r, op);
       return;
     }
     if (this.gather(r)) await this.runGroup();
   }
 
-  private committed(r: ScannedRecord): void {
-    const op = decodePayload(r.header.type, r.payload);
+  private committed(r: ScannedRecord, op: Op): void {
     this.res.appliedEpoch = r.header.epoch;
     this.res.epochs++;
     if (op.type === RecordType.COMMIT) this.res.commits.push({ epoch: r.header.epoch, entries: op.entries });
@@ -161,7 +162,7 @@ class ApplyRun {
    * once: a validated recovery applies records as it reads them (the write straight from the window).
    */
   private gather(r: ScannedRecord): boolean {
-    const op = decodeData(r);
+    const op = decodeRecord(r);
     switch (op.type) {
       case RecordType.WRITE: {
         const dataAt = r.offset + 24 + (r.payload.length - op.data.length);
@@ -297,8 +298,8 @@ function renameIfPresent(ctx: ApplyContext, cache: FileCache, d: Desc & { type: 
   });
 }
 
-/** The operation of a data record (a crc-valid one, R1, whose payload still does not decode: ECORRUPT). */
-function decodeData(r: ScannedRecord): Op {
+/** The operation of a data record or a COMMIT (a crc-valid one, R1, whose payload still does not decode: ECORRUPT). */
+function decodeRecord(r: ScannedRecord): Op {
   try {
     return decodePayload(r.header.type, r.payload);
   } catch (e) {
