@@ -71,8 +71,10 @@ export const RECORD_FLAG_MORE = 1;
 /** Flags a record of `type` may carry. */
 const allowedFlags = (type: number): number => (type === RecordType.CATALOG || type === RecordType.ENTRIES ? RECORD_FLAG_MORE : 0);
 
+/** A SEGEND's payload, its u64 nextSeq: exactly this many bytes (FORMAT.md R14). */
+export const SEGEND_PAYLOAD_SIZE = 8;
 /** Bytes a SEGEND record takes; the writer keeps this much free at the end of every segment. */
-export const SEGEND_RECORD_SIZE = RECORD_HEADER_SIZE + 8;
+export const SEGEND_RECORD_SIZE = RECORD_HEADER_SIZE + SEGEND_PAYLOAD_SIZE;
 
 /** A journal position comparable across segments: seq * 2^32 + offset. */
 export const pos = (seq: number, offset: number): number => seq * 0x1_0000_0000 + offset;
@@ -419,6 +421,7 @@ export function decodePayload(type: number, p: Buffer): Op {
     case RecordType.ABORT:
       return { type };
     case RecordType.SEGEND:
+      if (p.length !== SEGEND_PAYLOAD_SIZE) throw new RangeError(`segment end payload has ${p.length} bytes, not ${SEGEND_PAYLOAD_SIZE}`);
       return { type, nextSeq: readU64(p, 0) };
     default:
       throw new RangeError(`unknown record type ${type}`);

@@ -29,13 +29,13 @@ const types = (rs: ScannedRecord[]): number[] => rs.map((r) => r.header.type);
 // Every end reason has a test below; the compiler keeps this list whole (adding a RecordCheck or an
 // EndReason without a test here fails to build).
 const TESTED: Record<Exclude<EndReason, 'ok'>, true> = {
-  zero: true, stale: true, length: true, type: true, crc: true, 'segment-end': true, 'missing-segment': true, stop: true,
+  zero: true, stale: true, length: true, type: true, crc: true, 'segment-end': true, 'missing-segment': true, stop: true, payload: true,
 };
 const NOT_AN_END: Extract<RecordCheck, 'ok'> = 'ok';
 
 describe('log walk: one test per end reason', () => {
   it('lists every end reason (the record check "ok" is never one)', () => {
-    expect(Object.keys(TESTED)).to.have.length(8);
+    expect(Object.keys(TESTED)).to.have.length(9);
     expect(NOT_AN_END).to.equal('ok');
   });
 
@@ -163,6 +163,26 @@ describe('log walk: one test per end reason', () => {
     const none = await f.walk({ fromSeq: 7 });
     expect(none.records).to.have.length(0);
     expect(none.end).to.deep.equal({ seq: 7, offset: SEGMENT_HEADER_AREA, pos: pos(7, SEGMENT_HEADER_AREA), reason: 'missing-segment' });
+  });
+
+  it('payload: a segment end record with a valid crc whose payload is not its 8-byte next seq ends the walk there, unvisited', async () => {
+    const { f, recs } = await threeEpochs();
+    const at = { index: 0, offset: recs[5].offset + recs[5].size };
+    for (const len of [0, 4, 7, 9, 16]) {
+      f.zeroRange(at, 0, RECORD_HEADER_SIZE + 16);
+      f.plant(at, { type: RecordType.SEGEND, nextSeq: 2 }, 0);
+      f.put(at, REC.len, u32(len));
+      f.fixCrc(at);
+      const w = await f.walk();
+      expect(w.end, `a ${len}-byte payload`).to.deep.equal({ seq: 1, offset: at.offset, pos: pos(1, at.offset), reason: 'payload' });
+      expect(w.records).to.have.length(6);
+    }
+    // Its own 8 bytes: a usable segment end, followed to the (missing) segment it names.
+    f.plant(at, { type: RecordType.SEGEND, nextSeq: 2 }, 0);
+    f.zeroRange(at, RECORD_HEADER_SIZE + 8, 8);
+    const w = await f.walk();
+    expect(w.end.reason).to.equal('missing-segment');
+    expect(w.records).to.have.length(7);
   });
 
   it('stop: the visitor ends the walk at a record, and the end names that record (VisitorStops)', async () => {

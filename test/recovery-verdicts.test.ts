@@ -322,6 +322,22 @@ const corrupt: Row[] = [
     },
   },
   {
+    name: 'a segment end record with a valid crc and a 4-byte payload, the last record of the log: corruption at it, not a torn tail (R14)',
+    make: async (f) => {
+      const recs = await twoEpochs(f);
+      const at = { index: 0, offset: recs[COMMIT_2].offset + recs[COMMIT_2].size };
+      f.plant(at, { type: RecordType.SEGEND, nextSeq: 2 }, 0);
+      f.put(at, REC.len, u32(4));
+      f.zeroRange(at, REC.payload + 4, 4);
+      f.fixCrc(at);
+    },
+    want: {
+      code: 'ECORRUPT',
+      message: [/\(payload\), not a torn tail: the segment end record at segment 1 offset \d+ has a valid checksum but its payload is not the 8-byte seq of the next segment/],
+      details: { kind: 'undecodable-record', forceable: true, seq: 1, reason: 'payload', lostFrom: 3 },
+    },
+  },
+  {
     name: 'the cursor\'s segment does not begin with a catalog record',
     make: async (f) => {
       const recs = await twoEpochs(f);

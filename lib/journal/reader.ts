@@ -5,7 +5,7 @@
  * cache of open segment files in segment-files.ts, the windowed reader in segment-reader.ts.
  */
 import {
-  RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, MAX_PAYLOAD, RecordType,
+  RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, SEGEND_PAYLOAD_SIZE, MAX_PAYLOAD, RecordType,
   checkRecordHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos,
   type RecordHeader, type RecordCheck,
 } from '../format.js';
@@ -26,7 +26,13 @@ export interface ScannedRecord {
   size: number;
 }
 
-export type EndReason = RecordCheck | 'segment-end' | 'missing-segment' | 'stop';
+/**
+ * Why a walk ended: a record that is not valid (RecordCheck, R1), the segment's end, a missing
+ * segment, the visitor's stop, or 'payload': a valid SEGEND whose payload is not exactly its 8-byte
+ * nextSeq (R14), so the walk cannot know where the log goes on. That SEGEND is not visited; what
+ * such an end means (corruption at that record, R8) is the caller's to say.
+ */
+export type EndReason = RecordCheck | 'segment-end' | 'missing-segment' | 'stop' | 'payload';
 
 export interface ScanEnd {
   seq: number;
@@ -66,6 +72,7 @@ export async function readRecordAt(
  * Walk the log from (startSeq, startOffset), following SEGEND records (FORMAT.md R2: the first record
  * that is not valid ends it). Calls `visit` for each valid record (return false to stop early) and
  * returns where and why the log ended; the order of records (R3, R5, R6) is the caller's to check.
+ * A SEGEND is followed only when its payload is its nextSeq and nothing else (else the end is 'payload').
  */
 export async function walkLog(
   segs: Map<number, SegmentInfo>, files: SegmentFiles, startSeq: number, startOffset: number,
@@ -86,8 +93,10 @@ export async function walkLog(
     const r = await readRecordAt(reader, seg, offset, pos(seg.seq, offset) >= verifiedTo);
     if (!r.ok) return { seq: seg.seq, offset, pos: pos(seg.seq, offset), reason: r.reason };
     const rec = r.rec;
+    const segend = rec.header.type === RecordType.SEGEND;
+    if (segend && rec.payload.length !== SEGEND_PAYLOAD_SIZE) return { seq: seg.seq, offset, pos: rec.pos, reason: 'payload' };
     if ((await visit(rec)) === false) return { seq: seg.seq, offset, pos: rec.pos, reason: 'stop' };
-    if (rec.header.type === RecordType.SEGEND) {
+    if (segend) {
       const nextSeq = readU64(rec.payload, 0);
       const next = segs.get(nextSeq);
       if (!next) return { seq: nextSeq, offset: SEGMENT_HEADER_AREA, pos: pos(nextSeq, SEGMENT_HEADER_AREA), reason: 'missing-segment' };

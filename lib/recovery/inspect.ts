@@ -189,6 +189,7 @@ export const END_EXPLANATIONS: Record<string, string> = {
   'segment-end': 'the end of a segment without a SEGEND record',
   'missing-segment': 'the segment to continue in does not exist',
   stop: 'stopped',
+  payload: 'a segment end record with a valid checksum whose payload is not the 8-byte seq of the next segment',
 };
 
 function typeName(t: number): string {
@@ -254,7 +255,8 @@ async function describeFailed(io: IO, seg: SegmentInfo, n: number, offset: numbe
   const h = readRecordHeader(b);
   return {
     n, seq: seg.seq, index: seg.index, offset, len: h.len, size: null, type: typeName(h.type),
-    epoch: h.epoch, crc: reason, note: reason === 'stale' ? 'left from an earlier life of the segment' : 'damaged: header fields as read',
+    epoch: h.epoch, crc: reason === 'payload' ? 'ok' : reason,
+    note: reason === 'stale' ? 'left from an earlier life of the segment' : reason === 'payload' ? `valid checksum, but a ${h.len}-byte segment end payload (not 8)` : 'damaged: header fields as read',
   };
 }
 

@@ -152,6 +152,18 @@ export class LogCollector {
     return false;
   }
 
+  /**
+   * The walk ended at a valid SEGEND whose payload is not its 8-byte nextSeq (walkLog's 'payload'):
+   * a record that is not usable (R14), so corruption at it (R8), whatever lies after it. As the
+   * walk's first record it leaves nothing to keep (R3 wants a catalog there).
+   */
+  unusableSegend(end: ScanEnd): void {
+    this.corruptEarly = `the segment end record at segment ${end.seq} offset ${end.offset} has a valid checksum but its payload is not the 8-byte seq of the next segment`;
+    const at = { seq: end.seq, offset: end.offset, reason: 'payload' };
+    if (this.scanned === 0) this.earlyAt = at;
+    else this.corruptAt = at;
+  }
+
   /** A CATALOG or one of its ENTRIES parts (R5). The cursor segment's gives the entries; a later one repeats what the walk knows. */
   private onCatalogPart(r: ScannedRecord, first: boolean): false | void {
     let op;
@@ -275,5 +287,6 @@ export async function scanLog(a: ScanInput): Promise<Scanned> {
   }
   // The first record that is not valid ends the log (FORMAT.md R1, R2); classify-end.ts says what that end means (R8).
   const end = await walkLog(segs, files, control.cursorSeq, SEGMENT_HEADER_AREA, log.visit);
+  if (end.reason === 'payload') log.unusableSegend(end);
   return { end, cursorSeg, log };
 }

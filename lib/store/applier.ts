@@ -94,7 +94,12 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
   if (pos(start.cursorSeq, start.cursorOffset) >= endPos) return res;
   const run = new ApplyRun(ctx, res, endPos);
   try {
-    await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, (r) => run.visit(r), endPos, ctx.validated ? endPos : -1);
+    const walked = await walkLog(ctx.segs, ctx.files, start.cursorSeq, start.cursorOffset, (r) => run.visit(r), endPos, ctx.validated ? endPos : -1);
+    if (walked.reason === 'payload' && walked.pos < endPos) {
+      // A SEGEND with a valid checksum that is not a usable one (R14): the committed epochs after it cannot be reached.
+      throw corruptError(`journal record at segment ${walked.seq} offset ${walked.offset} (a segment end) has a valid checksum but an undecodable payload`,
+        { kind: 'undecodable-at-apply', seq: walked.seq, offset: walked.offset, reason: 'payload' });
+    }
     const end = run.lastCommitEnd;
     if (end >= 0) {
       // The last barrier (FORMAT.md R12, A4): data files and touched directories synced, then the cursor
