@@ -67,7 +67,10 @@ export type LostEpochs = {
   seq: number;
   offset: number;
   reason: string;
-  /** First epoch that would be lost, and the highest epoch seen after the damage. */
+  /**
+   * First epoch that would be lost, and the highest epoch seen after the damage (FORMAT.md R8).
+   * lostTo below lostFrom: no epoch would be lost (every epoch up to lostFrom - 1 is kept).
+   */
   lostFrom: number;
   lostTo: number;
   evidence: string;
@@ -96,6 +99,10 @@ const FORCEABLE: Record<CorruptionKind, boolean> = {
   'control-older-than-journal': true, 'damaged-cursor-catalog': true, 'epoch-order': true, 'undecodable-record': true,
   'missing-segment': true,
 };
+
+/** The epochs a forced recovery loses, in words: "epochs 2..4", or "no epoch" for an empty range. */
+export const lostEpochsText = (c: { lostFrom: number; lostTo: number }): string =>
+  c.lostTo >= c.lostFrom ? `epochs ${c.lostFrom}..${c.lostTo}` : 'no epoch';
 
 /** A CorruptionDetails without `forceable`, which the kind decides. */
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

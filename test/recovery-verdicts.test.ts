@@ -164,6 +164,20 @@ const normal: Row[] = [
     want: { report: { created: false, epoch: 0, endReason: 'missing-segment', tornTail: false, corruption: null, discardedRecords: 0 } },
   },
   {
+    name: 'a brand-new store (control counter 1) whose first catalog is torn: a torn tail, nothing was ever durable there',
+    make: async (f) => {
+      await f.crash();
+      f.flipByte((await f.records())[0], REC.payload + 1);
+      const { slot } = await f.control();
+      await f.writeControl({ counter: 1 });
+      f.zeroRange(f.paths.control, slot * CONTROL_SLOT_SIZE, CONTROL_SLOT_SIZE);
+    },
+    want: (r) => {
+      expect(r).to.include({ epoch: 0, endReason: 'crc', tornTail: true, corruption: null });
+      expect(r.entries).to.deep.equal([]);
+    },
+  },
+  {
     name: 'the control file lost its newest slot: the replay starts at the cursor a COMMIT records (staleControl)',
     make: async (f) => {
       f.write('a', 0, 'epoch one').entry('a', 9, 9);
@@ -211,8 +225,10 @@ const corrupt: Row[] = [
     },
     want: {
       code: 'ECORRUPT',
-      message: [/\(crc\), not a torn tail: the apply cursor \(segment 1 offset \d+\) lies beyond it/, /Epochs 3\.\.3 would be lost/],
-      details: { seq: 1, reason: 'crc', lostFrom: 3, lostTo: 3 },
+      // Epochs 1 and 2 are applied: none is lost (there is no epoch 3), only what COMMIT_2 recorded of the open entries.
+      message: [/\(crc\), not a torn tail: the apply cursor \(segment 1 offset \d+\) lies beyond it/,
+        /No epoch would be lost \(every epoch up to 2 is kept\); the open entries recorded after epoch 1 are lost \(the store opens with those of epoch 1\)/],
+      details: { kind: 'cursor-past-damage', seq: 1, reason: 'crc', lostFrom: 3, lostTo: 2 },
     },
   },
   {
@@ -253,6 +269,25 @@ const corrupt: Row[] = [
       code: 'ECORRUPT',
       message: [/segment 1 offset 4096 \(crc\), not a torn tail: the catalog record opening segment 1 is damaged but valid records follow it/],
       details: { seq: 1, offset: SEGMENT_HEADER_AREA, reason: 'crc' },
+    },
+  },
+  {
+    name: 'after a recovery (control counter above 1) the catalog at the cursor is damaged, nothing valid after it: corruption, not a torn tail dropping the open entries',
+    make: async (f) => {
+      f.write('a', 0, 'one').entry('a', 3, 3);
+      await f.commit();
+      const rec = await f.reopen();
+      expect(rec.control.counter).to.be.greaterThan(1);
+      expect(rec.report.entries.map((e) => e.name)).to.deep.equal(['a']);
+      const recs = await f.records();
+      expect(recs.map((r) => [r.seq, r.offset, r.header.type])).to.deep.equal([[2, SEGMENT_HEADER_AREA, RecordType.CATALOG]]);
+      f.flipByte(recs[0], REC.payload + 1);
+    },
+    want: {
+      code: 'ECORRUPT',
+      message: [/^journal damaged at segment 2 offset 4096 \(crc\), not a torn tail: the catalog record opening segment 2, where the apply cursor is, is damaged, and it was made durable before the cursor moved there/,
+        /No epoch would be lost \(every epoch up to 1 is kept\); --force keeps the applied files and opens the store with no open entries/],
+      details: { kind: 'damaged-cursor-catalog', forceable: true, seq: 2, offset: SEGMENT_HEADER_AREA, reason: 'crc', lostFrom: 2, lostTo: 1 },
     },
   },
   {
@@ -429,6 +464,21 @@ describe('recovery verdicts: corruption', () => {
     // The next recovery starts from the fresh segment and finds nothing wrong.
     const again = await f.recover();
     expect(again.report).to.include({ epoch: 0, corruption: null, tornTail: false });
+  });
+
+  it('--force past a damaged catalog at the cursor: the applied files stay, the store opens with no open entries', async () => {
+    const f = await JournalFixture.open();
+    f.write('a', 0, 'one').entry('a', 3, 3);
+    await f.commit();
+    await f.reopen();
+    f.flipByte((await f.records())[0], REC.payload + 1);
+    await f.crash();
+    const { report } = await f.recover({ force: true });
+    expect(report).to.include({ epoch: 1, tornTail: false });
+    expect(report.entries).to.deep.equal([]);
+    expect(report.corruption).to.include({ seq: 2, offset: SEGMENT_HEADER_AREA, lostFrom: 2, lostTo: 1 });
+    expect(f.sim.readFileSync(`${STORE}/a`)!.toString()).to.equal('one');
+    expect((await f.recover()).report).to.include({ epoch: 1, corruption: null, tornTail: false });
   });
 
   it('a dry run reports the same verdict and changes nothing', async () => {

@@ -18,7 +18,7 @@ import cliProgress from 'cli-progress';
 import { recover, type RecoveryReport } from '../lib/recovery/index.js';
 import { acquireLock, ownerStatus, type Lock } from '../lib/lock.js';
 import { nodeIO } from '../lib/io.js';
-import { CpError, corruptionOf } from '../lib/errors.js';
+import { CpError, corruptionOf, lostEpochsText } from '../lib/errors.js';
 import {
   probeStore, uncleanReasons, inspectJournal, fsError, type InspectedRecord, type InspectResult, type StorePaths,
 } from '../lib/recovery/inspect.js';
@@ -357,7 +357,7 @@ async function printReport(root: string, mode: Mode, r: RecoveryReport, lock: Lo
   if (r.corruption) {
     const c = r.corruption;
     await L('CORRUPTION', `segment ${c.seq} offset ${c.offset} (${c.reason}): ${c.evidence}`);
-    await L(dry ? 'would lose' : 'lost', `epochs ${c.lostFrom}..${c.lostTo}`);
+    await L(dry ? 'would lose' : 'lost', lostEpochsText(c));
     if (r.brokenCopy) await L('journal copy', r.brokenCopy);
     else if (dry && force) await L('journal copy', 'would be made in .cpfile/journal.broken-<time>/');
   }
@@ -494,7 +494,7 @@ async function printInspectSummary(r: InspectResult): Promise<void> {
   if (s.verdict.ok) {
     const rep = s.verdict.report;
     if (rep.corruption) {
-      await L('verdict', `CORRUPTION, not a torn tail: ${rep.corruption.evidence}; recovery refuses (exit 4) and --force loses epochs ${rep.corruption.lostFrom}..${rep.corruption.lostTo}, keeping epoch ${rep.epoch}`);
+      await L('verdict', `CORRUPTION, not a torn tail: ${rep.corruption.evidence}; recovery refuses (exit 4) and --force loses ${lostEpochsText(rep.corruption)}, keeping epoch ${rep.epoch}`);
     } else if (rep.clean) {
       await L('verdict', `clean at epoch ${rep.epoch}`);
     } else {

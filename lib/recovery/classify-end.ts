@@ -9,7 +9,7 @@ import { SEGMENT_HEADER_AREA, RecordType, decodePayload, pos, type ControlState 
 import { findLaterEpoch, type ScannedRecord } from '../journal/reader.js';
 import type { SegmentInfo } from '../journal/segments.js';
 import type { SegmentFiles } from '../journal/segment-files.js';
-import { corruptError, type ForceableKind, type CpError } from '../errors.js';
+import { corruptError, lostEpochsText, type ForceableKind, type CpError } from '../errors.js';
 import type { Corruption } from './types.js';
 import type { Scanned } from './scan.js';
 
@@ -17,6 +17,8 @@ import type { Scanned } from './scan.js';
 export interface CorruptionVerdict {
   kind: ForceableKind;
   corruption: Corruption;
+  /** What else a forced recovery gives up (the open entries), for the error's message. */
+  note?: string;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function classifyEnd(a: ClassifyInput): Promise<CorruptionVerdict |
         seq: misplaced.seq, offset: misplaced.offset, reason: misplaced.reason, lostFrom: cur,
         lostTo: Math.max(cur, later ? later.epoch : cur), evidence: log.corruptEarly!,
       },
+      note: entriesNote(log.walkedEpoch, cur - 1),
     };
   }
   if (end.reason === 'stop') return null;
@@ -78,20 +81,27 @@ async function classifyFailedRecord(a: ClassifyInput, cur: number): Promise<Corr
   const { log, end, cursorSeg } = a.scanned;
   const cursorPos = pos(control.cursorSeq, control.cursorOffset);
   let found: { kind: ForceableKind; evidence: string } | null = null;
-  let lostTo = cur;
+  // The epochs at stake: from cur up to the highest epoch seen after the end (FORMAT.md R8). Every
+  // epoch below cur is kept (committed in the walk, or applied to the files), so with nothing of a
+  // later epoch seen the range is empty (lostTo = cur - 1): no epoch is lost.
+  let lostTo = cur - 1;
   const past = (evidence: string): { kind: ForceableKind; evidence: string } => ({ kind: 'cursor-past-damage', evidence });
   // The control file's cursor lies beyond the failed record, or its applied epoch is not below it (FORMAT.md R8).
   if (end.pos < cursorPos) found = past(`the apply cursor (segment ${control.cursorSeq} offset ${control.cursorOffset}) lies beyond it`);
   // A cursor inside a committed epoch (a rename fence) points at a record that was durable.
   else if (control.inEpoch && end.pos === cursorPos) found = past(`the apply cursor points at it, inside a committed epoch (a rename was being applied)`);
+  // A cursor inside an epoch (R12 A3) is inside epoch cur, which committed: it is at stake.
+  if (control.inEpoch && end.pos <= cursorPos) lostTo = cur;
   const from = log.lastSegend;
   if (!found && end.reason === 'missing-segment' && from && from.version >= 3) {
     // FORMAT.md R9: from version 3 on, a segment is durable before the SEGEND naming it is written.
+    // It held records of epoch cur (the walk went on into it there): cur is at stake.
     found = { kind: 'missing-segment', evidence: `segment ${end.seq}, named by the segment end record at segment ${from.seq} offset ${from.offset}, is missing, and a segment is made durable before the record naming it is written` };
+    lostTo = cur;
   }
   else if (control.appliedEpoch >= cur) found = past(`the control file says epoch ${control.appliedEpoch} was applied`);
-  // The catalog opening the cursor's segment was synced before the cursor moved there: if it is
-  // damaged while anything valid follows it, that is corruption whatever the epochs say (R8).
+  // The catalog opening the cursor's segment was synced before the cursor moved there (R11 V6, R9,
+  // R12), unless the store is new (counter 1): damaged, it is corruption whatever follows it (R8).
   const catalogDamaged = !a.fresh && cursorSeg !== undefined && end.seq === control.cursorSeq && end.offset === SEGMENT_HEADER_AREA;
   // A valid COMMIT past the end of the log that records an apply cursor past it too: the cursor had
   // moved beyond where this walk ends, so the control file is older than the journal (it lost its
@@ -99,6 +109,7 @@ async function classifyFailedRecord(a: ClassifyInput, cur: number): Promise<Corr
   let beyond: { seq: number; offset: number; epoch: number; at: string } | null = null;
   const later = await findLaterEpoch(a.segs, a.files, end.seq, end.offset, catalogDamaged ? -1 : cur, (rec) => {
     if (!beyond) beyond = commitCursorBeyond(rec, end.pos);
+    if (rec.header.type !== RecordType.SEGEND) lostTo = Math.max(lostTo, rec.header.epoch);
   });
   const b = beyond as { seq: number; offset: number; epoch: number; at: string } | null;
   if (b) {
@@ -112,8 +123,21 @@ async function classifyFailedRecord(a: ClassifyInput, cur: number): Promise<Corr
       : { kind: 'damaged-record-before-commits', evidence: `a valid record of epoch ${later.epoch} follows at segment ${later.seq} offset ${later.offset}, and epoch ${later.epoch} is only written after epoch ${cur} was durable` };
     lostTo = Math.max(lostTo, later.epoch);
   }
+  if (catalogDamaged) {
+    // Nothing valid after it: still not a torn tail (it was durable), and not to be dropped silently
+    // with the open entries it lists.
+    found ??= { kind: 'damaged-cursor-catalog', evidence: `the catalog record opening segment ${end.seq}, where the apply cursor is, is damaged, and it was made durable before the cursor moved there` };
+  }
   if (!found) return null;
-  return { kind: found.kind, corruption: { seq: end.seq, offset: end.offset, reason: end.reason, lostFrom: cur, lostTo, evidence: found.evidence } };
+  const corruption = { seq: end.seq, offset: end.offset, reason: end.reason, lostFrom: cur, lostTo, evidence: found.evidence };
+  return { kind: found.kind, corruption, note: entriesNote(log.walkedEpoch, cur - 1) };
+}
+
+/** What a forced recovery loses besides epochs: the open entries recorded after the last record it keeps. */
+function entriesNote(walked: number, kept: number): string | undefined {
+  if (walked < 0) return `--force keeps the applied files and opens the store with no open entries (the positions of the files that were open are lost)`;
+  if (walked < kept) return `the open entries recorded after epoch ${walked} are lost (the store opens with those of epoch ${walked})`;
+  return undefined;
 }
 
 /** A valid COMMIT that records an apply cursor past `endPos`, described; else null. */
@@ -133,8 +157,9 @@ function commitCursorBeyond(rec: ScannedRecord, endPos: number): { seq: number; 
 /** The ECORRUPT that stops an unforced recovery at corruption (its details: the kind and the lost epochs). */
 export function corruptionError(v: CorruptionVerdict): CpError {
   const c = v.corruption;
+  const lost = c.lostTo >= c.lostFrom ? `E${lostEpochsText(c).slice(1)} would be lost` : `No epoch would be lost (every epoch up to ${c.lostFrom - 1} is kept)`;
   return corruptError(
     `journal damaged at segment ${c.seq} offset ${c.offset} (${c.reason}), not a torn tail: ` +
-    `${c.evidence}. Epochs ${c.lostFrom}..${c.lostTo} would be lost; cp-recover --force keeps a copy and proceeds.`,
+    `${c.evidence}. ${lost}${v.note ? `; ${v.note}` : ''}; cp-recover --force keeps a copy and proceeds.`,
     { kind: v.kind, ...c });
 }

@@ -17,7 +17,7 @@ import { listSegments, type SegmentInfo } from '../journal/segments.js';
 import { SegmentFiles } from '../journal/segment-files.js';
 import { recover, type RecoveryReport } from './index.js';
 import { metaPaths } from '../journal/paths.js';
-import { CpError, ioError } from '../errors.js';
+import { CpError, ioError, lostEpochsText } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------
 // the store directory (who owns it: lib/lock.ts ownerStatus)
@@ -79,7 +79,7 @@ export function uncleanReasons(r: RecoveryReport): string[] {
   const out: string[] = [];
   if (r.corruption) {
     out.push(`journal damaged at segment ${r.corruption.seq} offset ${r.corruption.offset} (${r.corruption.reason}), not a torn tail: ` +
-      `${r.corruption.evidence}; epochs ${r.corruption.lostFrom}..${r.corruption.lostTo} would be lost`);
+      `${r.corruption.evidence}; ${lostEpochsText(r.corruption)} would be lost`);
   }
   if (r.replayedEpochs > 0) {
     out.push(`${r.replayedEpochs} committed epoch${r.replayedEpochs === 1 ? '' : 's'} not yet applied to the files (${r.replayedRecords} records, ${r.replayedBytes} bytes)`);

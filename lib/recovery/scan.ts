@@ -55,6 +55,8 @@ export class LogCollector {
   catalogEnd = -1;
   lastCommitEpoch: number;
   lastCommitEnd: number;
+  /** The last epoch whose entries the walk read (its catalog's or a COMMIT's); -1 when it read none. */
+  walkedEpoch = -1;
   /** Valid records (and their journal bytes) after the last COMMIT or ABORT: the uncommitted tail. */
   pendingRecords = 0;
   pendingBytes = 0;
@@ -174,7 +176,7 @@ export class LogCollector {
     }
     if (!first) return;
     if (op.type === RecordType.CATALOG || op.type === RecordType.ENTRIES) for (const e of op.entries) this.catalog.set(e.name, e);
-    if (op.type === RecordType.CATALOG) this.catalogEpoch = r.header.epoch;
+    if (op.type === RecordType.CATALOG) this.catalogEpoch = this.walkedEpoch = r.header.epoch;
     this.catalogEnd = r.pos + r.size;
   }
 
@@ -201,6 +203,7 @@ export class LogCollector {
     }
     if (r.pos >= this.cursorPos && r.header.epoch > this.control.appliedEpoch) this.replayGroups.push({ end: r.pos + r.size, ...this.group });
     this.lastCommitEpoch = Math.max(this.lastCommitEpoch, r.header.epoch);
+    this.walkedEpoch = Math.max(this.walkedEpoch, r.header.epoch);
     if (r.pos + r.size > this.lastCommitEnd) this.lastCommitEnd = r.pos + r.size;
     this.endGroup();
   }
