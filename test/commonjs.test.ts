@@ -135,6 +135,14 @@ const BOTH = PRELUDE + `
   // A CpError from the ES build that reaches the CommonJS build's code keeps its code (not EIO).
   const { ioError } = require(${JSON.stringify(path.join(CJS, 'errors.js'))});
   const passed = ioError(new esm.CpError('EBUSY', 'from the other build'), 'cpfile');
+  // One store, one owner: open through the ES build, the CommonJS build is refused, then may open it.
+  const shared = process.argv[2] + '/shared';
+  const first = await esm.openStore(shared);
+  const second = await openStore(shared).then((s) => s.close().then(() => 'opened twice'), (e) => e.code);
+  await first.close();
+  const third = await openStore(shared);
+  const reopenedEpoch = third.epoch;
+  await third.close();
   out({
     sameClass: esm.CpError === CpError,
     codes: [fromCjs.code, fromEsm.code],
@@ -142,7 +150,8 @@ const BOTH = PRELUDE + `
     cjsErrorIsEsm: fromCjs instanceof esm.CpError, esmErrorIsCjs: fromEsm instanceof CpError,
     bothAreErrors: fromCjs instanceof Error && fromEsm instanceof Error,
     plainIsNot: new Error('x') instanceof CpError || ({ code: 'EIO' }) instanceof esm.CpError,
-    passedCode: passed.code, passedSame: passed === undefined ? null : passed.message === 'from the other build',
+    passedCode: passed.code, passedSame: passed.message === 'from the other build',
+    second, reopenedEpoch,
   });
 })().catch(fail);
 `;
@@ -205,14 +214,14 @@ describe('CommonJS: require() of the dist/cjs build', function () {
     expect(r).to.deep.equal({ epoch: 1, resumed: true, tell: 8, text: 'checked\n' });
   });
 
-  it('with both builds loaded, errors of each are instanceof either CpError and keep their codes', async function () {
+  it('with both builds loaded, errors of each are instanceof either CpError and keep their codes, and a store has one owner', async function () {
     const dir = path.join(work, 'both');
     fs.mkdirSync(dir);
     const r = await child(BOTH, [dir], work);
     expect(r).to.deep.equal({
       sameClass: false, codes: ['EPATH', 'EPATH'], names: ['CpError', 'CpError'],
       cjsErrorIsEsm: true, esmErrorIsCjs: true, bothAreErrors: true, plainIsNot: false,
-      passedCode: 'EBUSY', passedSame: true,
+      passedCode: 'EBUSY', passedSame: true, second: 'ELOCKED', reopenedEpoch: 1,
     });
   });
 });
