@@ -164,6 +164,8 @@ export async function main(dir: string): Promise<number> {
   return code.length + (await store.check());
 }
 `;
+// Older TypeScript setups (moduleResolution node10, which ignores exports): `types` and typesVersions.
+const TYPES_NODE10 = TYPES_CTS.replace(/^/, '// compiled with --module commonjs --moduleResolution node10\n');
 const TYPES_MTS = TYPES_CTS
   .replace("import cpfile = require('cpfile');", "import * as cpfile from 'cpfile';")
   .replace("import compat = require('cpfile/compat');", "import * as compat from 'cpfile/compat';");
@@ -287,7 +289,7 @@ describe('the npm package', function () {
     });
   });
 
-  it('types both names for require (a .cts) and import (a .mts), checked by this checkout\'s typescript', async function () {
+  it('types both names for require (a .cts) and import (a .mts), and under node10 resolution, checked by this checkout\'s typescript', async function () {
     fs.writeFileSync(path.join(project, 'types.cts'), TYPES_CTS);
     fs.writeFileSync(path.join(project, 'types.mts'), TYPES_MTS);
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
@@ -298,6 +300,14 @@ describe('the npm package', function () {
     const listed = stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(installed + path.sep)).map((l) => path.relative(installed, l));
     // the .cts got the CommonJS build's declarations, the .mts the ES build's
     expect(listed).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts', 'dist/lib/index.d.ts', 'dist/lib/compat.d.ts']);
+    // moduleResolution node10 ignores exports: `types` and typesVersions lead it to the CommonJS declarations
+    fs.writeFileSync(path.join(project, 'types-node10.ts'), TYPES_NODE10);
+    const old = await sh(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--listFiles',
+      '--module', 'commonjs', '--moduleResolution', 'node10', '--target', 'es2022',
+      '--typeRoots', path.join(ROOT, 'node_modules', '@types'), '--types', 'node', 'types-node10.ts'], project, 120_000);
+    const listed10 = old.stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(installed + path.sep)).map((l) => path.relative(installed, l));
+    expect(listed10).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts']);
+    expect(listed10.filter((f) => f.startsWith('dist/lib/'))).to.deep.equal([]);
   });
 
   it('installs cp-recover on the PATH of the project, and `cp-recover --help` exits 0', async function () {
