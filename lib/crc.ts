@@ -4,10 +4,8 @@
  * the package is the fallback for older Node 20 releases. test/format.test.ts proves both agree.
  */
 import * as zlib from 'node:zlib';
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-const CRC32 = require('crc-32') as { buf(data: Uint8Array, seed?: number): number };
+// The package is CommonJS: its module.exports is the default import in both builds.
+import CRC32 from 'crc-32';
 
 type Crc = (data: Uint8Array, seed?: number) => number;
 

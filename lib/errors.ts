@@ -17,7 +17,21 @@ export type CpErrorCode =
   | 'EFBIG'        // a write or truncate would make a file larger than the store's file system allows
   | 'ENOSPC' | 'EIO' | 'EACCES' | 'EPERM' | 'EROFS' | 'EMFILE'; // I/O failures, passed through by kind
 
+/**
+ * The mark every CpError carries, in the registry shared by all module graphs of a thread. The
+ * package ships two builds (ES modules and CommonJS); an app that loads both has two CpError
+ * classes, and `instanceof` of either is true for an error of both (the library's own checks too:
+ * a CpError passed from one build's code to the other's keeps its code rather than becoming EIO).
+ */
+const CP_ERROR = Symbol.for('cpfile.CpError');
+
 export class CpError extends Error {
+  /** True for a CpError made by either build of cpfile (see CP_ERROR); a subclass keeps the ordinary test. */
+  static override [Symbol.hasInstance](this: unknown, value: unknown): boolean {
+    if (this !== CpError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return typeof value === 'object' && value !== null && (value as { [CP_ERROR]?: unknown })[CP_ERROR] === true;
+  }
+
   readonly code: CpErrorCode;
   /** Structured details (for ECORRUPT a CorruptionDetails, made by corruptError: its kind, whether --force applies, where). */
   readonly details?: Record<string, unknown>;
@@ -28,6 +42,7 @@ export class CpError extends Error {
     if (options?.details) this.details = options.details;
   }
 }
+Object.defineProperty(CpError.prototype, CP_ERROR, { value: true });
 
 const PASSTHROUGH = new Set(['ENOSPC', 'EIO', 'EACCES', 'EPERM', 'EROFS', 'EMFILE', 'ENOENT', 'EFBIG']);
 

@@ -2,7 +2,9 @@
 // nothing rebuilds: the pretest build made dist/), installs the tarball into a fresh empty project with
 // only the production dependencies, offline from the npm cache that `npm ci` filled, and there, in
 // child node processes: loads every shipped module by its file path, imports 'cpfile' and
-// 'cpfile/compat' by name, runs `cp-recover --help`, and opens, writes, checks and closes a store.
+// 'cpfile/compat' by name, runs `cp-recover --help`, and opens, writes, checks and closes a store; the
+// same from CommonJS (require() of both names, with require(esm) off where Node has the flag), and
+// type-checks a .cts and a .mts that import both names with this checkout's typescript.
 // Also holds the tarball to package.json's `files`: the library, the worker and cp-recover, never the
 // tests, the torture suite or the benchmark, whose imports (test code, devDependencies) a user lacks.
 import { execFile } from 'node:child_process';
@@ -22,7 +24,11 @@ const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   dependencies: Record<string, string>;
 };
 
-/** The only build outputs outside dist/lib and dist/workers that may ship. */
+/** As on Node 20 before 20.19: a require() of an ES module fails (where this Node has the flag). */
+const NO_REQUIRE_ESM = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')
+  ? ['--no-experimental-require-module'] : [];
+
+/** The only build outputs outside dist/lib, dist/cjs and dist/workers that may ship. */
 const SHIPPED_TOOLS = /^dist\/tools\/cp-recover\.(js|js\.map|d\.ts)$/;
 
 /** The environment of `npm test`, minus what would point a child npm back at this checkout. */
@@ -96,6 +102,74 @@ await store.close();
 process.stdout.write(JSON.stringify({ epoch, text: fs.readFileSync(dir + '/ledger.log', 'utf8') }) + '\\n');
 `;
 
+// The same from CommonJS: require() of every module of the CommonJS build and of both names, then
+// a store round trip through the worker flusher and the compat API.
+const REQUIRE_ALL = `
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const pkg = path.resolve('node_modules/cpfile');
+const walk = (d) => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+  e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]);
+const files = walk(path.join(pkg, 'dist', 'cjs')).filter((f) => /\\.c?js$/.test(f)).sort();
+const loaded = [], failed = [];
+for (const f of [...files, 'cpfile', 'cpfile/compat']) {
+  const name = f.startsWith('/') ? path.relative(pkg, f) : f;
+  try { require(f); loaded.push(name); } catch (e) { failed.push({ name, error: String(e && e.stack || e) }); }
+}
+const root = require('cpfile'), compat = require('cpfile/compat');
+process.stdout.write(JSON.stringify({ loaded, failed, rootExports: Object.keys(root).sort(), compatExports: Object.keys(compat).length,
+  resolved: [require.resolve('cpfile'), require.resolve('cpfile/compat')].map((f) => path.relative(pkg, f)) }) + '\\n');
+`;
+
+const ROUND_TRIP_CJS = `
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const { openStore, CpError } = require('cpfile');
+const compat = require('cpfile/compat');
+(async () => {
+  const dir = process.argv[2];
+  const store = await openStore(dir);
+  const f = await store.open('ledger.log', 'a+');
+  await f.write('deposit 100\\n');
+  const epoch = await store.check();
+  let code = null;
+  try { await store.open('../outside', 'r'); } catch (e) { code = e instanceof CpError ? e.code : 'not a CpError'; }
+  await f.close();
+  await store.close();
+  process.chdir(dir);   // compat's default store is the current directory
+  const c = await compat.cp_open('seed.dat', 'w');
+  const written = await compat.cp_write(c, Buffer.from('abc'), 1, 3);
+  const closed = await compat.cp_close(c);
+  process.stdout.write(JSON.stringify({ epoch, code, written, closed, text: fs.readFileSync('ledger.log', 'utf8'), seed: fs.readFileSync('seed.dat', 'utf8') }) + '\\n');
+})().catch((e) => { process.stderr.write(String(e && e.stack || e) + '\\n'); process.exit(1); });
+`;
+
+// Types for both conditions: a .cts (require, so dist/cjs's declarations) and a .mts (import, dist/lib's).
+// A call with a wrong argument must be an error in each: types that resolved to nothing (any) fail here.
+const TYPES_CTS = `
+import cpfile = require('cpfile');
+import compat = require('cpfile/compat');
+export async function main(dir: string): Promise<number> {
+  const store: cpfile.Store = await cpfile.openStore(dir, { sync: true });
+  const f: cpfile.CpFile = await store.open('a', 'w+');
+  const code: cpfile.CpErrorCode = new cpfile.CpError('EIO', 'x').code;
+  const c: compat.CP_FILE | null = await compat.cp_open('b', 'r');
+  // @ts-expect-error: a name is a string
+  await store.open(42);
+  // @ts-expect-error: cp_read takes a buffer, a size and a count
+  await compat.cp_read(c!, 'no');
+  await f.close();
+  return code.length + (await store.check());
+}
+`;
+// Older TypeScript setups (moduleResolution node10, which ignores exports): `types` and typesVersions.
+const TYPES_NODE10 = TYPES_CTS.replace(/^/, '// compiled with --module commonjs --moduleResolution node10\n');
+const TYPES_MTS = TYPES_CTS
+  .replace("import cpfile = require('cpfile');", "import * as cpfile from 'cpfile';")
+  .replace("import compat = require('cpfile/compat');", "import * as compat from 'cpfile/compat';");
+
 describe('the npm package', function () {
   this.timeout(600_000);
   this.slow(60_000);
@@ -143,10 +217,11 @@ describe('the npm package', function () {
 
   it('ships the library, the worker and cp-recover, and no test, torture or benchmark code', function () {
     expect(packed).to.include.members(['package.json', 'README.md', 'docs/FORMAT.md', 'dist/lib/index.js',
-      'dist/lib/compat.js', 'dist/workers/flusher.js', 'dist/workers/flusher-entry.cjs', 'dist/tools/cp-recover.js']);
+      'dist/lib/compat.js', 'dist/workers/flusher.js', 'dist/workers/flusher-entry.cjs', 'dist/tools/cp-recover.js',
+      'dist/cjs/package.json', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/cjs/compat.js', 'dist/cjs/compat.d.ts']);
     const strays = packed.filter((f) => (f.startsWith('dist/test/') || f.startsWith('dist/tools/')) && !SHIPPED_TOOLS.test(f));
     expect(strays, `build outputs that must not ship: ${strays.join(', ')}`).to.deep.equal([]);
-    const outside = packed.filter((f) => f.startsWith('dist/') && !/^dist\/(lib|workers|tools)\//.test(f));
+    const outside = packed.filter((f) => f.startsWith('dist/') && !/^dist\/(lib|cjs|workers|tools)\//.test(f));
     expect(outside, `unexpected dist/ folders: ${outside.join(', ')}`).to.deep.equal([]);
     // What was installed is what was packed.
     expect(walk(installed).filter((f) => f !== 'package.json')).to.deep.equal(packed.filter((f) => f !== 'package.json'));
@@ -154,7 +229,8 @@ describe('the npm package', function () {
 
   it('ships no stale build output: every shipped module has its source in this checkout', function () {
     const stale = packed.filter((f) => /^dist\/.*\.c?js$/.test(f)).filter((f) => {
-      const src = f.slice('dist/'.length).replace(/\.js$/, '.ts').replace(/\.cjs$/, '.cts');
+      // dist/cjs is the CommonJS build of lib/ (tsconfig.cjs.json: rootDir lib)
+      const src = f.slice('dist/'.length).replace(/^cjs\//, 'lib/').replace(/\.js$/, '.ts').replace(/\.cjs$/, '.cts');
       return !fs.existsSync(path.join(ROOT, src));
     });
     expect(stale, `left in dist/ by an earlier build (npm run clean): ${stale.join(', ')}`).to.deep.equal([]);
@@ -189,6 +265,49 @@ describe('the npm package', function () {
     expect(r.loaded).to.include.members([...modules, 'cpfile', 'cpfile/compat']);
     expect(r.rootExports).to.include.members(['openStore', 'CpError']);
     expect(r.compatExports).to.be.greaterThan(0);
+  });
+
+  it('requires every module of the CommonJS build, and cpfile and cpfile/compat by name, from CommonJS', async function () {
+    fs.writeFileSync(path.join(project, 'require-all.cjs'), REQUIRE_ALL);
+    const { stdout } = await sh(process.execPath, [...NO_REQUIRE_ESM, 'require-all.cjs'], project, 120_000);
+    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { loaded: string[]; failed: { name: string; error: string }[]; rootExports: string[]; compatExports: number; resolved: string[] };
+    expect(r.failed, r.failed.map((x) => `${x.name}: ${x.error}`).join('\n')).to.deep.equal([]);
+    const modules = packed.filter((f) => /^dist\/cjs\/.*\.c?js$/.test(f));
+    expect(modules.length).to.be.greaterThan(10);
+    expect(r.loaded).to.include.members([...modules, 'cpfile', 'cpfile/compat']);
+    expect(r.resolved).to.deep.equal(['dist/cjs/index.js', 'dist/cjs/compat.js']);
+    expect(r.rootExports).to.include.members(['openStore', 'CpError']);
+    expect(r.compatExports).to.be.greaterThan(0);
+  });
+
+  it('opens a store, writes, checks and closes it from a .cjs script through require()', async function () {
+    fs.writeFileSync(path.join(project, 'round-trip.cjs'), ROUND_TRIP_CJS);
+    const dir = path.join(work, 'store-cjs');
+    const { stdout } = await sh(process.execPath, [...NO_REQUIRE_ESM, 'round-trip.cjs', dir], project, 120_000);
+    expect(JSON.parse(stdout.trim().split('\n').pop()!)).to.deep.equal({
+      epoch: 1, code: 'EPATH', written: 3, closed: 0, text: 'deposit 100\n', seed: 'abc',
+    });
+  });
+
+  it('types both names for require (a .cts) and import (a .mts), and under node10 resolution, checked by this checkout\'s typescript', async function () {
+    fs.writeFileSync(path.join(project, 'types.cts'), TYPES_CTS);
+    fs.writeFileSync(path.join(project, 'types.mts'), TYPES_MTS);
+    const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const { stdout } = await sh(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--listFiles',
+      '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022',
+      '--typeRoots', path.join(ROOT, 'node_modules', '@types'), '--types', 'node',
+      'types.cts', 'types.mts'], project, 120_000);
+    const listed = stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(installed + path.sep)).map((l) => path.relative(installed, l));
+    // the .cts got the CommonJS build's declarations, the .mts the ES build's
+    expect(listed).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts', 'dist/lib/index.d.ts', 'dist/lib/compat.d.ts']);
+    // moduleResolution node10 ignores exports: `types` and typesVersions lead it to the CommonJS declarations
+    fs.writeFileSync(path.join(project, 'types-node10.ts'), TYPES_NODE10);
+    const old = await sh(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--listFiles',
+      '--module', 'commonjs', '--moduleResolution', 'node10', '--target', 'es2022',
+      '--typeRoots', path.join(ROOT, 'node_modules', '@types'), '--types', 'node', 'types-node10.ts'], project, 120_000);
+    const listed10 = old.stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(installed + path.sep)).map((l) => path.relative(installed, l));
+    expect(listed10).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts']);
+    expect(listed10.filter((f) => f.startsWith('dist/lib/'))).to.deep.equal([]);
   });
 
   it('installs cp-recover on the PATH of the project, and `cp-recover --help` exits 0', async function () {

@@ -3,7 +3,9 @@
  * the main thread with any I/O implementation (deterministic tests, the torture suite's simulated disk).
  * Both run tasks strictly in submission order.
  */
+import { pathToFileURL } from 'node:url';
 import { Piscina } from 'piscina';
+import workerPath from './worker-path.cjs';
 import { FlusherCore } from './core.js';
 import { type Task, type TaskResult, failedResult, NOT_STARTED } from './protocol.js';
 import { type IO } from '../io.js';
@@ -45,7 +47,7 @@ export class InlinePort implements FlusherPort {
   }
 }
 
-const WORKER_URL = new URL('../../workers/flusher-entry.cjs', import.meta.url);
+const WORKER_URL = pathToFileURL(workerPath);
 
 /**
  * Runs the flusher in a piscina worker thread. Tasks are handed over one at a time (order is part of
