@@ -59,7 +59,7 @@ describe('api: core store and file handles', function () {
 
     it('write with null position writes at the handle position and advances it', async function () {
       const f = await store.open('a', 'w+');
-      await f.write('abc', undefined, undefined, null);
+      await f.write('abc', null);
       expect(f.tell()).to.equal(3);
       await f.write('def');
       expect(f.tell()).to.equal(6);
@@ -71,20 +71,25 @@ describe('api: core store and file handles', function () {
       const f = await store.open('a', 'w+');
       await f.write('0123456789');
       expect(f.tell()).to.equal(10);
-      await f.write('XY', 0, 2, 3);
+      await f.write('XY', 3);
       expect(f.tell()).to.equal(10);
       expect(text(await readAll(f))).to.equal('012XY56789');
       await f.close();
     });
 
-    it('write honours offset and length into a buffer and into utf8-encoded strings', async function () {
+    it('write honours offset and length into a buffer; a string is written whole at its position (fs/promises)', async function () {
       const f = await store.open('a', 'w+');
       const r1 = await f.write(Buffer.from('__abc__'), 2, 3);
       expect(r1.bytesWritten).to.equal(3);
-      // 'é' is two bytes in utf8: offset/length apply to the encoded bytes
-      const r2 = await f.write('xéy', 1, 2);
-      expect(r2.bytesWritten).to.equal(2);
-      expect(text(await readAll(f))).to.equal('abcé');
+      // for a string the second argument is the position: 'é' is two bytes in utf8, all four are written
+      const r2 = await f.write('xéy', 1);
+      expect(r2).to.deep.equal({ bytesWritten: 4, buffer: 'xéy' });
+      expect(f.tell()).to.equal(3);
+      expect(text(await readAll(f))).to.equal('axéy');
+      // the old (string, offset, length, position) form fails loudly instead of writing elsewhere
+      await expectCpError(() => f.write('xéy', 1, 2 as never), 'EINVAL');
+      await expectCpError(() => (f.write as (...a: unknown[]) => Promise<unknown>)('zz', null, null, 0), 'EINVAL');
+      expect(f.tell()).to.equal(3);
       await f.close();
     });
 
@@ -152,7 +157,7 @@ describe('api: core store and file handles', function () {
     it('writing past the end extends the file with zeros in between', async function () {
       const f = await store.open('a', 'w+');
       await f.write('abc');
-      await f.write('xyz', 0, 3, 10);
+      await f.write('xyz', 10);
       expect((await f.stat()).size).to.equal(13);
       const all = await readAll(f);
       expect(all.length).to.equal(13);
@@ -183,7 +188,7 @@ describe('api: core store and file handles', function () {
       expect((await f.stat()).size).to.equal(0);
       await f.write('12345');
       expect((await f.stat()).size).to.equal(5);
-      await f.write('67', 0, 2, 20);
+      await f.write('67', 20);
       expect((await f.stat()).size).to.equal(22);
       await f.close();
     });
@@ -219,7 +224,7 @@ describe('api: core store and file handles', function () {
       await f.write('abcdefgh');
       await store.check();
       await f.truncate(2);
-      await f.write('Z', 0, 1, 5);
+      await f.write('Z', 5);
       expect([...(await readAll(f))]).to.deep.equal([0x61, 0x62, 0, 0, 0, 0x5a]);
       await store.check();
       await f.close();
@@ -270,7 +275,7 @@ describe('api: core store and file handles', function () {
 
     it('a reopened handle sees writes made before it was opened', async function () {
       const f = await store.open('base', 'r+');
-      await f.write('X', 0, 1, 8);
+      await f.write('X', 8);
       await f.close();
       const g = await store.open('base', 'r');
       expect(text(await readAll(g))).to.equal('committeX');
@@ -658,7 +663,7 @@ describe('api: core store and file handles', function () {
       const mid = f.read(midBuf, 0, 1000, 0);
       const midStat = f.stat();
       const trunc = f.truncate(100);
-      for (let i = 50; i < 60; i++) ops.push(f.write(String(i).padStart(4, '0'), 0, 4, 100 + (i - 50) * 4));
+      for (let i = 50; i < 60; i++) ops.push(f.write(String(i).padStart(4, '0'), 100 + (i - 50) * 4));
       const endBuf = Buffer.alloc(1000);
       const end = f.read(endBuf, 0, 1000, 0);
       await Promise.all([...ops, trunc]);

@@ -134,7 +134,7 @@ describe('modes: fopen modes of store.open()', function () {
 
     it("'a' ignores an explicit write position and appends", async function () {
       const f = await store.open('existing', 'a');
-      await f.write('Z', 0, 1, 0);
+      await f.write('Z', 0);
       await f.close();
       expect(text(await store.readFile('existing'))).to.equal('abcdefZ');
     });

@@ -255,7 +255,7 @@ describe('names at the edges: refused at the call, never followed at write time'
         before: (s) => s.writeFile('f', 'old'),
         act: async (s) => {
           const f = await s.open('f', 'r+');
-          await f.write('NEW', 0, 3, 0);
+          await f.write('NEW', 0);
           await f.close();
         },
         plant: async () => {

@@ -10,7 +10,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { openStore, type CpFile } from '../lib/index.js';
-import { workload, describeOp } from './helpers/model.js';
+import { workload, describeOp, writeOpCall } from './helpers/model.js';
 import { tempDir } from './helpers/journal.js';
 
 const SEEDS = [11, 40, 47, 52, 2026];
@@ -36,7 +36,7 @@ describe('read-your-writes under background apply (model workload, every op veri
             if (recent.length > 12) recent.shift();
             switch (op.t) {
               case 'open': handles.set(op.h, await store.open(op.name, op.mode)); break;
-              case 'write': await H(op.h).write(op.data, op.off, op.len, op.position ?? undefined); break;
+              case 'write': await writeOpCall(H(op.h), op); break;
               case 'read': {
                 const b = Buffer.alloc(op.len);
                 const r = await H(op.h).read(b, 0, op.len, op.position ?? undefined);

@@ -76,14 +76,14 @@ async function writer(dir: string): Promise<void> {
   const index = await store.open(INDEX, 'w+');
   let done = bank(1);
   await ledger.write(done.ledger);
-  await index.write(done.index, 0, REC * ACCOUNTS.length, 0);
+  await index.write(done.index, 0);
   let epoch = await store.check();
   say(`checkpoint ${epoch}: opened ${ACCOUNTS.length} accounts with ${OPENING} each`);
   for (let batch = 2; batch <= CHECKPOINTS + 1; batch++) {
     const next = bank(batch);
     for (const line of next.lines.slice(done.lines.length)) await ledger.write(line);
     for (let i = 0; i < ACCOUNTS.length; i++) {
-      if (next.balances[i] !== done.balances[i]) await index.write(indexRecord(i, next.balances[i]!), 0, REC, i * REC);
+      if (next.balances[i] !== done.balances[i]) await index.write(indexRecord(i, next.balances[i]!), i * REC);
     }
     const moved = next.lines.length - done.lines.length;
     done = next;

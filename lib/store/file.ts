@@ -5,6 +5,31 @@
  */
 import { CpError } from '../errors.js';
 import { LAID_OUT, type FileHost, type Entry } from './host.js';
+import { parseBuffers, parsePosition, parseRead, parseWrite } from './call-forms.js';
+import { linesOf, readRest, readvAt, writeRest, writevAt } from './handle-calls.js';
+import type { Interface } from 'node:readline';
+
+type Position = number | bigint | null;
+/** read(buffer, { offset, length, position }) and write(buffer, { ... }), as fs/promises. */
+export interface SpanOptions {
+  offset?: number | null;
+  length?: number | null;
+  position?: Position;
+}
+/** read({ buffer, offset, length, position }): without a buffer, 16 KiB are allocated (as FileHandle.read). */
+export interface ReadOptions<T extends ArrayBufferView = ArrayBufferView> extends SpanOptions {
+  buffer?: T;
+}
+/** readFile/writeFile/appendFile options: an encoding, or { encoding, flag (ignored, as on a FileHandle), signal }. */
+export type FileOptions = BufferEncoding | { encoding?: BufferEncoding | null; flag?: string; signal?: AbortSignal } | null;
+/** readLines options, as FileHandle.readLines' (createReadStream's): end is inclusive. */
+export interface LinesOptions {
+  start?: number;
+  end?: number;
+  highWaterMark?: number;
+  encoding?: BufferEncoding | null;
+  autoClose?: boolean;
+}
 
 export type Mode = 'r' | 'r+' | 'w' | 'w+' | 'a' | 'a+';
 export const MODES: readonly Mode[] = ['r', 'r+', 'w', 'w+', 'a', 'a+'];
@@ -15,21 +40,6 @@ function validateCount(v: unknown, what: string): number {
     throw new CpError('EINVAL', `${what} must be a non-negative integer, got ${String(v)}`);
   }
   return v;
-}
-
-function validatePosition(v: unknown): number | null {
-  if (v === undefined || v === null) return null;
-  if (typeof v === 'bigint') v = Number(v);
-  return validateCount(v, 'position');
-}
-
-/** offset and length of a call on `size` bytes of buffer or data, as fs/promises (ERR_OUT_OF_RANGE there). */
-function validateSpan(offset: unknown, length: unknown, size: number, what: string): { off: number; len: number } {
-  const off = offset === undefined || offset === null ? 0 : validateCount(offset, 'offset');
-  if (off > size) throw new CpError('EINVAL', `offset ${off} is past the ${what}'s ${size} bytes`);
-  const len = length === undefined || length === null ? size - off : validateCount(length, 'length');
-  if (off + len > size) throw new CpError('EINVAL', `offset ${off} + length ${len} exceeds the ${what}'s ${size} bytes`);
-  return { off, len };
 }
 
 /** The file range [start, start+len) must end at or below 2^53-1, the largest position supported. */
@@ -66,44 +76,67 @@ export class CpFile {
     if (this.closed) throw new CpError('EBADF', `${call} on closed file ${JSON.stringify(this.entry.name)}`);
   }
 
-  /** Read into buffer[offset, offset+length) from `position`, or from the handle's position (which then advances). */
-  async read<T extends Uint8Array>(buffer: T, offset?: number | null, length?: number | null, position?: number | bigint | null): Promise<{ bytesRead: number; buffer: T }> {
+  /**
+   * Read into buffer[offset, offset+length) from `position`, or from the handle's position (which then
+   * advances); the forms of FileHandle.read, with any ArrayBufferView (offsets and lengths in bytes).
+   */
+  read(): Promise<{ bytesRead: number; buffer: Buffer }>;
+  read<T extends ArrayBufferView = Buffer>(options: ReadOptions<T>): Promise<{ bytesRead: number; buffer: T }>;
+  read<T extends ArrayBufferView>(buffer: T, options?: SpanOptions | null): Promise<{ bytesRead: number; buffer: T }>;
+  read<T extends ArrayBufferView>(buffer: T, offset?: number | null, length?: number | null, position?: Position): Promise<{ bytesRead: number; buffer: T }>;
+  async read(a?: unknown, b?: unknown, c?: unknown, d?: unknown): Promise<{ bytesRead: number; buffer: ArrayBufferView }> {
     this.live('read');
-    if (!this.readable) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} was opened '${this.mode}': not readable`);
-    if (!(buffer instanceof Uint8Array)) throw new CpError('EINVAL', 'read needs a Buffer or Uint8Array');
-    const { off, len } = validateSpan(offset, length, buffer.byteLength, 'buffer');
-    const at = validatePosition(position);
-    const e = this.entry;
-    const start = at ?? e.position;
+    this.assertReadable();
+    const r = parseRead(a, b, c, d);
     // (No end check: as in fs/promises, a read past the end of the file, even at 2^53-1, reads 0 bytes.)
-    // The size as of call order says how much this read gets: the position moves there now.
-    const want = Math.max(0, Math.min(len, e.size - start));
-    if (at === null) e.position = start + want;
-    const n = await this.store.readEntry(this, start, buffer, off, want);
-    return { bytesRead: n, buffer };
+    const { start, want } = this.claimRead(r.at, r.len);
+    const n = await this.store.readEntry(this, start, r.bytes, r.off, want);
+    return { bytesRead: n, buffer: r.view };
   }
 
-  /** Write data (utf8 for strings) at `position`, or at the handle's position (which then advances); appends in 'a' modes. */
-  write<T extends Uint8Array | string>(data: T, offset?: number | null, length?: number | null, position?: number | bigint | null): Promise<{ bytesWritten: number; buffer: T }> {
+  /**
+   * Write at `position`, or at the handle's position (which then advances); appends in 'a' modes. The
+   * forms of FileHandle.write: for a string the second argument is the position, the third its encoding.
+   */
+  write<T extends string | ArrayBufferView>(data: T): Promise<{ bytesWritten: number; buffer: T }>;
+  write<T extends ArrayBufferView>(buffer: T, options?: SpanOptions | null): Promise<{ bytesWritten: number; buffer: T }>;
+  write<T extends ArrayBufferView>(buffer: T, offset?: number | null, length?: number | null, position?: Position): Promise<{ bytesWritten: number; buffer: T }>;
+  write(data: string, position?: Position, encoding?: BufferEncoding | null): Promise<{ bytesWritten: number; buffer: string }>;
+  write(data: unknown, b?: unknown, c?: unknown, d?: unknown): Promise<{ bytesWritten: number; buffer: unknown }> {
     // Not an async function: the hot path (a write laid out at once) costs one promise, not three.
     try {
-      const r = this.writeStart(data, offset, length, position);
-      const result = { bytesWritten: r.len, buffer: data };
-      return r.done === LAID_OUT ? Promise.resolve(result) : r.done.then(() => result);
+      this.live('write');
+      this.assertWritable();
+      const w = parseWrite(data, b, c, d);
+      const start = this.claimWrite(w.at, w.len);
+      // As with fs/promises, the caller must not modify the data until the promise settles.
+      const chunk = w.off === 0 && w.len === w.bytes.byteLength ? w.bytes : w.bytes.subarray(w.off, w.off + w.len);
+      const done = this.store.writeEntry(this, start, chunk);
+      const result = { bytesWritten: w.len, buffer: data };
+      return done === LAID_OUT ? Promise.resolve(result) : done.then(() => result);
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
-  private writeStart(data: Uint8Array | string, offset?: number | null, length?: number | null, position?: number | bigint | null): { len: number; done: Promise<void> } {
-    this.live('write');
+  private assertReadable(): void {
+    if (!this.readable) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} was opened '${this.mode}': not readable`);
+  }
+  private assertWritable(): void {
     if (!this.writable) throw new CpError('EBADF', `file ${JSON.stringify(this.entry.name)} was opened 'r': not writable`);
-    let bytes: Uint8Array;
-    if (typeof data === 'string') bytes = Buffer.from(data, 'utf8');
-    else if (data instanceof Uint8Array) bytes = data;
-    else throw new CpError('EINVAL', 'write needs a Buffer, Uint8Array or string');
-    const { off, len } = validateSpan(offset, length, bytes.byteLength, 'data');
-    const at = validatePosition(position);
+  }
+
+  /** @internal Where a read of up to `len` bytes at `at` (null: the handle's position) starts and how much the size as of call order gives it; moves the position now. */
+  claimRead(at: number | null, len: number): { start: number; want: number } {
+    const e = this.entry;
+    const start = at ?? e.position;
+    const want = Math.max(0, Math.min(len, e.size - start));
+    if (at === null) e.position = start + want;
+    return { start, want };
+  }
+
+  /** @internal Where a write of `len` bytes at `at` goes; checks its end, then moves size and position now. */
+  claimWrite(at: number | null, len: number): number {
     const e = this.entry;
     // Where the write goes, the size and the position it leaves are decided now, in call order,
     // whether the store's queue is idle or not: everything is checked before anything moves.
@@ -114,9 +147,7 @@ export class CpFile {
     validateEnd(start, len);
     if (len > 0 && start + len > e.size) e.size = start + len;
     if (at === null) e.position = start + len;
-    // As with fs/promises, the caller must not modify the data until the promise settles.
-    const chunk = off === 0 && len === bytes.byteLength ? bytes : bytes.subarray(off, off + len);
-    return { len, done: this.store.writeEntry(this, start, chunk) };
+    return start;
   }
 
   /** Move the position; returns the new position. Recorded in the epoch (restored on resume). */
@@ -183,5 +214,53 @@ export class CpFile {
   async [Symbol.asyncDispose](): Promise<void> {
     // A store whose close() was called closes its handles itself.
     if (!this.closed && this.store.callable) await this.close();
+  }
+
+  // The fs/promises calls over many buffers or the rest of the file (lib/store/handle-calls.ts).
+
+  /** Fill the buffers in turn from `position` (null: the handle's, which advances), as FileHandle.readv. */
+  async readv<T extends readonly ArrayBufferView[]>(buffers: T, position?: Position): Promise<{ bytesRead: number; buffers: T }> {
+    this.live('readv');
+    this.assertReadable();
+    const chunks = parseBuffers(buffers, 'readv');
+    return { bytesRead: await readvAt(this, this.store, chunks, parsePosition(position)), buffers };
+  }
+
+  /** Write the buffers in turn at `position` (null: the handle's, which advances), as FileHandle.writev. */
+  async writev<T extends readonly ArrayBufferView[]>(buffers: T, position?: Position): Promise<{ bytesWritten: number; buffers: T }> {
+    this.live('writev');
+    this.assertWritable();
+    const chunks = parseBuffers(buffers, 'writev');
+    return { bytesWritten: await writevAt(this, this.store, chunks, parsePosition(position)), buffers };
+  }
+
+  /** The file from the handle's position to its end (the position moves there), as FileHandle.readFile. */
+  readFile(options?: { encoding?: null; flag?: string; signal?: AbortSignal } | null): Promise<Buffer>;
+  readFile(options: BufferEncoding | { encoding: BufferEncoding; flag?: string; signal?: AbortSignal }): Promise<string>;
+  async readFile(options?: FileOptions): Promise<Buffer | string> {
+    this.live('readFile');
+    this.assertReadable();
+    return readRest(this, this.store, options);
+  }
+
+  /** Write data at the handle's position (the end in 'a' modes), as FileHandle.writeFile: it does not truncate. */
+  async writeFile(data: string | ArrayBufferView, options?: FileOptions): Promise<void> {
+    this.live('writeFile');
+    this.assertWritable();
+    await writeRest(this, this.store, data, options, 'writeFile');
+  }
+
+  /** As FileHandle.appendFile, an alias of writeFile: the handle's mode decides whether it appends. */
+  async appendFile(data: string | ArrayBufferView, options?: FileOptions): Promise<void> {
+    this.live('appendFile');
+    this.assertWritable();
+    await writeRest(this, this.store, data, options, 'appendFile');
+  }
+
+  /** A readline interface over the file from the handle's position (or `start`), as FileHandle.readLines; closes the handle at the end unless autoClose is false. */
+  readLines(options?: LinesOptions | BufferEncoding): Interface {
+    this.live('readLines');
+    this.assertReadable();
+    return linesOf(this, options);
   }
 }

@@ -411,6 +411,14 @@ export function modelRun(seed: number, initial: Map<string, Buffer>, upto: numbe
 }
 
 /** One short line per op, for failure reports. */
+/**
+ * Runs a write op through a handle in the form its data takes: a string is written whole at its
+ * position, write(string, position) as in fs/promises; a buffer as write(buffer, off, len, position).
+ */
+export function writeOpCall<R>(f: { write(d: string, position?: number | null): Promise<R>; write(d: Buffer, off?: number, len?: number, position?: number): Promise<R> }, op: Extract<Op, { t: 'write' }>): Promise<R> {
+  return typeof op.data === 'string' ? f.write(op.data, op.position) : f.write(op.data, op.off, op.len, op.position ?? undefined);
+}
+
 export function describeOp(op: Op): string {
   switch (op.t) {
     case 'open': return `open #${op.h} ${op.name} '${op.mode}'`;

@@ -4,7 +4,7 @@
  * resolved, in order with the I/O (through callbacks that put marks into a SimFS trace).
  */
 import { CpError } from '../../lib/index.js';
-import { workload, describeOp, codeOf, type Op, type Snapshot } from '../helpers/model.js';
+import { workload, describeOp, writeOpCall, codeOf, type Op, type Snapshot } from '../helpers/model.js';
 
 type Store = Awaited<ReturnType<typeof import('../../lib/index.js').openStore>>;
 type File = Awaited<ReturnType<Store['open']>>;
@@ -60,7 +60,7 @@ export async function execOp(store: Store, handles: Map<number, File>, op: Op): 
     }
     case 'write': {
       const f = H(op.h);
-      const r = await f.write(op.data, op.off, op.len, op.position ?? undefined);
+      const r = await writeOpCall(f, op);
       if (r.bytesWritten !== op.len) throw new Mismatch(`${describeOp(op)}: bytesWritten ${r.bytesWritten}`);
       if (f.tell() !== op.expectPos) throw new Mismatch(`${describeOp(op)}: tell() ${f.tell()}`);
       return;
