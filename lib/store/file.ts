@@ -146,7 +146,8 @@ export class CpFile {
     if (len > 0 && start + len > this.store.maxFileSize) throw this.store.tooLarge(e.name, 'write', start + len);
     validateEnd(start, len);
     if (len > 0 && start + len > e.size) e.size = start + len;
-    if (at === null) e.position = start + len;
+    // A zero-length write moves nothing, in 'a' modes too (fs/promises returns before the system call).
+    if (at === null && len > 0) e.position = start + len;
     return start;
   }
 
@@ -223,6 +224,8 @@ export class CpFile {
     this.live('readv');
     this.assertReadable();
     const chunks = parseBuffers(buffers, 'readv');
+    // As fs/promises (the system call's EINVAL there); writev of no buffers writes 0 bytes.
+    if (chunks.length === 0) throw new CpError('EINVAL', 'readv needs at least one buffer');
     return { bytesRead: await readvAt(this, this.store, chunks, parsePosition(position)), buffers };
   }
 

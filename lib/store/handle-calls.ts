@@ -26,8 +26,9 @@ export async function readvAt(f: CpFile, host: FileHost, chunks: readonly Uint8A
   const reads: Promise<number>[] = [];
   let done = 0;
   for (const c of chunks) {
+    if (done === want) break;
     const n = Math.min(c.byteLength, want - done);
-    if (n <= 0) break;
+    if (n === 0) continue;
     reads.push(host.readEntry(f, start + done, c, 0, n));
     done += n;
   }
