@@ -41,7 +41,6 @@ async function outcome(fn: () => unknown): Promise<string> {
     const code = (e as { code?: string }).code ?? String(e);
     if (e instanceof CpError) {
       expect(e.message).to.not.include('\n');
-      if (process.env.CF_DEBUG) console.log(e.message);
       return `error:${code}`;
     }
     return `error:${FS_EINVAL.has(code) ? 'EINVAL' : code}`;
@@ -361,5 +360,154 @@ describe('call forms: a cpfile handle against a real fs/promises FileHandle', fu
       }),
       { numRuns: 150 },
     );
+  });
+});
+
+describe('call forms: closed handles, a closed store, pending state and call order', function () {
+  const sb = new Sandbox();
+  let store: Store;
+
+  beforeEach(async function () {
+    store = await sb.open(await sb.dir());
+  });
+  afterEach(async function () {
+    await sb.cleanup();
+  });
+
+  const CALLS: [string, (f: CpFile) => unknown][] = [
+    ['read()', (f) => f.read()],
+    ['read({ buffer })', (f) => f.read({ buffer: Buffer.alloc(2) })],
+    ['read(buffer, {})', (f) => f.read(Buffer.alloc(2), {})],
+    ['write(buffer, {})', (f) => f.write(Buffer.from('x'), {})],
+    ["write('x', 0)", (f) => f.write('x', 0)],
+    ['readv', (f) => f.readv([Buffer.alloc(2)])],
+    ['writev', (f) => f.writev([Buffer.from('x')])],
+    ['readFile', (f) => f.readFile()],
+    ['writeFile', (f) => f.writeFile('x')],
+    ['appendFile', (f) => f.appendFile('x')],
+    ['readLines', (f) => f.readLines()],
+  ];
+
+  for (const [what, call] of CALLS) {
+    it(`${what} on a closed handle rejects EBADF, after store.close() ECLOSED`, async function () {
+      await store.writeFile('a', 'abc');
+      const f = await store.open('a', 'r+');
+      await f.close();
+      await expectCpError(() => call(f), 'EBADF');
+      const g = await store.open('a', 'r+');
+      const closing = store.close();
+      await expectCpError(() => call(g), 'ECLOSED');
+      await closing;
+    });
+  }
+
+  it('read-only and write-only handles refuse the other direction with EBADF, before looking at the arguments', async function () {
+    await store.writeFile('a', 'abc');
+    const r = await store.open('a', 'r');
+    for (const c of [() => r.writev([Buffer.from('x')]), () => r.writeFile('x'), () => r.appendFile(42 as never), () => r.write('x', -7)]) await expectCpError(c, 'EBADF');
+    await r.close();
+    const w = await store.open('a', 'a');
+    for (const c of [() => w.readv([]), () => w.readFile(), () => w.readLines(), () => w.read({ buffer: 42 as never })]) await expectCpError(c, 'EBADF');
+    await w.close();
+  });
+
+  it('readFile, readv and readLines see pending changes; after rollback() the checked content; after check() the same', async function () {
+    await store.writeFile('a', 'one\ntwo\n');
+    await store.check();
+    const f = await store.open('a', 'r+');
+    await f.write('ONE', 0);
+    await f.writev([Buffer.from('three\n'), Buffer.from('four\n')], 8);
+    expect(await f.readFile('utf8')).to.equal('ONE\ntwo\nthree\nfour\n');
+    const bufs = [Buffer.alloc(4), Buffer.alloc(20)];
+    expect((await f.readv(bufs, 0)).bytesRead).to.equal(19);
+    expect(Buffer.concat(bufs).subarray(0, 19).toString()).to.equal('ONE\ntwo\nthree\nfour\n');
+    const lines: string[] = [];
+    f.seek(4);
+    for await (const l of f.readLines({ autoClose: false })) lines.push(l);
+    expect(lines).to.deep.equal(['two', 'three', 'four']);
+    expect(f.tell()).to.equal(19);
+    await store.rollback();
+    await expectCpError(() => f.readFile(), 'EBADF'); // opened since the last check: rollback closed it
+    const g = await store.open('a', 'r+');
+    expect(await g.readFile('utf8')).to.equal('one\ntwo\n');
+    await g.appendFile('x'); // r+: at the position, which readFile moved to the end
+    await store.check();
+    expect((await store.readFile('a')).toString()).to.equal('one\ntwo\nx');
+    await g.close();
+  });
+
+  it('readLines closes the handle at the end (autoClose), like FileHandle.readLines; the name can be opened again', async function () {
+    await store.writeFile('a', 'x\ny');
+    const f = await store.open('a', 'r');
+    const lines: string[] = [];
+    for await (const l of f.readLines()) lines.push(l);
+    expect(lines).to.deep.equal(['x', 'y']);
+    await new Promise((r) => setImmediate(r));
+    await expectCpError(() => f.read(), 'EBADF');
+    const g = await store.open('a', 'r');
+    await g.close();
+  });
+
+  it('readLines over a file larger than its chunks, with lines across chunk edges, in bounded chunks', async function () {
+    const f = await store.open('big', 'w+');
+    const want: string[] = [];
+    for (let i = 0; i < 3000; i++) want.push(`line ${i} ${'é'.repeat(i % 37)}`);
+    await f.writeFile(want.join('\n') + '\n');
+    f.seek(0);
+    const got: string[] = [];
+    for await (const l of f.readLines({ highWaterMark: 1000, autoClose: false })) got.push(l);
+    expect(got).to.deep.equal(want);
+    await f.close();
+  });
+
+  it('a read at the position, readv, writev, readFile and writeFile move it at once, in call order, awaited or not', async function () {
+    const f = await store.open('a', 'w+');
+    const w1 = f.writev([Buffer.from('abc'), Buffer.from('def')]);
+    expect(f.tell()).to.equal(6);
+    const w2 = f.writeFile('gh');
+    expect(f.tell()).to.equal(8);
+    f.seek(2);
+    const r1 = f.readv([Buffer.alloc(2), Buffer.alloc(2)]);
+    expect(f.tell()).to.equal(6);
+    const r2 = f.readFile('latin1');
+    expect(f.tell()).to.equal(8);
+    const w3 = f.write('Z', 0); // after the reads in call order: they do not see it
+    const r3 = f.read({ position: 0 });
+    await Promise.all([w1, w2, w3]);
+    expect(Buffer.concat((await r1).buffers).toString()).to.equal('cdef');
+    expect(await r2).to.equal('gh');
+    const r = await r3;
+    expect(r.buffer.subarray(0, r.bytesRead).toString()).to.equal('Zbcdefgh');
+    await f.close();
+  });
+
+  it('a call that rejects moves no position: bad buffers in readv/writev, an odd hex string, an aborted signal', async function () {
+    const f = await store.open('a', 'w+');
+    await f.write('0123456789');
+    f.seek(3);
+    await expectCpError(() => f.readv([Buffer.alloc(2), 'x' as never]), 'EINVAL');
+    await expectCpError(() => f.writev([Buffer.from('ab'), null as never]), 'EINVAL');
+    await expectCpError(() => f.write('abc', null, 'hex'), 'EINVAL');
+    await expectCpError(() => f.writeFile('ab', { encoding: 'nope' as never }), 'EINVAL');
+    await expectCpError(() => f.writev([Buffer.from('x')], 2 ** 53), 'EINVAL');
+    await expectCpError(() => f.readLines({ start: 5, end: 2 }), 'EINVAL');
+    await expectCpError(() => f.readLines({ highWaterMark: 0 }), 'EINVAL');
+    const ac = new AbortController();
+    ac.abort();
+    let aborted: unknown;
+    await f.writeFile('zz', { signal: ac.signal }).catch((e: unknown) => (aborted = e));
+    expect((aborted as { name?: string }).name).to.equal('AbortError');
+    expect(f.tell()).to.equal(3);
+    expect((await store.readFile('a')).toString()).to.equal('0123456789');
+    await f.close();
+  });
+
+  it('write(string, position) survives a check and a reopen: "hello world" at 6 of an empty file', async function () {
+    const f = await store.open('h', 'w');
+    expect(await f.write('hello world', 6)).to.deep.equal({ bytesWritten: 11, buffer: 'hello world' });
+    expect(f.tell()).to.equal(0);
+    await f.close();
+    await store.check();
+    expect((await store.readFile('h')).toString('latin1')).to.equal('\0\0\0\0\0\0hello world');
   });
 });
