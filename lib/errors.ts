@@ -15,6 +15,8 @@ export type CpErrorCode =
   | 'EFORMAT'      // a journal or control file of another format or version
   | 'EHOOK'        // a user hook threw
   | 'EFBIG'        // a write or truncate would make a file larger than the store's file system allows
+  | 'ENOTDIR'      // readdir of a file, or stat/readdir of a name below a file
+  | 'EEXIST'       // copyFile with COPYFILE_EXCL onto a name that exists
   | 'ENOSPC' | 'EIO' | 'EACCES' | 'EPERM' | 'EROFS' | 'EMFILE'; // I/O failures, passed through by kind
 
 /**

@@ -14,3 +14,6 @@ export { CpError, corruptionOf, type CpErrorCode, type CorruptionDetails, type C
 export { type Hooks } from './hooks.js';
 export { type RecoveryReport } from './recovery/index.js';
 export { type IO, nodeIO } from './io.js';
+export { StoreDirent, FileStat, type ReaddirOptions } from './store/listing.js';
+export { type ReadFileOptions, type WriteFileOptions } from './store/whole-args.js';
+export { type CheckpointEvent, type AppliedEvent, type ListenerErrorInfo, type StoreEventMap } from './store/events.js';

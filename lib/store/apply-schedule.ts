@@ -23,6 +23,8 @@ export interface ScheduleDeps {
    * through it (tests replace it on a store to keep committed epochs in the journal).
    */
   applyNow: (inQueue: boolean) => Promise<void>;
+  /** Tell the store's listeners that epochs were applied (lib/store/events.ts; guarded, synchronous). */
+  applied?: (e: { epoch: number; bytes: number }) => void;
 }
 
 export class ApplySchedule {
@@ -104,6 +106,7 @@ export class ApplySchedule {
       this.appliedEpoch = res.applied.appliedEpoch;
       if (inQueue) this.settleAll();
       else void queue.run(() => this.settleAll()).catch(() => undefined);
+      if (res.applied.epochs > 0) this.deps.applied?.({ epoch: this.appliedEpoch, bytes: res.applied.bytes });
     })();
     try {
       await this.applying;

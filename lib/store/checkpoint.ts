@@ -24,6 +24,9 @@ export interface PendingOpen {
 /** A COMMIT laid out: its sync task, the epoch it commits, its entry list, and where it ends. */
 interface LaidOut {
   p: Promise<{ ok: boolean }>;
+  /** The epoch's records and bytes (for the 'checkpoint' event). */
+  records: number;
+  bytes: number;
   task: number;
   epoch: number;
   deltas: CatalogEntry[];
@@ -38,9 +41,17 @@ export class Checkpoint {
   /** The last check() called, settled (rollback and close wait for it). */
   lastCheck: Promise<unknown> = Promise.resolve();
   private pendingOpens = new Set<PendingOpen>();
+  /** The writer's records and bytes (journaled and direct) when the epoch being built began. */
+  private since = { records: 0, bytes: 0 };
 
   constructor(private parts: StoreParts, epoch: number) {
     this.epoch = epoch;
+    this.since = this.written();
+  }
+
+  private written(): { records: number; bytes: number } {
+    const s = this.parts.writer.stats;
+    return { records: s.records, bytes: s.bytes + s.directBytes };
   }
 
   /** An open was called: what checks and rollbacks called before it runs do to its entry. */
@@ -70,8 +81,9 @@ export class Checkpoint {
   /** Commit the epoch being built (the call was admitted already); resolves with its number once durable. */
   check(): Promise<number> {
     const positions = this.callTimePositions();
+    const t0 = performance.now();
     const queued = this.parts.queue.run(() => this.layOut(positions));
-    const done = queued.then((c) => this.completed(c));
+    const done = queued.then((c) => this.completed(c, t0));
     this.lastCheck = done.catch(() => undefined);
     return done;
   }
@@ -113,11 +125,14 @@ export class Checkpoint {
     }
     catalog.committed(deltas, epoch);
     const end = writer.position;
-    return { p: writer.flush([{ op: 'sync' }]), task: writer.tasksSent, epoch, deltas, end };
+    const now = this.written();
+    const counts = { records: now.records - this.since.records, bytes: now.bytes - this.since.bytes };
+    this.since = now;
+    return { p: writer.flush([{ op: 'sync' }]), ...counts, task: writer.tasksSent, epoch, deltas, end };
   }
 
   /** When the COMMIT's sync settles: the epoch is durable (or the store failed), then the hooks hear of it. */
-  private async completed(c: LaidOut): Promise<number> {
+  private async completed(c: LaidOut, t0: number): Promise<number> {
     const { writer, queue, schedule, hooks, catalog } = this.parts;
     // The flusher runs its tasks in order and this one ends with the sync (FORMAT.md R4, R16 C4).
     const res = await c.p;
@@ -134,6 +149,7 @@ export class Checkpoint {
     schedule.committed(c.end);
     this.epochsDone++;
     schedule.schedule();
+    this.parts.checkpointed?.({ epoch: c.epoch, records: c.records, bytes: c.bytes, ms: performance.now() - t0 });
     if (hooks) {
       try {
         for (const d of c.deltas) await callHook(hooks, 'update', d.name, d.position, catalog.userdata.get(d.name), d.state);
@@ -181,6 +197,7 @@ export class Checkpoint {
   appendAbort(): void {
     this.parts.writer.append({ type: RecordType.ABORT }, this.parts.catalog.building);
     this.parts.writer.abortDirect();
+    this.since = this.written();
   }
 
   /**

@@ -30,6 +30,11 @@ export class Namespace extends Map<string, Overlay> {
     this.dirs.clear();
   }
 
+  /** Whether names with an overlay (files or tombstones) live below `dir`: it is, or is to be, a directory. */
+  hasUnder(dir: string): boolean {
+    return this.dirs.has(dir);
+  }
+
   private count(name: string, d: number): void {
     for (let i = name.indexOf('/'); i > 0; i = name.indexOf('/', i + 1)) {
       const dir = name.slice(0, i);

@@ -11,6 +11,7 @@ import type { StoreLimits } from './limits.js';
 import type { PendingFiles } from './pending.js';
 import type { CallQueue } from './queue.js';
 import type { WritePath } from './write-path.js';
+import type { CheckpointEvent } from './events.js';
 
 export interface StoreParts {
   /** The store directory, as given to openStore (resolved). */
@@ -26,4 +27,6 @@ export interface StoreParts {
   readonly schedule: ApplySchedule;
   /** Store.applyNow: the one way to run an apply (ApplySchedule, ScheduleDeps.applyNow). */
   applyNow(inQueue: boolean): Promise<void>;
+  /** Tell the store's listeners that an epoch is durable (lib/store/events.ts; guarded, synchronous). */
+  checkpointed?(e: CheckpointEvent): void;
 }

@@ -10,6 +10,7 @@
  * The open entries are in the catalog (catalog.ts); writes go through write-path.ts; check() and
  * rollback() are checkpoint.ts; applies are scheduled by apply-schedule.ts.
  */
+import { EventEmitter } from 'node:events';
 import { CpError, ioError } from '../errors.js';
 import { RecordType, type CatalogEntry } from '../format.js';
 import type { IO } from '../io.js';
@@ -31,8 +32,12 @@ import { Checkpoint } from './checkpoint.js';
 import { readPending } from './read-through.js';
 import { openEntry } from './open-file.js';
 import { unlinkNow, renameNow } from './name-changes.js';
-import { readWhole, writeWhole } from './whole-files.js';
 import type { StoreParts } from './parts.js';
+import * as surface from './surface.js';
+import type { ReaddirOptions, ReaddirResult, FileStat } from './listing.js';
+import type { ReadFileOptions, ReadFileResult, WriteFileOptions } from './whole-args.js';
+import { publish, type StoreEventMap } from './events.js';
+import { Transactions } from './transaction.js';
 
 export interface StoreStats {
   records: number;
@@ -61,7 +66,8 @@ export interface StoreInit {
   hooks: Hooks | undefined;
 }
 
-export class Store implements FileHost {
+/** A store of files with atomic epochs; an EventEmitter of 'checkpoint', 'applied' and 'listenerError' (lib/store/events.ts). */
+export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   readonly dir: string;
   /** What open-time recovery did. */
   readonly recovery: RecoveryReport;
@@ -79,9 +85,11 @@ export class Store implements FileHost {
   private checkpoint: Checkpoint;
   private parts: StoreParts;
   private closing: Promise<void> | null = null;
+  private transactions = new Transactions();
 
   /** @internal */
   constructor(init: StoreInit) {
+    super();
     const { dir, io, writer, hooks, report } = init;
     this.dir = dir;
     this.io = io;
@@ -97,11 +105,12 @@ export class Store implements FileHost {
     this.schedule = new ApplySchedule({
       writer, queue: this.queue, pending: this.pending, applyThreshold: init.settings.applyThreshold, applyDelay: init.settings.applyDelay,
       cursorPos: init.cursorPos, appliedEpoch: report.epoch, applyNow: (inQueue) => this.applyNow(inQueue),
+      applied: (e) => publish(this, dir, 'applied', e),
     });
     this.parts = {
       dir, io, writer, hooks, queue: this.queue, catalog: this.catalog, pending: this.pending, limits: this.limits,
       writes: new WritePath(writer, this.catalog, init.settings.directMin), schedule: this.schedule,
-      applyNow: (inQueue) => this.applyNow(inQueue),
+      applyNow: (inQueue) => this.applyNow(inQueue), checkpointed: (e) => publish(this, dir, 'checkpoint', e),
     };
     this.checkpoint = new Checkpoint(this.parts, report.epoch);
   }
@@ -277,30 +286,14 @@ export class Store implements FileHost {
     }
   }
 
-  /** The whole content of `name`, pending changes included. */
-  readFile(name: string): Promise<Buffer> {
-    try {
-      this.assertCallable();
-      const n = normalizeName(name, this.dir);
-      return this.queue.run(() => readWhole(this.parts, n));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+  /** The whole content of `name`, pending changes included: a string when `options` give an encoding. */
+  readFile<O extends ReadFileOptions | undefined = undefined>(name: string, options?: O): Promise<ReadFileResult<O>> {
+    return surface.readFile(this.parts, name, options) as Promise<ReadFileResult<O>>;
   }
 
   /** Replace the content of `name` (creating it), atomically at the next check. */
-  writeFile(name: string, data: Uint8Array | string): Promise<void> {
-    try {
-      this.assertCallable();
-      const n = normalizeName(name, this.dir);
-      let bytes: Buffer;
-      if (typeof data === 'string') bytes = Buffer.from(data, 'utf8');
-      else if (data instanceof Uint8Array) bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-      else throw new CpError('EINVAL', 'writeFile needs a Buffer, Uint8Array or string');
-      return this.queue.run(() => writeWhole(this.parts, n, bytes));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+  writeFile(name: string, data: string | NodeJS.ArrayBufferView, options?: WriteFileOptions): Promise<void> {
+    return surface.writeFile(this.parts, name, data, options);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -396,4 +389,22 @@ export class Store implements FileHost {
       openFiles: this.catalog.open.size,
     };
   }
+
+  // --- listing, stat by name, whole files, transactions (surface.ts; README "Listing, whole files, events and transactions")
+  /** Names under `dir` as this store sees them now (pending changes included), sorted. */
+  readdir<O extends ReaddirOptions | undefined = undefined>(dir = '', options?: O): Promise<ReaddirResult<O>> {
+    return surface.readdir(this.parts, dir, options) as Promise<ReaddirResult<O>>;
+  }
+  /** `{ size, isFile(), isDirectory() }` of `name` as this store sees it; ENOENT if absent. */
+  stat(name: string): Promise<FileStat> { return surface.stat(this.parts, name); }
+  /** Whether `name` is a file or directory of the store now; rejects only for a bad name (EINVAL, EPATH). */
+  exists(name: string): Promise<boolean> { return surface.exists(this.parts, name); }
+  /** Append to `name` (creating it), atomically at the next check. */
+  appendFile(name: string, data: string | NodeJS.ArrayBufferView, options?: WriteFileOptions): Promise<void> {
+    return surface.appendFile(this.parts, name, data, options);
+  }
+  /** Copy `from`'s content as the store sees it to `to`, atomically at the next check; `mode`: fs.constants.COPYFILE_EXCL. */
+  copyFile(from: string, to: string, mode?: number): Promise<void> { return surface.copyFile(this.parts, from, to, mode); }
+  /** Run `fn`, then check() (resolving with fn's result), or rollback() if it throws (rejecting with its error). */
+  transaction<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> { return this.transactions.run(this, fn); }
 }

@@ -1,0 +1,59 @@
+/**
+ * store.transaction(fn): run fn, then check() once it resolves (resolving with fn's result), or
+ * rollback() if it throws (rejecting with fn's error). The store has one epoch at a time, so a
+ * transaction is that epoch: calls made elsewhere while fn runs are in it too. Transactions do not
+ * nest (a transaction called from inside fn, in its async context, is EINVAL); one called while
+ * another runs elsewhere starts when that one has checked or rolled back.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { CpError } from '../errors.js';
+import { describe } from '../names.js';
+
+export interface TransactionHost {
+  assertCallable(): void;
+  check(): Promise<number>;
+  rollback(): Promise<void>;
+}
+
+export class Transactions {
+  private inside = new AsyncLocalStorage<true>();
+  /** The transaction running (or queued last), settled; null when none is. */
+  private last: Promise<unknown> | null = null;
+
+  run<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
+    try {
+      host.assertCallable();
+      if (typeof fn !== 'function') throw new CpError('EINVAL', `transaction needs a function, got ${describe(fn)}`);
+      if (this.inside.getStore()) throw new CpError('EINVAL', 'transactions do not nest: this one was called inside another transaction\'s function');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const prior = this.last;
+    const go = (): Promise<Awaited<T>> => this.inside.run(true, () => this.once(host, fn));
+    // Nothing running: fn starts now, so its calls come right after those made before transaction().
+    const p = prior ? prior.then(go) : go();
+    const settled = p.then(() => undefined, () => undefined);
+    this.last = settled;
+    void settled.then(() => {
+      if (this.last === settled) this.last = null;
+    });
+    return p;
+  }
+
+  private async once<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
+    host.assertCallable();
+    let result: Awaited<T>;
+    try {
+      result = await fn();
+    } catch (e) {
+      await host.rollback().catch((rb: unknown) => {
+        const first = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+        const code = rb instanceof CpError ? rb.code : 'EIO';
+        throw new CpError(code, `the transaction's function failed (${first}) and its rollback failed too: ${rb instanceof Error ? rb.message : String(rb)}`, { cause: e });
+      });
+      throw e;
+    }
+    await host.check();
+    return result;
+  }
+}
