@@ -5,6 +5,7 @@
  */
 import { CpError } from '../errors.js';
 import { LAID_OUT, type FileHost, type Entry } from './host.js';
+import { handleReadStream, handleWriteStream, type CpReadStream, type CpWriteStream, type ReadStreamOptions, type WriteStreamOptions } from './streams.js';
 
 export type Mode = 'r' | 'r+' | 'w' | 'w+' | 'a' | 'a+';
 export const MODES: readonly Mode[] = ['r', 'r+', 'w', 'w+', 'a', 'a+'];
@@ -183,5 +184,16 @@ export class CpFile {
   async [Symbol.asyncDispose](): Promise<void> {
     // A store whose close() was called closes its handles itself.
     if (!this.closed && this.store.callable) await this.close();
+  }
+
+  // streams (lib/store/streams.ts): through this handle's read() and write(); autoClose closes it
+  createReadStream(options?: ReadStreamOptions): CpReadStream {
+    this.live('createReadStream');
+    return handleReadStream(this, options);
+  }
+
+  createWriteStream(options?: WriteStreamOptions): CpWriteStream {
+    this.live('createWriteStream');
+    return handleWriteStream(this, options);
   }
 }

@@ -33,6 +33,7 @@ import { openEntry } from './open-file.js';
 import { unlinkNow, renameNow } from './name-changes.js';
 import { readWhole, writeWhole } from './whole-files.js';
 import type { StoreParts } from './parts.js';
+import { nameReadStream, nameWriteStream, type CpReadStream, type CpWriteStream, type StoreReadStreamOptions, type StoreWriteStreamOptions } from './streams.js';
 
 export interface StoreStats {
   records: number;
@@ -395,5 +396,13 @@ export class Store implements FileHost {
       applyLag: { epochs: this.epoch - this.schedule.appliedEpoch, bytes: this.schedule.lagBytes },
       openFiles: this.catalog.open.size,
     };
+  }
+
+  // streams (lib/store/streams.ts): the name is opened now (call order) and closed at the stream's end
+  createReadStream(name: string, options?: StoreReadStreamOptions | BufferEncoding): CpReadStream {
+    return nameReadStream(this, name, options);
+  }
+  createWriteStream(name: string, options?: StoreWriteStreamOptions | BufferEncoding): CpWriteStream {
+    return nameWriteStream(this, name, options);
   }
 }
