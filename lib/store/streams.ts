@@ -277,10 +277,15 @@ export function handleWriteStream(f: CpFile, options: unknown): CpWriteStream {
   return new CpWriteStream({ file: f }, writeOptions(options, 'createWriteStream'));
 }
 
-/** Store.createReadStream: `name` opened 'r' now (in call order), closed when the stream ends. */
+/**
+ * Store.createReadStream: `name` opened 'r' now (in call order), closed when the stream ends. As
+ * fs.createReadStream of a path, it reads from 0 without `start`, also when the open resumes a name a
+ * crashed run left open (whose handle starts at its checkpointed position).
+ */
 export function nameReadStream(store: StreamOpener, name: unknown, options: unknown): CpReadStream {
   const n = validName(name);
-  const o = { ...readOptions(options, 'createReadStream'), autoClose: true, path: n };
+  const r = readOptions(options, 'createReadStream');
+  const o = { ...r, start: r.start ?? 0, autoClose: true, path: n };
   return new CpReadStream({ opening: store.open(n, 'r') }, o);
 }
 
