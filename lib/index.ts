@@ -10,6 +10,7 @@ export { Store, type StoreStats } from './store/store.js';
 export { openStore } from './store/open.js';
 export { type StoreOptions } from './store/options.js';
 export { CpFile, type Mode, type Whence } from './store/file.js';
+export { CpReadStream, CpWriteStream, type ReadStreamOptions, type WriteStreamOptions, type StoreReadStreamOptions, type StoreWriteStreamOptions } from './store/streams.js';
 export { CpError, corruptionOf, type CpErrorCode, type CorruptionDetails, type CorruptionKind } from './errors.js';
 export { type Hooks } from './hooks.js';
 export { type RecoveryReport } from './recovery/index.js';

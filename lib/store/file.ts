@@ -30,6 +30,7 @@ export interface LinesOptions {
   encoding?: BufferEncoding | null;
   autoClose?: boolean;
 }
+import { handleReadStream, handleWriteStream, type CpReadStream, type CpWriteStream, type ReadStreamOptions, type WriteStreamOptions } from './streams.js';
 
 export type Mode = 'r' | 'r+' | 'w' | 'w+' | 'a' | 'a+';
 export const MODES: readonly Mode[] = ['r', 'r+', 'w', 'w+', 'a', 'a+'];
@@ -265,5 +266,16 @@ export class CpFile {
     this.live('readLines');
     this.assertReadable();
     return linesOf(this, options);
+  }
+
+  // streams (lib/store/streams.ts): through this handle's read() and write(); autoClose closes it
+  createReadStream(options?: ReadStreamOptions): CpReadStream {
+    this.live('createReadStream');
+    return handleReadStream(this, options);
+  }
+
+  createWriteStream(options?: WriteStreamOptions): CpWriteStream {
+    this.live('createWriteStream');
+    return handleWriteStream(this, options);
   }
 }

@@ -19,7 +19,7 @@ import type { JournalWriter } from '../journal/writer.js';
 import type { FlusherPort } from '../flusher/port.js';
 import { normalizeName, describe } from '../names.js';
 import type { Lock } from '../lock.js';
-import { callHook, type Hooks } from '../hooks.js';
+import type { Hooks } from '../hooks.js';
 import { MODES, type CpFile, type Mode } from './file.js';
 import { LAID_OUT, type FileHost } from './host.js';
 import { CallQueue } from './queue.js';
@@ -33,11 +33,13 @@ import { readPending } from './read-through.js';
 import { openEntry } from './open-file.js';
 import { unlinkNow, renameNow } from './name-changes.js';
 import type { StoreParts } from './parts.js';
+import { shutDown } from './closing.js';
 import * as surface from './surface.js';
 import type { ReaddirOptions, ReaddirResult, FileStat } from './listing.js';
 import type { ReadFileOptions, ReadFileResult, WriteFileOptions } from './whole-args.js';
 import { publish, type StoreEventMap } from './events.js';
 import { Transactions } from './transaction.js';
+import { nameReadStream, nameWriteStream, type CpReadStream, type CpWriteStream, type StoreReadStreamOptions, type StoreWriteStreamOptions } from './streams.js';
 
 export interface StoreStats {
   records: number;
@@ -333,41 +335,8 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     if (this.closing) return this.closing;
     if (this.queue.closed) return Promise.resolve();
     this.queue.closeCalled = true;
-    this.closing = (async () => {
-      let firstErr: unknown = null;
-      try {
-        if (this.queue.failure) throw this.queue.failure;
-        if (opts.discard) {
-          await this.queue.run(() => this.checkpoint.appendAbort());
-        } else {
-          await this.checkpoint.check();
-        }
-        await this.queue.settled;
-        await this.checkpoint.lastCheck;
-        await this.queue.run(async () => {
-          const r = await this.writer.flush();
-          if (!r.ok) throw this.writer.failure ?? new CpError('EIO', 'flush failed');
-          await this.applyNow(true);
-        });
-        if (this.queue.failure) throw this.queue.failure;
-        await callHook(this.hooks, 'fini');
-      } catch (e) {
-        firstErr = e;
-      } finally {
-        this.schedule.stopTimer();
-        this.queue.closed = true;
-        await this.port.run({ actions: [], close: true }).catch(() => undefined);
-        await this.port.destroy().catch(() => undefined);
-        await this.writer.closeReads();
-        for (const ov of this.pending.overlays.values()) if (ov.baseFd !== null) await this.io.close(ov.baseFd).catch(() => undefined);
-        this.pending.overlays.clear();
-        for (const e of this.catalog.open.values()) for (const h of e.handles) h.closed = true;
-        this.catalog.open.clear();
-        // A lock that cannot be removed (a read-only file system) must not hide the first error.
-        if (this.lock) await this.lock.release().catch((e) => { firstErr ??= ioError(e, `releasing the lock of store ${this.dir}`); });
-      }
-      if (firstErr) throw firstErr;
-    })();
+    const { dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint } = this;
+    this.closing = shutDown({ dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint, applyNow: (b) => this.applyNow(b) }, !!opts.discard);
     return this.closing;
   }
 
@@ -407,4 +376,11 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   copyFile(from: string, to: string, mode?: number): Promise<void> { return surface.copyFile(this.parts, from, to, mode); }
   /** Run `fn`, then check() (resolving with fn's result), or rollback() if it throws (rejecting with its error). */
   transaction<T>(fn: () => T | Promise<T>): Promise<Awaited<T>> { return this.transactions.run(this, fn); }
+  // streams (lib/store/streams.ts): the name is opened now (call order) and closed at the stream's end
+  createReadStream(name: string, options?: StoreReadStreamOptions | BufferEncoding): CpReadStream {
+    return nameReadStream(this, name, options);
+  }
+  createWriteStream(name: string, options?: StoreWriteStreamOptions | BufferEncoding): CpWriteStream {
+    return nameWriteStream(this, name, options);
+  }
 }
