@@ -16,6 +16,7 @@ import { nodeIO, type IO } from '../../lib/io.js';
 import { workload, readTree, describeOp, codeOf } from '../helpers/model.js';
 import { execOp, Mismatch, errText } from './driver.js';
 import { manyName } from './common.js';
+import { say, sayAndExit } from '../helpers/child-out.js';
 
 export interface ChildPlan {
   mode: 'run' | 'recover' | 'many' | 'contend';
@@ -45,9 +46,10 @@ export interface ChildPlan {
 }
 
 const plan = JSON.parse(process.argv[2] ?? '{}') as ChildPlan;
-const out = (s: string): void => {
-  process.stdout.write(s + '\n');
-};
+// Every line is awaited before the child goes on, and exits wait for their line (child-out.ts: a
+// line queued in this process when the parent SIGKILLs it is lost, and the oracle would count the
+// checks it acknowledged as never acknowledged).
+const out = say;
 const die = (): never => {
   process.kill(process.pid, 'SIGKILL');
   for (;;) { /* never returns */ }
@@ -59,8 +61,7 @@ const spin = (us: number): void => {
 
 // a safety net only: the parent kills us long before this
 setTimeout(() => {
-  out('TIMEOUT');
-  process.exit(4);
+  void sayAndExit('TIMEOUT', 4);
 }, 60_000).unref();
 
 const MUTATING = new Set(['write', 'fsync', 'fdatasync', 'ftruncate', 'rename', 'unlink', 'mkdir', 'fsyncDir']);
@@ -84,14 +85,13 @@ function killerIO(at: number, after: boolean): { io: IO; count: () => number } {
 
 if (plan.mode === 'many') {
   // thousands of files in one epoch, all open across the check (under a low ulimit -n when the parent says so)
-  let store: Awaited<ReturnType<typeof openStore>>;
+  let store!: Awaited<ReturnType<typeof openStore>>; // a refusal below exits (sayAndExit)
   try {
     store = await openStore(plan.dir, { segmentSize: plan.segmentSize, applyDelay: plan.applyDelay ?? 0, applyThreshold: plan.applyThreshold });
   } catch (e) {
-    out(`REFUSED open ${errText(e)}`.replace(/\n/g, ' | '));
-    process.exit(5);
+    await sayAndExit(`REFUSED open ${errText(e)}`.replace(/\n/g, ' | '), 5);
   }
-  out(`BASE ${store.epoch}`);
+  await out(`BASE ${store.epoch}`);
   const hs: Awaited<ReturnType<typeof store.open>>[] = [];
   const n = plan.files ?? 1000;
   try {
@@ -100,45 +100,42 @@ if (plan.mode === 'many') {
         if (k === 1) hs.push(await store.open(manyName(i, plan.nameLen ?? 40), 'a'));
         await hs[i].write(`${k}:${i}\n`);
       }
-      out(`ISSUE ${k}`);
+      await out(`ISSUE ${k}`);
       const epoch = await store.check();
-      out(`ACK ${k} ${epoch}`);
+      await out(`ACK ${k} ${epoch}`);
     }
     // close() is one more check (the entries complete): same bytes
     const last = (plan.epochs ?? 2) + 1;
     for (const h of hs) await h.close();
-    out(`ISSUE ${last}`);
+    await out(`ISSUE ${last}`);
     await store.close();
-    out(`ACK ${last} ${store.epoch}`);
-    out('DONE');
+    await out(`ACK ${last} ${store.epoch}`);
+    await out('DONE');
   } catch (e) {
     // a refusal at a call (documented code): the parent checks that nothing acknowledged was lost
-    out(`REFUSED ${errText(e)}`.replace(/\n/g, ' | '));
-    process.exit(5);
+    await sayAndExit(`REFUSED ${errText(e)}`.replace(/\n/g, ' | '), 5);
   }
   process.exit(0);
 }
 
 if (plan.mode === 'contend') {
   // one of two processes contending for one store; SIGSTOPped by the parent past lockStale
-  let store: Awaited<ReturnType<typeof openStore>>;
+  let store!: Awaited<ReturnType<typeof openStore>>; // a refusal below exits (sayAndExit)
   try {
     store = await openStore(plan.dir, { segmentSize: plan.segmentSize, lockStale: plan.lockStale ?? 2000, applyDelay: 0 });
   } catch (e) {
-    out(`LOCKED ${(e as { code?: string }).code ?? '?'} ${errText(e)}`.replace(/\n/g, ' | '));
-    process.exit(0);
+    await sayAndExit(`LOCKED ${(e as { code?: string }).code ?? '?'} ${errText(e)}`.replace(/\n/g, ' | '), 0);
   }
-  out(`OPENED ${store.epoch}`);
+  await out(`OPENED ${store.epoch}`);
   const f = await store.open(`own-${plan.tag}.log`, 'a');
   for (let k = 1; ; k++) {
     try {
       await f.write(`${plan.tag} ${k}\n`);
-      out(`ISSUE ${k}`);
+      await out(`ISSUE ${k}`);
       const epoch = await store.check();
-      out(`ACK ${k} ${epoch}`);
+      await out(`ACK ${k} ${epoch}`);
     } catch (e) {
-      out(`REFUSED ${k} ${(e as { code?: string }).code ?? '?'} ${errText(e)}`.replace(/\n/g, ' | '));
-      process.exit(0);
+      await sayAndExit(`REFUSED ${k} ${(e as { code?: string }).code ?? '?'} ${errText(e)}`.replace(/\n/g, ' | '), 0);
     }
     await new Promise((r) => setTimeout(r, 15));
   }
@@ -147,8 +144,7 @@ if (plan.mode === 'contend') {
 if (plan.mode === 'recover') {
   const k = killerIO(plan.at ?? 1, plan.after ?? false);
   const s = await openStore(plan.dir, { io: k.io, segmentSize: plan.segmentSize, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
-  out(`RECOVERED ${s.epoch} ${k.count()}`);
-  process.exit(0);
+  await sayAndExit(`RECOVERED ${s.epoch} ${k.count()}`, 0);
 }
 
 const store = await openStore(plan.dir, {
@@ -156,7 +152,7 @@ const store = await openStore(plan.dir, {
   ...(plan.directAppendMin !== undefined ? { directAppendMin: plan.directAppendMin } : {}),
 });
 const initial = await readTree(plan.dir);
-out(`BASE ${store.epoch}`);
+await out(`BASE ${store.epoch}`);
 
 type File = Awaited<ReturnType<typeof store.open>>;
 const handles = new Map<number, File>();
@@ -174,7 +170,7 @@ for (const op of workload(plan.seed, initial)) {
         die();
       }
       const epoch = await p;
-      out(`ACK ${op.k} ${epoch}`);
+      await out(`ACK ${op.k} ${epoch}`);
       if (kill.type === 'apply' && kill.j === op.k) {
         // the apply task was handed to the worker when the check resolved; let it start, then die
         await new Promise((r) => setImmediate(r));
@@ -187,12 +183,9 @@ for (const op of workload(plan.seed, initial)) {
   } catch (e) {
     const code = codeOf(e);
     if (plan.ioFaults && !(e instanceof Mismatch) && (code === 'ENOSPC' || code === 'EROFS' || code === 'EIO' || code === 'EREOPEN')) {
-      out(`IOFAIL ${code} ${i - 1} ${describeOp(op)}`);
-      process.exit(5);
+      await sayAndExit(`IOFAIL ${code} ${i - 1} ${describeOp(op)}`, 5);
     }
-    out(`FAIL ${i - 1} ${describeOp(op)}: ${e instanceof Mismatch ? e.message : errText(e)}`.replace(/\n/g, ' | '));
-    process.exit(3);
+    await sayAndExit(`FAIL ${i - 1} ${describeOp(op)}: ${e instanceof Mismatch ? e.message : errText(e)}`.replace(/\n/g, ' | '), 3);
   }
 }
-out('DONE');
-process.exit(0);
+await sayAndExit('DONE', 0);
