@@ -98,6 +98,27 @@ describe('transaction', function () {
     expect(store.epoch).to.equal(3);
   });
 
+  it("is not nested once fn settled: a timer fn left, and a 'checkpoint' listener of its check, start their own", async () => {
+    const store = await sb.open(await sb.dir());
+    let late: Promise<string> | null = null;
+    await store.transaction(async () => {
+      late = new Promise<string>((res, rej) => {
+        setTimeout(() => store.transaction(async () => { await store.writeFile('late', 'l'); return 'late'; }).then(res, rej), 50);
+      });
+      await store.writeFile('a', 'a');
+    });
+    expect(await late).to.equal('late');
+    let fromListener: Promise<string> | null = null;
+    store.once('checkpoint', () => {
+      fromListener = store.transaction(async () => { await store.writeFile('l', 'x'); return 'listener'; });
+    });
+    await store.transaction(async () => { await store.writeFile('b', 'b'); });
+    expect(await fromListener).to.equal('listener');
+    expect(await store.readdir()).to.deep.equal(['a', 'b', 'l', 'late']);
+    expect(store.epoch).to.equal(4);
+    await store.close();
+  });
+
   it('bad input: not a function is EINVAL; after close(): ECLOSED, fn not called', async () => {
     const store = await sb.open(await sb.dir());
     for (const v of [undefined, null, 42, 'fn', {}]) await expectCpError(() => store.transaction(v as never), 'EINVAL');

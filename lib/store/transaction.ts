@@ -16,7 +16,8 @@ export interface TransactionHost {
 }
 
 export class Transactions {
-  private inside = new AsyncLocalStorage<true>();
+  /** The transaction whose fn this async context descends from; it nests only while that fn runs. */
+  private inside = new AsyncLocalStorage<{ running: boolean }>();
   /** The transaction running (or queued last), settled; null when none is. */
   private last: Promise<unknown> | null = null;
 
@@ -24,12 +25,12 @@ export class Transactions {
     try {
       host.assertCallable();
       if (typeof fn !== 'function') throw new CpError('EINVAL', `transaction needs a function, got ${describe(fn)}`);
-      if (this.inside.getStore()) throw new CpError('EINVAL', 'transactions do not nest: this one was called inside another transaction\'s function');
+      if (this.inside.getStore()?.running) throw new CpError('EINVAL', 'transactions do not nest: this one was called inside another transaction\'s function');
     } catch (e) {
       return Promise.reject(e);
     }
     const prior = this.last;
-    const go = (): Promise<Awaited<T>> => this.inside.run(true, () => this.once(host, fn));
+    const go = (): Promise<Awaited<T>> => this.once(host, fn);
     // Nothing running: fn starts now, so its calls come right after those made before transaction().
     const p = prior ? prior.then(go) : go();
     const settled = p.then(() => undefined, () => undefined);
@@ -43,9 +44,13 @@ export class Transactions {
   private async once<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
     host.assertCallable();
     let result: Awaited<T>;
+    // Only fn runs in the transaction's async context, and only while it runs: the check and the
+    // rollback (and the 'checkpoint' listeners they call), and a timer fn left that fires later, are not inside it.
+    const token = { running: true };
     try {
-      result = await fn();
+      result = await this.inside.run(token, fn);
     } catch (e) {
+      token.running = false;
       await host.rollback().catch((rb: unknown) => {
         const first = (e instanceof Error ? e.message : String(e)).split('\n')[0];
         const code = rb instanceof CpError ? rb.code : 'EIO';
@@ -53,6 +58,7 @@ export class Transactions {
       });
       throw e;
     }
+    token.running = false;
     await host.check();
     return result;
   }
