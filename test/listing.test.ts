@@ -137,6 +137,23 @@ describe('readdir, stat and exists', function () {
     expect(await typed(again)).to.deep.equal(['a:d', 'a/b:f', 'n:d']);
   });
 
+  it('names two levels below a file on disk pending unlink can be created (they were EIO: ENOTDIR from the writability check)', async () => {
+    const dir = await sb.dir();
+    fs.writeFileSync(path.join(dir, 'a'), 'file a');
+    const store = await sb.open(dir);
+    await store.unlink('a');
+    await store.writeFile('a/b/c', 'C');
+    await (await store.open('a/b/d', 'w')).close();
+    await store.appendFile('a/x/y/z', 'Z');
+    await store.copyFile('a/b/c', 'a/b/e');
+    expect(await typed(store)).to.deep.equal(['a:d', 'a/b:d', 'a/b/c:f', 'a/b/d:f', 'a/b/e:f', 'a/x:d', 'a/x/y:d', 'a/x/y/z:f']);
+    await store.check();
+    await store.close();
+    const again = await sb.open(dir);
+    expect(await again.readFile('a/b/e', 'utf8')).to.equal('C');
+    expect(await again.readFile('a/x/y/z', 'utf8')).to.equal('Z');
+  });
+
   it('after a crash and recovery: the checked names are listed, the unchecked ones are not', async () => {
     const dir = await sb.dir();
     const s = await openHeld(dir);

@@ -44,12 +44,17 @@ export class StoreLimits {
   /** Refuse now a name created or removed in a directory this process cannot change (its nearest existing one). */
   async assertDirWritable(name: string): Promise<void> {
     let d = path.dirname(storePath(this.dir, name));
+    // ENOTDIR: a file pending unlink stands where a directory is to be (validate() allowed it); from
+    // there on only a directory answers, so '/.' is asked for (a file says ENOTDIR to it).
+    let underFile = false;
     for (;;) {
       try {
-        await this.io.access(d);
+        await this.io.access(underFile ? `${d}/.` : d);
         return;
       } catch (e) {
-        if (isENOENT(e) && d.length > this.dir.length) {
+        const notDir = (e as NodeJS.ErrnoException).code === 'ENOTDIR';
+        if ((isENOENT(e) || notDir) && d.length > this.dir.length) {
+          underFile ||= notDir;
           d = path.dirname(d);
           continue;
         }
