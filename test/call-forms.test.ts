@@ -487,6 +487,8 @@ describe('call forms: closed handles, a closed store, pending state and call ord
     f.seek(3);
     await expectCpError(() => f.readv([Buffer.alloc(2), 'x' as never]), 'EINVAL');
     await expectCpError(() => f.writev([Buffer.from('ab'), null as never]), 'EINVAL');
+    // eslint-disable-next-line no-sparse-arrays
+    await expectCpError(() => f.writev([Buffer.from('ab'), , Buffer.from('cd')] as never), 'EINVAL'); // a hole: no buffer
     await expectCpError(() => f.write('abc', null, 'hex'), 'EINVAL');
     await expectCpError(() => f.writeFile('ab', { encoding: 'nope' as never }), 'EINVAL');
     await expectCpError(() => f.writev([Buffer.from('x')], 2 ** 53), 'EINVAL');

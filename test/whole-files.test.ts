@@ -176,6 +176,10 @@ describe('whole files: readFile, writeFile, appendFile, copyFile', function () {
       await expectCpError(() => store.writeFile('f', 'y', bad(o)), 'EINVAL');
     }
     await expectCpError(() => store.appendFile('f', 'y', bad({ flag: 'w' })), 'EINVAL');
+    const detached = new Uint8Array(new ArrayBuffer(4));
+    structuredClone(detached.buffer, { transfer: [detached.buffer] });
+    await expectCpError(() => store.writeFile('f', detached), 'EINVAL');
+    await expectCpError(() => store.appendFile('f', detached), 'EINVAL');
     expect(await store.readFile('f', 'utf8')).to.equal('x'); // nothing above changed it
     for (const m of [-1, 1.5, '1', 8, constants.COPYFILE_FICLONE_FORCE]) await expectCpError(() => store.copyFile('f', 'g', bad(m)), 'EINVAL');
     for (const n of ['../x', '/abs', '.cpfile/control']) {

@@ -127,7 +127,8 @@ export function parseWrite<T>(data: T, b: unknown, c: unknown, d: unknown): Span
 /** readv/writev's buffer list: an array of ArrayBufferViews, as bytes. */
 export function parseBuffers(v: unknown, call: string): Uint8Array[] {
   if (!Array.isArray(v)) throw bad(`${call} needs an array of buffers, got ${describe(v)}`);
-  return v.map((b, i) => {
+  // Array.from, not map: a hole in a sparse array is a missing buffer (EINVAL), not skipped.
+  return Array.from(v as unknown[], (b, i) => {
     if (!ArrayBuffer.isView(b)) throw bad(`${call}: buffers[${i}] is not a Buffer, TypedArray or DataView, got ${describe(b)}`);
     return bytesOf(b);
   });

@@ -38,7 +38,14 @@ export function encodingOf(options: unknown, call: string, flag: string): Buffer
 /** The bytes of `data` (a string in `enc`, default utf8, or any ArrayBufferView: not copied). */
 export function bytesOf(data: unknown, enc: BufferEncoding | null, call: string): Buffer {
   if (typeof data === 'string') return Buffer.from(data, enc ?? 'utf8');
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (ArrayBuffer.isView(data)) {
+    try {
+      return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    } catch {
+      // A view of a detached (transferred) ArrayBuffer: Buffer.from's TypeError.
+      throw new CpError('EINVAL', `${call} cannot use a view of a detached ArrayBuffer`);
+    }
+  }
   throw new CpError('EINVAL', `${call} needs a string, Buffer, TypedArray or DataView, got ${describe(data)}`);
 }
 
