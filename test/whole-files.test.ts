@@ -115,7 +115,10 @@ describe('whole files: readFile, writeFile, appendFile, copyFile', function () {
     const s = await openHeld(dir);
     const f = await s.open('big', 'w');
     const chunk = Buffer.alloc(1 << 20);
-    for (let i = 0; i < 48; i++) {
+    // 128 MiB: the copy's memory stays at the journal writer's batches and what is in flight to the
+    // flusher (about 60-70 MiB of RSS on this machine, whatever the size: a 2 GiB copy peaks there
+    // too), well below the file, which is never held whole.
+    for (let i = 0; i < 128; i++) {
       chunk.fill(i);
       await f.write(chunk);
     }
@@ -124,13 +127,13 @@ describe('whole files: readFile, writeFile, appendFile, copyFile', function () {
     const rss0 = process.memoryUsage().rss;
     await s.copyFile('big', 'big.copy');
     const grew = process.memoryUsage().rss - rss0;
-    expect(grew, 'RSS growth while copying 48 MiB').to.be.below(40 * 1024 * 1024);
+    expect(grew, 'RSS growth while copying 128 MiB').to.be.below(100 * 1024 * 1024);
     const st = await s.stat('big.copy');
-    expect(st.size).to.equal(48 << 20);
+    expect(st.size).to.equal(128 << 20);
     const back = Buffer.alloc(1 << 20);
     const g = await s.open('big.copy', 'r');
-    await g.read(back, 0, back.length, 47 << 20);
-    expect(back.every((b) => b === 47)).to.equal(true);
+    await g.read(back, 0, back.length, 127 << 20);
+    expect(back.every((b) => b === 127)).to.equal(true);
     await g.close();
     await s.copyFile('big', 'unchecked');
     await s.check();
@@ -139,7 +142,7 @@ describe('whole files: readFile, writeFile, appendFile, copyFile', function () {
     const r = await openStore(dir, NO_APPLY);
     try {
       expect(await r.readdir()).to.deep.equal(['big', 'big.copy', 'unchecked']);
-      expect((await r.stat('unchecked')).size).to.equal(48 << 20);
+      expect((await r.stat('unchecked')).size).to.equal(128 << 20);
     } finally {
       await r.close();
     }
