@@ -134,6 +134,16 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     this.queue.assertCallable();
   }
 
+  /** A call's checks at call time (assertCallable, then `fn`'s own): what they throw is the call's rejection. */
+  private atCall<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      this.assertCallable();
+      return fn();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
   /** @internal close() was not called yet. */
   get callable(): boolean {
     return !this.queue.closeCalled;
@@ -186,8 +196,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
 
   /** Open `name` with an fopen mode ('r' by default). */
   open(name: string, mode: Mode = 'r'): Promise<CpFile> {
-    try {
-      this.assertCallable();
+    return this.atCall(() => {
       if (!MODES.includes(mode)) throw new CpError('EINVAL', `mode must be one of ${MODES.join(', ')}, got ${describe(mode)}`);
       const n = normalizeName(name, this.dir);
       const po = this.checkpoint.openCalled();
@@ -202,9 +211,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
       // Also when the queue refuses the open before it runs (a failed store).
       opened.catch(() => this.checkpoint.openDone(po));
       return opened;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   /**
@@ -267,25 +274,19 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   // names
 
   unlink(name: string): Promise<void> {
-    try {
-      this.assertCallable();
+    return this.atCall(() => {
       const n = normalizeName(name, this.dir);
       return this.queue.run(() => unlinkNow(this.parts, n));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   /** Rename `from` to `to`, replacing `to` if it exists (as POSIX rename). */
   rename(from: string, to: string): Promise<void> {
-    try {
-      this.assertCallable();
+    return this.atCall(() => {
       const a = normalizeName(from, this.dir);
       const b = normalizeName(to, this.dir);
       return this.queue.run(() => renameNow(this.parts, a, b));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   /** The whole content of `name`, pending changes included: a string when `options` give an encoding. */
@@ -308,12 +309,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
 
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
   check(): Promise<number> {
-    try {
-      this.assertCallable();
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.checkpoint.check();
+    return this.atCall(() => this.checkpoint.check());
   }
 
   /**
@@ -322,12 +318,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * opened since it are closed.
    */
   rollback(): Promise<void> {
-    try {
-      this.assertCallable();
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.checkpoint.rollback();
+    return this.atCall(() => this.checkpoint.rollback());
   }
 
   /** Final check (unless discard), apply everything, release the lock and the worker. */
