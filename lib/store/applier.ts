@@ -18,7 +18,7 @@
  * in lib/store/apply-files.ts, then ApplyRun.finish).
  */
 import * as path from 'node:path';
-import { RecordType, decodePayload, pos, posOffset, posSeq, type CatalogEntry, type Op } from '../format.js';
+import { RecordType, decodePayload, pos, posOffset, posSeq, type Op } from '../format.js';
 import { type IO, writeFully, isENOENT } from '../io.js';
 import { type ControlWriter } from '../journal/control.js';
 import { type ScannedRecord, walkLog } from '../journal/reader.js';
@@ -65,8 +65,6 @@ export interface ApplyResult {
   appliedEpoch: number;
   cursorSeq: number;
   cursorOffset: number;
-  /** Catalog changes of the applied commits, in order. */
-  commits: { epoch: number; entries: CatalogEntry[] }[];
 }
 
 type Desc =
@@ -89,7 +87,7 @@ export async function applyCommitted(ctx: ApplyContext, endPos: number): Promise
   const start = ctx.control.state;
   const res: ApplyResult = {
     epochs: 0, records: 0, bytes: 0, names: new Set(), appliedEpoch: start.appliedEpoch,
-    cursorSeq: start.cursorSeq, cursorOffset: start.cursorOffset, commits: [],
+    cursorSeq: start.cursorSeq, cursorOffset: start.cursorOffset,
   };
   if (pos(start.cursorSeq, start.cursorOffset) >= endPos) return res;
   const run = new ApplyRun(ctx, res, endPos);
@@ -146,19 +144,18 @@ class ApplyRun {
       return;
     }
     if (t === RecordType.COMMIT) {
-      // Decoded first: an undecodable COMMIT (ECORRUPT) runs nothing of its epoch.
-      const op = decodeRecord(r);
+      // Decoded first (for its validity only): an undecodable COMMIT (ECORRUPT) runs nothing of its epoch.
+      decodeRecord(r);
       await this.runGroup();
-      this.committed(r, op);
+      this.committed(r);
       return;
     }
     if (this.gather(r)) await this.runGroup();
   }
 
-  private committed(r: ScannedRecord, op: Op): void {
+  private committed(r: ScannedRecord): void {
     this.res.appliedEpoch = r.header.epoch;
     this.res.epochs++;
-    if (op.type === RecordType.COMMIT) this.res.commits.push({ epoch: r.header.epoch, entries: op.entries });
     this.lastCommitEnd = r.pos + r.size;
   }
 
