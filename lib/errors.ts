@@ -17,6 +17,8 @@ export type CpErrorCode =
   | 'EFBIG'        // a write or truncate would make a file larger than the store's file system allows
   | 'ENOTDIR'      // readdir of a file, or stat/readdir of a name below a file
   | 'EEXIST'       // copyFile with COPYFILE_EXCL onto a name that exists
+  | 'EINDOUBT'     // the last epoch is prepared and its decision could not be learned (two-phase epochs; .details: id, epoch, storeId)
+  | 'EPREPARED'    // a call that needs an undecided prepared epoch decided first (close, a second prepare), or a decision made twice
   | 'ENOSPC' | 'EIO' | 'EACCES' | 'EPERM' | 'EROFS' | 'EMFILE'; // I/O failures, passed through by kind
 
 /**

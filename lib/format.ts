@@ -8,15 +8,15 @@
 import { crc32 } from './crc.js';
 
 /** The version this code writes (docs/FORMAT.md, "Versions"). */
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 /**
  * The versions it reads: version 1 is version 2 without sizes in its entries; version 2 is version 3
  * without ENTRIES records (every entry list in one record) and without the segment-before-SEGEND
- * ordering (rule 9).
+ * ordering (rule 9); version 3 is version 4 without PREPARE and COMMIT_PREPARED records (R18).
  */
-export const isReadableVersion = (v: number): boolean => v >= 1 && v <= 3;
-/** For messages: "format versions 1 to 3". */
-export const READABLE_VERSIONS_TEXT = 'format versions 1 to 3';
+export const isReadableVersion = (v: number): boolean => v >= 1 && v <= 4;
+/** For messages: "format versions 1 to 4". */
+export const READABLE_VERSIONS_TEXT = 'format versions 1 to 4';
 
 export const META_DIR = '.cpfile';
 export const CONTROL_FILE = 'control';
@@ -55,11 +55,18 @@ export const enum RecordType {
   SEGEND = 9,
   /** Version 3: part of the entry list of the CATALOG or COMMIT it belongs to (see RECORD_FLAG_MORE). */
   ENTRIES = 10,
+  /** Version 4: ends epoch `epoch` undecided (two-phase): its decision, COMMIT_PREPARED or ABORT, follows (R18). */
+  PREPARE = 11,
+  /** Version 4: the prepared epoch `epoch` is committed (R18). */
+  COMMIT_PREPARED = 12,
 }
 export const RECORD_TYPE_NAMES: Record<number, string> = {
   1: 'write', 2: 'truncate', 3: 'create', 4: 'unlink', 5: 'rename', 6: 'commit', 7: 'abort', 8: 'catalog', 9: 'segend', 10: 'entries',
+  11: 'prepare', 12: 'commit-prepared',
 };
-export const isKnownType = (t: number): boolean => t >= 1 && t <= 10;
+export const isKnownType = (t: number): boolean => t >= 1 && t <= 12;
+/** A prepared epoch's id: 1 to this many bytes of UTF-8 (FORMAT.md R18). */
+export const MAX_PREPARE_ID_BYTES = 255;
 
 /**
  * Record flag (version 3): the entry list this record carries continues in the next record of its
@@ -255,6 +262,8 @@ export type Op =
   | { type: RecordType.UNLINK; name: string }
   | { type: RecordType.RENAME; from: string; to: string }
   | { type: RecordType.COMMIT; entries: CatalogEntry[]; applied?: AppliedCursor | null }
+  | { type: RecordType.PREPARE; id: string; entries: CatalogEntry[]; applied?: AppliedCursor | null }
+  | { type: RecordType.COMMIT_PREPARED; id: string }
   | { type: RecordType.ABORT }
   | { type: RecordType.CATALOG; entries: CatalogEntry[] }
   | { type: RecordType.SEGEND; nextSeq: number }
@@ -344,6 +353,8 @@ export function payloadSize(op: Op): number {
     case RecordType.UNLINK: return nameSize(op.name);
     case RecordType.RENAME: return nameSize(op.from) + nameSize(op.to);
     case RecordType.COMMIT: return entriesSize(op.entries) + (op.applied ? APPLIED_SIZE : 0);
+    case RecordType.PREPARE: return nameSize(op.id) + entriesSize(op.entries) + (op.applied ? APPLIED_SIZE : 0);
+    case RecordType.COMMIT_PREPARED: return nameSize(op.id);
     case RecordType.CATALOG:
     case RecordType.ENTRIES: return entriesSize(op.entries);
     case RecordType.ABORT: return 0;
@@ -365,7 +376,11 @@ export function encodePayload(buf: Buffer, at: number, op: Op): number {
       return writeName(buf, at, op.name);
     case RecordType.RENAME:
       return writeName(buf, writeName(buf, at, op.from), op.to);
+    case RecordType.COMMIT_PREPARED:
+      return writeName(buf, at, op.id);
+    case RecordType.PREPARE:
     case RecordType.COMMIT: {
+      if (op.type === RecordType.PREPARE) at = writeName(buf, at, op.id);
       at = writeEntries(buf, at, op.entries);
       if (!op.applied) return at;
       writeU64(buf, op.applied.cursorSeq, at);
@@ -403,13 +418,26 @@ export function decodePayload(type: number, p: Buffer): Op {
       const [from, at] = readName(p, 0);
       return { type, from, to: readName(p, at)[0] };
     }
+    case RecordType.COMMIT_PREPARED: {
+      const [id, at] = readName(p, 0);
+      if (at !== p.length || !validPrepareId(id)) throw new RangeError('commit-prepared payload is not one prepared id');
+      return { type, id };
+    }
+    case RecordType.PREPARE:
     case RecordType.COMMIT: {
+      let id = '';
+      let start = 0;
+      if (type === RecordType.PREPARE) {
+        [id, start] = readName(p, 0);
+        if (!validPrepareId(id)) throw new RangeError('prepare payload does not begin with a prepared id');
+      }
       const end = { at: 0 };
-      const entries = readEntries(p, 0, end);
+      const entries = readEntries(p, start, end);
       const rest = p.length - end.at;
-      if (rest === 0) return { type, entries, applied: null };
-      if (rest !== APPLIED_SIZE) throw new RangeError(`commit payload has ${rest} unexpected bytes after its entries`);
-      return { type, entries, applied: { cursorSeq: readU64(p, end.at), cursorOffset: readU64(p, end.at + 8), appliedEpoch: readU64(p, end.at + 16) } };
+      let applied: AppliedCursor | null = null;
+      if (rest === APPLIED_SIZE) applied = { cursorSeq: readU64(p, end.at), cursorOffset: readU64(p, end.at + 8), appliedEpoch: readU64(p, end.at + 16) };
+      else if (rest !== 0) throw new RangeError(`${RECORD_TYPE_NAMES[type]} payload has ${rest} unexpected bytes after its entries`);
+      return type === RecordType.PREPARE ? { type, id, entries, applied } : { type, entries, applied };
     }
     case RecordType.CATALOG:
     case RecordType.ENTRIES: {
@@ -484,7 +512,7 @@ export function splitEntries(entries: CatalogEntry[], cap: number, lastReserve =
  * ENTRIES with MORE first, the COMMIT last (R6).
  */
 export function entryListOps(
-  type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], cap: number, applied?: AppliedCursor | null,
+  type: RecordType.CATALOG | RecordType.COMMIT | RecordType.PREPARE, entries: CatalogEntry[], cap: number, applied?: AppliedCursor | null, id = '',
 ): { op: Op; flags: number }[] {
   if (type === RecordType.CATALOG) {
     const parts = splitEntries(entries, cap);
@@ -493,11 +521,25 @@ export function entryListOps(
       flags: i < parts.length - 1 ? RECORD_FLAG_MORE : 0,
     }));
   }
-  const parts = splitEntries(entries, cap, applied ? APPLIED_SIZE : 0);
+  // A PREPARE is a COMMIT whose payload begins with its id (R18): its list is split the same way.
+  const idBytes = type === RecordType.PREPARE ? nameSize(id) : 0;
+  const parts = splitEntries(entries, cap, (applied ? APPLIED_SIZE : 0) + idBytes);
   return parts.map((part, i) => (i < parts.length - 1
     ? { op: { type: RecordType.ENTRIES, entries: part }, flags: RECORD_FLAG_MORE }
-    : { op: { type: RecordType.COMMIT, entries: part, applied: applied ?? null }, flags: 0 }));
+    : { op: type === RecordType.PREPARE
+      ? { type, id, entries: part, applied: applied ?? null }
+      : { type: RecordType.COMMIT, entries: part, applied: applied ?? null }, flags: 0 }));
 }
+
+/** A prepared epoch's id is 1 to MAX_PREPARE_ID_BYTES bytes of UTF-8 with no control character (R18). */
+export function validPrepareId(id: string): boolean {
+  const n = Buffer.byteLength(id, 'utf8');
+  // eslint-disable-next-line no-control-regex
+  return n >= 1 && n <= MAX_PREPARE_ID_BYTES && !/[\u0000-\u001f\u007f]/.test(id) && Buffer.from(id, 'utf8').toString('utf8') === id;
+}
+
+/** Journal bytes a COMMIT_PREPARED of `id` takes: the writer keeps this much room after a PREPARE (R18). */
+export const commitPreparedSize = (id: string): number => recordSize(nameSize(id));
 
 /** Journal bytes the records of an entry list take (headers and padding included). */
 export function entryListBytes(ops: { op: Op }[]): number {

@@ -5,8 +5,8 @@
 import { CpError } from './errors.js';
 
 export interface Hooks {
-  /** At openStore. */
-  init?(): unknown;
+  /** At openStore, after recovery: the store's id (16 hex digits, stable for its life) and its directory. */
+  init?(store: { storeId: string; dir: string }): unknown;
   /** A new entry is needed for `name`; may return user data kept with the entry. */
   insert?(name: string): unknown;
   /** At each check, for every entry whose position or state changed (after the journal commit is durable). */

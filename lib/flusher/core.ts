@@ -141,7 +141,7 @@ export class FlusherCore {
             if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
             break;
           }
-          case 'datasync': res.fsyncs += await this.endDirect(false); break;
+          case 'datasync': res.fsyncs += await this.endDirect(false, a.keep === true); break;
           case 'undoDirect': res.fsyncs += await this.endDirect(true); break;
           case 'apply': {
             // Records must be durable before they are applied: the data files may not run ahead
@@ -208,7 +208,7 @@ export class FlusherCore {
    * End the epoch's direct writes: make them durable (before the COMMIT is written), or, on rollback,
    * cut every directly written file back to its fence, durably, before anything later is journaled.
    */
-  private async endDirect(undo: boolean): Promise<number> {
+  private async endDirect(undo: boolean, keep = false): Promise<number> {
     let n = 0;
     try {
       for (const [name, size] of this.fences) {
@@ -223,9 +223,12 @@ export class FlusherCore {
         }
       }
     } finally {
-      const fds = [...this.dataFds.values()];
-      this.dataFds.clear();
-      this.fences.clear();
+      // The epoch's direct writes are over, unless `keep` (a PREPARE, whose decision ends them): the fences go, the files are closed.
+      const fds = keep ? [] : [...this.dataFds.values()];
+      if (!keep) {
+        this.dataFds.clear();
+        this.fences.clear();
+      }
       for (const fd of fds) await this.io.close(fd);
     }
     return n;

@@ -29,10 +29,11 @@ export type Action =
   | { op: 'apply'; endPos: number }
   // Direct appends (docs/FORMAT.md, "Direct appends"). The main thread queues, per file and epoch,
   // 'fence' (its committed size) then 'direct' writes; before the epoch's COMMIT, 'datasync'; on
-  // rollback, 'undoDirect'.
+  // rollback, 'undoDirect'. Before a PREPARE, 'datasync' with `keep`: the fences stay, for an abort
+  // to cut back to, until the decision's 'datasync' or 'undoDirect' (R18).
   | ({ op: 'fence' } & Fence)
   | { op: 'direct'; name: string; offset: number; bytes: Uint8Array }
-  | { op: 'datasync' }
+  | { op: 'datasync'; keep?: boolean }
   | { op: 'undoDirect' };
 
 export interface FlusherInit {

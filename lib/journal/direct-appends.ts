@@ -90,12 +90,13 @@ export class DirectAppends {
    * durable before the COMMIT is), 'undoDirect' after its ABORT (the files are cut back to their
    * fences, durably, before anything later is journaled).
    */
-  end(op: 'datasync' | 'undoDirect'): void {
+  end(op: 'datasync' | 'undoDirect', keep = false): void {
     if (this.fenced.size === 0) return;
     this.close();
     this.host.closeRecords();
-    this.outbox.push({ op });
-    this.fenced.clear();
+    // `keep`: before a PREPARE, whose abort cuts the files back to the same fences (R18).
+    this.outbox.push(keep ? { op, keep } : { op });
+    if (!keep) this.fenced.clear();
   }
 
   private queue(name: string, offset: number, bytes: Buffer): void {

@@ -13,7 +13,7 @@
  */
 import {
   MAX_PAYLOAD, RecordType, SEGEND_RECORD_SIZE, SEGMENT_HEADER_AREA,
-  payloadSize, recordSize, writeHeadSize, pos, entryListOps, entryListBytes, recordCap, segmentSizeFor,
+  payloadSize, recordSize, writeHeadSize, pos, entryListOps, entryListBytes, recordCap, segmentSizeFor, commitPreparedSize,
   type CatalogEntry, type Op, type AppliedCursor,
 } from '../format.js';
 import { type IO } from '../io.js';
@@ -64,6 +64,8 @@ export class JournalWriter {
   /** End of the records handed to the flusher. */
   private sentPos: number;
   private scheduled = false;
+  /** The last record laid out is a PREPARE: its decision comes next (R18). */
+  private prepared = false;
   stats = { records: 0, bytes: 0, fsyncs: 0, batches: 0, directBytes: 0 };
   private buffers: BatchBuffers;
   private outbox = new Outbox();
@@ -166,7 +168,7 @@ export class JournalWriter {
    * record's payload cap, as a run of records (FORMAT.md R5, R6). A COMMIT's run stays in one
    * segment. Returns the offset of the last record (the COMMIT).
    */
-  private emitList(type: RecordType.CATALOG | RecordType.COMMIT, entries: CatalogEntry[], epoch: number, applied?: AppliedCursor | null): number {
+  private emitList(type: RecordType.CATALOG | RecordType.COMMIT | RecordType.PREPARE, entries: CatalogEntry[], epoch: number, applied?: AppliedCursor | null, id = ''): number {
     // Every field is checked before the first part is laid out: a list is written whole or not at
     // all (a part that failed to encode after others were laid out would leave a broken run, R6).
     for (const e of entries) {
@@ -174,12 +176,14 @@ export class JournalWriter {
         throw new CpError('EINVAL', `entry ${JSON.stringify(e.name)}: position ${e.position} or size ${e.size} is not an integer from 0 to 2^53-1`);
       }
     }
-    let ops = entryListOps(type, entries, recordCap(this.seg.size), applied);
-    if (type === RecordType.COMMIT && ops.length > 1) {
-      const bytes = entryListBytes(ops);
+    let ops = entryListOps(type, entries, recordCap(this.seg.size), applied, id);
+    // A PREPARE keeps room for its decision right after it: nothing may separate them (R18).
+    const after = type === RecordType.PREPARE ? commitPreparedSize(id) : 0;
+    if (type !== RecordType.CATALOG && (ops.length > 1 || after > 0)) {
+      const bytes = entryListBytes(ops) + after;
       if (this.off + bytes + SEGEND_RECORD_SIZE > this.seg.size) {
         this.rotate(bytes);
-        ops = entryListOps(type, entries, recordCap(this.seg.size), applied);
+        ops = entryListOps(type, entries, recordCap(this.seg.size), applied, id);
       }
     }
     let offset = 0;
@@ -206,11 +210,16 @@ export class JournalWriter {
   /** Journal a non-write operation; returns the record's global position. */
   append(op: Op, epoch: number): number {
     this.throwIfFailed();
-    if (op.type === RecordType.COMMIT || op.type === RecordType.CATALOG) {
-      const offset = this.emitList(op.type, op.entries, epoch, op.type === RecordType.COMMIT ? op.applied : null);
+    if (op.type === RecordType.COMMIT || op.type === RecordType.CATALOG || op.type === RecordType.PREPARE) {
+      const offset = this.emitList(op.type, op.entries, epoch, op.type === RecordType.CATALOG ? null : op.applied, op.type === RecordType.PREPARE ? op.id : '');
+      this.prepared = op.type === RecordType.PREPARE;
       return pos(this.seg.seq, offset);
     }
-    const r = this.emit(op, epoch);
+    // A prepared epoch's decision goes where its PREPARE kept room for it (R18): never after a rotation.
+    const decision = this.prepared && (op.type === RecordType.COMMIT_PREPARED || op.type === RecordType.ABORT);
+    if (this.prepared && !decision) throw new CpError('EINVAL', 'a prepared epoch is decided (COMMIT_PREPARED or ABORT) before anything else is journaled');
+    this.prepared = false;
+    const r = this.emit(op, epoch, decision);
     return pos(this.seg.seq, r.offset);
   }
 
@@ -296,14 +305,14 @@ export class JournalWriter {
     return this.direct.continue(name, offset, data);
   }
 
-  /** Before the epoch's COMMIT is laid out: its direct appends are made durable first. */
-  commitDirect(): void {
-    this.direct.end('datasync');
-  }
-
-  /** After an ABORT: the files written directly are cut back to their committed sizes, durably. */
-  abortDirect(): void {
-    this.direct.end('undoDirect');
+  /**
+   * End the epoch's direct appends: 'commit', before its COMMIT, makes them durable; 'prepare' does
+   * so before its PREPARE and keeps them undoable until the decision (R18); 'abort', after an ABORT,
+   * cuts the files written directly back to their committed sizes, durably.
+   */
+  endDirect(how: 'commit' | 'prepare' | 'abort'): void {
+    if (how === 'abort') this.direct.end('undoDirect');
+    else this.direct.end('datasync', how === 'prepare');
   }
 
   /** Resolve once the flusher has written every direct append up to `mark` (a directMark value). */

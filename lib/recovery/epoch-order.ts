@@ -2,7 +2,7 @@
  * The order rules of a journal's records (docs/FORMAT.md R3, R5 and R6), coded here only, for
  * recovery (lib/recovery/scan.ts) and for cp-recover's inspection (lib/recovery/inspect.ts): which
  * epoch each record must carry (R3), and how an entry list continues across CATALOG, ENTRIES and
- * COMMIT records (R5, R6). A torn write never produces a valid record that breaks them; a copied,
+ * COMMIT records (R5, R6), and how a PREPARE is followed by its decision (R18). A torn write never produces a valid record that breaks them; a copied,
  * misdirected or stale-but-valid one does (R8).
  */
 import { RECORD_FLAG_MORE, RecordType } from '../format.js';
@@ -13,7 +13,7 @@ export type OrderVerdict =
   | { ok: true; role: 'catalog' | 'catalog-part'; more: boolean; first: boolean }
   /** Part of the entry list of the COMMIT of the current epoch, which follows. */
   | { ok: true; role: 'commit-part' }
-  | { ok: true; role: 'record' | 'commit' | 'abort' | 'segend' }
+  | { ok: true; role: 'record' | 'commit' | 'abort' | 'segend' | 'prepare' | 'commit-prepared' }
   | { ok: false; reason: 'catalog' | 'epoch' | 'entries'; want: number; message: string };
 
 export class EpochOrder {
@@ -26,6 +26,8 @@ export class EpochOrder {
   private inFirst = false;
   /** ENTRIES records of the current epoch were read and their COMMIT has not come yet. */
   commitPending = false;
+  /** A PREPARE of the current epoch was read and its decision has not come yet (R18): the epoch is in doubt. */
+  prepared = false;
 
   /** The walk ended in the middle of the first catalog's entry list. */
   get firstCatalogIncomplete(): boolean {
@@ -55,6 +57,7 @@ export class EpochOrder {
       return { ok: true, role: 'catalog-part', more, first };
     }
     this.inFirst = false;
+    if (this.prepared) return this.decision(type, epoch);
     if (type === RecordType.SEGEND) {
       if (this.commitPending) return { ok: false, reason: 'entries', want: this.expect, message: 'a commit\'s entry list straddles a segment end' };
       return { ok: true, role: 'segend' };
@@ -76,6 +79,13 @@ export class EpochOrder {
         this.commitPending = false;
         this.expect++;
         return { ok: true, role: 'commit' };
+      case RecordType.PREPARE:
+        // Ends the epoch like a COMMIT (its list's parts before it, R6), but undecided (R18).
+        this.commitPending = false;
+        this.prepared = true;
+        return { ok: true, role: 'prepare' };
+      case RecordType.COMMIT_PREPARED:
+        return { ok: false, reason: 'epoch', want, message: 'a commit-prepared record follows no prepare' };
       case RecordType.ABORT:
         if (this.commitPending) return { ok: false, reason: 'entries', want, message: 'a commit\'s entry list is interrupted by an abort' };
         return { ok: true, role: 'abort' };
@@ -83,5 +93,17 @@ export class EpochOrder {
         if (this.commitPending) return { ok: false, reason: 'entries', want, message: 'a commit\'s entry list is interrupted by a data record' };
         return { ok: true, role: 'record' };
     }
+  }
+
+  /** The record after a PREPARE: its decision, COMMIT_PREPARED or ABORT of the same epoch, and nothing else (R18). */
+  private decision(type: number, epoch: number): OrderVerdict {
+    const want = this.expect;
+    if (epoch !== want || (type !== RecordType.COMMIT_PREPARED && type !== RecordType.ABORT)) {
+      return { ok: false, reason: 'epoch', want, message: `the prepared epoch ${want} is followed by its decision (commit-prepared or abort of epoch ${want})` };
+    }
+    this.prepared = false;
+    if (type === RecordType.ABORT) return { ok: true, role: 'abort' };
+    this.expect++;
+    return { ok: true, role: 'commit-prepared' };
   }
 }

@@ -34,9 +34,10 @@ import { validateLogStart, classifyEnd, corruptionError } from './classify-end.j
 import { planReplay, buildReport } from './plan.js';
 import { previewCutBack, applyAndCutBack, endLogAt, syncLog } from './finish.js';
 import { copyJournalAside } from './journal-copy.js';
+import { decideInDoubt, writeDecision } from './resolve.js';
 import type { RecoverOptions, RecoveryReport, RecoveredState } from './types.js';
 
-export type { RecoverOptions, Corruption, RecoveryReport, RecoveredState } from './types.js';
+export type { RecoverOptions, Corruption, RecoveryReport, RecoveredState, InDoubtEpoch, InDoubtReport, ResolveInDoubt } from './types.js';
 export { PARTIAL_COPY } from './journal-copy.js';
 
 // metaPaths is built in lib/journal/paths.ts; re-exported for the callers that take it from here.
@@ -54,12 +55,17 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   const files = new SegmentFiles(io);
   try {
     const scanned = await scanLog({ io, control, fresh, listing, files, onProgress: opts.onProgress });
-    const epoch = validateLogStart(scanned, control, fresh);
+    let epoch = validateLogStart(scanned, control, fresh);
     const verdict = await classifyEnd({ scanned, control, fresh, segs, files, epoch });
     if (verdict && !opts.force) throw corruptionError(verdict);
     const { log } = scanned;
+    // An epoch left prepared: its decision is asked for before anything is planned (R18).
+    const preparedAtEnd = log.prepared;
+    const inDoubt = await decideInDoubt(log, opts, control.storeId);
+    if (inDoubt?.decision === 'commit') epoch = Math.max(epoch, inDoubt.epoch);
     const plan = planReplay(log, control);
     const report = buildReport({ created: loaded.created, control, epoch, endReason: scanned.end.reason, log, plan, corruption: verdict?.corruption ?? null });
+    report.inDoubt = inDoubt;
     if (opts.dryRun) {
       await previewCutBack(io, dir, report, plan);
       report.durationMs = performance.now() - t0;
@@ -73,6 +79,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     // otherwise a power loss after recovery loses records whose effects it already made durable.
     if (sync) await syncLog(io, dir, p, segs, control.cursorSeq);
 
+    // (V2b) A 'commit' decision is durable before any of the epoch is applied.
+    if (inDoubt?.decision === 'commit') await writeDecision(io, segs, preparedAtEnd!, sync);
     const writer = await ControlWriter.open(io, p.control, sync, control, loaded.slot);
     try {
       await applyAndCutBack({ io, dir, sync, segs, files, writer, log, plan, report });

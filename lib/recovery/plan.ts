@@ -74,6 +74,6 @@ export function buildReport(a: ReportInput): RecoveryReport {
     replayedRecords: plan.records, replayedBytes: plan.bytes, discardedRecords: log.pendingRecords,
     discardedBytes: log.pendingBytes, tornTail, endReason: a.endReason, clean, corruption, brokenCopy: null, staleControl: plan.staleControl,
     filesTouched: [...plan.touched].sort(), cutBack: [], entries: [...log.catalog.values()].filter((e) => e.state === 'open'),
-    durationMs: 0,
+    inDoubt: null, durationMs: 0,
   };
 }

@@ -6,7 +6,7 @@
  * The walk itself (lib/journal/reader.ts walkLog) ends at the first record that is not valid (R1).
  */
 import * as path from 'node:path';
-import { SEGMENT_HEADER_AREA, READABLE_VERSIONS_TEXT, RecordType, decodePayload, pos, type CatalogEntry, type ControlState, type Op } from '../format.js';
+import { SEGMENT_HEADER_AREA, READABLE_VERSIONS_TEXT, RecordType, decodePayload, pos, type CatalogEntry, type ControlState, type Op, type AppliedCursor } from '../format.js';
 import type { IO } from '../io.js';
 import { walkLog, type ScannedRecord, type ScanEnd } from '../journal/reader.js';
 import type { SegmentInfo, SegmentListing } from '../journal/segments.js';
@@ -43,6 +43,17 @@ export interface WalkStop {
   reason: string;
 }
 
+/** A PREPARE the walk read: its epoch, id, entries (parts included), and where it lies. */
+export interface PreparedAtEnd {
+  epoch: number;
+  id: string;
+  entries: CatalogEntry[];
+  seq: number;
+  offset: number;
+  /** The global position just after it: where its decision goes. */
+  end: number;
+}
+
 const emptyGroup = (): Omit<ReplayGroup, 'end'> => ({ records: 0, bytes: 0, names: [], reshaped: [], dirs: [] });
 
 /** The visitor of the walk, and the state it leaves for the phases after it. */
@@ -77,6 +88,11 @@ export class LogCollector {
   earlyAt: WalkStop;
   /** Where such a stop is a place --force can cut the log at (FORMAT.md R8: misplaced records). */
   corruptAt: WalkStop | null = null;
+  /**
+   * The PREPARE whose decision the walk has not read (R18); still set when the walk ends, the epoch
+   * is in doubt, and recovery asks for its decision (resolve.ts).
+   */
+  prepared: PreparedAtEnd | null = null;
   /** The order rules (R3, R5, R6), the one checker recovery and inspection share. */
   readonly order = new EpochOrder();
 
@@ -120,7 +136,13 @@ export class LogCollector {
         break;
       case RecordType.COMMIT:
         return this.onCommit(r);
+      case RecordType.PREPARE:
+        if (op!.type === RecordType.PREPARE) this.onPrepare(r, op!);
+        break;
+      case RecordType.COMMIT_PREPARED:
+        return this.onCommitPrepared(r, op!);
       case RecordType.ABORT:
+        this.prepared = null;
         this.commitParts = [];
         if (r.pos >= this.cursorPos) this.aborts.push(r.pos);
         this.endGroup();
@@ -192,15 +214,62 @@ export class LogCollector {
     if (op.type === RecordType.COMMIT) {
       const entries = this.commitParts.length ? [...this.commitParts, ...op.entries] : op.entries;
       this.commitParts = [];
-      for (const e of entries) {
-        if (e.state === 'open') this.catalog.set(e.name, e);
-        else this.catalog.delete(e.name);
-      }
-      const a = op.applied;
-      if (a && pos(a.cursorSeq, a.cursorOffset) <= r.pos && (!this.appliedHint || pos(a.cursorSeq, a.cursorOffset) > this.appliedHint.pos)) {
-        this.appliedHint = { pos: pos(a.cursorSeq, a.cursorOffset), ...a };
-      }
+      this.commitEntries(entries);
+      this.hint(r, op.applied);
     }
+    this.committed(r);
+  }
+
+  /** A COMMIT's (or a decided PREPARE's) entries change the catalog. */
+  private commitEntries(entries: CatalogEntry[]): void {
+    for (const e of entries) {
+      if (e.state === 'open') this.catalog.set(e.name, e);
+      else this.catalog.delete(e.name);
+    }
+  }
+
+  /** A COMMIT or PREPARE at `r` records apply cursor `a` (durable in the control file when it was laid out). */
+  private hint(r: ScannedRecord, a: AppliedCursor | null | undefined): void {
+    if (a && pos(a.cursorSeq, a.cursorOffset) <= r.pos && (!this.appliedHint || pos(a.cursorSeq, a.cursorOffset) > this.appliedHint.pos)) {
+      this.appliedHint = { pos: pos(a.cursorSeq, a.cursorOffset), ...a };
+    }
+  }
+
+  /**
+   * A PREPARE (R18): the epoch's entries wait for its decision, which is the next record; when the
+   * walk ends first, the epoch is in doubt (`prepared` stays set).
+   */
+  private onPrepare(r: ScannedRecord, op: Extract<Op, { type: RecordType.PREPARE }>): void {
+    const entries = this.commitParts.length ? [...this.commitParts, ...op.entries] : op.entries;
+    this.commitParts = [];
+    this.hint(r, op.applied);
+    this.prepared = { epoch: r.header.epoch, id: op.id, entries, seq: r.seq, offset: r.offset, end: r.pos + r.size };
+    this.pendingRecords++;
+    this.pendingBytes += r.size;
+  }
+
+  /** The decision of the PREPARE before it: the epoch commits with that PREPARE's entries. */
+  private onCommitPrepared(r: ScannedRecord, op: Op): false | void {
+    const p = this.prepared;
+    if (!p || op.type !== RecordType.COMMIT_PREPARED || op.id !== p.id) return this.undecodable(r, false);
+    this.prepared = null;
+    this.commitEntries(p.entries);
+    this.committed(r);
+  }
+
+  /**
+   * The epoch left prepared at the end of the walk was decided 'commit' (resolve.ts): as if its
+   * COMMIT_PREPARED (`size` bytes, written by recovery before the replay) followed its PREPARE.
+   */
+  commitPrepared(size: number): void {
+    const p = this.prepared!;
+    this.prepared = null;
+    this.commitEntries(p.entries);
+    this.committed({ pos: p.end, size, header: { epoch: p.epoch } });
+  }
+
+  /** The end of a committed epoch at record `r` (its COMMIT or COMMIT_PREPARED). */
+  committed(r: { pos: number; size: number; header: { epoch: number } }): void {
     if (r.pos >= this.cursorPos && r.header.epoch > this.control.appliedEpoch) this.replayGroups.push({ end: r.pos + r.size, ...this.group });
     this.lastCommitEpoch = Math.max(this.lastCommitEpoch, r.header.epoch);
     this.walkedEpoch = Math.max(this.walkedEpoch, r.header.epoch);

@@ -21,6 +21,26 @@ export interface RecoverOptions {
   /** Size of the fresh segment recovery starts (default: the size of the segment holding the cursor, else 64 MiB). */
   segmentSize?: number;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * The decision of an epoch left prepared and undecided (FORMAT.md R18): 'commit' or 'abort'.
+   * Without it, or when it throws or answers anything else, recovery stops with EINDOUBT.
+   */
+  resolveInDoubt?: ResolveInDoubt;
+}
+
+/** An epoch prepared and undecided at recovery: its id, its number, its store. */
+export interface InDoubtEpoch {
+  id: string;
+  epoch: number;
+  storeId: string;
+  dir: string;
+}
+
+export type ResolveInDoubt = (q: InDoubtEpoch) => 'commit' | 'abort' | Promise<'commit' | 'abort'>;
+
+/** What recovery did with an epoch it found prepared: the decision it was given (null in a dry run: undecided). */
+export interface InDoubtReport extends InDoubtEpoch {
+  decision: 'commit' | 'abort' | null;
 }
 
 /** Damage that is not a torn tail (FORMAT.md R8): where it is and the epochs `force` loses. */
@@ -63,6 +83,8 @@ export interface RecoveryReport {
   cutBack: { name: string; size: number; from: number }[];
   /** Open (unfinished) entries with their checkpointed positions. */
   entries: CatalogEntry[];
+  /** The epoch the log left prepared and undecided (two-phase, R18), and the decision recovery was given; null when there was none. */
+  inDoubt: InDoubtReport | null;
   durationMs: number;
 }
 

@@ -138,12 +138,13 @@ class ApplyRun {
     this.scanned += r.size;
     if (this.ctx.onProgress) this.ctx.onProgress(this.scanned);
     const t = r.header.type;
-    if (t === RecordType.CATALOG || t === RecordType.SEGEND || t === RecordType.ENTRIES) return;
+    // A PREPARE holds its epoch like ENTRIES before a COMMIT: its decision follows (R18).
+    if (t === RecordType.CATALOG || t === RecordType.SEGEND || t === RecordType.ENTRIES || t === RecordType.PREPARE) return;
     if (t === RecordType.ABORT) {
       this.dropGroup();
       return;
     }
-    if (t === RecordType.COMMIT) {
+    if (t === RecordType.COMMIT || t === RecordType.COMMIT_PREPARED) {
       // Decoded first (for its validity only): an undecodable COMMIT (ECORRUPT) runs nothing of its epoch.
       decodeRecord(r);
       await this.runGroup();

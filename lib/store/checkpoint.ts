@@ -21,8 +21,8 @@ export interface PendingOpen {
   doomed: Set<Entry> | null;
 }
 
-/** A COMMIT laid out: its sync task, the epoch it commits, its entry list, and where it ends. */
-interface LaidOut {
+/** A COMMIT (or PREPARE) laid out: its sync task, the epoch it commits, its entry list, and where it ends. */
+export interface LaidOut {
   p: Promise<{ ok: boolean }>;
   /** The epoch's records and bytes (for the 'checkpoint' event). */
   records: number;
@@ -93,7 +93,7 @@ export class Checkpoint {
    * takes them as they are now, not when its turn in the queue comes; so does a rollback called
    * later. An entry whose open was called but has not run yet gets its position when it does.
    */
-  private callTimePositions(): Map<Entry, number> {
+  callTimePositions(): Map<Entry, number> {
     const positions = new Map<Entry, number>();
     for (const e of this.parts.catalog.open.values()) {
       positions.set(e, e.position);
@@ -108,14 +108,20 @@ export class Checkpoint {
    * (C3; R6 for a long entry list), move the catalog to it, and hand the flusher the sync that makes
    * it durable (C4; R4: nothing of the next epoch is written before it).
    */
-  private layOut(positions: Map<Entry, number>): LaidOut {
+  layOut(positions: Map<Entry, number>, prepareId?: string): LaidOut {
     const { catalog, pending, writer, queue, schedule } = this.parts;
     const deltas = catalog.deltas(positions, (name) => pending.get(name));
     const epoch = catalog.building;
     try {
-      writer.commitDirect();
       // The apply cursor this thread knows is durable in the control file (FORMAT.md "Control file").
-      writer.append({ type: RecordType.COMMIT, entries: deltas, applied: schedule.cursor }, epoch);
+      if (prepareId === undefined) {
+        writer.endDirect('commit');
+        writer.append({ type: RecordType.COMMIT, entries: deltas, applied: schedule.cursor }, epoch);
+      } else {
+        // A PREPARE (R18): the catalog moves at its decision (two-phase.ts), not here.
+        writer.endDirect('prepare');
+        writer.append({ type: RecordType.PREPARE, id: prepareId, entries: deltas, applied: schedule.cursor }, epoch);
+      }
     } catch (e) {
       // The epoch's direct appends were handed to their datasync, and part of a COMMIT may be laid
       // out: only recovery can tell what stands now. (Positions and sizes are validated when calls
@@ -123,7 +129,7 @@ export class Checkpoint {
       queue.fail(e instanceof CpError ? e : ioError(e, `laying out the commit of epoch ${epoch}`));
       throw queue.failure!;
     }
-    catalog.committed(deltas, epoch);
+    if (prepareId === undefined) catalog.committed(deltas, epoch);
     const end = writer.position;
     const now = this.written();
     const counts = { records: now.records - this.since.records, bytes: now.bytes - this.since.bytes };
@@ -132,7 +138,7 @@ export class Checkpoint {
   }
 
   /** When the COMMIT's sync settles: the epoch is durable (or the store failed), then the hooks hear of it. */
-  private async completed(c: LaidOut, t0: number): Promise<number> {
+  async completed(c: LaidOut, t0: number, hooksToo = true): Promise<number> {
     const { writer, queue, schedule, hooks, catalog } = this.parts;
     // The flusher runs its tasks in order and this one ends with the sync (FORMAT.md R4, R16 C4).
     const res = await c.p;
@@ -150,7 +156,7 @@ export class Checkpoint {
     this.epochsDone++;
     schedule.schedule();
     this.parts.checkpointed?.({ epoch: c.epoch, records: c.records, bytes: c.bytes, ms: performance.now() - t0 });
-    if (hooks) {
+    if (hooks && hooksToo) {
       try {
         for (const d of c.deltas) await callHook(hooks, 'update', d.name, d.position, catalog.userdata.get(d.name), d.state);
         await callHook(hooks, 'commit');
@@ -196,7 +202,7 @@ export class Checkpoint {
   /** Drop the epoch being built: an ABORT record, and its direct appends cut back (FORMAT.md "Direct appends"). */
   appendAbort(): void {
     this.parts.writer.append({ type: RecordType.ABORT }, this.parts.catalog.building);
-    this.parts.writer.abortDirect();
+    this.parts.writer.endDirect('abort');
     this.since = this.written();
   }
 

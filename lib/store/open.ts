@@ -21,6 +21,9 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   if (typeof dir !== 'string' || dir.length === 0) throw new CpError('EINVAL', `store directory must be a non-empty string, got ${describe(dir)}`);
   if (options === null || typeof options !== 'object') throw new CpError('EINVAL', 'options must be an object');
   const hooks = validateHooks(options.hooks);
+  if (options.resolveInDoubt !== undefined && typeof options.resolveInDoubt !== 'function') {
+    throw new CpError('EINVAL', `option resolveInDoubt must be a function, got ${describe(options.resolveInDoubt)}`);
+  }
   const settings = parseOptions(options);
   const { io } = settings;
   const root = path.resolve(dir);
@@ -41,7 +44,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
     const inWorker = port instanceof WorkerPort;
     // Nothing reaches the flusher once the lock is not ours any more (removed or replaced by hand).
     if (lock) port = fencePort(port, lock);
-    const rec = await recover({ io, dir: root, sync: settings.sync, create: true, force: options.force, segmentSize: settings.segmentSize });
+    const rec = await recover({ io, dir: root, sync: settings.sync, create: true, force: options.force, segmentSize: settings.segmentSize, resolveInDoubt: options.resolveInDoubt });
     let storeRef: Store | null = null;
     const writer = new JournalWriter(port, io, {
       segmentSize: settings.segmentSize, storeId: rec.control.storeId, batchBytes: settings.batchBytes, maxInflight: settings.maxInflight, journalDir: p.journal,
@@ -61,7 +64,8 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
     });
     storeRef = store;
     if (pendingCompromise) store.compromised(pendingCompromise);
-    await callHook(hooks, 'init');
+    // (The store's id and directory, for a checkpoint store that keeps several stores: postgresHooks.)
+    await callHook(hooks, 'init', { storeId: rec.control.storeId, dir: root });
     if (hooks && rec.report.entries.length) {
       for (const e of rec.report.entries) await callHook(hooks, 'update', e.name, e.position, undefined, 'open');
       await callHook(hooks, 'commit');

@@ -6,6 +6,7 @@ import { CpError } from '../errors.js';
 import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../format.js';
 import { type IO, nodeIO } from '../io.js';
 import type { Hooks } from '../hooks.js';
+import type { ResolveInDoubt } from '../recovery/types.js';
 
 export interface StoreOptions {
   /** The seed's cp_hooks: mirror entries to an external checkpoint store. */
@@ -42,6 +43,13 @@ export interface StoreOptions {
   applyDelay?: number;
   /** Proceed past journal corruption (copying the journal aside first). cp-recover --force uses it. */
   force?: boolean;
+  /**
+   * Two-phase epochs: the decision of an epoch that a crash left prepared and undecided (its PREPARE
+   * is durable, its decision is not in the journal). Recovery calls it with the epoch's id, number
+   * and store, and commits or aborts the epoch as told; without it, or when it throws or answers
+   * anything but 'commit' or 'abort', openStore rejects with EINDOUBT and changes nothing.
+   */
+  resolveInDoubt?: ResolveInDoubt;
   /** Take no lock (only for tests that build crash states in memory). */
   noLock?: boolean;
 }

@@ -29,6 +29,7 @@ import { StoreLimits } from './limits.js';
 import { WritePath } from './write-path.js';
 import { ApplySchedule } from './apply-schedule.js';
 import { Checkpoint } from './checkpoint.js';
+import { TwoPhase, type PreparedEpoch } from './two-phase.js';
 import { readPending } from './read-through.js';
 import { openEntry } from './open-file.js';
 import { unlinkNow, renameNow } from './name-changes.js';
@@ -85,6 +86,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   private limits: StoreLimits;
   private schedule: ApplySchedule;
   private checkpoint: Checkpoint;
+  private twoPhase: TwoPhase;
   private parts: StoreParts;
   private closing: Promise<void> | null = null;
   private transactions = new Transactions();
@@ -115,6 +117,12 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
       applyNow: (inQueue) => this.applyNow(inQueue), checkpointed: (e) => publish(this, dir, 'checkpoint', e),
     };
     this.checkpoint = new Checkpoint(this.parts, report.epoch);
+    this.twoPhase = new TwoPhase(this.parts, this.checkpoint, report.storeId);
+  }
+
+  /** The store's id: 16 hex digits, made when the store was created, the same for its whole life. */
+  get id(): string {
+    return this.recovery.storeId;
   }
 
   /** The last durable checkpoint (0 for a new store). */
@@ -309,7 +317,16 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
 
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
   check(): Promise<number> {
-    return this.atCall(() => this.checkpoint.check());
+    // While an epoch is prepared, a check waits for its decision (two-phase.ts).
+    return this.atCall(() => (this.twoPhase.busy ? this.twoPhase.undecided().then(() => this.checkpoint.check()) : this.checkpoint.check()));
+  }
+
+  /**
+   * Two-phase check: make the epoch's records and a PREPARE durable, and leave its decision to the
+   * caller (commit() or abort() of what this resolves with). See PreparedEpoch; FORMAT.md R18.
+   */
+  prepare(opts?: { id?: string }): Promise<PreparedEpoch> {
+    return this.atCall(() => this.twoPhase.prepare(opts ?? {}));
   }
 
   /**
@@ -318,16 +335,24 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * opened since it are closed.
    */
   rollback(): Promise<void> {
-    return this.atCall(() => this.checkpoint.rollback());
+    return this.atCall(() => (this.twoPhase.busy ? this.twoPhase.undecided().then(() => this.checkpoint.rollback()) : this.checkpoint.rollback()));
   }
 
   /** Final check (unless discard), apply everything, release the lock and the worker. */
   close(opts: { discard?: boolean } = {}): Promise<void> {
     if (this.closing) return this.closing;
     if (this.queue.closed) return Promise.resolve();
+    // A prepared epoch is decided by its caller; close({ discard: true }) aborts it.
+    if (this.twoPhase.busy && !opts.discard) {
+      return Promise.reject(new CpError('EPREPARED', `${this.dir}: an epoch is prepared and undecided: commit or abort it before close(), or close({ discard: true }) to abort it`));
+    }
+    const abortFirst = this.twoPhase.busy ? this.twoPhase.abortCurrent() : null;
     this.queue.closeCalled = true;
     const { dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint } = this;
-    this.closing = shutDown({ dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint, applyNow: (b) => this.applyNow(b) }, !!opts.discard);
+    const parts = { dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint, applyNow: (b: boolean) => this.applyNow(b) };
+    this.closing = abortFirst
+      ? abortFirst.then(() => shutDown(parts, true), (e) => shutDown(parts, true).then(() => { throw e; }))
+      : shutDown(parts, !!opts.discard);
     return this.closing;
   }
 
