@@ -107,11 +107,7 @@ async function classifyFailedRecord(a: ClassifyInput, cur: number): Promise<Corr
   // moved beyond where this walk ends, so the control file is older than the journal (it lost its
   // newest slot after a recovery moved the log to a new segment, say).
   let beyond: { seq: number; offset: number; epoch: number; at: string } | null = null;
-  // A prepared epoch's decision may be written without a sync (the decision is durable elsewhere,
-  // R18): after a PREPARE of cur, records of cur + 1 may outlive a torn decision. Only a record
-  // above cur + 1 was written after a sync that made the decision durable.
-  const inDoubt = log.prepared !== null && log.prepared.end === end.pos;
-  const later = await findLaterEpoch(a.segs, a.files, end.seq, end.offset, catalogDamaged ? -1 : inDoubt ? cur + 1 : cur, (rec) => {
+  const later = await findLaterEpoch(a.segs, a.files, end.seq, end.offset, catalogDamaged ? -1 : cur, (rec) => {
     if (!beyond) beyond = commitCursorBeyond(rec, end.pos);
     if (rec.header.type !== RecordType.SEGEND) lostTo = Math.max(lostTo, rec.header.epoch);
   });

@@ -168,8 +168,12 @@ export class TwoPhase {
     }
     catalog.committed(c.deltas, c.epoch);
     const end = writer.position;
-    const flushed = writer.flush(d.sync ? [{ op: 'sync' }] : []);
-    return { ...c, end, p: flushed, task: writer.tasksSent };
+    // The decision is synced before anything of the next epoch is written (R4, R18): with
+    // `sync: false` the commit resolves once it is written, and its sync is a task of its own.
+    const written = writer.flush();
+    const wrote = writer.tasksSent;
+    const synced = writer.flush([{ op: 'sync' }]);
+    return d.sync ? { ...c, end, p: synced, task: writer.tasksSent } : { ...c, end, p: written, task: wrote };
   }
 
   /** After commit(): the decision's flush settles, then the epoch counts as a check's would. */
