@@ -1,5 +1,5 @@
 // Makes a fixture store with the cpfile build given in argv[2] (its dist/lib/index.js), in argv[3].
-// States: "clean" (closed store), "many" (version 3 on: long entry lists, killed) and "crashed" (committed, unapplied epochs, open entries, an
+// States: "clean" (closed store), "prepared" (version 4 on: two-phase epochs, the last one in doubt, killed), "many" (version 3 on: long entry lists, killed) and "crashed" (committed, unapplied epochs, open entries, an
 // uncommitted tail), killed with SIGKILL.
 import { pathToFileURL } from 'node:url';
 import * as fs from 'node:fs';
@@ -39,6 +39,15 @@ await store.unlink('gone.txt');
 await a.seek(3);
 await store.check(); // epoch 3
 if (which === 'clean') { await a.close(); await store.close(); process.exit(0); }
+if (which === 'prepared') {
+  // Version 4 on: epoch 4 prepared and committed, epoch 5 prepared and left in doubt (killed).
+  await a.write('alpha-4\n');
+  await (await store.prepare({ id: 'fixture-epoch-4' })).commit();
+  await a.write('alpha-5\n');
+  await store.writeFile('five.txt', 'five');
+  await store.prepare({ id: 'fixture-epoch-5' });
+  process.kill(process.pid, 'SIGKILL');
+}
 await a.write('UNCOMMITTED');
 await store.writeFile('never.txt', 'never');
 setTimeout(() => process.kill(process.pid, 'SIGKILL'), 200);
