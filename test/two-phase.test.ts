@@ -123,6 +123,25 @@ describe('two-phase epochs: prepare, commit, abort', function () {
     expect(fs.existsSync(path.join(dir, 'later.txt'))).to.equal(false);
   });
 
+  it('prepare() takes effect in call order: an unawaited write called right after it is not in the epoch', async () => {
+    const dir = await sb.dir();
+    const s = await sb.open(dir);
+    const f = await s.open('a.txt', 'w');
+    await s.check();
+    void f.write(Buffer.from('in'));
+    const pp = s.prepare();
+    const late = f.write(Buffer.from('-late'));
+    const p = await pp;
+    expect(p.entries).to.deep.equal([{ name: 'a.txt', position: 2, state: 'open', size: 2 }]);
+    await p.abort();
+    await late;
+    expect(f.tell()).to.equal(0);
+    await expectCpError(() => s.prepare('x' as never), 'EINVAL');
+    await expectCpError(() => s.prepare(null as never), 'EINVAL');
+    await s.close();
+    expect(text(dir, 'a.txt')).to.equal('');
+  });
+
   it('prepare() while prepared waits for the decision; commit({ sync: false }) resolves before the sync', async () => {
     const dir = await sb.dir();
     const s = await sb.open(dir);

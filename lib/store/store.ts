@@ -326,7 +326,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * caller (commit() or abort() of what this resolves with). See PreparedEpoch; FORMAT.md R18.
    */
   prepare(opts?: { id?: string }): Promise<PreparedEpoch> {
-    return this.atCall(() => this.twoPhase.prepare(opts ?? {}));
+    return this.atCall(() => this.twoPhase.prepare(opts === undefined ? {} : opts));
   }
 
   /**

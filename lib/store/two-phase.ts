@@ -102,8 +102,9 @@ export class TwoPhase {
       const p = await this.current.catch(() => null);
       if (!p) return;
       await p.decided;
-      // The decision's own task runs next in the queue; what waited goes after it.
-      await p.laidOut;
+      // The decision's own task runs next in the queue; what waited goes after it (a decision that
+      // failed to lay out failed the store: what waited meets that failure itself).
+      await p.laidOut.catch(() => undefined);
     }
   }
 
@@ -113,11 +114,21 @@ export class TwoPhase {
     if (p && p.decision === null) await p.abort();
   }
 
-  /** Prepare the epoch being built (the call was admitted already). */
-  async prepare(opts: { id?: string } = {}): Promise<PreparedEpoch> {
+  /**
+   * Prepare the epoch being built (the call was admitted already). Like check(), it takes the
+   * positions at the call, unless an epoch is prepared already: then it waits for that decision.
+   */
+  prepare(opts: { id?: string } = {}): Promise<PreparedEpoch> {
+    if (opts === null || typeof opts !== 'object') throw new CpError('EINVAL', 'prepare options must be an object');
     const id = opts.id ?? randomBytes(16).toString('hex');
-    if (!validPrepareId(id)) throw new CpError('EINVAL', `prepare id must be 1 to ${MAX_PREPARE_ID_BYTES} bytes of UTF-8 without control characters, got ${JSON.stringify(String(id)).slice(0, 80)}`);
-    await this.undecided();
+    if (typeof id !== 'string' || !validPrepareId(id)) {
+      throw new CpError('EINVAL', `prepare id must be 1 to ${MAX_PREPARE_ID_BYTES} bytes of UTF-8 without control characters, got ${JSON.stringify(String(id)).slice(0, 80)}`);
+    }
+    if (this.busy) return this.undecided().then(() => this.prepareNow(id));
+    return this.prepareNow(id);
+  }
+
+  private prepareNow(id: string): Promise<PreparedEpoch> {
     this.parts.queue.assertUsable();
     const before = new Map<Entry, Entry['checked']>();
     for (const e of this.parts.catalog.open.values()) before.set(e, e.checked ? { ...e.checked } : null);
