@@ -79,10 +79,14 @@ export class Checkpoint {
   }
 
   /** Commit the epoch being built (the call was admitted already); resolves with its number once durable. */
-  check(): Promise<number> {
+  check(guard: (() => void) | null = null): Promise<number> {
     const positions = this.callTimePositions();
     const t0 = performance.now();
-    const queued = this.parts.queue.run(() => this.layOut(positions));
+    const queued = this.parts.queue.run(() => {
+      // (A check called while an epoch is prepared: refused at its turn if that epoch was aborted.)
+      guard?.();
+      return this.layOut(positions);
+    });
     const done = queued.then((c) => this.completed(c, t0));
     this.lastCheck = done.catch(() => undefined);
     return done;

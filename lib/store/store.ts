@@ -317,8 +317,8 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
 
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
   check(): Promise<number> {
-    // While an epoch is prepared, a check waits for its decision (two-phase.ts).
-    return this.atCall(() => (this.twoPhase.busy ? this.twoPhase.undecided().then(() => this.checkpoint.check()) : this.checkpoint.check()));
+    // While an epoch is prepared, a check runs after its decision, and not at all after an abort (two-phase.ts).
+    return this.atCall(() => this.checkpoint.check(this.twoPhase.guard('check()')));
   }
 
   /**
@@ -335,7 +335,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * opened since it are closed.
    */
   rollback(): Promise<void> {
-    return this.atCall(() => (this.twoPhase.busy ? this.twoPhase.undecided().then(() => this.checkpoint.rollback()) : this.checkpoint.rollback()));
+    return this.atCall(() => this.checkpoint.rollback());
   }
 
   /** Final check (unless discard), apply everything, release the lock and the worker. */

@@ -2,9 +2,11 @@
  * Two-phase epochs (FORMAT.md R18): prepare() makes the epoch's records and a PREPARE durable and
  * leaves the decision to the caller (a coordinator whose database holds it); commit() and abort()
  * record it. The PREPARE's task holds the store's call queue until the decision: calls made
- * meanwhile are accepted and run after it (they belong to the next epoch), and check(), prepare()
- * and rollback() called meanwhile wait for it. So the log never holds anything between a PREPARE
- * and its decision, and recovery of a crash in between has one question to ask: commit or abort?
+ * meanwhile are accepted and run after it, in call order (they belong to the next epoch). A check()
+ * or prepare() called meanwhile takes its positions at the call, like any other; since what it
+ * would commit was built on the prepared epoch, it rejects at its turn when that epoch was aborted.
+ * So the log never holds anything between a PREPARE and its decision, and recovery of a crash in
+ * between has one question to ask: commit or abort?
  */
 import { randomBytes } from 'node:crypto';
 import { CpError, ioError } from '../errors.js';
@@ -50,7 +52,7 @@ class Prepared implements PreparedEpoch {
   private outcome: Promise<unknown> | null = null;
 
   constructor(
-    private owner: TwoPhase, readonly epoch: number, readonly id: string, readonly storeId: string, readonly entries: readonly CatalogEntry[],
+    private owner: TwoPhase, private pend: Pending, readonly epoch: number, readonly id: string, readonly storeId: string, readonly entries: readonly CatalogEntry[],
     /** Every open entry's checked state before the prepare() call (abort restores it). */
     readonly before: Map<Entry, Entry['checked']>,
   ) {
@@ -71,6 +73,7 @@ class Prepared implements PreparedEpoch {
     if (this.decision === 'abort') return Promise.reject(new CpError('EPREPARED', `epoch ${this.epoch} (prepared as ${this.id}) was aborted; it cannot be committed`));
     if (this.decision === 'commit') return this.outcome as Promise<number>;
     this.decision = 'commit';
+    this.owner.decided(this.pend, 'commit');
     this.decide({ kind: 'commit', sync: opts.sync !== false });
     this.outcome = this.owner.committed(this, opts.hooks !== false);
     return this.outcome as Promise<number>;
@@ -80,43 +83,63 @@ class Prepared implements PreparedEpoch {
     if (this.decision === 'commit') return Promise.reject(new CpError('EPREPARED', `epoch ${this.epoch} (prepared as ${this.id}) was committed; it cannot be aborted`));
     if (this.decision === 'abort') return this.outcome as Promise<void>;
     this.decision = 'abort';
+    this.owner.decided(this.pend, 'abort');
     this.outcome = this.owner.aborted(this, () => this.decide({ kind: 'abort' }));
     return this.outcome as Promise<void>;
   }
 }
 
+/** A prepare() called: its decision, once made (or 'abort' when it never prepared), and its epoch once it did. */
+interface Pending {
+  decision: 'commit' | 'abort' | null;
+  made: Promise<Prepared>;
+  epoch: number | null;
+}
+
 export class TwoPhase {
-  /** A prepare() called and not decided yet (its PREPARE may still be on its way). */
-  private current: Promise<Prepared> | null = null;
+  /** The prepare() calls not decided yet, in call order. */
+  private open = new Set<Pending>();
+  /** The last prepare() called: what calls made after it build on. */
+  private last: Pending | null = null;
 
   constructor(private parts: StoreParts, private cp: Checkpoint, private storeId: string) {}
 
-  /** A prepared epoch is waiting for its decision (or a prepare() for its turn). */
+  /** A prepare() was called and its epoch is not decided yet. */
   get busy(): boolean {
-    return this.current !== null;
+    return this.open.size > 0;
   }
 
-  /** Resolves once no prepared epoch waits for a decision (check(), prepare() and rollback() wait for it). */
-  async undecided(): Promise<void> {
-    while (this.current) {
-      const p = await this.current.catch(() => null);
-      if (!p) return;
-      await p.decided;
-      // The decision's own task runs next in the queue; what waited goes after it (a decision that
-      // failed to lay out failed the store: what waited meets that failure itself).
-      await p.laidOut.catch(() => undefined);
+  /**
+   * For a check() or prepare() called now: they take their positions at the call and run in call
+   * order, after the decision of an epoch prepared before them. If that epoch is aborted, what they
+   * would commit was built on it: at their turn they reject (the guard throws) and commit nothing.
+   */
+  guard(what: string): (() => void) | null {
+    const base = this.last;
+    if (!base || base.decision !== null) return null;
+    return () => {
+      if (base.decision !== 'abort') return;
+      throw new CpError('EPREPARED', `${what} was called while epoch ${base.epoch ?? '?'} was prepared, and that epoch was aborted: the changes it would commit were built on it and are discarded`);
+    };
+  }
+
+  /** close({ discard: true }) while prepared: abort every undecided prepared epoch, in order. */
+  async abortCurrent(): Promise<void> {
+    for (const pend of [...this.open]) {
+      const p = await pend.made.catch(() => null);
+      if (p && p.decision === null) await p.abort();
     }
   }
 
-  /** close({ discard: true }) while prepared: abort the prepared epoch (once its prepare settled). */
-  async abortCurrent(): Promise<void> {
-    const p = await this.current?.catch(() => null);
-    if (p && p.decision === null) await p.abort();
+  /** The decision of `pend` is made (or it will never prepare): it no longer holds anything open. */
+  decided(pend: Pending, decision: 'commit' | 'abort'): void {
+    pend.decision = decision;
+    this.open.delete(pend);
   }
 
   /**
    * Prepare the epoch being built (the call was admitted already). Like check(), it takes the
-   * positions at the call, unless an epoch is prepared already: then it waits for that decision.
+   * positions at the call; while an earlier epoch is prepared it runs after that one's decision.
    */
   prepare(opts: { id?: string } = {}): Promise<PreparedEpoch> {
     if (opts === null || typeof opts !== 'object') throw new CpError('EINVAL', 'prepare options must be an object');
@@ -124,27 +147,27 @@ export class TwoPhase {
     if (typeof id !== 'string' || !validPrepareId(id)) {
       throw new CpError('EINVAL', `prepare id must be 1 to ${MAX_PREPARE_ID_BYTES} bytes of UTF-8 without control characters, got ${JSON.stringify(String(id)).slice(0, 80)}`);
     }
-    if (this.busy) return this.undecided().then(() => this.prepareNow(id));
-    return this.prepareNow(id);
-  }
-
-  private prepareNow(id: string): Promise<PreparedEpoch> {
     this.parts.queue.assertUsable();
+    const guard = this.guard('prepare()');
     const before = new Map<Entry, Entry['checked']>();
     for (const e of this.parts.catalog.open.values()) before.set(e, e.checked ? { ...e.checked } : null);
     const positions = this.cp.callTimePositions();
     let ready!: (p: Prepared) => void;
     let fail!: (e: unknown) => void;
-    const made = new Promise<Prepared>((res, rej) => { ready = res; fail = rej; });
-    this.current = made;
-    made.catch(() => { if (this.current === made) this.current = null; });
+    const pend: Pending = { decision: null, epoch: null, made: new Promise<Prepared>((res, rej) => { ready = res; fail = rej; }) };
+    this.open.add(pend);
+    this.last = pend;
+    pend.made.catch(() => this.decided(pend, 'abort'));
     // Failures reach the caller through `made`; the queue records them itself.
-    this.parts.queue.run(() => this.run(id, positions, before, ready)).catch(fail);
-    return made;
+    this.parts.queue.run(() => {
+      guard?.();
+      return this.run(pend, id, positions, before, ready);
+    }).catch(fail);
+    return pend.made;
   }
 
   /** The PREPARE's turn in the queue: lay it out, sync it, and hold the queue until the decision. */
-  private async run(id: string, positions: Map<Entry, number>, before: Prepared['before'], ready: (p: Prepared) => void): Promise<void> {
+  private async run(pend: Pending, id: string, positions: Map<Entry, number>, before: Prepared['before'], ready: (p: Prepared) => void): Promise<void> {
     const { writer, queue } = this.parts;
     const c = this.cp.layOut(positions, id);
     const res = await c.p;
@@ -153,10 +176,10 @@ export class TwoPhase {
       queue.fail(err);
       throw new CpError(err.code, `prepare of epoch ${c.epoch} failed: ${err.message}; the store stays at epoch ${this.cp.epoch}`, { cause: err });
     }
-    const p = new Prepared(this, c.epoch, id, this.storeId, c.deltas, before);
+    pend.epoch = c.epoch;
+    const p = new Prepared(this, pend, c.epoch, id, this.storeId, c.deltas, before);
     ready(p);
     const d = await p.decided;
-    this.current = null;
     p.settle(() => this.layOutDecision(d, c, id));
     await p.laidOut;
   }
