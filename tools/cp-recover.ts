@@ -19,6 +19,7 @@ import { recover, type RecoveryReport } from '../lib/recovery/index.js';
 import { acquireLock, ownerStatus, type Lock } from '../lib/lock.js';
 import { nodeIO } from '../lib/io.js';
 import { CpError, corruptionOf, lostEpochsText } from '../lib/errors.js';
+import { READABLE_VERSIONS_TEXT } from '../lib/format.js';
 import {
   probeStore, uncleanReasons, inspectJournal, fsError, type InspectedRecord, type InspectResult, type StorePaths,
 } from '../lib/recovery/inspect.js';
@@ -175,7 +176,7 @@ function classify(e: unknown, force: boolean): Failure {
     if (version) {
       return {
         exit: EXIT.FAILURE, code: 'EFORMAT', details, cause: err,
-        message: `${version.file}: journal segment of another format version; this cpfile reads format version 1 (${oneLine(err.message)})`,
+        message: `${version.file}: journal segment of another format version; this cpfile reads ${READABLE_VERSIONS_TEXT} (${oneLine(err.message)})`,
       };
     }
     return {
