@@ -6,12 +6,23 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
-import type { RecoveryReport } from '../lib/recovery/index.js';
+import type { InDoubtReport, RecoveryReport } from '../lib/recovery/index.js';
 import { lostEpochsText } from '../lib/errors.js';
-import type { InspectedRecord, InspectResult } from '../lib/recovery/inspect.js';
+import { shellWord, type InspectedRecord, type InspectResult } from '../lib/recovery/inspect.js';
 
 export type Mode = 'recover' | 'dry-run' | 'verify' | 'inspect';
 
+/** --commit-prepared ID or --abort-prepared ID: the decision the operator gives for one prepared epoch. */
+export interface Decide {
+  id: string;
+  decision: 'commit' | 'abort';
+}
+
+export interface LockInfo {
+  taken: boolean;
+  reclaimedFrom: number[];
+  live: number[];
+}
 
 export class Out {
   constructor(private stream: NodeJS.WriteStream) {}
@@ -99,13 +110,37 @@ export function progressFor(enabled: boolean): { onProgress?: (done: number, tot
 }
 
 // ---------------------------------------------------------------------------------------------
-// recover / dry-run / verify
+// the epoch in doubt
 
-export interface LockInfo {
-  taken: boolean;
-  reclaimedFrom: number[];
-  live: number[];
+/** The two commands that decide epoch `d` of the store in `root`, for messages. */
+export const decideCommands = (d: { id: string }, root: string): string =>
+  `cp-recover --commit-prepared ${shellWord(d.id)} ${shellWord(root)} or cp-recover --abort-prepared ${shellWord(d.id)} ${shellWord(root)}`;
+
+/** `want` names the epoch in doubt `d`. */
+export const decides = (want: Decide | null, d: InDoubtReport | null): want is Decide => !!want && !!d && d.id === want.id;
+
+/**
+ * JSON's inDoubt: the decision recovery took, or in a dry run with --commit-prepared/--abort-prepared
+ * naming the epoch the one it would take; null when nothing was decided.
+ */
+export function inDoubtJson(d: InDoubtReport | null, dry: boolean, want: Decide | null): Record<string, unknown> | null {
+  if (!d) return null;
+  const decision = dry ? (decides(want, d) ? want.decision : null) : d.decision;
+  return { id: d.id, epoch: d.epoch, storeId: d.storeId, decision };
 }
+
+/** The summary's "in doubt" line. */
+function inDoubtText(d: InDoubtReport, dry: boolean, want: Decide | null): string {
+  const what = `epoch ${d.epoch}, prepared as ${JSON.stringify(d.id)}: `;
+  const decision = dry ? (decides(want, d) ? want.decision : null) : d.decision;
+  const flag = decision === 'commit' ? '--commit-prepared' : '--abort-prepared';
+  if (decision === null) return `${what}its decision is not in the journal; recovery needs --commit-prepared ${shellWord(d.id)} or --abort-prepared ${shellWord(d.id)}`;
+  if (decision === 'commit') return `${what}${dry ? 'would be committed' : 'committed'} (${flag})${dry ? ': its commit-prepared record is written before anything is applied' : ''}`;
+  return `${what}${dry ? 'would be aborted' : 'aborted'} (${flag}): its records ${dry ? 'would be ' : ''}discarded`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// recover / dry-run / verify
 
 export function reportJson(r: RecoveryReport | null): Record<string, unknown> | null {
   if (!r) return null;
@@ -122,7 +157,53 @@ export function reportJson(r: RecoveryReport | null): Record<string, unknown> | 
   };
 }
 
-export async function printReport(root: string, mode: Mode, r: RecoveryReport, lock: LockInfo, totalMs: number, problems: string[], force: boolean): Promise<void> {
+export interface PrintInput {
+  root: string;
+  mode: Exclude<Mode, 'inspect'>;
+  report: RecoveryReport;
+  lock: LockInfo;
+  totalMs: number;
+  problems: string[];
+  force: boolean;
+  want: Decide | null;
+}
+
+/** The first line of a dry run's or a recovery's summary. */
+function headLine(a: PrintInput): string {
+  const { root, report: r } = a;
+  const d = r.inDoubt;
+  if (a.mode === 'recover') return `recovered ${root} to epoch ${r.epoch} in ${fmtMs(r.durationMs)}${r.clean ? ' (it was clean)' : ''}`;
+  if (d && decides(a.want, d)) {
+    const to = a.want.decision === 'commit' ? d.epoch : r.epoch;
+    return `recovery would ${a.want.decision} epoch ${d.epoch} (prepared as ${JSON.stringify(d.id)}) and bring ${root} to epoch ${to}`;
+  }
+  if (d) return `recovery would stop: epoch ${d.epoch} is in doubt (prepared as ${JSON.stringify(d.id)}, its decision is not in the journal)`;
+  return r.clean ? `the store is clean at epoch ${r.epoch}: recovery would only start a fresh journal segment` : `recovery would bring ${root} to epoch ${r.epoch}`;
+}
+
+/**
+ * A dry run reports the records of an epoch in doubt as discarded (what an abort does); with
+ * --commit-prepared naming it they are replayed instead, and the store ends at that epoch.
+ */
+function replayLines(a: PrintInput): { replay: string; discard: string; final: string; filesMore: string } {
+  const r = a.report;
+  const d = r.inDoubt;
+  const replay = `${plural(r.replayedEpochs, 'epoch')} (${plural(r.replayedRecords, 'record')}, ${fmtBytes(r.replayedBytes)})`;
+  const discard = `${plural(r.discardedRecords, 'uncommitted record')}, ${fmtBytes(r.discardedBytes)}`;
+  if (a.mode === 'recover' || !d) return { replay, discard, final: String(r.epoch), filesMore: '' };
+  const theirs = `${plural(r.discardedRecords, 'journal record')}, ${fmtBytes(r.discardedBytes)}`;
+  if (decides(a.want, d) && a.want.decision === 'commit') {
+    return { replay: `${replay}, then the prepared epoch ${d.epoch} (${theirs})`, discard: 'nothing', final: String(d.epoch), filesMore: `, and those of epoch ${d.epoch}` };
+  }
+  if (decides(a.want, d)) return { replay, discard: `${discard}: the prepared epoch ${d.epoch}'s`, final: String(r.epoch), filesMore: '' };
+  return {
+    replay, discard: `${discard}: the prepared epoch ${d.epoch}'s if it is aborted (replayed if it is committed)`,
+    final: `${r.epoch} (${d.epoch} if epoch ${d.epoch} is committed)`, filesMore: '',
+  };
+}
+
+export async function printReport(a: PrintInput): Promise<void> {
+  const { root, mode, report: r, lock, problems } = a;
   const dry = mode !== 'recover';
   const L = (k: string, v: string): Promise<void> => stdout.line(`  ${k.padEnd(16)}${v}`);
   if (mode === 'verify') {
@@ -130,14 +211,12 @@ export async function printReport(root: string, mode: Mode, r: RecoveryReport, l
     for (const p of problems) await stdout.line(`  - ${p}`);
     return;
   }
-  if (dry) {
-    await stdout.line(`dry run: nothing was changed in ${root}`);
-    await stdout.line(r.clean ? `the store is clean at epoch ${r.epoch}: recovery would only start a fresh journal segment` : `recovery would bring ${root} to epoch ${r.epoch}`);
-  } else {
-    await stdout.line(`recovered ${root} to epoch ${r.epoch} in ${fmtMs(r.durationMs)}${r.clean ? ' (it was clean)' : ''}`);
-  }
-  await L(dry ? 'to replay' : 'replayed', `${plural(r.replayedEpochs, 'epoch')} (${plural(r.replayedRecords, 'record')}, ${fmtBytes(r.replayedBytes)})`);
-  await L(dry ? 'to discard' : 'discarded', `${plural(r.discardedRecords, 'uncommitted record')}, ${fmtBytes(r.discardedBytes)}`);
+  if (dry) await stdout.line(`dry run: nothing was changed in ${root}`);
+  await stdout.line(headLine(a));
+  if (r.inDoubt) await L('in doubt', inDoubtText(r.inDoubt, dry, a.want));
+  const x = replayLines(a);
+  await L(dry ? 'to replay' : 'replayed', x.replay);
+  await L(dry ? 'to discard' : 'discarded', x.discard);
   await L('torn tail', r.corruption
     ? `no: the damaged record is corruption, not a torn tail (${r.endReason})`
     : r.tornTail ? `yes (the log ends in a damaged record: ${r.endReason})` : `no (the log ends: ${r.endReason})`);
@@ -146,10 +225,10 @@ export async function printReport(root: string, mode: Mode, r: RecoveryReport, l
     await L('CORRUPTION', `segment ${c.seq} offset ${c.offset} (${c.reason}): ${c.evidence}`);
     await L(dry ? 'would lose' : 'lost', lostEpochsText(c));
     if (r.brokenCopy) await L('journal copy', r.brokenCopy);
-    else if (dry && force) await L('journal copy', 'would be made in .cpfile/journal.broken-<time>/');
+    else if (dry && a.force) await L('journal copy', 'would be made in .cpfile/journal.broken-<time>/');
   }
   const files = r.filesTouched;
-  await L(dry ? 'files to touch' : 'files touched', files.length ? `${files.length}: ${files.slice(0, 20).join(', ')}${files.length > 20 ? ', ...' : ''}` : 'none');
+  await L(dry ? 'files to touch' : 'files touched', `${files.length ? `${files.length}: ${files.slice(0, 20).join(', ')}${files.length > 20 ? ', ...' : ''}` : 'none'}${x.filesMore}`);
   if (r.staleControl) await L('control file', `its newest slot is lost; ${dry ? 'would continue' : 'continued'} from the apply cursor the last commit records${dry ? '' : ' (repaired)'}`);
   if (r.cutBack.length) {
     const list = r.cutBack.slice(0, 10).map((c) => `${c.name} ${c.from} -> ${c.size} B`).join(', ');
@@ -157,8 +236,8 @@ export async function printReport(root: string, mode: Mode, r: RecoveryReport, l
   }
   await L('open entries', r.entries.length ? `${r.entries.length}: ${r.entries.slice(0, 10).map((e) => `${e.name} @ ${e.position}`).join(', ')}${r.entries.length > 10 ? ', ...' : ''}` : 'none');
   if (lock.reclaimedFrom.length) await L('lock', `${dry ? 'would be reclaimed' : 'reclaimed'} from dead process ${lock.reclaimedFrom.join(', ')}`);
-  await L('final epoch', String(r.epoch));
-  await L('took', `${fmtMs(r.durationMs)} recovery, ${fmtMs(totalMs)} in all`);
+  await L('final epoch', x.final);
+  await L('took', `${fmtMs(r.durationMs)} recovery, ${fmtMs(a.totalMs)} in all`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,6 +245,7 @@ export async function printReport(root: string, mode: Mode, r: RecoveryReport, l
 
 function detailOf(r: InspectedRecord): string {
   const parts: string[] = [];
+  if (r.id !== undefined) parts.push(`id ${JSON.stringify(r.id)}`);
   if (r.name !== undefined) parts.push(JSON.stringify(r.name));
   if (r.from !== undefined) parts.push(`${JSON.stringify(r.from)} -> ${JSON.stringify(r.to)}`);
   if (r.range) parts.push(r.range.end === null ? `[${r.range.start},eof) size=${r.range.start}` : `[${r.range.start},${r.range.end})`);
@@ -178,11 +258,13 @@ function detailOf(r: InspectedRecord): string {
   return parts.join(' ');
 }
 
-export const INSPECT_HEAD = `${'#'.padStart(7)} ${'SEG'.padStart(5)} ${'OFFSET'.padStart(10)} ${'LEN'.padStart(8)}  ${'TYPE'.padEnd(8)} ${'EPOCH'.padStart(7)}  ${'CRC'.padEnd(7)} DETAIL`;
+/** The TYPE column holds the longest type name, 'commit-prepared'. */
+const TYPE_WIDTH = 15;
+export const INSPECT_HEAD = `${'#'.padStart(7)} ${'SEG'.padStart(5)} ${'OFFSET'.padStart(10)} ${'LEN'.padStart(8)}  ${'TYPE'.padEnd(TYPE_WIDTH)} ${'EPOCH'.padStart(7)}  ${'CRC'.padEnd(7)} DETAIL`;
 
 export function recordLine(r: InspectedRecord): string {
   const v = (x: number | null): string => (x === null ? '-' : String(x));
-  return `${String(r.n).padStart(7)} ${String(r.seq).padStart(5)} ${String(r.offset).padStart(10)} ${v(r.len).padStart(8)}  ${(r.type ?? '-').padEnd(8)} ${v(r.epoch).padStart(7)}  ${r.crc.padEnd(7)} ${detailOf(r)}`.trimEnd();
+  return `${String(r.n).padStart(7)} ${String(r.seq).padStart(5)} ${String(r.offset).padStart(10)} ${v(r.len).padStart(8)}  ${(r.type ?? '-').padEnd(TYPE_WIDTH)} ${v(r.epoch).padStart(7)}  ${r.crc.padEnd(7)} ${detailOf(r)}`.trimEnd();
 }
 
 export function summaryJson(r: InspectResult): Record<string, unknown> {
@@ -191,6 +273,12 @@ export function summaryJson(r: InspectResult): Record<string, unknown> {
     ...s,
     verdict: s.verdict.ok ? { ok: true, report: reportJson(s.verdict.report), problems: s.verdict.problems } : s.verdict,
   };
+}
+
+/** inspect's inDoubt: what recovery's verdict says of the epoch the journal leaves prepared. */
+export function inspectInDoubt(r: InspectResult | null): Record<string, unknown> | null {
+  const v = r?.summary.verdict;
+  return v && v.ok ? inDoubtJson(v.report.inDoubt, true, null) : null;
 }
 
 export async function printInspectSummary(r: InspectResult): Promise<void> {
@@ -209,19 +297,27 @@ export async function printInspectSummary(r: InspectResult): Promise<void> {
   if (r.start) await L('walked', `from segment ${r.start.seq} offset ${r.start.offset}${s.segmentsWalked.length ? ` through segment${s.segmentsWalked.length > 1 ? 's' : ''} ${s.segmentsWalked.join(', ')}` : ''}`);
   const types = Object.entries(s.byType).map(([k, v]) => `${k} ${v}`).join(', ');
   await L('records', `${s.records} valid (${fmtBytes(s.bytes)} on disk, ${fmtBytes(s.dataBytes)} of write data)${types ? `: ${types}` : ''}; ${s.shown} shown (from ${s.from}${s.limit !== null ? `, limit ${s.limit}` : ''})`);
-  await L('epochs', s.firstEpoch === null ? 'none' : `first record of epoch ${s.firstEpoch}, ${plural(s.commits, 'commit')}, last committed epoch ${s.lastCommitEpoch ?? 'none'}; ${plural(s.uncommittedRecords, 'uncommitted record')} after it`);
-  await L('end of log', `segment ${s.end.seq} offset ${s.end.offset}: ${s.end.reason} (${s.end.explanation})`);
-  if (s.verdict.ok) {
-    const rep = s.verdict.report;
-    if (rep.corruption) {
-      await L('verdict', `CORRUPTION, not a torn tail: ${rep.corruption.evidence}; recovery refuses (exit 4) and --force loses ${lostEpochsText(rep.corruption)}, keeping epoch ${rep.epoch}`);
-    } else if (rep.clean) {
-      await L('verdict', `clean at epoch ${rep.epoch}`);
-    } else {
-      await L('verdict', `${rep.tornTail ? 'torn tail (normal after a crash); ' : ''}recovery would bring the store to epoch ${rep.epoch}`);
-    }
-    for (const p of s.verdict.problems) if (!rep.corruption) await L('', `- ${p}`);
-  } else {
-    await L('verdict', `recovery fails: ${s.verdict.error.code}: ${s.verdict.error.message}`);
+  const prepared = s.prepares ? `, ${plural(s.prepares, 'prepare')}` : '';
+  await L('epochs', s.firstEpoch === null ? 'none' : `first record of epoch ${s.firstEpoch}, ${plural(s.commits, 'commit')}${prepared}, last committed epoch ${s.lastCommitEpoch ?? 'none'}; ${plural(s.uncommittedRecords, 'uncommitted record')} after it`);
+  if (s.inDoubt) {
+    const d = s.inDoubt;
+    await L('in doubt', `epoch ${d.epoch}, prepared as ${JSON.stringify(d.id)} (segment ${d.seq} offset ${d.offset}): the log ends before its decision`);
   }
+  await L('end of log', `segment ${s.end.seq} offset ${s.end.offset}: ${s.end.reason} (${s.end.explanation})`);
+  await printVerdict(L, s.verdict, r.dir);
+}
+
+async function printVerdict(L: (k: string, v: string) => Promise<void>, v: InspectResult['summary']['verdict'], root: string): Promise<void> {
+  if (!v.ok) return L('verdict', `recovery fails: ${v.error.code}: ${v.error.message}`);
+  const rep = v.report;
+  if (rep.corruption) {
+    await L('verdict', `CORRUPTION, not a torn tail: ${rep.corruption.evidence}; recovery refuses (exit 4) and --force loses ${lostEpochsText(rep.corruption)}, keeping epoch ${rep.epoch}`);
+  } else if (rep.inDoubt) {
+    await L('verdict', `IN DOUBT: recovery stops (exit 5) until epoch ${rep.inDoubt.epoch} is decided: ${decideCommands(rep.inDoubt, root)}`);
+  } else if (rep.clean) {
+    await L('verdict', `clean at epoch ${rep.epoch}`);
+  } else {
+    await L('verdict', `${rep.tornTail ? 'torn tail (normal after a crash); ' : ''}recovery would bring the store to epoch ${rep.epoch}`);
+  }
+  for (const p of v.problems) if (!rep.corruption) await L('', `- ${p}`);
 }
