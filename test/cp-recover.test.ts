@@ -21,6 +21,7 @@ import { crc32 } from '../lib/crc.js';
 const CLI = fileURLToPath(new URL('../tools/cp-recover.js', import.meta.url));
 const WRITER = fileURLToPath(new URL('./fixtures-recover/writer.js', import.meta.url));
 const PREPARER = fileURLToPath(new URL('./fixtures-recover/preparer.js', import.meta.url));
+const PREPARER_DIRECT = fileURLToPath(new URL('./fixtures-recover/preparer-direct.js', import.meta.url));
 const PKG = JSON.parse(fs.readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version: string };
 
 interface Run {
@@ -954,6 +955,41 @@ describe('cp-recover', function () {
       const second = cli(['--abort-prepared', 'tx-1', c]);
       expect(second.code, second.err).to.equal(6);
       expectOneLine(second, /no epoch of this store is in doubt/);
+    });
+
+    it('direct appends of the epoch in doubt: a commit keeps them, an abort cuts them back, and --dry-run says which', async () => {
+      const base = tempDir();
+      const w = await startWriter<{ pid: number; prepared: { id: string; epoch: number }; sha: Record<string, string>; size: Record<string, number> }>(base, PREPARER_DIRECT, ['tx-d']);
+      await kill9(w.child);
+      const { sha, size } = w.ready;
+      const shaOf = (d: string): string => crypto.createHash('sha256').update(fs.readFileSync(path.join(d, 'a.bin'))).digest('hex');
+      expect(fs.statSync(path.join(base, 'a.bin')).size, 'the appends went to the file').to.equal(size['4']);
+      const cut = `a\\.bin ${size['4']} -> ${size['3']} B`;
+      const t = cli(['--dry-run', base]);
+      expect(t.code, t.err).to.equal(5);
+      expect(t.out).to.match(new RegExp(`to cut back\\s+1 file longer than committed \\(direct appends of the prepared epoch 4: cut if it is aborted, kept if it is committed\\): ${cut}`));
+      const tc = cli(['--dry-run', '--commit-prepared', 'tx-d', base]);
+      expect(tc.code, tc.err).to.equal(0);
+      expect(tc.out).to.match(new RegExp(`to cut back\\s+none: a commit keeps the direct appends of the prepared epoch 4 \\(an abort would cut ${cut}\\)`));
+      const ta = cli(['--dry-run', '--abort-prepared', 'tx-d', base]);
+      expect(ta.code, ta.err).to.equal(0);
+      expect(ta.out).to.match(new RegExp(`to cut back\\s+1 file longer than committed \\(direct appends of the prepared epoch 4\\): ${cut}`));
+
+      const c = tempDir();
+      fs.cpSync(base, c, { recursive: true });
+      const rc = cliJson(['--commit-prepared', 'tx-d', c]);
+      expect(rc.code, rc.err).to.equal(0);
+      expect(rc.json.report).to.include({ epoch: 4 });
+      expect(rc.json.report.cutBack).to.deep.equal([]);
+      expect(shaOf(c)).to.equal(sha['4']);
+      const a = tempDir();
+      fs.cpSync(base, a, { recursive: true });
+      const ra = cliJson(['--abort-prepared', 'tx-d', a]);
+      expect(ra.code, ra.err).to.equal(0);
+      expect(ra.json.report).to.include({ epoch: 3 });
+      expect(ra.json.report.cutBack).to.deep.equal([{ name: 'a.bin', size: size['3'], from: size['4'] }]);
+      expect(shaOf(a)).to.equal(sha['3']);
+      for (const d of [c, a]) expect(cli(['--verify', d]).code).to.equal(0);
     });
 
     it('recover() asks before it changes anything: a resolver that throws, or answers junk, leaves every byte as it was', async () => {

@@ -64,15 +64,16 @@ JSON (--json): one object on stdout, in every mode and on errors (messages still
   recover, dry-run, verify: dryRun, clean, problems (strings: why the store is not clean),
     lock { taken, reclaimedFrom (dead pids whose lock was or would be reclaimed), live (pids) },
     durationMs (whole run), report: null or { storeId, epoch (recovered epoch), replayedEpochs,
-    replayedRecords, replayedBytes, discardedRecords, discardedBytes (a dry run counts the records
-    of an epoch in doubt here), tornTail (a damaged last record that is a normal crash artifact;
-    false when it is corruption), endReason,
+    replayedRecords, replayedBytes, discardedRecords, discardedBytes, tornTail (a damaged last
+    record that is a normal crash artifact; false when it is corruption), endReason,
     clean, corruption (null or { seq, offset, reason, lostFrom, lostTo, evidence }), brokenCopy
     (path of the copied journal or null), staleControl (the control file's newest slot was lost
     and the apply cursor was taken from the last commit), filesTouched, cutBack [{ name, size,
     from }] (files cut from length "from" back to their committed size: direct appends of an epoch
     that did not commit), entries [{ name, position, state, size }], durationMs (recovery
-    itself) }; report is null when recovery stopped with an error.
+    itself) }; report is null when recovery stopped with an error. A dry run of a store with an
+    epoch in doubt reports what an abort would do: the epoch's records are discarded and its direct
+    appends cut back (with --commit-prepared the text output says what a commit does instead).
   inspect: records [{ n, seq, index, offset, len, size, type, epoch, crc, and as the type has
     them: name, from, to, range { start, end|null }, entries [{ name, position, state, size }],
     nextSeq, id, note }], control (null or { slot, counter, storeId, cursorSeq, cursorOffset,

@@ -181,24 +181,43 @@ function headLine(a: PrintInput): string {
   return r.clean ? `the store is clean at epoch ${r.epoch}: recovery would only start a fresh journal segment` : `recovery would bring ${root} to epoch ${r.epoch}`;
 }
 
+interface Lines {
+  replay: string;
+  discard: string;
+  files: string;
+  /** The cut-back line, or null for none. */
+  cut: string | null;
+  final: string;
+}
+
 /**
- * A dry run reports the records of an epoch in doubt as discarded (what an abort does); with
- * --commit-prepared naming it they are replayed instead, and the store ends at that epoch.
+ * A dry run reports what an abort of an epoch in doubt does: its records discarded, its direct
+ * appends cut back. With --commit-prepared naming it they are replayed and kept instead, and the
+ * store ends at that epoch.
  */
-function replayLines(a: PrintInput): { replay: string; discard: string; final: string; filesMore: string } {
+function replayLines(a: PrintInput): Lines {
   const r = a.report;
-  const d = r.inDoubt;
+  const d = a.mode === 'recover' ? null : r.inDoubt;
   const replay = `${plural(r.replayedEpochs, 'epoch')} (${plural(r.replayedRecords, 'record')}, ${fmtBytes(r.replayedBytes)})`;
   const discard = `${plural(r.discardedRecords, 'uncommitted record')}, ${fmtBytes(r.discardedBytes)}`;
-  if (a.mode === 'recover' || !d) return { replay, discard, final: String(r.epoch), filesMore: '' };
+  const f = r.filesTouched;
+  const files = f.length ? `${f.length}: ${f.slice(0, 20).join(', ')}${f.length > 20 ? ', ...' : ''}` : 'none';
+  const list = `${r.cutBack.slice(0, 10).map((c) => `${c.name} ${c.from} -> ${c.size} B`).join(', ')}${r.cutBack.length > 10 ? ', ...' : ''}`;
+  const cut = (why: string): string | null => (r.cutBack.length ? `${plural(r.cutBack.length, 'file')} longer than committed (${why}): ${list}` : null);
+  if (!d) return { replay, discard, files, cut: cut('direct appends of an uncommitted epoch'), final: String(r.epoch) };
   const theirs = `${plural(r.discardedRecords, 'journal record')}, ${fmtBytes(r.discardedBytes)}`;
+  const appends = `direct appends of the prepared epoch ${d.epoch}`;
   if (decides(a.want, d) && a.want.decision === 'commit') {
-    return { replay: `${replay}, then the prepared epoch ${d.epoch} (${theirs})`, discard: 'nothing', final: String(d.epoch), filesMore: `, and those of epoch ${d.epoch}` };
+    return {
+      replay: `${replay}, then the prepared epoch ${d.epoch} (${theirs})`, discard: 'nothing',
+      files: f.length ? `${files}, and those of epoch ${d.epoch}` : `those of epoch ${d.epoch}`,
+      cut: r.cutBack.length ? `none: a commit keeps the ${appends} (an abort would cut ${list})` : null, final: String(d.epoch),
+    };
   }
-  if (decides(a.want, d)) return { replay, discard: `${discard}: the prepared epoch ${d.epoch}'s`, final: String(r.epoch), filesMore: '' };
+  if (decides(a.want, d)) return { replay, discard: `${discard}: the prepared epoch ${d.epoch}'s`, files, cut: cut(appends), final: String(r.epoch) };
   return {
-    replay, discard: `${discard}: the prepared epoch ${d.epoch}'s if it is aborted (replayed if it is committed)`,
-    final: `${r.epoch} (${d.epoch} if epoch ${d.epoch} is committed)`, filesMore: '',
+    replay, discard: `${discard}: the prepared epoch ${d.epoch}'s if it is aborted (replayed if it is committed)`, files,
+    cut: cut(`${appends}: cut if it is aborted, kept if it is committed`), final: `${r.epoch} (${d.epoch} if epoch ${d.epoch} is committed)`,
   };
 }
 
@@ -227,13 +246,9 @@ export async function printReport(a: PrintInput): Promise<void> {
     if (r.brokenCopy) await L('journal copy', r.brokenCopy);
     else if (dry && a.force) await L('journal copy', 'would be made in .cpfile/journal.broken-<time>/');
   }
-  const files = r.filesTouched;
-  await L(dry ? 'files to touch' : 'files touched', `${files.length ? `${files.length}: ${files.slice(0, 20).join(', ')}${files.length > 20 ? ', ...' : ''}` : 'none'}${x.filesMore}`);
+  await L(dry ? 'files to touch' : 'files touched', x.files);
   if (r.staleControl) await L('control file', `its newest slot is lost; ${dry ? 'would continue' : 'continued'} from the apply cursor the last commit records${dry ? '' : ' (repaired)'}`);
-  if (r.cutBack.length) {
-    const list = r.cutBack.slice(0, 10).map((c) => `${c.name} ${c.from} -> ${c.size} B`).join(', ');
-    await L(dry ? 'to cut back' : 'cut back', `${plural(r.cutBack.length, 'file')} longer than committed (direct appends of an uncommitted epoch): ${list}${r.cutBack.length > 10 ? ', ...' : ''}`);
-  }
+  if (x.cut) await L(dry ? 'to cut back' : 'cut back', x.cut);
   await L('open entries', r.entries.length ? `${r.entries.length}: ${r.entries.slice(0, 10).map((e) => `${e.name} @ ${e.position}`).join(', ')}${r.entries.length > 10 ? ', ...' : ''}` : 'none');
   if (lock.reclaimedFrom.length) await L('lock', `${dry ? 'would be reclaimed' : 'reclaimed'} from dead process ${lock.reclaimedFrom.join(', ')}`);
   await L('final epoch', x.final);
