@@ -8,7 +8,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { openStore } from '../lib/index.js';
+import { openStore, nodeIO } from '../lib/index.js';
+import { recover } from '../lib/recovery/index.js';
+import { shellWord } from '../lib/recovery/inspect.js';
 import {
   FORMAT_VERSION,
   CONTROL_SLOT_SIZE, RECORD_HEADER_SIZE, RecordType, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, checkRecordHeader,
@@ -18,6 +20,8 @@ import { crc32 } from '../lib/crc.js';
 
 const CLI = fileURLToPath(new URL('../tools/cp-recover.js', import.meta.url));
 const WRITER = fileURLToPath(new URL('./fixtures-recover/writer.js', import.meta.url));
+const PREPARER = fileURLToPath(new URL('./fixtures-recover/preparer.js', import.meta.url));
+const PREPARER_DIRECT = fileURLToPath(new URL('./fixtures-recover/preparer-direct.js', import.meta.url));
 const PKG = JSON.parse(fs.readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version: string };
 
 interface Run {
@@ -166,9 +170,14 @@ interface Ready {
   epochs: Record<string, Record<string, string>>;
 }
 
-function startWriter(dir: string): Promise<{ child: ChildProcess; ready: Ready }> {
+/** A store left with an epoch in doubt (fixtures-recover/preparer.ts): the files at each epoch, the prepared one's too. */
+interface Prepared extends Ready {
+  prepared: { id: string; epoch: number };
+}
+
+function startWriter<R = Ready>(dir: string, script = WRITER, args: string[] = []): Promise<{ child: ChildProcess; ready: R }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [WRITER, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script, dir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const timer = setTimeout(() => {
@@ -180,7 +189,7 @@ function startWriter(dir: string): Promise<{ child: ChildProcess; ready: Ready }
       const m = /READY (.*)\n/.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve({ child, ready: JSON.parse(m[1]!) as Ready });
+        resolve({ child, ready: JSON.parse(m[1]!) as R });
       }
     });
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
@@ -233,7 +242,8 @@ describe('cp-recover', function () {
     it('--help documents the modes, exit codes and JSON keys; --version prints the package version', () => {
       const h = cli(['--help']);
       expect(h.code).to.equal(0);
-      for (const s of ['--dry-run', '--verify', '--inspect', '--force', '--json', '--from', '--limit', 'Exit codes:', 'locked by a live process', 'needs --force', 'replayedEpochs', 'lostFrom']) {
+      for (const s of ['--dry-run', '--verify', '--inspect', '--force', '--json', '--from', '--limit', 'Exit codes:', 'locked by a live process', 'needs --force', 'replayedEpochs', 'lostFrom',
+        '--commit-prepared <id>', '--abort-prepared <id>', '5  an epoch is in doubt', '6  --commit-prepared/--abort-prepared', 'EINDOUBT', 'ENOTINDOUBT', 'inDoubt (null or { id, epoch,']) {
         expect(h.out).to.contain(s);
       }
       const v = cli(['--version']);
@@ -244,7 +254,9 @@ describe('cp-recover', function () {
     it('usage errors exit 2 with one line', () => {
       const d = copy();
       const cases: string[][] = [[], ['--dry-run', '--inspect', d], ['--verify', '--force', d], ['--inspect', '--from', '-1', d],
-        ['--inspect', '--limit', 'x', d], ['--from', '3', d], ['--bogus', d], [d, d], ['']];
+        ['--inspect', '--limit', 'x', d], ['--from', '3', d], ['--bogus', d], [d, d], [''],
+        ['--commit-prepared', 'a', '--abort-prepared', 'a', d], ['--verify', '--commit-prepared', 'a', d], ['--inspect', '--abort-prepared', 'a', d],
+        ['--commit-prepared', '', d], ['--abort-prepared', 'x\ty', d], ['--commit-prepared', 'x'.repeat(256), d], ['--commit-prepared']];
       for (const args of cases) {
         const r = cli(args);
         expect(r.code, args.join(' ')).to.equal(2);
@@ -462,7 +474,8 @@ describe('cp-recover', function () {
       const d = copy();
       const j = cliJson([d]);
       expect(j.code, j.err).to.equal(0);
-      expect(Object.keys(j.json)).to.have.members(['tool', 'version', 'mode', 'dir', 'ok', 'exitCode', 'dryRun', 'clean', 'problems', 'lock', 'durationMs', 'report', 'error']);
+      expect(Object.keys(j.json)).to.have.members(['tool', 'version', 'mode', 'dir', 'ok', 'exitCode', 'dryRun', 'clean', 'problems', 'lock', 'durationMs', 'inDoubt', 'report', 'error']);
+      expect(j.json.inDoubt).to.equal(null);
       expect(Object.keys(j.json.report)).to.have.members(['storeId', 'epoch', 'replayedEpochs', 'replayedRecords', 'replayedBytes', 'discardedRecords',
         'discardedBytes', 'tornTail', 'endReason', 'clean', 'corruption', 'brokenCopy', 'staleControl', 'filesTouched', 'cutBack', 'entries', 'durationMs']);
       expect(j.json).to.include({ mode: 'recover', ok: true, exitCode: 0, dryRun: false });
@@ -724,6 +737,278 @@ describe('cp-recover', function () {
         expect(r.code, `${mode} ${r.err}`).to.equal(1);
         expectOneLine(r, /control file .*\.cpfile\/control: EISDIR/);
         expect(r.err).to.not.match(/cp-recover: cp-recover/);
+      }
+    });
+  });
+
+  describe('an epoch in doubt (two-phase: a crash between prepare and its decision)', () => {
+    let doubtTemplate: string; // epoch 1 checked, epoch 2 prepared as tx-0 and committed, epoch 3 prepared as tx-1: SIGKILLed undecided
+    let prep: Prepared;
+    let storeId: string;
+    const copyDoubt = (): string => {
+      const d = tempDir();
+      fs.cpSync(doubtTemplate, d, { recursive: true });
+      return d;
+    };
+    /** The store's files and journal, without the dead writer's lock and owner files (a recovery's lock reclaims them). */
+    const storeState = (d: string): string[] => treeState(d).filter((l) => !/^\S+ \.cpfile\/(lock|owner\.)/.test(l));
+    const undecided = (): Record<string, unknown> => ({ id: 'tx-1', epoch: 3, storeId, decision: null });
+
+    before(async () => {
+      doubtTemplate = tempDir();
+      const w = await startWriter<Prepared>(doubtTemplate, PREPARER, ['tx-1']);
+      prep = w.ready;
+      await kill9(w.child);
+      expect(prep.prepared).to.deep.equal({ id: 'tx-1', epoch: 3 });
+      storeId = cliJson(['--inspect', doubtTemplate]).json.control.storeId;
+    });
+
+    it('--dry-run and --verify exit 5 naming the epoch, its id and both flags; nothing changes', () => {
+      const d = copyDoubt();
+      const before = treeState(d);
+      const t = cli(['--dry-run', d]);
+      expect(t.code, t.err).to.equal(5);
+      expect(t.out).to.match(/recovery would stop: epoch 3 is in doubt \(prepared as "tx-1", its decision is not in the journal\)/);
+      expect(t.out).to.match(/in doubt\s+epoch 3, prepared as "tx-1": its decision is not in the journal; recovery needs --commit-prepared tx-1 or --abort-prepared tx-1/);
+      expect(t.out).to.match(/to discard\s+7 uncommitted records, \d+ B: the prepared epoch 3's if it is aborted/);
+      expect(t.out).to.match(/final epoch\s+2 \(3 if epoch 3 is committed\)/);
+      expectOneLine(t, /epoch 3 is in doubt: it was prepared as "tx-1" and its decision is not in the journal; recovery would stop until it is decided .*: cp-recover --commit-prepared tx-1 \S+ or cp-recover --abort-prepared tx-1 \S+$/);
+      const tj = cliJson(['--dry-run', d]);
+      expect(tj.code).to.equal(5);
+      expect(tj.json).to.include({ mode: 'dry-run', ok: false, exitCode: 5, clean: false });
+      expect(tj.json.inDoubt).to.deep.equal(undecided());
+      expect(tj.json.error).to.deep.include({ code: 'EINDOUBT', details: { id: 'tx-1', epoch: 3, storeId } });
+      expect(tj.json.report).to.include({ epoch: 2, replayedEpochs: 2, discardedRecords: 7 });
+
+      const v = cli(['--verify', d]);
+      expect(v.code, v.err).to.equal(5);
+      expect(v.out).to.match(/NOT clean/);
+      expect(v.out).to.match(/- epoch 3 is in doubt: prepared as "tx-1" \(7 records, \d+ bytes\), its decision is not in the journal; recovery needs it: --commit-prepared tx-1 or --abort-prepared tx-1/);
+      expectOneLine(v, /epoch 3 is in doubt: it was prepared as "tx-1"/);
+      const vj = cliJson(['--verify', d]);
+      expect(vj.code).to.equal(5);
+      expect(vj.json).to.include({ mode: 'verify', ok: false, exitCode: 5, clean: false });
+      expect(vj.json.inDoubt).to.deep.equal(undecided());
+      expect(vj.json.problems.filter((p: string) => /epoch 3 is in doubt/.test(p))).to.have.length(1);
+      expect(treeState(d)).to.deep.equal(before);
+    });
+
+    it('--inspect lists the prepare and commit-prepared records with their ids, and names the epoch in doubt', () => {
+      const d = copyDoubt();
+      const before = treeState(d);
+      const recs = locate(d);
+      const prepares = recs.filter((x) => x.header.type === RecordType.PREPARE);
+      const decided = recs.filter((x) => x.header.type === RecordType.COMMIT_PREPARED);
+      expect(prepares.map((x) => x.header.epoch)).to.deep.equal([2, 3]);
+      expect(decided.map((x) => x.header.epoch)).to.deep.equal([2]);
+      const r = cli(['--inspect', d]);
+      expect(r.code, r.err).to.equal(0);
+      const line = (x: Located): string => r.out.split('\n').find((l) => new RegExp(`^\\s*\\d+\\s+\\d+\\s+${x.offset}\\s`).test(l))!;
+      expect(line(prepares[0]!)).to.match(/prepare\s+2\s+ok\s+id "tx-0" 1 entry: "a\.txt"@8 size=8$/);
+      expect(line(decided[0]!)).to.match(/commit-prepared\s+2\s+ok\s+id "tx-0"$/);
+      expect(line(prepares[1]!)).to.match(/prepare\s+3\s+ok\s+id "tx-1" 1 entry: "a\.txt"@14 size=14$/);
+      expect(r.out).to.match(/epochs\s+first record of epoch 0, 2 commits, 2 prepares, last committed epoch 2; 7 uncommitted records after it/);
+      expect(r.out).to.match(new RegExp(`in doubt\\s+epoch 3, prepared as "tx-1" \\(segment \\d+ offset ${prepares[1]!.offset}\\): the log ends before its decision`));
+      expect(r.out).to.match(/verdict\s+IN DOUBT: recovery stops \(exit 5\) until epoch 3 is decided: cp-recover --commit-prepared tx-1 \S+ or cp-recover --abort-prepared tx-1 /);
+      expect(r.out).to.match(/- epoch 3 is in doubt: prepared as "tx-1"/);
+
+      const j = cliJson(['--inspect', d]);
+      expect(j.code, j.err).to.equal(0);
+      expect(j.json.records.filter((x: any) => x.type === 'prepare').map((x: any) => [x.epoch, x.id])).to.deep.equal([[2, 'tx-0'], [3, 'tx-1']]);
+      expect(j.json.records.filter((x: any) => x.type === 'commit-prepared').map((x: any) => [x.epoch, x.id])).to.deep.equal([[2, 'tx-0']]);
+      expect(j.json.summary).to.include({ commits: 2, prepares: 2, lastCommitEpoch: 2, uncommittedRecords: 7 });
+      expect(j.json.summary.inDoubt).to.deep.include({ id: 'tx-1', epoch: 3, offset: prepares[1]!.offset });
+      expect(j.json.inDoubt).to.deep.equal(undecided());
+      expect(treeState(d)).to.deep.equal(before);
+    });
+
+    it('plain recovery refuses with exit 5 naming the epoch, the id and both flags, and changes nothing', () => {
+      const d = copyDoubt();
+      const before = storeState(d);
+      for (const args of [[d], ['--force', d]]) {
+        const r = cli(args);
+        expect(r.code, r.err).to.equal(5);
+        expect(r.out).to.equal('');
+        expectOneLine(r, /epoch 3 is in doubt: it was prepared as "tx-1" and its decision is not in the journal; nothing was changed; decide it .*: cp-recover --commit-prepared tx-1 \S+ or cp-recover --abort-prepared tx-1 \S+$/);
+      }
+      const j = cliJson([d]);
+      expect(j.code).to.equal(5);
+      expect(j.json).to.include({ mode: 'recover', ok: false, exitCode: 5, report: null });
+      expect(j.json.inDoubt).to.deep.equal(undecided());
+      expect(j.json.error).to.deep.include({ code: 'EINDOUBT', details: { id: 'tx-1', epoch: 3, storeId } });
+      expect(storeState(d)).to.deep.equal(before);
+      expect(userFiles(d)).to.deep.equal(userFiles(doubtTemplate));
+    });
+
+    it('--commit-prepared ID commits the epoch (its data in the files); --dry-run says so first; a second run finds the store clean', () => {
+      const d = copyDoubt();
+      const before = treeState(d);
+      const t = cli(['--dry-run', '--commit-prepared', 'tx-1', d]);
+      expect(t.code, t.err).to.equal(0);
+      expect(t.out).to.match(/recovery would commit epoch 3 \(prepared as "tx-1"\) and bring .* to epoch 3/);
+      expect(t.out).to.match(/in doubt\s+epoch 3, prepared as "tx-1": would be committed \(--commit-prepared\)/);
+      expect(t.out).to.match(/to replay\s+2 epochs \(.*\), then the prepared epoch 3 \(7 journal records/);
+      expect(t.out).to.match(/to discard\s+nothing/);
+      expect(t.out).to.match(/final epoch\s+3\n/);
+      const tj = cliJson(['--dry-run', '--commit-prepared', 'tx-1', d]);
+      expect(tj.code, tj.err).to.equal(0);
+      expect(tj.json.inDoubt).to.deep.equal({ ...undecided(), decision: 'commit' });
+      expect(treeState(d)).to.deep.equal(before);
+
+      const r = cliJson(['--commit-prepared', 'tx-1', d]);
+      expect(r.code, r.err).to.equal(0);
+      expect(r.json).to.include({ mode: 'recover', ok: true, exitCode: 0, error: null });
+      expect(r.json.inDoubt).to.deep.equal({ ...undecided(), decision: 'commit' });
+      expect(r.json.report).to.include({ epoch: 3, replayedEpochs: 3, discardedRecords: 0 });
+      expect(userFiles(d)).to.deep.equal(prep.epochs['3']);
+      const again = cliJson([d]);
+      expect(again.code, again.err).to.equal(0);
+      expect(again.json.report).to.include({ epoch: 3, clean: true, replayedEpochs: 0, discardedRecords: 0 });
+      expect(again.json.inDoubt).to.equal(null);
+      expect(cli(['--verify', d]).code).to.equal(0);
+      expect(userFiles(d)).to.deep.equal(prep.epochs['3']);
+
+      const d2 = copyDoubt();
+      const txt = cli(['--commit-prepared', 'tx-1', d2]);
+      expect(txt.code, txt.err).to.equal(0);
+      expect(txt.out).to.match(/recovered .* to epoch 3 in/);
+      expect(txt.out).to.match(/in doubt\s+epoch 3, prepared as "tx-1": committed \(--commit-prepared\)\n/);
+      expect(txt.out).to.match(/files touched\s+4: a\.txt, b\.txt, c\.txt, sub\/d\.txt/);
+      expect(userFiles(d2)).to.deep.equal(prep.epochs['3']);
+    });
+
+    it('--abort-prepared ID aborts the epoch (the files as at the epoch before); --dry-run says so first; a second run finds the store clean', () => {
+      const d = copyDoubt();
+      const before = treeState(d);
+      const t = cli(['--dry-run', '--abort-prepared', 'tx-1', d]);
+      expect(t.code, t.err).to.equal(0);
+      expect(t.out).to.match(/recovery would abort epoch 3 \(prepared as "tx-1"\) and bring .* to epoch 2/);
+      expect(t.out).to.match(/in doubt\s+epoch 3, prepared as "tx-1": would be aborted \(--abort-prepared\): its records would be discarded/);
+      expect(t.out).to.match(/to discard\s+7 uncommitted records, \d+ B: the prepared epoch 3's\n/);
+      expect(t.out).to.match(/final epoch\s+2\n/);
+      expect(cliJson(['--dry-run', '--abort-prepared', 'tx-1', d]).json.inDoubt).to.deep.equal({ ...undecided(), decision: 'abort' });
+      expect(treeState(d)).to.deep.equal(before);
+
+      const r = cliJson(['--abort-prepared', 'tx-1', d]);
+      expect(r.code, r.err).to.equal(0);
+      expect(r.json.inDoubt).to.deep.equal({ ...undecided(), decision: 'abort' });
+      expect(r.json.report).to.include({ epoch: 2, replayedEpochs: 2, discardedRecords: 7 });
+      expect(userFiles(d)).to.deep.equal(prep.epochs['2']);
+      const again = cliJson([d]);
+      expect(again.code, again.err).to.equal(0);
+      expect(again.json.report).to.include({ epoch: 2, clean: true });
+      expect(again.json.inDoubt).to.equal(null);
+      expect(cli(['--verify', d]).code).to.equal(0);
+      expect(userFiles(d)).to.deep.equal(prep.epochs['2']);
+
+      const d2 = copyDoubt();
+      const txt = cli(['--abort-prepared', 'tx-1', d2]);
+      expect(txt.code, txt.err).to.equal(0);
+      expect(txt.out).to.match(/recovered .* to epoch 2 in/);
+      expect(txt.out).to.match(/in doubt\s+epoch 3, prepared as "tx-1": aborted \(--abort-prepared\): its records discarded/);
+      expect(userFiles(d2)).to.deep.equal(prep.epochs['2']);
+    });
+
+    it('a flag naming another id refuses with exit 6 and changes nothing', () => {
+      const d = copyDoubt();
+      const before = storeState(d);
+      for (const [flag, decision] of [['--commit-prepared', 'commit'], ['--abort-prepared', 'abort']] as const) {
+        for (const mode of [[], ['--dry-run']]) {
+          const r = cli([...mode, flag, 'tx-2', d]);
+          expect(r.code, `${flag} ${mode} ${r.err}`).to.equal(6);
+          expectOneLine(r, new RegExp(`${flag} "tx-2": the epoch in doubt, epoch 3, was prepared as "tx-1", not "tx-2"; nothing was changed$`));
+        }
+        const j = cliJson([flag, 'tx-2', d]);
+        expect(j.code).to.equal(6);
+        expect(j.json).to.include({ ok: false, exitCode: 6, report: null });
+        expect(j.json.inDoubt).to.deep.equal(undecided());
+        expect(j.json.error).to.deep.include({ code: 'ENOTINDOUBT', details: { id: 'tx-2', decision, inDoubt: { id: 'tx-1', epoch: 3, storeId } } });
+      }
+      expect(storeState(d)).to.deep.equal(before);
+      expect(userFiles(d)).to.deep.equal(userFiles(doubtTemplate));
+    });
+
+    it('a flag on a store with no epoch in doubt refuses with exit 6 and changes nothing', () => {
+      const d = copy(); // the SIGKILLed writer's store: committed epochs to replay and an uncommitted tail, nothing prepared
+      const seg = liveSegment(d).file;
+      const journal = fs.readFileSync(seg);
+      const before = treeState(d);
+      for (const flag of ['--commit-prepared', '--abort-prepared']) {
+        const t = cli(['--dry-run', flag, 'tx-1', d]);
+        expect(t.code, t.err).to.equal(6);
+        expectOneLine(t, new RegExp(`${flag} "tx-1": no epoch of this store is in doubt \\(none is prepared and undecided\\); nothing was changed$`));
+      }
+      expect(treeState(d)).to.deep.equal(before);
+      for (const flag of ['--commit-prepared', '--abort-prepared']) {
+        const r = cliJson([flag, 'tx-1', d]);
+        expect(r.code, r.err).to.equal(6);
+        expect(r.json).to.include({ inDoubt: null, report: null });
+        expect(r.json.error.code).to.equal('ENOTINDOUBT');
+        expect(r.json.error.details.inDoubt).to.equal(null);
+      }
+      expect(fs.readFileSync(seg).equals(journal), 'not one journal byte changed').to.equal(true);
+      expect(storeState(d)).to.deep.equal(before.filter((l) => !/^\S+ \.cpfile\/(lock|owner\.)/.test(l)));
+      expect(userFiles(d)).to.deep.equal(userFiles(template));
+      // Nor after the decision: the epoch is no longer in doubt.
+      const c = copyDoubt();
+      expect(cli(['--abort-prepared', 'tx-1', c]).code).to.equal(0);
+      const second = cli(['--abort-prepared', 'tx-1', c]);
+      expect(second.code, second.err).to.equal(6);
+      expectOneLine(second, /no epoch of this store is in doubt/);
+    });
+
+    it('direct appends of the epoch in doubt: a commit keeps them, an abort cuts them back, and --dry-run says which', async () => {
+      const base = tempDir();
+      const w = await startWriter<{ pid: number; prepared: { id: string; epoch: number }; sha: Record<string, string>; size: Record<string, number> }>(base, PREPARER_DIRECT, ['tx-d']);
+      await kill9(w.child);
+      const { sha, size } = w.ready;
+      const shaOf = (d: string): string => crypto.createHash('sha256').update(fs.readFileSync(path.join(d, 'a.bin'))).digest('hex');
+      expect(fs.statSync(path.join(base, 'a.bin')).size, 'the appends went to the file').to.equal(size['4']);
+      const cut = `a\\.bin ${size['4']} -> ${size['3']} B`;
+      const t = cli(['--dry-run', base]);
+      expect(t.code, t.err).to.equal(5);
+      expect(t.out).to.match(new RegExp(`to cut back\\s+1 file longer than committed \\(direct appends of the prepared epoch 4: cut if it is aborted, kept if it is committed\\): ${cut}`));
+      const tc = cli(['--dry-run', '--commit-prepared', 'tx-d', base]);
+      expect(tc.code, tc.err).to.equal(0);
+      expect(tc.out).to.match(new RegExp(`to cut back\\s+none: a commit keeps the direct appends of the prepared epoch 4 \\(an abort would cut ${cut}\\)`));
+      const ta = cli(['--dry-run', '--abort-prepared', 'tx-d', base]);
+      expect(ta.code, ta.err).to.equal(0);
+      expect(ta.out).to.match(new RegExp(`to cut back\\s+1 file longer than committed \\(direct appends of the prepared epoch 4\\): ${cut}`));
+
+      const c = tempDir();
+      fs.cpSync(base, c, { recursive: true });
+      const rc = cliJson(['--commit-prepared', 'tx-d', c]);
+      expect(rc.code, rc.err).to.equal(0);
+      expect(rc.json.report).to.include({ epoch: 4 });
+      expect(rc.json.report.cutBack).to.deep.equal([]);
+      expect(shaOf(c)).to.equal(sha['4']);
+      const a = tempDir();
+      fs.cpSync(base, a, { recursive: true });
+      const ra = cliJson(['--abort-prepared', 'tx-d', a]);
+      expect(ra.code, ra.err).to.equal(0);
+      expect(ra.json.report).to.include({ epoch: 3 });
+      expect(ra.json.report.cutBack).to.deep.equal([{ name: 'a.bin', size: size['3'], from: size['4'] }]);
+      expect(shaOf(a)).to.equal(sha['3']);
+      for (const d of [c, a]) expect(cli(['--verify', d]).code).to.equal(0);
+    });
+
+    it('recover() asks before it changes anything: a resolver that throws, or answers junk, leaves every byte as it was', async () => {
+      const d = copyDoubt();
+      const before = treeState(d);
+      const resolvers = [() => { throw new Error('coordinator unreachable'); }, () => 'maybe' as 'commit', undefined];
+      for (const resolveInDoubt of resolvers) {
+        let err: any = null;
+        await recover({ io: nodeIO, dir: d, resolveInDoubt }).catch((e) => { err = e; });
+        expect(err?.code, String(err)).to.equal('EINDOUBT');
+        expect(err.details).to.deep.equal({ id: 'tx-1', epoch: 3, storeId });
+        expect(treeState(d)).to.deep.equal(before);
+      }
+    });
+
+    it('the commands it suggests quote an id the shell would split', () => {
+      for (const id of ['tx-1', 'a b', "it's", 'x$(touch y)`z`', '"', 'ü-ß']) {
+        const r = spawnSync('sh', ['-c', `printf %s ${shellWord(id)}`], { encoding: 'utf8' });
+        expect(r.stdout, id).to.equal(id);
       }
     });
   });

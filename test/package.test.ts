@@ -28,8 +28,8 @@ const PKG = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
 const NO_REQUIRE_ESM = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')
   ? ['--no-experimental-require-module'] : [];
 
-/** The only build outputs outside dist/lib, dist/cjs and dist/workers that may ship. */
-const SHIPPED_TOOLS = /^dist\/tools\/cp-recover\.(js|js\.map|d\.ts)$/;
+/** The only build outputs outside dist/lib, dist/cjs and dist/workers that may ship: cp-recover and its modules. */
+const SHIPPED_TOOLS = /^dist\/tools\/cp-recover(-[a-z]+)?\.(js|js\.map|d\.ts)$/;
 
 /** The environment of `npm test`, minus what would point a child npm back at this checkout. */
 function childEnv(): NodeJS.ProcessEnv {
@@ -218,6 +218,7 @@ describe('the npm package', function () {
   it('ships the library, the worker and cp-recover, and no test, torture or benchmark code', function () {
     expect(packed).to.include.members(['package.json', 'README.md', 'docs/FORMAT.md', 'dist/lib/index.js',
       'dist/lib/compat.js', 'dist/workers/flusher.js', 'dist/workers/flusher-entry.cjs', 'dist/tools/cp-recover.js',
+      'dist/tools/cp-recover-errors.js', 'dist/tools/cp-recover-help.js', 'dist/tools/cp-recover-output.js',
       'dist/cjs/package.json', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'dist/cjs/compat.js', 'dist/cjs/compat.d.ts']);
     const strays = packed.filter((f) => (f.startsWith('dist/test/') || f.startsWith('dist/tools/')) && !SHIPPED_TOOLS.test(f));
     expect(strays, `build outputs that must not ship: ${strays.join(', ')}`).to.deep.equal([]);

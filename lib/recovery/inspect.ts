@@ -84,7 +84,12 @@ export function uncleanReasons(r: RecoveryReport): string[] {
   if (r.replayedEpochs > 0) {
     out.push(`${r.replayedEpochs} committed epoch${r.replayedEpochs === 1 ? '' : 's'} not yet applied to the files (${r.replayedRecords} records, ${r.replayedBytes} bytes)`);
   }
-  if (r.discardedRecords > 0) {
+  const d = r.inDoubt;
+  if (d && d.decision === null) {
+    // The uncommitted records are the prepared epoch's (nothing follows its PREPARE): they wait for its decision.
+    out.push(`epoch ${d.epoch} is in doubt: prepared as ${JSON.stringify(d.id)} (${r.discardedRecords} record${r.discardedRecords === 1 ? '' : 's'}, ` +
+      `${r.discardedBytes} bytes), its decision is not in the journal; recovery needs it: --commit-prepared ${shellWord(d.id)} or --abort-prepared ${shellWord(d.id)}`);
+  } else if (r.discardedRecords > 0) {
     out.push(`${r.discardedRecords} uncommitted record${r.discardedRecords === 1 ? '' : 's'} (${r.discardedBytes} bytes) after epoch ${r.epoch} would be discarded`);
   }
   if (r.staleControl) out.push('the control file lost its newest slot: the apply cursor would be taken from the last commit');
@@ -92,6 +97,11 @@ export function uncleanReasons(r: RecoveryReport): string[] {
   if (r.tornTail && !r.corruption) out.push(`the journal ends in a torn record (${r.endReason}), the normal trace of a crash`);
   if (out.length === 0 && !r.clean) out.push('recovery has work to do');
   return out;
+}
+
+/** `s` as one word of a POSIX shell command line (a prepared id may hold spaces and quotes). */
+export function shellWord(s: string): string {
+  return /^[A-Za-z0-9_.,:@%+=/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -116,10 +126,12 @@ export interface InspectedRecord {
   to?: string;
   /** Bytes of the file a WRITE covers [start, end); a TRUNCATE cuts or extends the file at start (end null). */
   range?: { start: number; end: number | null };
-  /** COMMIT and CATALOG: the entries carried. */
+  /** COMMIT, PREPARE, CATALOG and ENTRIES: the entries carried. */
   entries?: CatalogEntry[];
   /** SEGEND: the seq of the segment the log continues in. */
   nextSeq?: number;
+  /** PREPARE and COMMIT_PREPARED: the prepared epoch's id. */
+  id?: string;
   /** 'ok', or why the record ends the log: zero, stale, length, type, crc, segment-end. */
   crc: string;
   /** Anything odd about a valid record (epoch out of place, undecodable payload, ...). */
@@ -139,11 +151,16 @@ export interface InspectSummary {
   /** WRITE data bytes. */
   dataBytes: number;
   segmentsWalked: number[];
+  /** COMMIT and COMMIT_PREPARED records: committed epochs. */
   commits: number;
+  /** PREPARE records (two-phase epochs, FORMAT.md R18), decided or not. */
+  prepares: number;
   firstEpoch: number | null;
   lastCommitEpoch: number | null;
-  /** Valid records after the last COMMIT (or ABORT): the uncommitted tail. */
+  /** Valid records after the last COMMIT, COMMIT_PREPARED or ABORT: the uncommitted tail (a PREPARE waiting for its decision included). */
   uncommittedRecords: number;
+  /** The PREPARE the walk ended after, its decision not in the journal: the epoch in doubt. */
+  inDoubt: { id: string; epoch: number; seq: number; offset: number } | null;
   end: {
     seq: number;
     offset: number;
@@ -221,6 +238,13 @@ export function describeRecord(n: number, r: ScannedRecord): InspectedRecord {
         out.from = op.from;
         out.to = op.to;
         break;
+      case RecordType.PREPARE:
+        out.id = op.id;
+        out.entries = op.entries;
+        break;
+      case RecordType.COMMIT_PREPARED:
+        out.id = op.id;
+        break;
       case RecordType.COMMIT:
       case RecordType.CATALOG:
       case RecordType.ENTRIES:
@@ -297,7 +321,10 @@ async function walkAndDescribe(opts: InspectOptions, segs: Map<number, SegmentIn
       byType[d.type!] = (byType[d.type!] ?? 0) + 1;
       if (d.range && d.range.end !== null) summary.dataBytes += d.range.end - d.range.start;
       if (summary.firstEpoch === null) summary.firstEpoch = r.header.epoch;
-      if (t === RecordType.COMMIT) {
+      // A PREPARE is uncommitted until its decision, the next record (R18).
+      if (t === RecordType.PREPARE) summary.prepares++;
+      summary.inDoubt = t === RecordType.PREPARE && d.id !== undefined ? { id: d.id, epoch: r.header.epoch, seq: r.seq, offset: r.offset } : null;
+      if (t === RecordType.COMMIT || t === RecordType.COMMIT_PREPARED) {
         summary.commits++;
         summary.lastCommitEpoch = r.header.epoch;
         summary.uncommittedRecords = 0;
@@ -357,7 +384,7 @@ export async function inspectJournal(opts: InspectOptions): Promise<InspectResul
   const startSeq: number | null = control ? control.cursorSeq : (segments.length ? segments[0].seq : null);
   const summary: InspectSummary = {
     records: 0, shown: 0, from: opts.from ?? 0, limit: opts.limit ?? null, byType: {}, bytes: 0, dataBytes: 0, segmentsWalked: [], commits: 0,
-    firstEpoch: null, lastCommitEpoch: null, uncommittedRecords: 0,
+    prepares: 0, firstEpoch: null, lastCommitEpoch: null, uncommittedRecords: 0, inDoubt: null,
     end: { seq: startSeq ?? 0, offset: SEGMENT_HEADER_AREA, reason: 'missing-segment', explanation: '', record: null },
     verdict: { ok: false, error: { code: 'EINVAL', message: 'not run' } },
   };
