@@ -83,7 +83,7 @@ describe('attack two-phase: call order and races', function () {
   const sb = new Sandbox();
   afterEach(() => sb.cleanup());
 
-  // FAILS (bug): Store.check()/rollback() and TwoPhase.prepare() called while busy wait for the
+  // Was a bug (fixed in 4adb46c): Store.check()/rollback() and TwoPhase.prepare() called while busy wait for the
   // decision and only then take their call-time positions (checkpoint.check() -> callTimePositions(),
   // prepareNow(), checkpoint.rollback()), so a write called after them but before the decision is
   // taken into (or reset by) them. Fix: take the positions at the call, before undecided().
@@ -106,7 +106,7 @@ describe('attack two-phase: call order and races', function () {
     expect(text(dir, 'a.txt')).to.equal('A');
   });
 
-  // FAILS (bug): Store.check()/rollback() and TwoPhase.prepare() called while busy wait for the
+  // Was a bug (fixed in 4adb46c): Store.check()/rollback() and TwoPhase.prepare() called while busy wait for the
   // decision and only then take their call-time positions (checkpoint.check() -> callTimePositions(),
   // prepareNow(), checkpoint.rollback()), so a write called after them but before the decision is
   // taken into (or reset by) them. Fix: take the positions at the call, before undecided().
@@ -121,15 +121,16 @@ describe('attack two-phase: call order and races', function () {
     const w = f.write(Buffer.from('-late'));
     await p1.commit();
     const p2 = await p2p;
-    await w;
     expect(p2.entries, 'the second prepare was called after B and before -late').to.deep.equal([{ name: 'a.txt', position: 2, state: 'open', size: 2 }]);
+    // -late was called after the second prepare: it runs after that one's decision.
     await p2.commit();
+    await w;
     await s.rollback();
     await s.close();
     expect(text(dir, 'a.txt')).to.equal('AB');
   });
 
-  // FAILS (bug): Store.check()/rollback() and TwoPhase.prepare() called while busy wait for the
+  // Was a bug (fixed in 4adb46c): Store.check()/rollback() and TwoPhase.prepare() called while busy wait for the
   // decision and only then take their call-time positions (checkpoint.check() -> callTimePositions(),
   // prepareNow(), checkpoint.rollback()), so a write called after them but before the decision is
   // taken into (or reset by) them. Fix: take the positions at the call, before undecided().
@@ -165,7 +166,7 @@ describe('attack two-phase: call order and races', function () {
     }
   });
 
-  // FAILS (bug): TwoPhase.busy stays true until the PREPARE's task resumes after `await p.decided`,
+  // Was a bug (fixed in 4adb46c): TwoPhase.busy stays true until the PREPARE's task resumes after `await p.decided`,
   // so close() right after commit() (same tick) rejects EPREPARED "prepared and undecided".
   // Fix: close() waits for twoPhase.undecided() when the current epoch already has its decision.
   it('close() called in the same tick as commit() (decision made, not yet laid out) does not claim the epoch is undecided', async () => {
@@ -929,7 +930,7 @@ describe('attack two-phase: killed processes and the operator', function () {
     return dir;
   };
 
-  // FAILS (docs/tool): tools/cp-recover.ts neither reports report.inDoubt nor knows the epoch is in
+  // Was missing (added on branch cpr): tools/cp-recover.ts neither reports report.inDoubt nor knows the epoch is in
   // doubt: --dry-run/--verify/--inspect say its records "would be discarded" (a guess).
   it('the operator: cp-recover --dry-run reports the epoch in doubt (FORMAT.md: "A dry run reports E as in doubt"), not as records to discard', async () => {
     const dir = await inDoubt();
@@ -938,7 +939,7 @@ describe('attack two-phase: killed processes and the operator', function () {
     expect(dry.stdout, 'and does not say it would be discarded').to.not.include('would be discarded');
   });
 
-  // FAILS (docs/tool): README, FORMAT.md R18 and the EINDOUBT message name cp-recover
+  // Was missing (added on branch cpr): README, FORMAT.md R18 and the EINDOUBT message name cp-recover
   // --commit-prepared/--abort-prepared; tools/cp-recover.ts has no such options (exit 2, unknown option).
   it('the operator: cp-recover --commit-prepared ID / --abort-prepared ID, as README, FORMAT.md and the EINDOUBT message say', async () => {
     const dir = await inDoubt();

@@ -13,6 +13,7 @@ import { openStore, type Store, type StoreOptions, type PreparedEpoch } from '..
 import { RecordType } from '../lib/format.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';
 import { crash, records, openHeld, NO_APPLY, segmentPath } from './helpers/journal.js';
+import { interceptIO, injected } from './helpers/intercept-io.js';
 
 const MiB = 1024 * 1024;
 const text = (dir: string, name: string): string => fs.readFileSync(path.join(dir, name), 'utf8');
@@ -140,6 +141,28 @@ describe('two-phase epochs: prepare, commit, abort', function () {
     await expectCpError(() => s.prepare(null as never), 'EINVAL');
     await s.close();
     expect(text(dir, 'a.txt')).to.equal('');
+  });
+
+  it('a check() called while prepared builds on the prepared epoch: after an abort it rejects with EPREPARED and commits nothing', async () => {
+    const dir = await sb.dir();
+    const s = await sb.open(dir);
+    const f = await s.open('a.txt', 'w');
+    await f.write(Buffer.from('A'));
+    await s.check();
+    await f.write(Buffer.from('B'));
+    const p = await s.prepare();
+    const w = f.write(Buffer.from('C'));
+    const c = s.check();
+    const q = s.prepare();
+    await p.abort();
+    await w;
+    await expectCpError(() => c, 'EPREPARED');
+    await expectCpError(() => q, 'EPREPARED');
+    expect(s.epoch).to.equal(1);
+    expect(f.tell()).to.equal(1);
+    expect(await s.check()).to.equal(2);
+    await s.close();
+    expect(text(dir, 'a.txt')).to.equal('A');
   });
 
   it('prepare() while prepared waits for the decision; commit({ sync: false }) resolves before the sync', async () => {
@@ -276,6 +299,42 @@ describe('two-phase epochs: recovery of an epoch in doubt', function () {
     expect(t.epoch).to.equal(1);
     await t.close();
     expect(text(dir, 'a.txt')).to.equal('one');
+  });
+
+  it("an 'abort' is durable before its direct appends are cut back: a recovery that failed there does not ask again", async () => {
+    const dir = await sb.dir();
+    const s = await openHeld(dir, { directAppendMin: 64 * 1024, segmentSize: 4 * MiB });
+    const f = await s.open('big.bin', 'w');
+    await f.write(Buffer.alloc(1000, 1));
+    await s.check();
+    await s.check();
+    await crash(s);
+    const t = await openHeld(dir, { directAppendMin: 64 * 1024, segmentSize: 4 * MiB });
+    const g = await t.open('big.bin', 'r+');
+    g.seek(0, 'end');
+    await t.check();
+    for (let i = 0; i < 8; i++) await g.write(Buffer.alloc(64 * 1024, 2 + i));
+    expect(t.stats().bytesDirect).to.be.greaterThan(0);
+    await t.prepare({ id: 'cut' });
+    await crash(t);
+    expect(fs.statSync(path.join(dir, 'big.bin')).size).to.be.greaterThan(1000);
+    // The cut-back (an ftruncate of big.bin) fails: recovery stops after writing its decision.
+    let cuts = 0;
+    const failing = interceptIO(async (call, args, next) => {
+      if (call === 'ftruncate' && (args[1] as number) === 1000) {
+        cuts++;
+        throw injected('EIO', 'ftruncate');
+      }
+      return next();
+    });
+    await expectCpError(() => openStore(dir, { ...NO_APPLY, io: failing, resolveInDoubt: () => 'abort' }), 'EIO');
+    expect(cuts).to.equal(1);
+    // Asked again, a different answer would keep a file shorter than its entry: it must not be asked.
+    const u = await openStore(dir, { ...NO_APPLY, resolveInDoubt: () => { throw new Error('must not be asked'); } });
+    expect(u.epoch).to.equal(3);
+    expect(u.recovery.inDoubt).to.equal(null);
+    await u.close();
+    expect(fs.statSync(path.join(dir, 'big.bin')).size).to.equal(1000);
   });
 
   it('a crash after the decision was written (commit sync: false) recovers it without asking', async () => {

@@ -79,8 +79,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
     // otherwise a power loss after recovery loses records whose effects it already made durable.
     if (sync) await syncLog(io, dir, p, segs, control.cursorSeq);
 
-    // (V2b) A 'commit' decision is durable before any of the epoch is applied.
-    if (inDoubt?.decision === 'commit') await writeDecision(io, segs, preparedAtEnd!, sync);
+    // (V2b) The decision is durable before recovery acts on it (applies or cuts back anything).
+    if (inDoubt?.decision) await writeDecision(io, segs, preparedAtEnd!, inDoubt.decision, sync);
     const writer = await ControlWriter.open(io, p.control, sync, control, loaded.slot);
     try {
       await applyAndCutBack({ io, dir, sync, segs, files, writer, log, plan, report });

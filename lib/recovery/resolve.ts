@@ -4,9 +4,11 @@
  * decision was taken elsewhere (a coordinator's database, an operator); recovery asks for it and
  * never guesses: without an answer it stops with EINDOUBT, changing nothing.
  *
- * A 'commit' is made durable before anything of the epoch is applied (R17, V2b): the COMMIT_PREPARED
- * record is written where its PREPARE kept room for it. An 'abort' needs no record: the log is ended
- * at the last COMMIT kept (V5), which leaves the prepared epoch unreachable.
+ * The decision is made durable before recovery acts on it (R17, V2b): the COMMIT_PREPARED (for a
+ * 'commit') or the ABORT (for an 'abort') is written where its PREPARE kept room for it, before
+ * anything of the epoch is applied and before its direct appends are cut back. (Ending the log
+ * before the epoch, V5, comes after the cut-back: were the abort not recorded first, a crash in
+ * between would leave the epoch in doubt again with its appended bytes gone.)
  */
 import { RECORD_HEADER_SIZE, RecordType, commitPreparedSize, encodeRecord, posOffset } from '../format.js';
 import { type IO, writeFully } from '../io.js';
@@ -50,16 +52,16 @@ function describe(v: unknown): string {
 }
 
 /**
- * (R17, V2b) Make a 'commit' decision durable: first the record header just past where the decision
- * ends is zeroed (fdatasynced), so that the log ends right after the decision whatever the earlier
- * life of those bytes; then the COMMIT_PREPARED is written at the end of its PREPARE (fdatasynced).
- * A crash between the two leaves the epoch in doubt again, to be asked again.
+ * (R17, V2b) Make the decision durable: first the record header just past where the decision ends
+ * is zeroed (fdatasynced), so that the log ends right after the decision whatever the earlier life
+ * of those bytes; then the COMMIT_PREPARED or ABORT is written at the end of its PREPARE
+ * (fdatasynced). A crash between the two leaves the epoch in doubt again, to be asked again.
  */
-export async function writeDecision(io: IO, segs: Map<number, SegmentInfo>, p: PreparedAtEnd, sync: boolean): Promise<void> {
+export async function writeDecision(io: IO, segs: Map<number, SegmentInfo>, p: PreparedAtEnd, decision: 'commit' | 'abort', sync: boolean): Promise<void> {
   const seg = segs.get(p.seq);
   if (!seg) throw new CpError('EIO', `segment ${p.seq} of the prepared epoch ${p.epoch} disappeared during recovery`);
   const offset = posOffset(p.end);
-  const rec = encodeRecord({ type: RecordType.COMMIT_PREPARED, id: p.id }, seg.salt, p.epoch, offset);
+  const rec = encodeRecord(decision === 'commit' ? { type: RecordType.COMMIT_PREPARED, id: p.id } : { type: RecordType.ABORT }, seg.salt, p.epoch, offset);
   const fd = await io.open(seg.file, 'readwrite');
   try {
     // The PREPARE kept room for its decision and a segment end record (R18): both writes fit.
