@@ -148,6 +148,12 @@ export interface PrepareOp {
   snap: Snapshot | null;
   vfo: { fare: boolean; farw: boolean; fad: boolean };
   injected: boolean;
+  /**
+   * The next `during` ops (never checks or prepares) are called while the epoch is prepared: after
+   * prepare() resolved and before commit() is called, unawaited until the decision (they run after
+   * it and belong to the next epoch). Only with a commit decision.
+   */
+  during: number;
 }
 
 /** The prepare id of a workload's n-th prepare (unique per seed). */
@@ -218,6 +224,8 @@ export interface TwoPhaseOptions {
   noSyncRate: number;
   /** chance that the VFO cases are added to a prepared epoch right before its prepare() */
   vfoRate: number;
+  /** chance that a committed prepare has 1-3 calls made while it is prepared (PrepareOp.during) */
+  duringRate?: number;
   /** the store's directAppendMin (false: off): the added append is longer, so that it goes straight to the file */
   directMin: number | false;
 }
@@ -255,6 +263,8 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
   const tp = opts.twoPhase;
   const tpRng = new Rng(mixSeed(seed, 0x2bc));
   let prepares = 0;
+  /** ops still to come before a check may be drawn again (PrepareOp.during) */
+  let noCheck = 0;
   /** ops decided together (a prepare with what precedes and follows it), yielded before any new draw */
   const queue: Op[] = [];
   /** the epoch being built: the VFO cases it holds so far, and the areas it read (name -> [from, to)) */
@@ -340,7 +350,9 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     if (injected) injectVfo(t);
     const decision = tpRng.chance(t.abortRate) ? 'abort' : 'commit';
     const sync = decision === 'abort' || !tpRng.chance(t.noSyncRate);
-    queue.push({ t: 'prepare', k: k + 1, n: prepares++, decision, sync, snap: opts.snapshots ? m.snapshot(k + 1) : null, vfo: { ...flags }, injected });
+    const during = decision === 'commit' && tpRng.chance(t.duringRate ?? 0) ? tpRng.range(1, 3) : 0;
+    noCheck = during;
+    queue.push({ t: 'prepare', k: k + 1, n: prepares++, decision, sync, snap: opts.snapshots ? m.snapshot(k + 1) : null, vfo: { ...flags }, injected, during });
     if (decision === 'commit') {
       k++;
       committedPoint();
@@ -521,6 +533,7 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     }],
     // check
     [10, () => {
+      if (noCheck > 0) return null;
       if (tp && tpRng.chance(tp.rate)) return prepare(tp);
       k++;
       const hs = openHandles(() => true);
@@ -550,6 +563,7 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     }
     const op = chosen();
     if (op) {
+      if (noCheck > 0) noCheck--;
       opts.trace?.(m.files);
       yield op;
     }
@@ -599,7 +613,7 @@ export function describeOp(op: Op): string {
     case 'readFile': return `readFile ${op.name} = ${op.expect.length}B`;
     case 'check': return `check k=${op.k}${op.via !== null ? ` via #${op.via}` : ''}`;
     case 'prepare': return `prepare k=${op.k} (#${op.n}) then ${op.decision}${op.decision === 'commit' && !op.sync ? ' (sync: false)' : ''}` +
-      `${op.injected ? ', VFO cases added' : ''}${Object.entries(op.vfo).filter(([, v]) => v).map(([c]) => ` ${c.toUpperCase()}`).join('')}`;
+      `${op.injected ? ', VFO cases added' : ''}${op.during ? `, ${op.during} call(s) made while prepared` : ''}${Object.entries(op.vfo).filter(([, v]) => v).map(([c]) => ` ${c.toUpperCase()}`).join('')}`;
   }
 }
 

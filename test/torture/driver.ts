@@ -161,8 +161,9 @@ export async function drive(store: Store, opts: DriveOptions): Promise<DriveResu
   let i = 0;
   // bytes appended straight to files when the epoch being built began
   let directAtStart = store.stats().bytesDirect;
-  for (const op of workload(opts.seed, opts.initial ?? new Map(), { snapshots: true, twoPhase: opts.twoPhase })) {
-    if (i >= opts.ops) break;
+  const ops = workload(opts.seed, opts.initial ?? new Map(), { snapshots: true, twoPhase: opts.twoPhase });
+  while (i < opts.ops) {
+    const op = ops.next().value;
     res.ops.push(op);
     opts.onOp?.(i, op);
     try {
@@ -195,10 +196,20 @@ export async function drive(store: Store, opts: DriveOptions): Promise<DriveResu
         if (p.id !== id || p.storeId !== store.id) throw new Mismatch(`${describeOp(op)}: prepare() resolved with id ${p.id}, store ${p.storeId}`);
         opts.onPrepared?.(op, p.epoch);
         if (op.decision === 'commit') {
+          // calls made while prepared: accepted, run after the decision (awaiting them first would deadlock)
+          const during: Op[] = [];
+          for (let d = 0; d < op.during && i + 1 + d < opts.ops; d++) during.push(ops.next().value);
+          res.ops.push(...during);
+          const chain = (async () => {
+            for (const o of during) await execOp(store, handles, o);
+          })();
+          chain.catch(() => undefined);
           res.snaps.set(op.k, op.snap!);
           res.issued = op.k;
           opts.onDecide?.(op, id);
           const epoch = await p.commit({ sync: op.sync });
+          i += during.length;
+          await chain;
           if (epoch !== p.epoch) throw new Mismatch(`${describeOp(op)}: commit() resolved with epoch ${epoch}, prepare() with ${p.epoch}`);
           res.epochs.set(op.k, epoch);
           if (op.k > res.acked) res.acked = op.k;

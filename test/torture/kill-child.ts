@@ -21,7 +21,7 @@
  */
 import { openStore } from '../../lib/index.js';
 import { nodeIO, type IO } from '../../lib/io.js';
-import { workload, readTree, describeOp, codeOf, prepareId, type TwoPhaseOptions } from '../helpers/model.js';
+import { workload, readTree, describeOp, codeOf, prepareId, type Op, type TwoPhaseOptions } from '../helpers/model.js';
 import { execOp, Mismatch, errText } from './driver.js';
 import { manyName } from './common.js';
 import { say, sayAndExit } from '../helpers/child-out.js';
@@ -186,7 +186,9 @@ const dieSoon = async (spinUs: number): Promise<never> => {
   spin(spinUs);
   return die();
 };
-for (const op of workload(plan.seed, initial, { twoPhase: plan.twoPhase })) {
+const ops = workload(plan.seed, initial, { twoPhase: plan.twoPhase });
+for (;;) {
+  const op = ops.next().value;
   if (i++ > 5000) break;
   try {
     if (op.t === 'check') {
@@ -215,10 +217,19 @@ for (const op of workload(plan.seed, initial, { twoPhase: plan.twoPhase })) {
       await out(`PREPARED ${op.k} ${id} ${p.epoch}`);
       if (at('prepared')) die();
       if (op.decision === 'commit') {
+        // calls made while prepared: accepted, run after the decision
+        const during: Op[] = [];
+        for (let d = 0; d < op.during; d++) during.push(ops.next().value);
+        i += during.length;
+        const chain = (async () => {
+          for (const o of during) await execOp(store, handles, o);
+        })();
+        chain.catch(() => undefined);
         await out(`DECIDE ${op.k} ${id}`);
         const c = p.commit({ sync: op.sync });
         if (at('decision')) await dieSoon(kill.type === 'none' ? 0 : kill.spinUs);
         const epoch = await c;
+        await chain;
         await out(`ACK ${op.k} ${epoch}`);
         await out(`DECIDED ${op.k} ${id} ${op.sync ? 'sync' : 'nosync'}`);
       } else {

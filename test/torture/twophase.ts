@@ -68,7 +68,7 @@ export function twoPhasePlan(seed: number): { applyThreshold: number; unawaited:
   // mostly small, so that appends go straight to the files (and an abort must cut them back)
   const directAppendMin = ([1, 1, 2048, 2048, 16 * 1024, false] as const)[rng.int(6)];
   const twoPhase: TwoPhaseOptions = {
-    rate: [0.4, 0.7, 1][rng.int(3)], abortRate: [0.25, 0.5, 0.75][rng.int(3)], noSyncRate: 0.35, vfoRate: 0.6, directMin: directAppendMin,
+    rate: [0.4, 0.7, 1][rng.int(3)], abortRate: [0.25, 0.5, 0.75][rng.int(3)], noSyncRate: 0.35, vfoRate: 0.6, duringRate: 0.3, directMin: directAppendMin,
   };
   return { applyThreshold, unawaited, ops, directAppendMin, twoPhase };
 }
@@ -131,6 +131,7 @@ async function unitInner(seed: number, o: TwoPhaseUnitOptions): Promise<TwoPhase
   for (const p of run.prepares) {
     countInto(counts, `prepares: ${p.op.decision === 'abort' ? 'abort' : p.op.sync ? 'commit (sync)' : 'commit (sync: false)'}`);
     if (p.direct > 0) countInto(counts, `prepared epochs with direct appends: ${p.op.decision}`);
+    if (p.op.during > 0) countInto(counts, 'prepares: commits with calls made while prepared');
     for (const [c, v] of Object.entries(p.op.vfo)) if (v) countInto(counts, `prepared epochs with ${c.toUpperCase()}: ${p.op.decision}`);
   }
   countInto(counts, 'acked checks and commits', run.acked);
