@@ -226,6 +226,11 @@ export interface TwoPhaseOptions {
   vfoRate: number;
   /** chance that a committed prepare has 1-3 calls made while it is prepared (PrepareOp.during) */
   duringRate?: number;
+  /**
+   * Keep one file open in 'a' mode across epochs (never closed; reopened when an abort closed it):
+   * an append to a file open at the last two commits can go straight to it (direct appends).
+   */
+  keeper?: boolean;
   /** the store's directAppendMin (false: off): the added append is longer, so that it goes straight to the file */
   directMin: number | false;
 }
@@ -273,8 +278,11 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
   /** the last committed epoch: what an abort returns to */
   const commitState = () => ({ files: new Map(m.files), entries: new Map([...m.entries].map(([n, e]) => [n, { e, pos: e.pos, mode: e.mode }])) });
   let committed = commitState();
+  /** the committed epoch before it (direct appends need a file open at both) */
+  let committedBefore = committed;
   const committedPoint = (): void => {
     if (!tp) return;
+    committedBefore = committed;
     committed = commitState();
     flags = { fare: false, farw: false, fad: false };
     reads = new Map();
@@ -282,8 +290,13 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
   /** The VFO cases, added to the epoch about to be prepared: an append past directAppendMin, a read and overwrite of the same area, an unlink. */
   const injectVfo = (t: TwoPhaseOptions): void => {
     const ws = openHandles((e) => WRITABLE.has(e.mode));
+    // rather a file open at the last two commits: its append can go straight to the file
+    const direct = ws.filter((h) => {
+      const { name, e } = m.entryOf(h);
+      return committed.entries.get(name)?.e === e && committedBefore.entries.get(name)?.e === e;
+    });
     if (ws.length) {
-      const h = tpRng.pick(ws);
+      const h = tpRng.pick(direct.length ? direct : ws);
       const { name, e } = m.entryOf(h);
       const size = m.size(name);
       const len = Math.min((t.directMin === false ? 2048 : t.directMin) + tpRng.range(1, 4096), MAX_FILE - size);
@@ -344,7 +357,19 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     }
     flags = { fare: false, farw: false, fad: false };
     reads = new Map();
+    openKeeper();
   };
+  /** TwoPhaseOptions.keeper: its name, and its open (queued) when it is not open */
+  const keeper = tp?.keeper ? NAMES[tpRng.int(NAMES.length)] : null;
+  const openKeeper = (): void => {
+    if (!keeper || m.entries.has(keeper) || m.entries.size >= 3) return;
+    const h = nextHandle++;
+    if (!m.files.has(keeper)) m.files.set(keeper, EMPTY);
+    m.entries.set(keeper, { pos: 0, mode: 'a', handles: [h] });
+    m.handles.set(h, keeper);
+    queue.push({ t: 'open', h, name: keeper, mode: 'a' });
+  };
+  openKeeper();
   const prepare = (t: TwoPhaseOptions): null => {
     const injected = tpRng.chance(t.vfoRate);
     if (injected) injectVfo(t);
@@ -486,8 +511,9 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     }],
     // close (every handle of one entry, the dups first, with no check in between)
     [8, () => {
-      if (m.entries.size === 0) return null;
-      const name = rng.pick([...m.entries.keys()]);
+      const names = keeper ? [...m.entries.keys()].filter((n) => n !== keeper) : [...m.entries.keys()];
+      if (names.length === 0) return null;
+      const name = rng.pick(names);
       const e = m.entries.get(name)!;
       const hs = [...e.handles].reverse();
       for (const h of hs) m.handles.delete(h);

@@ -68,7 +68,7 @@ async function wholeTree(dir: string): Promise<Map<string, Buffer>> {
 /** The two-phase shape of a kill round (its own stream of the round seed). */
 function twoPhaseOf(seed: number, directAppendMin: number | false): TwoPhaseOptions {
   const r = new Rng(mixSeed(seed, 0x2bc7));
-  return { rate: [0.4, 0.7, 1][r.int(3)], abortRate: [0.25, 0.5, 0.75][r.int(3)], noSyncRate: 0.35, vfoRate: 0.6, duringRate: 0.3, directMin: directAppendMin };
+  return { rate: [0.4, 0.7, 1][r.int(3)], abortRate: [0.25, 0.5, 0.75][r.int(3)], noSyncRate: 0.35, vfoRate: 0.6, duringRate: 0.3, directMin: directAppendMin, keeper: r.chance(0.5) };
 }
 
 /** What a child's lines say about its prepares (PREPARING, PREPARED, DECIDE, ABORTING, DECIDED) and the window recovery may find in doubt (simfs.ts MarkState.open). */

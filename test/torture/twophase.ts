@@ -70,6 +70,7 @@ export function twoPhasePlan(seed: number): { applyThreshold: number; unawaited:
   const twoPhase: TwoPhaseOptions = {
     rate: [0.4, 0.7, 1][rng.int(3)], abortRate: [0.25, 0.5, 0.75][rng.int(3)], noSyncRate: 0.35, vfoRate: 0.6, duringRate: 0.3, directMin: directAppendMin,
   };
+  twoPhase.keeper = rng.chance(0.5);
   return { applyThreshold, unawaited, ops, directAppendMin, twoPhase };
 }
 
@@ -92,7 +93,7 @@ async function unitInner(seed: number, o: TwoPhaseUnitOptions): Promise<TwoPhase
   const res: TwoPhaseUnitResult = { states: 0, violations: [], traceLen: 0, counts: {} };
   const counts = res.counts;
   const variant = `two-phase unit: applyThreshold ${plan.applyThreshold}, unawaited ${plan.unawaited}, ops ${plan.ops}, directAppendMin ${plan.directAppendMin}, ` +
-    `prepare rate ${plan.twoPhase.rate}, abort rate ${plan.twoPhase.abortRate}`;
+    `prepare rate ${plan.twoPhase.rate}, abort rate ${plan.twoPhase.abortRate}, keeper ${plan.twoPhase.keeper}`;
   const fail = (cases: number, what: string, where = ''): void => {
     res.violations.push({ kind: 'powerloss', seed, cases, what: sig(`two-phase: ${what}`), detail: `${variant}\n${what}${where ? `\n${where}` : ''}`, replay: twoPhaseReplay(seed, cases) });
   };
