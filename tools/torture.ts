@@ -201,7 +201,9 @@ const TP_ORDER = ['units', 'rounds', 'kills', 'cases', 'violations', 'ack', 'pre
 const TP_STAGES = ['before any prepare', 'none', 'preparing', 'prepared', 'decision recorded', 'commit', 'committing', 'abort', 'settled'];
 const tpRank = (k: string): number[] => {
   const rest = k.slice(k.indexOf(': ') + 2);
-  const i = TP_ORDER.findIndex((p) => rest.startsWith(p));
+  // the longest prefix that matches ('rounds killed' before 'rounds')
+  let i = -1;
+  TP_ORDER.forEach((p, n) => { if (rest.startsWith(p) && (i < 0 || p.length > TP_ORDER[i].length)) i = n; });
   const stage = rest.slice(rest.indexOf(': ') + 2);
   let j = -1;
   TP_STAGES.forEach((p, n) => { if (stage.startsWith(p)) j = n; });
