@@ -151,6 +151,25 @@ describe(`torture sample (seed ${SEED}; full run: npm run torture)`, function ()
 });
 
 // ---------------------------------------------------------------------------------------------
+// two-phase epochs (test/torture/twophase.ts, kill.ts): prepare(), then commit({ sync }) or abort()
+
+describe(`torture sample: two-phase epochs (seed ${SEED})`, function () {
+  this.timeout(120_000);
+
+  it('power loss: 1,200 crash states of workloads ending epochs with prepare() and commit (sync or not) or abort; the resolver answers as the coordinator recorded; EINDOUBT without it, nothing changed', async () => {
+    const r = await runPowerloss({ ...opts(1200), twoPhase: 1 });
+    noViolations(r);
+    expect(r.twoPhase!['powerloss: units']).to.be.greaterThan(0);
+  });
+
+  it('kill: a few SIGKILLs while a PREPARE is written, before the decision, during it, after commit({ sync: false }) or abort', async () => {
+    const r = await runKill({ ...opts(3), twoPhase: 1 });
+    noViolations(r);
+    expect(r.twoPhase!['kill: kills']).to.equal(3);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
 // the edge dimensions (test/torture/edges.ts, kill-edge.ts), one test each: which defect class each
 // searches is in its title. On a library without the edge fixes of issue #10 these fail, by design.
 

@@ -24,6 +24,15 @@
  *                          mid-workload (default 10; needs root and loop mounts, else skipped and said)
  * The summary prints per dimension how many units (rounds) had it and the violations found in them.
  *
+ * Two-phase epochs (test/torture/twophase.ts; kill.ts twoPhaseLane): workloads whose epochs end with
+ * store.prepare() and commit({ sync: true | false }) or abort(), crashed everywhere, recovered with a
+ * resolver that answers from a modelled coordinator (and without one: EINDOUBT, nothing changed):
+ *   --twophase X           share of the powerloss cases and of the kill kills that go to two-phase
+ *                          units and rounds (default 0.1; 0 = none, as before; 1 = every powerloss unit,
+ *                          the first with the base seed: what a two-phase violation's replay uses)
+ * The summary prints what they covered (stages of the prepared epoch at the crash, in-doubt
+ * recoveries per answer, EINDOUBT checks, crashes during in-doubt recoveries, FARE/FARW/FAD epochs).
+ *
  * Every violation prints the command that replays it: unit 0 of a run uses the base seed itself, so
  * `--kind K --seed <unit seed> --cases <n>` runs the failing unit first and stops at its failing case.
  * Exit code 1 when any violation was found.
@@ -51,7 +60,7 @@ function usage(msg?: string): never {
   process.exit(2);
 }
 
-function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number | null; lanes: number; quick: boolean; edge: EdgeOptions; edgeArgs: string } {
+function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number | null; lanes: number; quick: boolean; edge: EdgeOptions; edgeArgs: string; twoPhase: number } {
   const edge: EdgeOptions = { ...DEFAULT_EDGE, dimRate: {} };
   const edgeArgs: string[] = [];
   let kinds: KindName[] = [...KINDS];
@@ -59,6 +68,7 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
   let cases: number | null = null;
   let lanes = 2;
   let quick = false;
+  let twoPhase = 0.1;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = (): string => {
@@ -103,6 +113,10 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
         edge.dimRate[d.trim()] = Number(x);
       }
       edgeArgs.push(`--dim-rate ${v}`);
+    } else if (name === '--twophase') {
+      const v = Number(val());
+      if (!(v >= 0 && v <= 1)) usage('--twophase needs a number from 0 to 1');
+      twoPhase = v;
     } else if (name === '--quick') quick = true;
     else if (name === '--help' || name === '-h') usage();
     else usage(`unknown argument ${a}`);
@@ -110,7 +124,7 @@ function parse(argv: string[]): { kinds: KindName[]; seed: number; cases: number
   if (quick && !argv.some((a) => a.startsWith('--ulimit-rounds'))) edge.ulimitRounds = 1;
   if (quick && !argv.some((a) => a.startsWith('--contend-rounds'))) edge.contendRounds = 1;
   if (quick && !argv.some((a) => a.startsWith('--realfs-rounds'))) edge.realfsRounds = 2;
-  return { kinds, seed: seed ?? ((Date.now() ^ (process.pid << 12)) >>> 0), cases, lanes, quick, edge, edgeArgs: edgeArgs.map((a) => ` ${a}`).join('') };
+  return { kinds, seed: seed ?? ((Date.now() ^ (process.pid << 12)) >>> 0), cases, lanes, quick, edge, edgeArgs: edgeArgs.map((a) => ` ${a}`).join(''), twoPhase };
 }
 
 const digestAt = process.argv.indexOf('--digest');
@@ -151,7 +165,7 @@ const results: KindResult[] = [];
 for (const kind of args.kinds) {
   const cases = args.cases ?? (args.quick ? QUICK : TARGETS)[kind];
   console.log(`\n== ${kind}: ${cases} cases`);
-  const r = await RUNNERS[kind]({ seed: args.seed, cases, log, lanes: args.lanes, edge: args.edge });
+  const r = await RUNNERS[kind]({ seed: args.seed, cases, log, lanes: args.lanes, edge: args.edge, twoPhase: args.twoPhase });
   results.push(r);
   console.log(`   ${r.cases} cases, ${r.violations.length} violations, ${fmtMs(r.ms)}`);
   for (const [k, v] of Object.entries(r.stats)) console.log(`   ${k}: ${v}`);
@@ -178,6 +192,35 @@ if (dimRows.length) {
     console.log('  ' + r.map((cell, c) => (c < 2 ? cell.padEnd(w[c]) : cell.padStart(w[c]))).join('  '));
     if (i === 0) console.log('  ' + w.map((x) => '-'.repeat(x)).join('  '));
   }
+}
+// two-phase epochs: what their units and rounds covered
+// (in a fixed order: totals, the prepares, where the crashes hit them, what recovery did)
+const TP_ORDER = ['units', 'rounds', 'kills', 'cases', 'violations', 'ack', 'prepares:', 'prepared epochs with', 'kills:', 'crash states:', 'rounds killed:',
+  'crash states in', 'rounds killed at', 'in-doubt recoveries:', 'in doubt without', 'in-doubt states recovered without', 'reopens', 'in-doubt recoveries crashed',
+  'states of in-doubt', 'recovery children', 'recoveries in a window', 'recovered without a resolver', 'recoveries outside', 'other recoveries', 'process kills'];
+const TP_STAGES = ['before any prepare', 'none', 'preparing', 'prepared', 'decision recorded', 'commit', 'committing', 'abort', 'settled'];
+const tpRank = (k: string): number[] => {
+  const rest = k.slice(k.indexOf(': ') + 2);
+  // the longest prefix that matches ('rounds killed' before 'rounds')
+  let i = -1;
+  TP_ORDER.forEach((p, n) => { if (rest.startsWith(p) && (i < 0 || p.length > TP_ORDER[i].length)) i = n; });
+  const stage = rest.slice(rest.indexOf(': ') + 2);
+  let j = -1;
+  TP_STAGES.forEach((p, n) => { if (stage.startsWith(p)) j = n; });
+  return [i < 0 ? TP_ORDER.length : i, j];
+};
+const tpRows: string[][] = [];
+for (const r of results) {
+  const keys = Object.keys(r.twoPhase ?? {}).sort((a, b) => {
+    const [x, y] = [tpRank(a), tpRank(b)];
+    return x[0] - y[0] || x[1] - y[1] || (a < b ? -1 : a > b ? 1 : 0);
+  });
+  for (const k of keys) tpRows.push([k, String(r.twoPhase![k])]);
+}
+if (tpRows.length) {
+  console.log(`\nTwo-phase epochs (--twophase ${args.twoPhase}): prepare, then commit (sync or not) or abort; crashes everywhere; recovery with the coordinator's resolver`);
+  const w = [Math.max(...tpRows.map((r) => r[0].length)), Math.max(...tpRows.map((r) => r[1].length))];
+  for (const [k, v] of tpRows) console.log(`  ${k.padEnd(w[0])}  ${v.padStart(w[1])}`);
 }
 if (unhandled) console.log(`\n${unhandled} unhandled rejection(s) during the run (violations, unattributed)`);
 const all = results.flatMap((r) => r.violations);

@@ -112,7 +112,8 @@ export interface Snapshot {
 }
 
 export type Op =
-  | { t: 'open'; h: number; name: string; mode: Mode }
+  /** `resume`: the name is left unfinished (an aborted epoch closed or reopened it): it resumes at that position */
+  | { t: 'open'; h: number; name: string; mode: Mode; resume?: number }
   | { t: 'write'; h: number; data: Buffer | string; off: number; len: number; position: number | null; expectPos: number }
   | { t: 'read'; h: number; len: number; position: number | null; expect: Buffer; expectPos: number }
   | { t: 'seek'; h: number; offset: number; whence: Whence; expectPos: number }
@@ -124,7 +125,41 @@ export type Op =
   | { t: 'rename'; from: string; to: string }
   | { t: 'writeFile'; name: string; data: Buffer }
   | { t: 'readFile'; name: string; expect: Buffer }
-  | { t: 'check'; k: number; via: number | null; snap: Snapshot | null };
+  | { t: 'check'; k: number; via: number | null; snap: Snapshot | null }
+  | PrepareOp;
+
+/**
+ * Two-phase epochs (WorkloadOptions.twoPhase): the epoch ends with store.prepare({ id }), then the
+ * decision. `k` is the check number the epoch gets if committed (an abort does not use it up: the
+ * next epoch gets the same number); `snap` is the prepared state (a committed check's snapshot only
+ * when `decision` is 'commit'). `vfo`: which of the VFO paper's failure cases the prepared epoch holds
+ * (FARE: it appended to a file; FARW: it read an area of a file and then overwrote it; FAD: it
+ * deleted a file that the last committed epoch has). `injected`: the generator added them on purpose
+ * just before the prepare (an append past directAppendMin, a read and overwrite, an unlink).
+ */
+export interface PrepareOp {
+  t: 'prepare';
+  k: number;
+  /** the prepares of this workload run before it */
+  n: number;
+  decision: 'commit' | 'abort';
+  /** commit({ sync }) */
+  sync: boolean;
+  snap: Snapshot | null;
+  vfo: { fare: boolean; farw: boolean; fad: boolean };
+  injected: boolean;
+  /**
+   * The next `during` ops (never checks or prepares) are called while the epoch is prepared: after
+   * prepare() resolved and before commit() is called, unawaited until the decision (they run after
+   * it and belong to the next epoch). Only with a commit decision.
+   */
+  during: number;
+}
+
+/** The prepare id of a workload's n-th prepare (unique per seed). */
+export function prepareId(seed: number, n: number): string {
+  return `tp-${(seed >>> 0).toString(16)}-${n}`;
+}
 
 interface Entry {
   pos: number;
@@ -179,9 +214,32 @@ function randLen(rng: Rng): number {
   return rng.range(8193, 48 * 1024);
 }
 
+/** How a workload ends its epochs with prepare() (drawn from a stream of their own: without them the workload is unchanged). */
+export interface TwoPhaseOptions {
+  /** chance that an epoch ends with prepare() instead of check() */
+  rate: number;
+  /** chance that a prepared epoch is aborted (else committed) */
+  abortRate: number;
+  /** chance that a commit is commit({ sync: false }) */
+  noSyncRate: number;
+  /** chance that the VFO cases are added to a prepared epoch right before its prepare() */
+  vfoRate: number;
+  /** chance that a committed prepare has 1-3 calls made while it is prepared (PrepareOp.during) */
+  duringRate?: number;
+  /**
+   * Keep one file open in 'a' mode across epochs (never closed; reopened when an abort closed it):
+   * an append to a file open at the last two commits can go straight to it (direct appends).
+   */
+  keeper?: boolean;
+  /** the store's directAppendMin (false: off): the added append is longer, so that it goes straight to the file */
+  directMin: number | false;
+}
+
 export interface WorkloadOptions {
   /** attach a Snapshot to every check op (the parent needs them, the child does not) */
   snapshots?: boolean;
+  /** end some epochs with prepare() and a decision (see TwoPhaseOptions) */
+  twoPhase?: TwoPhaseOptions;
   /** called with the model's files after each op is decided, before it is yielded (debugging aid) */
   trace?: (files: ReadonlyMap<string, Buffer>) => void;
 }
@@ -204,6 +262,130 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
   };
   const closedNames = (): string[] => NAMES.filter((n) => !m.entries.has(n));
   const closedExisting = (): string[] => NAMES.filter((n) => !m.entries.has(n) && m.files.has(n));
+
+  // Two-phase epochs: every draw of theirs comes from a stream of its own, and nothing of this is
+  // used without opts.twoPhase, so a workload without it is the same op for op.
+  const tp = opts.twoPhase;
+  const tpRng = new Rng(mixSeed(seed, 0x2bc));
+  let prepares = 0;
+  /** ops still to come before a check may be drawn again (PrepareOp.during) */
+  let noCheck = 0;
+  /** ops decided together (a prepare with what precedes and follows it), yielded before any new draw */
+  const queue: Op[] = [];
+  /** the epoch being built: the VFO cases it holds so far, and the areas it read (name -> [from, to)) */
+  let flags = { fare: false, farw: false, fad: false };
+  let reads = new Map<string, [number, number][]>();
+  /** the last committed epoch: what an abort returns to */
+  const commitState = () => ({ files: new Map(m.files), entries: new Map([...m.entries].map(([n, e]) => [n, { e, pos: e.pos, mode: e.mode }])) });
+  let committed = commitState();
+  /** the committed epoch before it (direct appends need a file open at both) */
+  let committedBefore = committed;
+  const committedPoint = (): void => {
+    if (!tp) return;
+    committedBefore = committed;
+    committed = commitState();
+    flags = { fare: false, farw: false, fad: false };
+    reads = new Map();
+  };
+  /** The VFO cases, added to the epoch about to be prepared: an append past directAppendMin, a read and overwrite of the same area, an unlink. */
+  const injectVfo = (t: TwoPhaseOptions): void => {
+    const ws = openHandles((e) => WRITABLE.has(e.mode));
+    // rather a file open at the last two commits: its append can go straight to the file
+    const direct = ws.filter((h) => {
+      const { name, e } = m.entryOf(h);
+      return committed.entries.get(name)?.e === e && committedBefore.entries.get(name)?.e === e;
+    });
+    if (ws.length) {
+      const h = tpRng.pick(direct.length ? direct : ws);
+      const { name, e } = m.entryOf(h);
+      const size = m.size(name);
+      const len = Math.min((t.directMin === false ? 2048 : t.directMin) + tpRng.range(1, 4096), MAX_FILE - size);
+      if (len > 0) {
+        const data = tpRng.bytes(len);
+        const appending = APPENDING.has(e.mode);
+        m.put(name, size, data);
+        if (appending) e.pos = size + len;
+        flags.fare = true;
+        queue.push({ t: 'write', h, data, off: 0, len, position: appending ? null : size, expectPos: e.pos });
+      }
+    }
+    const rw = openHandles((e) => e.mode === 'r+' || e.mode === 'w+').filter((h) => m.size(m.entryOf(h).name) > 0);
+    if (rw.length) {
+      const h = tpRng.pick(rw);
+      const { name, e } = m.entryOf(h);
+      const file = m.files.get(name)!;
+      const at = tpRng.int(file.length);
+      const len = Math.min(tpRng.range(1, 4096), file.length - at);
+      const expect = Buffer.from(file.subarray(at, at + len));
+      queue.push({ t: 'read', h, len, position: at, expect, expectPos: e.pos });
+      const data = Buffer.alloc(len);
+      for (let i = 0; i < len; i++) data[i] = expect[i]! ^ (1 + tpRng.int(255));
+      m.put(name, at, data);
+      flags.farw = true;
+      queue.push({ t: 'write', h, data, off: 0, len, position: at, expectPos: e.pos });
+    }
+    const del = closedExisting().filter((n) => committed.files.has(n));
+    if (del.length) {
+      const name = tpRng.pick(del);
+      m.files.delete(name);
+      flags.fad = true;
+      queue.push({ t: 'unlink', name });
+    }
+  };
+  /**
+   * After an abort the store is back at the last committed epoch: files, sizes and positions; entries
+   * opened since are closed; a name open then whose entry did not survive (closed, or closed and
+   * reopened) is left unfinished, and the workload reopens it at once: it resumes at its position.
+   */
+  const abortToCommitted = (): void => {
+    m.files = new Map(committed.files);
+    for (const [name, e] of [...m.entries]) {
+      const c = committed.entries.get(name);
+      if (c && c.e === e) {
+        e.pos = c.pos;
+        continue;
+      }
+      for (const h of e.handles) m.handles.delete(h);
+      m.entries.delete(name);
+    }
+    for (const [name, c] of committed.entries) {
+      if (m.entries.get(name) === c.e) continue;
+      const h = nextHandle++;
+      m.entries.set(name, { pos: c.pos, mode: c.mode, handles: [h] });
+      m.handles.set(h, name);
+      queue.push({ t: 'open', h, name, mode: c.mode, resume: c.pos });
+    }
+    flags = { fare: false, farw: false, fad: false };
+    reads = new Map();
+    openKeeper();
+  };
+  /** TwoPhaseOptions.keeper: its name, and its open (queued) when it is not open */
+  const keeper = tp?.keeper ? NAMES[tpRng.int(NAMES.length)] : null;
+  const openKeeper = (): void => {
+    if (!keeper || m.entries.has(keeper) || m.entries.size >= 3) return;
+    const h = nextHandle++;
+    if (!m.files.has(keeper)) m.files.set(keeper, EMPTY);
+    m.entries.set(keeper, { pos: 0, mode: 'a', handles: [h] });
+    m.handles.set(h, keeper);
+    queue.push({ t: 'open', h, name: keeper, mode: 'a' });
+  };
+  openKeeper();
+  const prepare = (t: TwoPhaseOptions): null => {
+    const injected = tpRng.chance(t.vfoRate);
+    if (injected) injectVfo(t);
+    const decision = tpRng.chance(t.abortRate) ? 'abort' : 'commit';
+    const sync = decision === 'abort' || !tpRng.chance(t.noSyncRate);
+    const during = decision === 'commit' && tpRng.chance(t.duringRate ?? 0) ? tpRng.range(1, 3) : 0;
+    noCheck = during;
+    queue.push({ t: 'prepare', k: k + 1, n: prepares++, decision, sync, snap: opts.snapshots ? m.snapshot(k + 1) : null, vfo: { ...flags }, injected, during });
+    if (decision === 'commit') {
+      k++;
+      committedPoint();
+    } else {
+      abortToCommitted();
+    }
+    return null;
+  };
 
   const choosers: Array<[number, () => Op | null]> = [
     // open
@@ -258,6 +440,10 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
         data = rng.bytes(off + len + extra);
         bytes = data.subarray(off, off + len);
       }
+      if (tp) {
+        if (at + len > size) flags.fare = true;
+        if (reads.get(name)?.some(([a, b]) => at < b && at + len > a)) flags.farw = true;
+      }
       m.put(name, at, bytes);
       if (position === null) e.pos = at + len;
       return { t: 'write', h, data, off, len, position, expectPos: e.pos };
@@ -274,6 +460,11 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
       const at = position ?? e.pos;
       const expect = at >= file.length ? EMPTY : Buffer.from(file.subarray(at, Math.min(file.length, at + len)));
       if (position === null) e.pos = at + expect.length;
+      if (tp && expect.length > 0) {
+        const rs = reads.get(name) ?? [];
+        rs.push([at, at + expect.length]);
+        reads.set(name, rs);
+      }
       return { t: 'read', h, len, position, expect, expectPos: e.pos };
     }],
     // seek
@@ -320,8 +511,9 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     }],
     // close (every handle of one entry, the dups first, with no check in between)
     [8, () => {
-      if (m.entries.size === 0) return null;
-      const name = rng.pick([...m.entries.keys()]);
+      const names = keeper ? [...m.entries.keys()].filter((n) => n !== keeper) : [...m.entries.keys()];
+      if (names.length === 0) return null;
+      const name = rng.pick(names);
       const e = m.entries.get(name)!;
       const hs = [...e.handles].reverse();
       for (const h of hs) m.handles.delete(h);
@@ -333,6 +525,7 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
       const cands = closedExisting();
       if (cands.length === 0) return null;
       const name = rng.pick(cands);
+      if (tp && committed.files.has(name)) flags.fad = true;
       m.files.delete(name);
       return { t: 'unlink', name };
     }],
@@ -366,15 +559,25 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     }],
     // check
     [10, () => {
+      if (noCheck > 0) return null;
+      if (tp && tpRng.chance(tp.rate)) return prepare(tp);
       k++;
       const hs = openHandles(() => true);
       const via = hs.length > 0 && rng.chance(0.3) ? rng.pick(hs) : null;
-      return { t: 'check', k, via, snap: opts.snapshots ? m.snapshot(k) : null };
+      const op: Op = { t: 'check', k, via, snap: opts.snapshots ? m.snapshot(k) : null };
+      committedPoint();
+      return op;
     }],
   ];
   const total = choosers.reduce((s, [w]) => s + w, 0);
 
   for (;;) {
+    const queued = queue.shift();
+    if (queued) {
+      opts.trace?.(m.files);
+      yield queued;
+      continue;
+    }
     let x = rng.next() * total;
     let chosen = choosers[choosers.length - 1]![1];
     for (const [w, fn] of choosers) {
@@ -386,6 +589,7 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
     }
     const op = chosen();
     if (op) {
+      if (noCheck > 0) noCheck--;
       opts.trace?.(m.files);
       yield op;
     }
@@ -396,13 +600,13 @@ export function* workload(seed: number, initial: Map<string, Buffer>, opts: Work
  * Runs the workload generator (model only) until check `upto` and returns the snapshots 0..upto and
  * the op log (for failure reports).
  */
-export function modelRun(seed: number, initial: Map<string, Buffer>, upto: number): { snaps: Snapshot[]; ops: Op[] } {
+export function modelRun(seed: number, initial: Map<string, Buffer>, upto: number, twoPhase?: TwoPhaseOptions): { snaps: Snapshot[]; ops: Op[] } {
   const snaps: Snapshot[] = [{ k: 0, files: new Map(initial), open: new Map() }];
   const ops: Op[] = [];
   if (upto <= 0) return { snaps, ops };
-  for (const op of workload(seed, initial, { snapshots: true })) {
+  for (const op of workload(seed, initial, { snapshots: true, twoPhase })) {
     ops.push(op);
-    if (op.t === 'check') {
+    if (op.t === 'check' || (op.t === 'prepare' && op.decision === 'commit')) {
       snaps.push(op.snap!);
       if (op.k >= upto) break;
     }
@@ -421,7 +625,7 @@ export function writeOpCall<R>(f: { write(d: string, position?: number | null): 
 
 export function describeOp(op: Op): string {
   switch (op.t) {
-    case 'open': return `open #${op.h} ${op.name} '${op.mode}'`;
+    case 'open': return `open #${op.h} ${op.name} '${op.mode}'${op.resume !== undefined ? ` (resumes at ${op.resume})` : ''}`;
     case 'write': return `write #${op.h} ${op.len}B at ${op.position === null ? 'pos' : op.position}${typeof op.data === 'string' ? ' (string)' : ''} -> pos ${op.expectPos}`;
     case 'read': return `read #${op.h} ${op.len}B at ${op.position === null ? 'pos' : op.position} -> ${op.expect.length}B, pos ${op.expectPos}`;
     case 'seek': return `seek #${op.h} ${op.offset} ${op.whence} -> ${op.expectPos}`;
@@ -434,6 +638,8 @@ export function describeOp(op: Op): string {
     case 'writeFile': return `writeFile ${op.name} ${op.data.length}B`;
     case 'readFile': return `readFile ${op.name} = ${op.expect.length}B`;
     case 'check': return `check k=${op.k}${op.via !== null ? ` via #${op.via}` : ''}`;
+    case 'prepare': return `prepare k=${op.k} (#${op.n}) then ${op.decision}${op.decision === 'commit' && !op.sync ? ' (sync: false)' : ''}` +
+      `${op.injected ? ', VFO cases added' : ''}${op.during ? `, ${op.during} call(s) made while prepared` : ''}${Object.entries(op.vfo).filter(([, v]) => v).map(([c]) => ` ${c.toUpperCase()}`).join('')}`;
   }
 }
 

@@ -2,7 +2,7 @@
  * Shared pieces of the torture suite: results and violations, unit seeds, and recovery of a store
  * held in a simulated file system image.
  */
-import { openStore, CpError } from '../../lib/index.js';
+import { openStore, CpError, type ResolveInDoubt } from '../../lib/index.js';
 import { SimFS, type Image } from './simfs.js';
 import { Rng, mixSeed } from '../helpers/model.js';
 
@@ -38,6 +38,8 @@ export interface KindResult {
   stats: Record<string, number | string>;
   /** edge dimensions: units (or rounds) that had it, and the violations found in them */
   dims?: Record<string, DimCount>;
+  /** two-phase epochs (twophase.ts, kill.ts twoPhaseLane): what their units and rounds covered (name -> count) */
+  twoPhase?: Record<string, number>;
 }
 
 export interface DimCount {
@@ -85,6 +87,17 @@ export interface KindOptions {
   lanes?: number;
   /** the edge dimensions (default DEFAULT_EDGE) */
   edge?: EdgeOptions;
+  /**
+   * Two-phase epochs (prepare, commit or abort, in-doubt recovery): powerloss, the share of its cases
+   * that go to two-phase units (twophase.ts; 1: every unit, the first with the base seed itself);
+   * kill, the share of its kills made by a two-phase lane beside the others. Default 0: none.
+   */
+  twoPhase?: number;
+}
+
+/** Add `from`'s counts into `into`. */
+export function addCounts(into: Record<string, number>, from: Record<string, number>): void {
+  for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
 }
 
 /** Seed of unit `i` of a run with base seed `base`: unit 0 uses the base seed itself, so a unit replays alone. */
@@ -144,13 +157,14 @@ export interface SimRecovery {
 }
 
 /** Open (recover) the store held in `img` with the simulated I/O; reads the files it leaves on disk. */
-export async function recoverImage(img: Image, adopt = true, opts: { segmentSize?: number; keepOpen?: boolean } = {}): Promise<SimRecovery> {
+export async function recoverImage(img: Image, adopt = true, opts: { segmentSize?: number; keepOpen?: boolean; resolveInDoubt?: ResolveInDoubt } = {}): Promise<SimRecovery> {
   const sim = new SimFS(img, adopt);
   sim.allowedRoot = STORE;
   let store: Awaited<ReturnType<typeof openStore>> | null = null;
   try {
     store = await openStore(STORE, {
       io: sim, noLock: true, segmentSize: opts.segmentSize ?? SEGMENT, applyDelay: 3600_000, applyThreshold: 2 ** 40,
+      ...(opts.resolveInDoubt ? { resolveInDoubt: opts.resolveInDoubt } : {}),
     });
   } catch (e) {
     return { sim, epoch: null, entries: null, files: sim.tree(STORE), error: e, traceLen: sim.trace.length, store: null };

@@ -4,7 +4,7 @@
  * resolved, in order with the I/O (through callbacks that put marks into a SimFS trace).
  */
 import { CpError } from '../../lib/index.js';
-import { workload, describeOp, writeOpCall, codeOf, type Op, type Snapshot } from '../helpers/model.js';
+import { workload, describeOp, writeOpCall, codeOf, prepareId, type Op, type PrepareOp, type Snapshot, type TwoPhaseOptions } from '../helpers/model.js';
 
 type Store = Awaited<ReturnType<typeof import('../../lib/index.js').openStore>>;
 type File = Awaited<ReturnType<Store['open']>>;
@@ -26,6 +26,27 @@ export interface DriveOptions {
   onAck?: (k: number, epoch: number) => void;
   /** called before op #i runs (fault injection uses it to label call sites) */
   onOp?: (i: number, op: Op) => void;
+  /** end some epochs with prepare() and a decision (model.ts TwoPhaseOptions) */
+  twoPhase?: TwoPhaseOptions;
+  /**
+   * Two-phase epochs, in order: prepare() is about to be called; it resolved; the coordinator
+   * records the decision 'commit' durably (before commit() is called: a crash after this must
+   * commit); abort() is about to be called (presumed abort: nothing recorded); the decision resolved.
+   */
+  onPrepare?: (op: PrepareOp, id: string) => void;
+  onPrepared?: (op: PrepareOp, epoch: number) => void;
+  onDecide?: (op: PrepareOp, id: string) => void;
+  onAbort?: (op: PrepareOp, id: string) => void;
+  onDecided?: (op: PrepareOp, epoch: number) => void;
+}
+
+/** A prepare of the run: its op, id, the epoch prepare() resolved with, and the bytes its epoch appended straight to files. */
+export interface PrepareRecord {
+  op: PrepareOp;
+  id: string;
+  epoch: number | null;
+  direct: number;
+  storeId: string;
 }
 
 export interface DriveResult {
@@ -40,6 +61,8 @@ export interface DriveResult {
   error: { i: number; op: string; err: unknown } | null;
   /** answers of the store that differ from the model (reads, sizes, positions) */
   mismatches: string[];
+  /** the prepares made, in order */
+  prepares: PrepareRecord[];
 }
 
 export class Mismatch extends Error {}
@@ -55,7 +78,8 @@ export async function execOp(store: Store, handles: Map<number, File>, op: Op): 
     case 'open': {
       const f = await store.open(op.name, op.mode);
       handles.set(op.h, f);
-      if (f.tell() !== 0) throw new Mismatch(`${describeOp(op)}: initial tell() ${f.tell()}`);
+      if (f.tell() !== (op.resume ?? 0)) throw new Mismatch(`${describeOp(op)}: initial tell() ${f.tell()}`);
+      if (f.resumed !== (op.resume !== undefined)) throw new Mismatch(`${describeOp(op)}: resumed ${f.resumed}`);
       return;
     }
     case 'write': {
@@ -112,7 +136,8 @@ export async function execOp(store: Store, handles: Map<number, File>, op: Op): 
       return;
     }
     case 'check':
-      throw new Error('checks are run by drive()');
+    case 'prepare':
+      throw new Error('checks and prepares are run by drive()');
   }
 }
 
@@ -128,14 +153,17 @@ function lcg(seed: number): () => number {
 export async function drive(store: Store, opts: DriveOptions): Promise<DriveResult> {
   const res: DriveResult = {
     snaps: new Map([[0, { k: 0, files: new Map(opts.initial ?? []), open: new Map() }]]),
-    issued: 0, acked: 0, epochs: new Map(), ops: [], error: null, mismatches: [],
+    issued: 0, acked: 0, epochs: new Map(), ops: [], error: null, mismatches: [], prepares: [],
   };
   const rand = opts.rand ?? lcg(opts.seed);
   const handles = new Map<number, File>();
   const outstanding: Promise<void>[] = [];
   let i = 0;
-  for (const op of workload(opts.seed, opts.initial ?? new Map(), { snapshots: true })) {
-    if (i >= opts.ops) break;
+  // bytes appended straight to files when the epoch being built began
+  let directAtStart = store.stats().bytesDirect;
+  const ops = workload(opts.seed, opts.initial ?? new Map(), { snapshots: true, twoPhase: opts.twoPhase });
+  while (i < opts.ops) {
+    const op = ops.next().value;
     res.ops.push(op);
     opts.onOp?.(i, op);
     try {
@@ -149,6 +177,7 @@ export async function drive(store: Store, opts: DriveOptions): Promise<DriveResu
           if (k > res.acked) res.acked = k;
           opts.onAck?.(k, epoch);
         });
+        directAtStart = store.stats().bytesDirect;
         if (rand() < (opts.unawaited ?? 0)) {
           // keep going; a failure surfaces here or at a later op
           outstanding.push(p.catch((e) => {
@@ -157,6 +186,40 @@ export async function drive(store: Store, opts: DriveOptions): Promise<DriveResu
         } else {
           await p;
         }
+      } else if (op.t === 'prepare') {
+        const id = prepareId(opts.seed, op.n);
+        const rec: PrepareRecord = { op, id, epoch: null, direct: store.stats().bytesDirect - directAtStart, storeId: store.id };
+        res.prepares.push(rec);
+        opts.onPrepare?.(op, id);
+        const p = await store.prepare({ id });
+        rec.epoch = p.epoch;
+        if (p.id !== id || p.storeId !== store.id) throw new Mismatch(`${describeOp(op)}: prepare() resolved with id ${p.id}, store ${p.storeId}`);
+        opts.onPrepared?.(op, p.epoch);
+        if (op.decision === 'commit') {
+          // calls made while prepared: accepted, run after the decision (awaiting them first would deadlock)
+          const during: Op[] = [];
+          for (let d = 0; d < op.during && i + 1 + d < opts.ops; d++) during.push(ops.next().value);
+          res.ops.push(...during);
+          const chain = (async () => {
+            for (const o of during) await execOp(store, handles, o);
+          })();
+          chain.catch(() => undefined);
+          res.snaps.set(op.k, op.snap!);
+          res.issued = op.k;
+          opts.onDecide?.(op, id);
+          const epoch = await p.commit({ sync: op.sync });
+          i += during.length;
+          await chain;
+          if (epoch !== p.epoch) throw new Mismatch(`${describeOp(op)}: commit() resolved with epoch ${epoch}, prepare() with ${p.epoch}`);
+          res.epochs.set(op.k, epoch);
+          if (op.k > res.acked) res.acked = op.k;
+          opts.onDecided?.(op, epoch);
+        } else {
+          opts.onAbort?.(op, id);
+          await p.abort();
+          opts.onDecided?.(op, p.epoch);
+        }
+        directAtStart = store.stats().bytesDirect;
       } else {
         await execOp(store, handles, op);
       }

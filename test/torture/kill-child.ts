@@ -6,14 +6,22 @@
  *   after each check resolves. It is SIGKILLed by the parent at a random moment, or kills itself:
  *   'check' - while check number j is in flight (the worker is writing or syncing the commit);
  *   'apply' - right after check j resolved, while the worker applies the epoch (applyThreshold 0).
+ *   With plan.twoPhase some epochs end with prepare() and a decision (model.ts TwoPhaseOptions):
+ *   PREPARING <k> <id> before prepare(), PREPARED <k> <id> <epoch> after it; for a commit DECIDE <k> <id>
+ *   before commit() is called (the coordinator's durable record: the parent's resolver says 'commit'
+ *   for it), then ACK <k> <epoch> and DECIDED <k> <id> sync|nosync; for an abort ABORTING <k> <id>,
+ *   then ABORTED <k> <id>. It kills itself, at prepare number j: 'prepare' while its PREPARE is on its
+ *   way, 'prepared' once it resolved (before the decision), 'decision' while the decision is written,
+ *   'nosync' right after a commit({ sync: false }) or an abort resolved (before any later sync).
  * mode 'recover': opens (recovers) a crashed store through an IO wrapper over node:fs that SIGKILLs
  *   the process at its n-th mutating call (before or after doing it); prints RECOVERED <epoch> <calls>
- *   if recovery finished first.
+ *   if recovery finished first. plan.decided: the prepare ids its resolver answers 'commit' for
+ *   (others 'abort'); it prints INDOUBT <id> <decision> when asked.
  * Any answer of the store that differs from the model ends the child with FAIL (exit code 3).
  */
 import { openStore } from '../../lib/index.js';
 import { nodeIO, type IO } from '../../lib/io.js';
-import { workload, readTree, describeOp, codeOf } from '../helpers/model.js';
+import { workload, readTree, describeOp, codeOf, prepareId, type Op, type TwoPhaseOptions } from '../helpers/model.js';
 import { execOp, Mismatch, errText } from './driver.js';
 import { manyName } from './common.js';
 import { say, sayAndExit } from '../helpers/child-out.js';
@@ -30,7 +38,11 @@ export interface ChildPlan {
   dir: string;
   seed: number;
   segmentSize: number;
-  kill?: { type: 'none' } | { type: 'check' | 'apply'; j: number; spinUs: number };
+  kill?: { type: 'none' } | { type: 'check' | 'apply' | 'prepare' | 'prepared' | 'decision' | 'nosync'; j: number; spinUs: number };
+  /** run: end some epochs with prepare() and a decision */
+  twoPhase?: TwoPhaseOptions;
+  /** recover: the prepare ids the coordinator recorded 'commit' for (the resolver's answers) */
+  decided?: string[];
   applyDelay?: number;
   applyThreshold?: number;
   directAppendMin?: number | false;
@@ -143,7 +155,17 @@ if (plan.mode === 'contend') {
 
 if (plan.mode === 'recover') {
   const k = killerIO(plan.at ?? 1, plan.after ?? false);
-  const s = await openStore(plan.dir, { io: k.io, segmentSize: plan.segmentSize, applyDelay: 3600_000, applyThreshold: 2 ** 40 });
+  const decided = new Set(plan.decided ?? []);
+  const s = await openStore(plan.dir, {
+    io: k.io, segmentSize: plan.segmentSize, applyDelay: 3600_000, applyThreshold: 2 ** 40,
+    ...(plan.decided ? {
+      resolveInDoubt: async ({ id }: { id: string }) => {
+        const d = decided.has(id) ? 'commit' : 'abort';
+        await out(`INDOUBT ${id} ${d}`);
+        return d;
+      },
+    } : {}),
+  });
   await sayAndExit(`RECOVERED ${s.epoch} ${k.count()}`, 0);
 }
 
@@ -158,7 +180,15 @@ type File = Awaited<ReturnType<typeof store.open>>;
 const handles = new Map<number, File>();
 const kill = plan.kill ?? { type: 'none' };
 let i = 0;
-for (const op of workload(plan.seed, initial)) {
+/** let a call reach the worker, spin while it writes, and die */
+const dieSoon = async (spinUs: number): Promise<never> => {
+  for (let t = 0; t < 4; t++) await Promise.resolve();
+  spin(spinUs);
+  return die();
+};
+const ops = workload(plan.seed, initial, { twoPhase: plan.twoPhase });
+for (;;) {
+  const op = ops.next().value;
   if (i++ > 5000) break;
   try {
     if (op.t === 'check') {
@@ -177,6 +207,39 @@ for (const op of workload(plan.seed, initial)) {
         spin(kill.spinUs);
         die();
       }
+    } else if (op.t === 'prepare') {
+      const id = prepareId(plan.seed, op.n);
+      const at = (type: string): boolean => kill.type === type && 'j' in kill && kill.j === op.n;
+      await out(`PREPARING ${op.k} ${id}`);
+      const pp = store.prepare({ id });
+      if (at('prepare')) await dieSoon(kill.type === 'none' ? 0 : kill.spinUs);
+      const p = await pp;
+      await out(`PREPARED ${op.k} ${id} ${p.epoch}`);
+      if (at('prepared')) die();
+      if (op.decision === 'commit') {
+        // calls made while prepared: accepted, run after the decision
+        const during: Op[] = [];
+        for (let d = 0; d < op.during; d++) during.push(ops.next().value);
+        i += during.length;
+        const chain = (async () => {
+          for (const o of during) await execOp(store, handles, o);
+        })();
+        chain.catch(() => undefined);
+        await out(`DECIDE ${op.k} ${id}`);
+        const c = p.commit({ sync: op.sync });
+        if (at('decision')) await dieSoon(kill.type === 'none' ? 0 : kill.spinUs);
+        const epoch = await c;
+        await chain;
+        await out(`ACK ${op.k} ${epoch}`);
+        await out(`DECIDED ${op.k} ${id} ${op.sync ? 'sync' : 'nosync'}`);
+      } else {
+        await out(`ABORTING ${op.k} ${id}`);
+        const a = p.abort();
+        if (at('decision')) await dieSoon(kill.type === 'none' ? 0 : kill.spinUs);
+        await a;
+        await out(`ABORTED ${op.k} ${id}`);
+      }
+      if (at('nosync')) die();
     } else {
       await execOp(store, handles, op);
     }

@@ -12,8 +12,9 @@ import { SimFS, CrashModel, type ChoiceMode } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, countDims, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, countDims, addCounts, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
 import { edgeUnit, isEdgeUnit, DIMS, type Dim } from './edges.js';
+import { twoPhaseUnit, twoPhaseReplay } from './twophase.js';
 
 export interface PowerlossUnitOptions {
   /** crash states to aim for in this unit (the unit's own plan; independent of the run's total) */
@@ -196,8 +197,41 @@ export async function runPowerloss(o: KindOptions): Promise<KindResult> {
   const dims: Record<string, DimCount> = {};
   let edgeUnits = 0;
   let edgeCases = 0;
-  for (let i = 0; out.cases < o.cases; i++) {
-    const seed = unitSeed(o.seed, i);
+  // Two-phase units (twophase.ts) take their share of the cases between the others, from seeds of
+  // their own: the other units are the same as without them (unit 0 first, then in order).
+  const share = Math.min(1, Math.max(0, o.twoPhase ?? 0));
+  const tpBase = share >= 1 ? o.seed : mixSeed(o.seed, 0x2bc);
+  const tp: Record<string, number> = {};
+  let tpCases = 0;
+  let tpUnits = 0;
+  let tpViolations = 0;
+  for (let i = 0, j = 0; out.cases < o.cases;) {
+    if (share >= 1 || (share > 0 && out.cases > 0 && tpCases < share * out.cases)) {
+      const seed = unitSeed(tpBase, j++);
+      let r;
+      try {
+        r = await twoPhaseUnit(seed, { budget: 2500, limit: o.cases - out.cases });
+      } catch (e) {
+        const msg = `the two-phase unit threw: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
+        out.cases++;
+        tpCases++;
+        tpViolations++;
+        report(o, out, { kind: 'powerloss', seed, cases: 1, what: sig(msg), detail: msg, replay: twoPhaseReplay(seed, 1) });
+        continue;
+      }
+      tpUnits++;
+      tpCases += r.states;
+      out.cases += r.states;
+      tpViolations += r.violations.length;
+      addCounts(tp, r.counts);
+      for (const v of r.violations) report(o, out, v);
+      if (performance.now() - lastLog > 15000) {
+        lastLog = performance.now();
+        o.log(`  powerloss: ${out.cases} states (${tpCases} in ${tpUnits} two-phase units), ${out.violations.length} violations, ${((lastLog - t0) / 1000).toFixed(0)} s`);
+      }
+      continue;
+    }
+    const seed = unitSeed(o.seed, i++);
     if (isEdgeUnit(seed, edge.rate)) {
       // an edge unit (edges.ts): its dimensions are counted, its violations reported like any other
       const before = out.violations.length;
@@ -229,6 +263,7 @@ export async function runPowerloss(o: KindOptions): Promise<KindResult> {
   }
   out.ms = performance.now() - t0;
   out.dims = dims;
+  if (share > 0) out.twoPhase = { 'powerloss: units': tpUnits, 'powerloss: cases': tpCases, 'powerloss: violations': tpViolations, ...Object.fromEntries(Object.entries(tp).map(([k, v]) => [`powerloss: ${k}`, v])) };
   out.stats = { 'edge units (edges.ts)': edgeUnits, 'edge cases': edgeCases, workloads: units, 'acked checks': checks, 'crashes during recovery': doubles, 'process kills followed by recovery and a power loss': kills, 'recovered = acked': outcomes.acked ?? 0, 'recovered later epoch': outcomes.later ?? 0 };
   return out;
 }

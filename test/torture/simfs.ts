@@ -44,7 +44,42 @@ export interface Image {
   nodes: Map<number, ImageNode>;
 }
 
-export type Mark = { kind: 'issue' | 'ack'; k: number } | { kind: 'note'; text: string };
+export type Mark = { kind: 'issue' | 'ack'; k: number } | { kind: 'note'; text: string }
+  /**
+   * Two-phase epochs: prepare() of check k called; it resolved; the coordinator recorded 'commit' for it (from
+   * here on it must commit: as an ack of k); abort() called (presumed abort: nothing recorded); the
+   * decision resolved (`sync`: a commit({ sync: true }), durable then).
+   */
+  | { kind: 'prepare' | 'prepared' | 'decide' | 'abort'; k: number; id: string }
+  | { kind: 'decided'; k: number; id: string; sync: boolean };
+
+/** What the marks up to a point of a trace say (CrashModel). */
+export interface MarkState {
+  acked: number;
+  issued: number;
+  /** prepare ids the coordinator recorded 'commit' for */
+  decided?: Set<string>;
+  /**
+   * The prepares that recovery may find in doubt: called, and no durable point after their decision
+   * since (the resolution of a commit({ sync: true }), of a check called after the decision, or of
+   * a later prepare). Recovery may only ask about these; with none it must not call the resolver.
+   */
+  open?: OpenPrepare[];
+  /** the id of the last prepare called, and where its epoch stands (for the counts) */
+  prepId?: string | null;
+  stage?: TwoPhaseStage;
+}
+
+export interface OpenPrepare {
+  id: string;
+  /** its check number (a check from this number on was called after its decision) */
+  k: number;
+  /** its decision was made (commit recorded, or abort called) */
+  decisionMade: boolean;
+}
+
+/** Where the last prepared epoch stands at a point of a trace. */
+export type TwoPhaseStage = 'none' | 'preparing' | 'prepared' | 'committing' | 'committing (sync: false)' | 'aborting' | 'committed (sync: false), no sync since' | 'aborted, no sync since' | 'settled';
 
 export type TraceEv =
   | { t: 'write'; ino: number; pos: number; data: Buffer }
@@ -792,6 +827,12 @@ export class CrashModel {
   version = 0;
   acked = 0;
   issued = 0;
+  /** two-phase marks (MarkState) */
+  decided = new Set<string>();
+  /** MarkState.open */
+  open: OpenPrepare[] = [];
+  prepId: string | null = null;
+  stage: TwoPhaseStage = 'none';
   private root: number;
   private nextIno: number;
   private kinds = new Map<number, Kind>();
@@ -803,7 +844,7 @@ export class CrashModel {
   /** inode -> its path when last linked (for explanations) */
   private names = new Map<number, string>();
 
-  constructor(base: Image, private trace: TraceEv[], marksFrom?: { acked: number; issued: number }) {
+  constructor(base: Image, private trace: TraceEv[], marksFrom?: MarkState) {
     this.root = base.root;
     this.nextIno = base.nextIno;
     for (const [id, n] of base.nodes) {
@@ -821,11 +862,26 @@ export class CrashModel {
     if (marksFrom) {
       this.acked = marksFrom.acked;
       this.issued = marksFrom.issued;
+      if (marksFrom.decided) this.decided = new Set(marksFrom.decided);
+      this.open = (marksFrom.open ?? []).map((p) => ({ ...p }));
+      this.prepId = marksFrom.prepId ?? null;
+      this.stage = marksFrom.stage ?? 'none';
     }
   }
 
   get done(): boolean {
     return this.pos >= this.trace.length;
+  }
+
+  /** What the marks so far say (for a model of a later trace that continues from here). */
+  markState(): MarkState {
+    return { acked: this.acked, issued: this.issued, decided: new Set(this.decided), open: this.open.map((p) => ({ ...p })), prepId: this.prepId, stage: this.stage };
+  }
+
+  /** The next event, if it is a mark (without processing it). */
+  peekMark(): Mark | null {
+    const ev = this.trace[this.pos];
+    return ev && ev.t === 'mark' ? ev.m : null;
   }
 
   get pendingCount(): number {
@@ -839,10 +895,48 @@ export class CrashModel {
     const id = this.pos;
     const ev = this.trace[this.pos++];
     switch (ev.t) {
-      case 'mark':
-        if (ev.m.kind === 'ack') this.acked = Math.max(this.acked, ev.m.k);
-        if (ev.m.kind === 'issue') this.issued = Math.max(this.issued, ev.m.k);
+      case 'mark': {
+        const m = ev.m;
+        const mine = (id: string): OpenPrepare | undefined => this.open.find((p) => p.id === id);
+        if (m.kind === 'ack') {
+          this.acked = Math.max(this.acked, m.k);
+          this.open = this.open.filter((p) => !(p.decisionMade && m.k >= p.k));
+          if (this.open.length === 0 && this.stage !== 'none') this.stage = 'settled';
+        }
+        if (m.kind === 'issue') this.issued = Math.max(this.issued, m.k);
+        if (m.kind === 'prepare') {
+          this.open.push({ id: m.id, k: m.k, decisionMade: false });
+          this.prepId = m.id;
+          this.stage = 'preparing';
+        }
+        if (m.kind === 'prepared') {
+          // its PREPARE is durable, and so is every decision before it
+          this.open = this.open.filter((p) => p.id === m.id);
+          this.stage = 'prepared';
+        }
+        if (m.kind === 'decide') {
+          this.decided.add(m.id);
+          this.acked = Math.max(this.acked, m.k);
+          this.issued = Math.max(this.issued, m.k);
+          const p = mine(m.id);
+          if (p) p.decisionMade = true;
+          this.stage = 'committing';
+        }
+        if (m.kind === 'abort') {
+          const p = mine(m.id);
+          if (p) p.decisionMade = true;
+          this.stage = 'aborting';
+        }
+        if (m.kind === 'decided') {
+          if (m.sync && this.decided.has(m.id)) {
+            this.open = [];
+            this.stage = 'settled';
+          } else {
+            this.stage = this.decided.has(m.id) ? 'committed (sync: false), no sync since' : 'aborted, no sync since';
+          }
+        }
         break;
+      }
       case 'write':
       case 'trunc': {
         if (!this.kinds.has(ev.ino)) {
