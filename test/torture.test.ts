@@ -165,7 +165,8 @@ describe(`torture sample: two-phase epochs (seed ${SEED})`, function () {
   it('kill: a few SIGKILLs while a PREPARE is written, before the decision, during it, after commit({ sync: false }) or abort', async () => {
     const r = await runKill({ ...opts(3), twoPhase: 1 });
     noViolations(r);
-    expect(r.twoPhase!['kill: kills']).to.equal(3);
+    // (a round's recovery may be killed too: at least one kill a case)
+    expect(r.twoPhase!['kill: kills']).to.be.at.least(3);
   });
 });
 
