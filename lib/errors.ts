@@ -14,6 +14,7 @@ export type CpErrorCode =
   | 'EREOPEN'      // an earlier I/O failure left the store unusable: reopen it (recovery restores the last epoch)
   | 'EFORMAT'      // a journal or control file of another format or version
   | 'EHOOK'        // a user hook threw
+  | 'EABORTED'     // cpfile/postgres: a coordinated step was rolled back everywhere (fn threw, a query or a prepare failed, COMMIT refused); .cause says why
   | 'EFBIG'        // a write or truncate would make a file larger than the store's file system allows
   | 'ENOTDIR'      // readdir of a file, or stat/readdir of a name below a file
   | 'EEXIST'       // copyFile with COPYFILE_EXCL onto a name that exists

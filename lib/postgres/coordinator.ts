@@ -1,0 +1,289 @@
+/**
+ * postgresCoordinator: files of several stores and rows of a PostgreSQL database change together.
+ * check(stores, fn) is one step, all or nothing, decided by one PostgreSQL COMMIT (presumed abort,
+ * decisions.ts):
+ *
+ *   1. validate (nothing changes on a refusal); steps that share a store run one after another in
+ *      this process;
+ *   2. a pooled client, BEGIN, the stores' advisory locks (exclusive, in key order);
+ *   3. fn(client) inside that transaction, so that the file calls it makes belong to the step's
+ *      epochs (fn runs before the prepares: a call made on a prepared store would wait for the
+ *      decision, that is, for fn);
+ *   4. every store prepares (in parallel): its epoch and a PREPARE are durable;
+ *   5. one decision row per prepared epoch, the positions of the stores whose hooks are
+ *      postgresHooks of the same pool, and the stores' older rows deleted;
+ *   6. COMMIT: the decision;
+ *   7. every store commits (sync: false, the decision being durable in PostgreSQL; hooks: false for
+ *      the stores whose positions step 5 wrote). Resolves with the epochs, in the stores' order.
+ *
+ * Before the decision, anything that fails (fn, a query, a prepare, the transaction) rolls back
+ * everything: ROLLBACK, the prepared epochs aborted, the other stores rolled back (fn's file changes
+ * go with the step), and check rejects with EABORTED (.cause: why). A COMMIT that gets no answer is
+ * not guessed at: the decision is learnt as resolve() learns it, and obeyed; when it cannot be
+ * learnt the stores stay prepared and check rejects with EINDOUBT (retryInDoubt() or the stores'
+ * next open, with resolveInDoubt: coord.resolve, settle them).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Pool, PoolClient } from 'pg';
+import { CpError } from '../errors.js';
+import type { Store } from '../store/store.js';
+import type { PreparedEpoch } from '../store/two-phase.js';
+import { guardClient } from './guard.js';
+import { ENTRIES_COMMITTED, WRITE_ENTRIES, hooksOfStore, type PostgresHooks } from './hooks.js';
+import { learnDecision, lockStores, recordDecision, type PreparedRef } from './decisions.js';
+import { ensureTable, tableRef, type TableOptions, type TableRef } from './schema.js';
+import { exclusive, validateStep } from './step-input.js';
+
+export type CoordinatorOptions = TableOptions;
+
+/** What resolveInDoubt is asked (openStore passes `dir` too). */
+export interface InDoubtQuery {
+  id: string;
+  epoch: number;
+  storeId: string;
+  dir?: string;
+}
+
+export interface PostgresCoordinator {
+  /** One step: fn's queries and the stores' epochs commit together or not at all. Resolves with the stores' epochs. */
+  check<T>(stores: readonly Store[], fn: (client: PoolClient) => T | Promise<T>): Promise<number[]>;
+  /** The decision of a prepared epoch (openStore's resolveInDoubt): 'commit' when its row exists, 'abort' when not. */
+  resolve(q: InDoubtQuery): Promise<'commit' | 'abort'>;
+  /** Learn again the decisions of the steps this coordinator left in doubt (EINDOUBT) and carry them out. */
+  retryInDoubt(): Promise<{ committed: string[]; aborted: string[]; inDoubt: string[] }>;
+  /** The decisions table. */
+  readonly table: TableRef;
+}
+
+/** A step whose COMMIT got no answer and whose decision could not be learnt yet. */
+interface InDoubtStep {
+  prepared: PreparedEpoch[];
+  written: Set<PreparedEpoch>;
+}
+
+/** The step under way in this async context (steps do not nest). */
+const inStep = new AsyncLocalStorage<true>();
+
+/** How long a step whose COMMIT got no answer waits, in all, for the decision before EINDOUBT. */
+const LEARN_DELAYS_MS = [0, 100, 400, 1000];
+const LEARN_LOCK_TIMEOUT_MS = 30_000;
+
+function message(e: unknown): string {
+  return (e as Error)?.message ?? String(e);
+}
+
+/** A connection failure, or a FATAL from the server: what the server did with the last statement is not known. */
+function outcomeUnknown(e: unknown): boolean {
+  return (e as { severity?: unknown })?.severity !== 'ERROR';
+}
+
+class Coordinator {
+  private inDoubt = new Set<InDoubtStep>();
+
+  constructor(private pool: Pool, readonly table: TableRef) {}
+
+  async check<T>(stores: readonly Store[], fn: (client: PoolClient) => T | Promise<T>): Promise<number[]> {
+    if (inStep.getStore()) throw new CpError('EINVAL', 'coordinated steps do not nest: check() was called inside the fn of another');
+    const list = validateStep(stores, fn);
+    const hooks = list.map((s) => this.hooksOf(s));
+    return exclusive(list, () => this.step(list, hooks, fn));
+  }
+
+  /** The postgresHooks of `store` when they share the coordinator's pool (then the step writes its positions); EINVAL for another pool. */
+  private hooksOf(store: Store): PostgresHooks | null {
+    const h = hooksOfStore(store.id);
+    if (!h) return null;
+    if (h.pool !== this.pool) {
+      throw new CpError('EINVAL', `the postgresHooks of store ${store.dir} use another pool than the coordinator: pass both the same pg.Pool (the step writes the positions in its own transaction)`);
+    }
+    return h;
+  }
+
+  private async step<T>(list: Store[], hooks: (PostgresHooks | null)[], fn: (client: PoolClient) => T | Promise<T>): Promise<number[]> {
+    let stage = 'begin';
+    let client: PoolClient | null = null;
+    const prepared: (PreparedEpoch | null)[] = list.map(() => null);
+    try {
+      await ensureTable(this.pool, this.table);
+      for (const h of hooks) if (h) await ensureTable(this.pool, h.table);
+      client = await this.connect();
+      await client.query('BEGIN');
+      await lockStores(client, list.map((s) => s.id), 'exclusive');
+      const xid = await txid(client);
+      stage = 'fn';
+      await runGuarded(client, fn);
+      if ((await txid(client)) !== xid) throw new CpError('EINVAL', "fn ended the step's transaction itself (a COMMIT or ROLLBACK on its client)");
+      stage = 'prepare';
+      await prepareAll(list, prepared);
+      stage = 'record';
+      await recordDecision(client, this.table, prepared as PreparedEpoch[]);
+      for (const [i, h] of hooks.entries()) if (h) await h[WRITE_ENTRIES](client, prepared[i]!.entries);
+    } catch (e) {
+      await this.undo(client, e, list, prepared);
+      throw new CpError('EABORTED', `coordinated step rolled back (${stage}): ${message(e)}`, { cause: e, details: { stage } });
+    }
+    const all = prepared as PreparedEpoch[];
+    const written = new Set(all.filter((_, i) => hooks[i]));
+    const decision = await this.decide(client!, all);
+    if (decision.outcome === 'abort') {
+      await abortAll(all);
+      throw new CpError('EABORTED', `coordinated step rolled back (commit): ${message(decision.cause)}`, { cause: decision.cause, details: { stage: 'commit' } });
+    }
+    if (decision.outcome === 'unknown') {
+      this.inDoubt.add({ prepared: all, written });
+      throw inDoubtError(all, decision.cause);
+    }
+    return commitAll(all, written, hooks);
+  }
+
+  private async connect(): Promise<PoolClient> {
+    const c = await this.pool.connect();
+    // while the step holds it: a dropped connection rejects the query under way, and is not an uncaught 'error'
+    c.on('error', ignore);
+    return c;
+  }
+
+  /** Before the decision: ROLLBACK, abort what was prepared, roll back the other stores (fn's file changes go with the step). */
+  private async undo(client: PoolClient | null, cause: unknown, list: Store[], prepared: (PreparedEpoch | null)[]): Promise<void> {
+    if (client) {
+      const ok = await client.query('ROLLBACK').then(() => true, () => false);
+      release(client, ok ? undefined : cause);
+    }
+    await Promise.all(list.map((s, i) => (prepared[i] ? prepared[i]!.abort() : s.rollback()).catch(() => undefined)));
+  }
+
+  /** The COMMIT, and what it decided: a server ERROR is a rollback, no answer is learnt from the table. */
+  private async decide(client: PoolClient, prepared: PreparedEpoch[]): Promise<{ outcome: 'commit' | 'abort' | 'unknown'; cause?: unknown }> {
+    try {
+      const r = await client.query('COMMIT');
+      release(client);
+      // COMMIT of a transaction that had failed answers ROLLBACK
+      if (r.command !== 'COMMIT') return { outcome: 'abort', cause: new Error(`COMMIT answered ${r.command}`) };
+      return { outcome: 'commit' };
+    } catch (e) {
+      // the connection goes, so that the server ends (commits or aborts) the transaction if it still runs
+      release(client, e);
+      if (!outcomeUnknown(e)) return { outcome: 'abort', cause: e };
+      const learnt = await this.learn(prepared);
+      return learnt ? { outcome: learnt } : { outcome: 'unknown', cause: e };
+    }
+  }
+
+  /** The decision, from the table (a few tries: the server may be restarting); null when it cannot be had. */
+  private async learn(prepared: readonly PreparedRef[]): Promise<'commit' | 'abort' | null> {
+    for (const ms of LEARN_DELAYS_MS) {
+      if (ms) await new Promise((r) => setTimeout(r, ms));
+      try {
+        return await learnDecision(this.pool, this.table, prepared, LEARN_LOCK_TIMEOUT_MS);
+      } catch { /* try again */ }
+    }
+    return null;
+  }
+
+  async resolve(q: InDoubtQuery): Promise<'commit' | 'abort'> {
+    if (!q || typeof q.id !== 'string' || typeof q.storeId !== 'string' || !Number.isSafeInteger(q.epoch)) {
+      throw new CpError('EINVAL', 'resolve needs { id, epoch, storeId } of a prepared epoch');
+    }
+    try {
+      return await learnDecision(this.pool, this.table, [{ id: q.id, storeId: q.storeId, epoch: q.epoch }], 0);
+    } catch (e) {
+      if (e instanceof CpError) throw e;
+      throw new CpError('EINDOUBT', `the decision of epoch ${q.epoch} (id ${q.id}) of store ${q.storeId} could not be read: ${message(e)}`,
+        { cause: e, details: { id: q.id, epoch: q.epoch, storeId: q.storeId } });
+    }
+  }
+
+  async retryInDoubt(): Promise<{ committed: string[]; aborted: string[]; inDoubt: string[] }> {
+    const out = { committed: [] as string[], aborted: [] as string[], inDoubt: [] as string[] };
+    for (const s of [...this.inDoubt]) {
+      const ids = s.prepared.map((p) => p.id);
+      const d = await this.learn(s.prepared);
+      if (!d) {
+        out.inDoubt.push(...ids);
+        continue;
+      }
+      this.inDoubt.delete(s);
+      if (d === 'commit') {
+        await Promise.allSettled(s.prepared.map((p) => p.commit({ sync: false, hooks: !s.written.has(p) })));
+        out.committed.push(...ids);
+      } else {
+        await abortAll(s.prepared);
+        out.aborted.push(...ids);
+      }
+    }
+    return out;
+  }
+}
+
+function ignore(): void {}
+
+/** Give the client back to the pool; with an error, the pool ends its connection instead. */
+function release(c: PoolClient, err?: unknown): void {
+  c.removeListener('error', ignore);
+  c.release(err === undefined ? undefined : err instanceof Error ? err : new Error(String(err)));
+}
+
+async function txid(c: PoolClient): Promise<string> {
+  return ((await c.query('SELECT txid_current()::text AS x')).rows[0] as { x: string }).x;
+}
+
+/** fn with the guarded client, inside the step's async context; the proxy is revoked when fn settles. */
+async function runGuarded<T>(client: PoolClient, fn: (client: PoolClient) => T | Promise<T>): Promise<void> {
+  const g = guardClient(client);
+  try {
+    await inStep.run(true, () => fn(g.client));
+  } finally {
+    g.revoke();
+  }
+  if (g.misuse) throw new CpError('EINVAL', `fn used ${g.misuse} on the step's client`);
+}
+
+/** Prepare every store at once; every one that prepared is in `prepared` (for undo) when one fails. */
+async function prepareAll(list: Store[], prepared: (PreparedEpoch | null)[]): Promise<void> {
+  const settled = await Promise.allSettled(list.map((s) => s.prepare()));
+  let failure: unknown = null;
+  settled.forEach((r, i) => {
+    if (r.status === 'fulfilled') prepared[i] = r.value;
+    else failure ??= r.reason;
+  });
+  if (failure !== null) throw failure;
+}
+
+async function abortAll(prepared: readonly PreparedEpoch[]): Promise<void> {
+  await Promise.all(prepared.map((p) => p.abort().catch(() => undefined)));
+}
+
+/** After COMMIT: every store commits. A store that fails to is committed at its next open (its row says so). */
+async function commitAll(prepared: PreparedEpoch[], written: Set<PreparedEpoch>, hooks: (PostgresHooks | null)[]): Promise<number[]> {
+  const settled = await Promise.allSettled(prepared.map((p) => p.commit({ sync: false, hooks: !written.has(p) })));
+  prepared.forEach((p, i) => hooks[i]?.[ENTRIES_COMMITTED](p.entries));
+  const failed = settled.findIndex((r) => r.status === 'rejected');
+  if (failed >= 0) {
+    const err = (settled[failed] as PromiseRejectedResult).reason as CpError;
+    const p = prepared[failed]!;
+    throw new CpError(err instanceof CpError ? err.code : 'EIO',
+      `the step committed in PostgreSQL, but store ${p.storeId} failed to commit epoch ${p.epoch}: ${message(err)}; its next open commits it (resolveInDoubt)`,
+      { cause: err, details: { decision: 'commit', id: p.id, epoch: p.epoch, storeId: p.storeId } });
+  }
+  return settled.map((r) => (r as PromiseFulfilledResult<number>).value);
+}
+
+function inDoubtError(prepared: readonly PreparedEpoch[], cause: unknown): CpError {
+  const ids = prepared.map((p) => p.id);
+  return new CpError('EINDOUBT',
+    `the COMMIT of a coordinated step got no answer (${message(cause)}) and its decision could not be read; the stores stay prepared ` +
+    `(ids ${ids.join(', ')}): retryInDoubt(), or their next open with resolveInDoubt, decides them`,
+    { cause, details: { ids, epochs: prepared.map((p) => p.epoch), storeIds: prepared.map((p) => p.storeId) } });
+}
+
+/** The coordinator of steps over files and PostgreSQL rows; the tables are made on first use. */
+export function postgresCoordinator(pool: Pool, options?: CoordinatorOptions): PostgresCoordinator {
+  if (!pool || typeof (pool as { connect?: unknown }).connect !== 'function') throw new CpError('EINVAL', 'postgresCoordinator needs a pg.Pool');
+  const c = new Coordinator(pool, tableRef('decisions', options));
+  return {
+    check: (stores, fn) => c.check(stores, fn),
+    resolve: (q) => c.resolve(q),
+    retryInDoubt: () => c.retryInDoubt(),
+    table: c.table,
+  };
+}

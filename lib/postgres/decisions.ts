@@ -1,0 +1,92 @@
+/**
+ * The decision rows of coordinated steps (presumed abort): a step's deciding transaction inserts one
+ * row per prepared epoch, (id, store_id, epoch), and commits; a prepared epoch whose row exists is
+ * committed, one without a row is aborted. A store's rows for epochs below one it prepares later are
+ * deleted by that later step: preparing fsyncs the store's journal, so the earlier COMMIT is durable
+ * and nobody will ask for it again. Each store keeps at most its last committed step's row.
+ *
+ * Learning a decision (resolve, or a step whose COMMIT got no answer) takes the stores' advisory
+ * locks shared: a deciding transaction holds them exclusive until it ends, also when its client's
+ * connection was lost during COMMIT (the server still finishes it), so the row read after the lock
+ * is granted is the final word.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { CpError } from '../errors.js';
+import { STORE_LOCK_CLASS, storeKeys } from './locks.js';
+import { SCHEMA_VERSION, type TableRef } from './schema.js';
+
+export interface PreparedRef {
+  id: string;
+  storeId: string;
+  epoch: number;
+}
+
+/** Take the stores' locks, in key order: exclusive (a deciding transaction) or shared (learning a decision). */
+export async function lockStores(c: PoolClient, storeIds: readonly string[], mode: 'exclusive' | 'shared'): Promise<void> {
+  const fn = mode === 'exclusive' ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared';
+  for (const k of storeKeys(storeIds)) await c.query(`SELECT ${fn}($1, $2)`, [STORE_LOCK_CLASS, k]);
+}
+
+/** In the deciding transaction: the rows of these prepared epochs, and their stores' older rows gone. */
+export async function recordDecision(c: PoolClient, t: TableRef, prepared: readonly PreparedRef[]): Promise<void> {
+  const ids = prepared.map((p) => p.id);
+  const stores = prepared.map((p) => p.storeId);
+  const epochs = prepared.map((p) => p.epoch);
+  await c.query(`INSERT INTO ${t.sql} (id, store_id, epoch) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`, [ids, stores, epochs]);
+  await c.query(`DELETE FROM ${t.sql} d USING unnest($1::text[], $2::bigint[]) AS p(store_id, epoch) WHERE d.store_id = p.store_id AND d.epoch < p.epoch`,
+    [stores, epochs]);
+}
+
+/** The table must be cpfile's decisions table of this version; it is never made here (a missing one says the options are wrong). */
+async function verifyTable(c: PoolClient, t: TableRef): Promise<void> {
+  const meta = ((await c.query('SELECT to_regclass($1) AS r', [t.metaSql])).rows[0] as { r: string | null }).r;
+  const rec = meta === null ? undefined
+    : (await c.query(`SELECT kind, version FROM ${t.metaSql} WHERE table_name = $1`, [t.table])).rows[0] as { kind: string; version: number } | undefined;
+  const where = `${t.schema}.${t.table}`;
+  if (!rec) throw new CpError('EINDOUBT', `there is no cpfile decisions table ${where}: are the coordinator's schema and table options the ones its steps used?`, { details: { table: where } });
+  if (rec.kind !== 'decisions' || rec.version !== SCHEMA_VERSION) {
+    throw new CpError('EFORMAT', `table ${where} holds cpfile ${rec.kind} of schema version ${rec.version}; this cpfile reads decisions of version ${SCHEMA_VERSION}`,
+      { details: { table: where, kind: rec.kind, version: rec.version } });
+  }
+}
+
+/**
+ * The decision of these prepared epochs (one step's): wait for the stores' locks (shared), then read
+ * their rows. All present: 'commit'; none: 'abort'. `lockTimeoutMs` bounds the wait (0: none).
+ */
+export async function learnDecision(pool: Pool, t: TableRef, prepared: readonly PreparedRef[], lockTimeoutMs: number): Promise<'commit' | 'abort'> {
+  const c = await pool.connect();
+  const onError = (): void => undefined;
+  c.on('error', onError);
+  let broken: Error | undefined;
+  try {
+    await c.query('BEGIN READ ONLY');
+    if (lockTimeoutMs > 0) await c.query(`SET LOCAL lock_timeout = ${Math.ceil(lockTimeoutMs)}`);
+    await verifyTable(c, t);
+    await lockStores(c, prepared.map((p) => p.storeId), 'shared');
+    const r = await c.query(`SELECT id, store_id, epoch FROM ${t.sql} WHERE id = ANY($1::text[])`, [prepared.map((p) => p.id)]);
+    await c.query('COMMIT');
+    return verdict(prepared, r.rows as { id: string; store_id: string; epoch: string }[]);
+  } catch (e) {
+    broken = e as Error;
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  } finally {
+    c.removeListener('error', onError);
+    c.release(broken instanceof CpError ? undefined : broken);
+  }
+}
+
+function verdict(prepared: readonly PreparedRef[], rows: { id: string; store_id: string; epoch: string }[]): 'commit' | 'abort' {
+  for (const r of rows) {
+    const p = prepared.find((x) => x.id === r.id)!;
+    if (r.store_id !== p.storeId || Number(r.epoch) !== p.epoch) {
+      throw new CpError('EINDOUBT', `the decision row ${r.id} is of store ${r.store_id} epoch ${r.epoch}, not of store ${p.storeId} epoch ${p.epoch}`,
+        { details: { id: r.id, epoch: p.epoch, storeId: p.storeId } });
+    }
+  }
+  if (rows.length === prepared.length) return 'commit';
+  if (rows.length === 0) return 'abort';
+  throw new CpError('EINDOUBT', `only ${rows.length} of the ${prepared.length} decision rows of one step exist (${rows.map((r) => r.id).join(', ')}): the table was changed by hand`,
+    { details: { ids: prepared.map((p) => p.id) } });
+}
