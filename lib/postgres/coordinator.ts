@@ -119,7 +119,9 @@ class Coordinator {
       await recordDecision(client, this.table, prepared as PreparedEpoch[]);
       for (const [i, h] of hooks.entries()) if (h) await h[WRITE_ENTRIES](client, prepared[i]!.entries);
     } catch (e) {
-      await this.undo(client, e, list, prepared);
+      await this.undo(client, e, list, prepared, stage !== 'begin');
+      // before fn, nothing ran: a CpError (EFORMAT: the tables are of another version) is the answer itself
+      if (stage === 'begin' && e instanceof CpError) throw e;
       throw new CpError('EABORTED', `coordinated step rolled back (${stage}): ${message(e)}`, { cause: e, details: { stage } });
     }
     const all = prepared as PreparedEpoch[];
@@ -143,12 +145,13 @@ class Coordinator {
     return c;
   }
 
-  /** Before the decision: ROLLBACK, abort what was prepared, roll back the other stores (fn's file changes go with the step). */
-  private async undo(client: PoolClient | null, cause: unknown, list: Store[], prepared: (PreparedEpoch | null)[]): Promise<void> {
+  /** Before the decision: ROLLBACK, abort what was prepared, roll back the other stores once fn ran (its file changes go with the step). */
+  private async undo(client: PoolClient | null, cause: unknown, list: Store[], prepared: (PreparedEpoch | null)[], fnRan: boolean): Promise<void> {
     if (client) {
       const ok = await client.query('ROLLBACK').then(() => true, () => false);
       release(client, ok ? undefined : cause);
     }
+    if (!fnRan) return;
     await Promise.all(list.map((s, i) => (prepared[i] ? prepared[i]!.abort() : s.rollback()).catch(() => undefined)));
   }
 

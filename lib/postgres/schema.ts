@@ -3,7 +3,7 @@
  * the schema-version record that keeps a later cpfile from misreading them.
  *
  * Every table is recorded in `<schema>.cpfile_schema` (table_name, kind, version). First use, in one
- * transaction under an advisory lock on the table's name (so that two processes racing at first use
+ * transaction under an advisory lock on the schema's name (so that two processes racing at first use
  * serialise instead of failing): make the schema if missing, the record table, then the table and
  * its record. A table recorded with another kind or version, a table of that name that cpfile did not
  * make, or a recorded table that is gone is EFORMAT: nothing is changed, nothing presumed.
@@ -96,7 +96,8 @@ async function makeTable(pool: Pool, t: TableRef): Promise<void> {
   let broken: unknown;
   try {
     await c.query('BEGIN');
-    await c.query('SELECT pg_advisory_xact_lock($1, $2)', [SCHEMA_LOCK_CLASS, hash32(`${t.schema}.${t.table}`)]);
+    // per schema, not per table: the schema and its cpfile_schema are made by the first of its tables
+    await c.query('SELECT pg_advisory_xact_lock($1, $2)', [SCHEMA_LOCK_CLASS, hash32(t.schema)]);
     await makeIn(c, t);
     await c.query('COMMIT');
   } catch (e) {
