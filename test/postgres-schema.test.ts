@@ -3,6 +3,7 @@
 // table cpfile did not make, and a recorded table that was dropped are EFORMAT and left alone;
 // schema and table options (quoted names), and bad ones (EINVAL); resolve never makes a table.
 import { expect } from 'chai';
+import type { Pool } from 'pg';
 import { postgresCoordinator, postgresHooks } from '../lib/postgres/index.js';
 import { ensureTable, tableRef, SCHEMA_VERSION } from '../lib/postgres/schema.js';
 import { usePgServer } from './helpers/pg-server.js';
@@ -13,9 +14,11 @@ describe('cpfile/postgres: tables', function () {
   const pg = usePgServer();
   const sb = new Sandbox();
   afterEach(() => sb.cleanup());
+  let admin: Pool;
+  before(() => { admin = pg.server.pool({ max: 2 }); });
 
   const tablesIn = async (schema: string): Promise<string[]> => {
-    const r = await pg.server.pool().query('SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1', [schema]);
+    const r = await admin.query('SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1', [schema]);
     return r.rows.map((x: { table_name: string }) => x.table_name);
   };
 
@@ -48,7 +51,6 @@ describe('cpfile/postgres: tables', function () {
   });
 
   it('a table of another schema version is EFORMAT, for the coordinator and for the hooks, and is left as it is', async function () {
-    const admin = pg.server.pool();
     await ensureTable(admin, tableRef('decisions', { schema: 'v2' }));
     await ensureTable(admin, tableRef('positions', { schema: 'v2' }));
     await admin.query('UPDATE v2.cpfile_schema SET version = 2');

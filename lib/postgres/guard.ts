@@ -17,8 +17,8 @@ const CONTROL = /^(?:commit|end|abort|begin|start|prepare\s+transaction|rollback
 /** The statement's text, for the forms pg's query() takes: a string, a config object or a Submittable with `text`. */
 function textOf(arg: unknown): string | null {
   if (typeof arg === 'string') return arg;
-  if (arg && typeof arg === 'object' && typeof (arg as { text?: unknown }).text === 'string') return (arg as { text: string }).text;
-  return null;
+  const text = arg && typeof arg === 'object' ? (arg as { text?: unknown }).text : undefined;   // read once
+  return typeof text === 'string' ? text : null;
 }
 
 /** The end of the quoted part or comment that starts at `i` (or i itself when none starts there). */

@@ -139,6 +139,18 @@ function hookExit(): void {
   process.on('exit', () => {
     for (const s of live) s.destroySync();
   });
+  // A signal that kills the process runs no 'exit' listener: clean up, then die of it as before.
+  // (SIGINT is mocha's: it stops the run and exits, which runs the listener above.)
+  for (const sig of ['SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = (): void => {
+      for (const s of live) s.destroySync();
+      if (process.listenerCount(sig) === 1) {
+        process.removeListener(sig, onSignal);
+        process.kill(process.pid, sig);
+      }
+    };
+    process.on(sig, onSignal);
+  }
 }
 
 /** Synchronous sleep (the exit hook cannot wait on the event loop). */
@@ -280,7 +292,7 @@ export class PgServer {
     const child = spawn(path.join(this.binaries.bin, 'postgres'), [
       '-D', this.dataDir, '-k', this.socketDir, '-p', String(this.port),
       '-c', 'listen_addresses=', '-c', 'fsync=on', '-c', 'synchronous_commit=on', '-c', 'unix_socket_permissions=0700',
-      '-c', 'max_connections=40', '-c', 'shared_buffers=16MB', '-c', 'logging_collector=off',
+      '-c', 'max_connections=100', '-c', 'shared_buffers=16MB', '-c', 'logging_collector=off',
     ], { cwd: this.base, env: this.env, stdio: ['ignore', fd, fd], ...(this.runAs ? { uid: this.runAs.uid, gid: this.runAs.gid } : {}) });
     fs.closeSync(fd);
     this.child = child;
@@ -392,12 +404,21 @@ export class PgServer {
     }
   }
 
-  /** End every pool and client made here, stop the server (fast) and remove its directories. */
+  /**
+   * End every pool and client made here, stop the server (fast) and remove its directories. Never
+   * hangs on a client a failed test left checked out: the pools get 2 s to end, then the server
+   * stops, which ends their connections.
+   */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
-    for (const p of [...this.pools]) await this.release(p);
-    for (const c of [...this.clients]) await this.release(c);
+    const ending = [...this.pools, ...this.clients].map((x) => this.release(x));
+    const all = Promise.all(ending);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise((r) => { timer = setTimeout(r, 2000); })]);
+    clearTimeout(timer);
     await this.stop('fast').catch(() => undefined);
+    await Promise.race([all, new Promise((r) => { timer = setTimeout(r, 5000); })]);
+    clearTimeout(timer);
     this.destroyed = true;
     fs.rmSync(this.base, { recursive: true, force: true });
     live.delete(this);
