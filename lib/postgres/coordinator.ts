@@ -129,7 +129,8 @@ class Coordinator {
     const decision = await this.decide(client!, all);
     if (decision.outcome === 'abort') {
       await abortAll(all);
-      throw new CpError('EABORTED', `coordinated step rolled back (commit): ${message(decision.cause)}`, { cause: decision.cause, details: { stage: 'commit' } });
+      throw new CpError('EABORTED', `coordinated step rolled back (commit): ${message(decision.cause)}${decision.learnt ? ' (the decision was read back: no row)' : ''}`,
+        { cause: decision.cause, details: { stage: 'commit' } });
     }
     if (decision.outcome === 'unknown') {
       this.inDoubt.add({ prepared: all, written });
@@ -156,7 +157,7 @@ class Coordinator {
   }
 
   /** The COMMIT, and what it decided: a server ERROR is a rollback, no answer is learnt from the table. */
-  private async decide(client: PoolClient, prepared: PreparedEpoch[]): Promise<{ outcome: 'commit' | 'abort' | 'unknown'; cause?: unknown }> {
+  private async decide(client: PoolClient, prepared: PreparedEpoch[]): Promise<{ outcome: 'commit' | 'abort' | 'unknown'; cause?: unknown; learnt?: boolean }> {
     try {
       const r = await client.query('COMMIT');
       release(client);
@@ -168,7 +169,7 @@ class Coordinator {
       release(client, e);
       if (!outcomeUnknown(e)) return { outcome: 'abort', cause: e };
       const learnt = await this.learn(prepared);
-      return learnt ? { outcome: learnt } : { outcome: 'unknown', cause: e };
+      return { outcome: learnt ?? 'unknown', cause: e, learnt: learnt !== null };
     }
   }
 

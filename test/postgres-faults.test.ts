@@ -1,0 +1,254 @@
+// Faults at the decision (lib/postgres/coordinator.ts), on a real server: a COMMIT whose answer is
+// lost after the server committed (learnt: commit), a COMMIT whose backend is terminated while it
+// runs (learnt: abort), the server down during the COMMIT (EINDOUBT, the stores stay prepared;
+// retryInDoubt decides them once it is back, both ways), and a process killed between the steps of
+// the protocol, whose stores the next openStore decides through resolve: committed after the
+// PostgreSQL COMMIT, aborted before it, and EINDOUBT while the server is down.
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import type { Pool, PoolClient } from 'pg';
+import { CpError } from '../lib/index.js';
+import { postgresCoordinator, postgresHooks } from '../lib/postgres/index.js';
+import { usePgServer } from './helpers/pg-server.js';
+import { expectCpError, Sandbox, sleep } from './helpers/sandbox.js';
+
+const run = promisify(execFile);
+const DIST = fileURLToPath(new URL('..', import.meta.url));
+const PG_MODULE = createRequire(import.meta.url).resolve('pg');
+
+type Query = (...a: unknown[]) => Promise<unknown>;
+
+/** The next COMMIT sent through `pool` is handed to `action` (with the client and its own query) instead. */
+function onNextCommit(pool: Pool, action: (c: PoolClient, query: Query) => Promise<unknown>): void {
+  const connect = pool.connect.bind(pool) as () => Promise<PoolClient>;
+  (pool as { connect: unknown }).connect = async () => {
+    const c = await connect();
+    const query = c.query.bind(c) as Query;
+    (c as { query: unknown }).query = (...a: unknown[]) => {
+      if (a[0] !== 'COMMIT') return query(...a);
+      (c as { query: unknown }).query = query;
+      (pool as { connect: unknown }).connect = connect;
+      return action(c, query);
+    };
+    return c;
+  };
+}
+
+async function until(cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) throw new Error('timed out waiting');
+    await sleep(10);
+  }
+}
+
+describe('cpfile/postgres: faults at the decision', function () {
+  this.timeout(60_000);
+  const pg = usePgServer();
+  const sb = new Sandbox();
+  let admin: Pool;
+  before(async () => {
+    admin = pg.server.pool({ max: 3 });
+    await admin.query('CREATE TABLE ledger (id int PRIMARY KEY)');
+    // rows of `slow` make COMMIT sleep (a deferred constraint trigger): time to fail it mid-way
+    await admin.query('CREATE TABLE slow (id int)');
+    await admin.query("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$");
+    await admin.query('CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()');
+  });
+  afterEach(async () => {
+    if (!pg.server.running) await pg.server.start();
+    await sb.cleanup();
+  });
+
+  const ledger = async (): Promise<number[]> => (await admin.query('SELECT id FROM ledger ORDER BY id')).rows.map((r: { id: number }) => r.id);
+  const decided = async (storeId: string, epoch: number): Promise<boolean> =>
+    ((await admin.query('SELECT 1 FROM cpfile_decisions WHERE store_id = $1 AND epoch = $2', [storeId, epoch])).rowCount ?? 0) > 0;
+  /** The backend of application `app` has been running a COMMIT for a while (the slow one: others take milliseconds). */
+  const inCommit = (app: string) => async (): Promise<boolean> =>
+    ((await admin.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT' AND now() - query_start > interval '300 ms'",
+      [app])).rowCount ?? 0) > 0;
+
+  it('a COMMIT whose answer is lost after the server committed: the decision is learnt (commit) and the stores commit', async function () {
+    const pool = pg.server.pool({ application_name: 'lost-answer' });
+    const coord = postgresCoordinator(pool);
+    const a = await sb.open(await sb.dir());
+    await coord.check([a], () => undefined);
+    onNextCommit(pool, (c, query) => {
+      const stream = (c as unknown as { connection: { stream: NodeJS.ReadableStream & { destroy(): void } } }).connection.stream;
+      stream.pause();   // the answer stays unread
+      const answer = query('COMMIT');
+      void until(() => decided(a.id, 2)).then(() => stream.destroy());
+      return answer;
+    });
+    const epochs = await coord.check([a], async (c) => {
+      await a.writeFile('f', 'committed');
+      await c.query('INSERT INTO ledger VALUES (1)');
+    });
+    expect(epochs).to.deep.equal([2]);
+    expect(await ledger()).to.deep.equal([1]);
+    expect(await a.readFile('f', 'utf8')).to.equal('committed');
+    expect(a.epoch).to.equal(2);
+  });
+
+  it('a COMMIT whose backend is terminated while it runs: the decision is learnt (abort), EABORTED, the stores roll back', async function () {
+    const pool = pg.server.pool({ application_name: 'terminated' });
+    const coord = postgresCoordinator(pool);
+    const a = await sb.open(await sb.dir());
+    const step = coord.check([a], async (c) => {
+      await a.writeFile('f', 'lost');
+      await c.query('INSERT INTO ledger VALUES (2)');
+      await c.query('INSERT INTO slow VALUES (1)');
+    });
+    await until(inCommit('terminated'));
+    expect(await pg.server.terminateBackends({ applicationName: 'terminated' })).to.have.length(1);
+    const err = await expectCpError(() => step, 'EABORTED');
+    expect(err.details).to.deep.equal({ stage: 'commit' });
+    expect(err.message).to.match(/terminat.*\(the decision was read back: no row\)/i);
+    expect(await ledger()).to.not.include(2);
+    expect(await a.exists('f')).to.equal(false);
+    expect(await a.check()).to.equal(1);   // the store goes on
+  });
+
+  for (const committed of [false, true]) {
+    it(`the server down during the COMMIT (${committed ? 'after' : 'before'} it committed): EINDOUBT, the stores stay prepared, retryInDoubt ${committed ? 'commits' : 'aborts'} them once it is back`, async function () {
+      const pool = pg.server.pool({ application_name: 'down' });
+      const coord = postgresCoordinator(pool);
+      const a = await sb.open(await sb.dir());
+      const b = await sb.open(await sb.dir());
+      await coord.check([a, b], () => undefined);
+      if (committed) {
+        onNextCommit(pool, (c, query) => {
+          const stream = (c as unknown as { connection: { stream: NodeJS.ReadableStream & { destroy(): void } } }).connection.stream;
+          stream.pause();
+          const answer = query('COMMIT');
+          void until(() => decided(a.id, 2)).then(() => pg.server.stop('immediate')).then(() => stream.destroy());
+          return answer;
+        });
+      }
+      const step = coord.check([a, b], async (c) => {
+        await a.writeFile('f', 'step 2');
+        await b.writeFile('g', 'step 2');
+        await c.query('INSERT INTO ledger VALUES ($1)', [committed ? 4 : 3]);
+        if (!committed) await c.query('INSERT INTO slow VALUES (1)');
+      });
+      if (!committed) {
+        await until(inCommit('down'));
+        await pg.server.stop('immediate');
+      }
+      const err = await expectCpError(() => step, 'EINDOUBT');
+      expect((err.details as { ids: string[] }).ids).to.have.length(2);
+      expect((err.details as { epochs: number[] }).epochs).to.deep.equal([2, 2]);
+      expect(await coord.retryInDoubt()).to.deep.equal({ committed: [], aborted: [], inDoubt: (err.details as { ids: string[] }).ids });
+      await pg.server.start();
+      const ids = (err.details as { ids: string[] }).ids;
+      expect(await coord.retryInDoubt()).to.deep.equal(committed
+        ? { committed: ids, aborted: [], inDoubt: [] } : { committed: [], aborted: ids, inDoubt: [] });
+      expect(await a.exists('f')).to.equal(committed);
+      expect(await b.exists('g')).to.equal(committed);
+      expect([a.epoch, b.epoch]).to.deep.equal(committed ? [2, 2] : [1, 1]);
+      expect(await ledger()).to.include.members(committed ? [4] : []).and.not.include(3);
+      expect(await coord.retryInDoubt()).to.deep.equal({ committed: [], aborted: [], inDoubt: [] });
+    });
+  }
+
+  describe('a process killed in the middle of a step; the next openStore decides through resolve', function () {
+    // The child: one plain check (epoch 1), then a step (epoch 2) killed at `at`.
+    const CHILD = `
+      import pg from ${JSON.stringify(PG_MODULE)};
+      import { openStore } from ${JSON.stringify(path.join(DIST, 'lib/index.js'))};
+      import { postgresCoordinator, postgresHooks } from ${JSON.stringify(path.join(DIST, 'lib/postgres/index.js'))};
+      const [socket, dir, at, row] = process.argv.slice(2);
+      const pool = new pg.Pool({ host: socket, user: 'postgres', database: 'postgres' });
+      const coord = postgresCoordinator(pool);
+      const store = await openStore(dir, { hooks: postgresHooks(pool), resolveInDoubt: coord.resolve });
+      const f = await store.open('data.txt', 'a+');
+      await f.write('one\\n');
+      await store.check();
+      const die = () => process.kill(process.pid, 'SIGKILL');
+      let prepared = false;
+      const prepare = store.prepare.bind(store);
+      store.prepare = async (...a) => {
+        const p = await prepare(...a);
+        prepared = true;
+        if (at === 'after-pg-commit') p.commit = die;
+        return p;
+      };
+      if (at === 'before-pg-commit') {
+        const connect = pool.connect.bind(pool);
+        pool.connect = async () => {
+          const c = await connect();
+          const q = c.query.bind(c);
+          c.query = (...a) => (a[0] === 'COMMIT' && prepared ? die() : q(...a));
+          return c;
+        };
+      }
+      await coord.check([store], async (c) => {
+        await f.write('two\\n');
+        await c.query('INSERT INTO ledger VALUES ($1)', [Number(row)]);
+      });
+      process.stdout.write('the step was not killed\\n');
+    `;
+
+    async function killedChild(at: string, row: number): Promise<string> {
+      const dir = await sb.dir();
+      const script = path.join(dir, '..', `${path.basename(dir)}-child.mjs`);
+      fs.writeFileSync(script, CHILD);
+      try {
+        const out = await run(process.execPath, [script, pg.server.socketDir, dir, at, String(row)], { timeout: 60_000 }).then((r) => r, (e: Error & { signal?: string; stdout?: string; stderr?: string }) => e);
+        expect((out as { signal?: string }).signal, `child: ${(out as { stdout?: string; stderr?: string }).stderr ?? ''}`).to.equal('SIGKILL');
+      } finally {
+        fs.rmSync(script, { force: true });
+      }
+      return dir;
+    }
+
+    const positions = async (storeId: string): Promise<number[]> =>
+      (await admin.query('SELECT position FROM cpfile_positions WHERE store_key = $1', [storeId])).rows.map((r: { position: string }) => Number(r.position));
+
+    it('killed after the PostgreSQL COMMIT: the reopened store commits the epoch (files, epoch, positions, the row)', async function () {
+      const dir = await killedChild('after-pg-commit', 10);
+      expect(await ledger()).to.include(10);
+      const pool = pg.server.pool();
+      const coord = postgresCoordinator(pool);
+      const store = await sb.open(dir, { hooks: postgresHooks(pool), resolveInDoubt: coord.resolve });
+      expect(store.recovery.inDoubt).to.include({ decision: 'commit', epoch: 2 });
+      expect(store.epoch).to.equal(2);
+      expect(await store.readFile('data.txt', 'utf8')).to.equal('one\ntwo\n');
+      expect(await positions(store.id)).to.deep.equal([8]);
+    });
+
+    it('killed before the PostgreSQL COMMIT: the reopened store aborts the epoch', async function () {
+      const dir = await killedChild('before-pg-commit', 11);
+      expect(await ledger()).to.not.include(11);
+      const pool = pg.server.pool();
+      const coord = postgresCoordinator(pool);
+      const store = await sb.open(dir, { hooks: postgresHooks(pool), resolveInDoubt: coord.resolve });
+      expect(store.recovery.inDoubt).to.include({ decision: 'abort', epoch: 2 });
+      expect(store.epoch).to.equal(1);
+      expect(await store.readFile('data.txt', 'utf8')).to.equal('one\n');
+      expect(await positions(store.id)).to.deep.equal([4]);
+    });
+
+    it('while the server is down, openStore rejects with EINDOUBT and changes nothing; once it is back, it decides', async function () {
+      const dir = await killedChild('after-pg-commit', 12);
+      const pool = pg.server.pool();
+      const coord = postgresCoordinator(pool);
+      await pg.server.stop('fast');
+      const direct = await expectCpError(() => coord.resolve({ id: 'x', epoch: 2, storeId: '0123456789abcdef' }), 'EINDOUBT');
+      expect(direct.cause).to.be.an('error');
+      const err = await expectCpError(() => sb.open(dir, { resolveInDoubt: coord.resolve }), 'EINDOUBT');
+      expect(err.details).to.include({ epoch: 2 });
+      expect(fs.readFileSync(path.join(dir, 'data.txt'), 'utf8')).to.equal('one\n');
+      await pg.server.start();
+      const store = await sb.open(dir, { resolveInDoubt: coord.resolve });
+      expect(store.epoch).to.equal(2);
+      expect(await store.readFile('data.txt', 'utf8')).to.equal('one\ntwo\n');
+      expect((err.cause as CpError | undefined)?.code ?? 'EINDOUBT').to.equal('EINDOUBT');
+    });
+  });
+});
