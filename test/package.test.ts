@@ -2,9 +2,10 @@
 // nothing rebuilds: the pretest build made dist/), installs the tarball into a fresh empty project with
 // only the production dependencies, offline from the npm cache that `npm ci` filled, and there, in
 // child node processes: loads every shipped module by its file path, imports 'cpfile' and
-// 'cpfile/compat' by name, runs `cp-recover --help`, and opens, writes, checks and closes a store; the
-// same from CommonJS (require() of both names, with require(esm) off where Node has the flag), and
-// type-checks a .cts and a .mts that import both names with this checkout's typescript.
+// 'cpfile/compat' and 'cpfile/postgres' by name (the last without pg installed: pg is an optional peer),
+// runs `cp-recover --help`, and opens, writes, checks and closes a store; the same from CommonJS
+// (require() of the names, with require(esm) off where Node has the flag), and type-checks a .cts
+// and a .mts that import the names with this checkout's typescript.
 // Also holds the tarball to package.json's `files`: the library, the worker and cp-recover, never the
 // tests, the torture suite or the benchmark, whose imports (test code, devDependencies) a user lacks.
 import { execFile } from 'node:child_process';
@@ -78,13 +79,16 @@ const walk = (d) => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) =>
   e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]);
 const files = walk(path.join(pkg, 'dist')).filter((f) => /\\.c?js$/.test(f)).sort();
 const loaded = [], failed = [];
-for (const f of [...files, 'cpfile', 'cpfile/compat']) {
+for (const f of [...files, 'cpfile', 'cpfile/compat', 'cpfile/postgres']) {
   const spec = f.startsWith('/') ? pathToFileURL(f).href : f;
   const name = f.startsWith('/') ? path.relative(pkg, f) : f;
   try { await import(spec); loaded.push(name); } catch (e) { failed.push({ name, error: String(e && e.stack || e) }); }
 }
-const root = await import('cpfile'), compat = await import('cpfile/compat');
-process.stdout.write(JSON.stringify({ loaded, failed, rootExports: Object.keys(root).sort(), compatExports: Object.keys(compat).length }) + '\\n');
+const root = await import('cpfile'), compat = await import('cpfile/compat'), postgres = await import('cpfile/postgres');
+let pgInstalled = true;
+try { await import('pg'); } catch { pgInstalled = false; }
+process.stdout.write(JSON.stringify({ loaded, failed, rootExports: Object.keys(root).sort(), compatExports: Object.keys(compat).length,
+  postgresExports: Object.keys(postgres).sort(), pgInstalled }) + '\\n');
 process.exit(0);
 `;
 
@@ -113,13 +117,14 @@ const walk = (d) => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) =>
   e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]);
 const files = walk(path.join(pkg, 'dist', 'cjs')).filter((f) => /\\.c?js$/.test(f)).sort();
 const loaded = [], failed = [];
-for (const f of [...files, 'cpfile', 'cpfile/compat']) {
+for (const f of [...files, 'cpfile', 'cpfile/compat', 'cpfile/postgres']) {
   const name = f.startsWith('/') ? path.relative(pkg, f) : f;
   try { require(f); loaded.push(name); } catch (e) { failed.push({ name, error: String(e && e.stack || e) }); }
 }
-const root = require('cpfile'), compat = require('cpfile/compat');
+const root = require('cpfile'), compat = require('cpfile/compat'), postgres = require('cpfile/postgres');
 process.stdout.write(JSON.stringify({ loaded, failed, rootExports: Object.keys(root).sort(), compatExports: Object.keys(compat).length,
-  resolved: [require.resolve('cpfile'), require.resolve('cpfile/compat')].map((f) => path.relative(pkg, f)) }) + '\\n');
+  postgresExports: Object.keys(postgres).sort(),
+  resolved: [require.resolve('cpfile'), require.resolve('cpfile/compat'), require.resolve('cpfile/postgres')].map((f) => path.relative(pkg, f)) }) + '\\n');
 `;
 
 const ROUND_TRIP_CJS = `
@@ -151,7 +156,8 @@ const compat = require('cpfile/compat');
 const TYPES_CTS = `
 import cpfile = require('cpfile');
 import compat = require('cpfile/compat');
-export async function main(dir: string): Promise<number> {
+import postgres = require('cpfile/postgres');
+export async function main(dir: string, pool: Parameters<typeof postgres.postgresCoordinator>[0]): Promise<number> {
   const store: cpfile.Store = await cpfile.openStore(dir, { sync: true });
   const f: cpfile.CpFile = await store.open('a', 'w+');
   const code: cpfile.CpErrorCode = new cpfile.CpError('EIO', 'x').code;
@@ -160,15 +166,20 @@ export async function main(dir: string): Promise<number> {
   await store.open(42);
   // @ts-expect-error: cp_read takes a buffer, a size and a count
   await compat.cp_read(c!, 'no');
+  const coord: postgres.PostgresCoordinator = postgres.postgresCoordinator(pool, { schema: 's' });
+  // @ts-expect-error: a step takes an array of stores
+  await coord.check(store, async () => 1);
+  const epochs: number[] = await coord.check([store], async () => undefined);
   await f.close();
-  return code.length + (await store.check());
+  return code.length + (await store.check()) + epochs.length;
 }
 `;
 // Older TypeScript setups (moduleResolution node10, which ignores exports): `types` and typesVersions.
 const TYPES_NODE10 = TYPES_CTS.replace(/^/, '// compiled with --module commonjs --moduleResolution node10\n');
 const TYPES_MTS = TYPES_CTS
   .replace("import cpfile = require('cpfile');", "import * as cpfile from 'cpfile';")
-  .replace("import compat = require('cpfile/compat');", "import * as compat from 'cpfile/compat';");
+  .replace("import compat = require('cpfile/compat');", "import * as compat from 'cpfile/compat';")
+  .replace("import postgres = require('cpfile/postgres');", "import * as postgres from 'cpfile/postgres';");
 
 describe('the npm package', function () {
   this.timeout(600_000);
@@ -257,26 +268,30 @@ describe('the npm package', function () {
     expect(bad, bad.join('\n')).to.deep.equal([]);
   });
 
-  it('loads every shipped module, and cpfile and cpfile/compat by name, with only production dependencies', async function () {
+  it('loads every shipped module, and cpfile, cpfile/compat and cpfile/postgres (without pg) by name, with only production dependencies', async function () {
     fs.writeFileSync(path.join(project, 'load-all.mjs'), LOAD_ALL);
     const { stdout } = await sh(process.execPath, ['load-all.mjs'], project, 120_000);
-    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { loaded: string[]; failed: { name: string; error: string }[]; rootExports: string[]; compatExports: number };
+    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { loaded: string[]; failed: { name: string; error: string }[]; rootExports: string[]; compatExports: number; postgresExports: string[]; pgInstalled: boolean };
     expect(r.failed, r.failed.map((x) => `${x.name}: ${x.error}`).join('\n')).to.deep.equal([]);
     const modules = packed.filter((f) => /^dist\/.*\.c?js$/.test(f));
-    expect(r.loaded).to.include.members([...modules, 'cpfile', 'cpfile/compat']);
+    expect(r.loaded).to.include.members([...modules, 'cpfile', 'cpfile/compat', 'cpfile/postgres']);
     expect(r.rootExports).to.include.members(['openStore', 'CpError']);
     expect(r.compatExports).to.be.greaterThan(0);
+    // cpfile/postgres loads without pg (an optional peer: the app passes its own pool)
+    expect(r.pgInstalled, 'pg is not a production dependency').to.equal(false);
+    expect(r.postgresExports).to.include.members(['postgresCoordinator', 'postgresHooks']);
   });
 
-  it('requires every module of the CommonJS build, and cpfile and cpfile/compat by name, from CommonJS', async function () {
+  it('requires every module of the CommonJS build, and cpfile, cpfile/compat and cpfile/postgres by name, from CommonJS', async function () {
     fs.writeFileSync(path.join(project, 'require-all.cjs'), REQUIRE_ALL);
     const { stdout } = await sh(process.execPath, [...NO_REQUIRE_ESM, 'require-all.cjs'], project, 120_000);
-    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { loaded: string[]; failed: { name: string; error: string }[]; rootExports: string[]; compatExports: number; resolved: string[] };
+    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { loaded: string[]; failed: { name: string; error: string }[]; rootExports: string[]; compatExports: number; postgresExports: string[]; resolved: string[] };
     expect(r.failed, r.failed.map((x) => `${x.name}: ${x.error}`).join('\n')).to.deep.equal([]);
     const modules = packed.filter((f) => /^dist\/cjs\/.*\.c?js$/.test(f));
     expect(modules.length).to.be.greaterThan(10);
-    expect(r.loaded).to.include.members([...modules, 'cpfile', 'cpfile/compat']);
-    expect(r.resolved).to.deep.equal(['dist/cjs/index.js', 'dist/cjs/compat.js']);
+    expect(r.loaded).to.include.members([...modules, 'cpfile', 'cpfile/compat', 'cpfile/postgres']);
+    expect(r.resolved).to.deep.equal(['dist/cjs/index.js', 'dist/cjs/compat.js', 'dist/cjs/postgres/index.js']);
+    expect(r.postgresExports).to.include.members(['postgresCoordinator', 'postgresHooks']);
     expect(r.rootExports).to.include.members(['openStore', 'CpError']);
     expect(r.compatExports).to.be.greaterThan(0);
   });
@@ -290,7 +305,7 @@ describe('the npm package', function () {
     });
   });
 
-  it('types both names for require (a .cts) and import (a .mts), and under node10 resolution, checked by this checkout\'s typescript', async function () {
+  it('types the names for require (a .cts) and import (a .mts), and under node10 resolution, checked by this checkout\'s typescript', async function () {
     fs.writeFileSync(path.join(project, 'types.cts'), TYPES_CTS);
     fs.writeFileSync(path.join(project, 'types.mts'), TYPES_MTS);
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
@@ -300,14 +315,15 @@ describe('the npm package', function () {
       'types.cts', 'types.mts'], project, 120_000);
     const listed = stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(installed + path.sep)).map((l) => path.relative(installed, l));
     // the .cts got the CommonJS build's declarations, the .mts the ES build's
-    expect(listed).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts', 'dist/lib/index.d.ts', 'dist/lib/compat.d.ts']);
+    expect(listed).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts', 'dist/lib/index.d.ts', 'dist/lib/compat.d.ts',
+      'dist/cjs/postgres/index.d.ts', 'dist/lib/postgres/index.d.ts']);
     // moduleResolution node10 ignores exports: `types` and typesVersions lead it to the CommonJS declarations
     fs.writeFileSync(path.join(project, 'types-node10.ts'), TYPES_NODE10);
     const old = await sh(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--listFiles',
       '--module', 'commonjs', '--moduleResolution', 'node10', '--target', 'es2022',
       '--typeRoots', path.join(ROOT, 'node_modules', '@types'), '--types', 'node', 'types-node10.ts'], project, 120_000);
     const listed10 = old.stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith(installed + path.sep)).map((l) => path.relative(installed, l));
-    expect(listed10).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts']);
+    expect(listed10).to.include.members(['dist/cjs/index.d.ts', 'dist/cjs/compat.d.ts', 'dist/cjs/postgres/index.d.ts']);
     expect(listed10.filter((f) => f.startsWith('dist/lib/'))).to.deep.equal([]);
   });
 

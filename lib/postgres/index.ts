@@ -1,11 +1,10 @@
 /**
  * cpfile/postgres: files of cpfile stores and rows of a PostgreSQL database commit together.
  *
- *   import pg from 'pg';
  *   import { openStore } from 'cpfile';
  *   import { postgresCoordinator, postgresHooks } from 'cpfile/postgres';
  *
- *   const pool = new pg.Pool();
+ *   const pool = new pg.Pool();                // the app's own pg (node-postgres) pool
  *   const coord = postgresCoordinator(pool);
  *   const store = await openStore('./data', { hooks: postgresHooks(pool), resolveInDoubt: coord.resolve });
  *   await coord.check([store], async (client) => {
