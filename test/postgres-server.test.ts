@@ -120,11 +120,12 @@ describe('postgres test server (test/helpers/pg-server.ts)', function () {
   for (const ending of ['process.exit', 'an uncaught exception'] as const) {
     it(`a test process that ends by ${ending} with a server running leaves no server and no directory`, async function () {
       const script = `
-        import { PgServer } from ${JSON.stringify(HELPER)};
+        import { PgServer, findBinaries } from ${JSON.stringify(HELPER)};
         const s = await PgServer.create();
         const pool = s.pool();
         await pool.query('SELECT 1');
-        process.stdout.write(JSON.stringify({ pid: s.pid, base: s.base }) + '\\n', () => {
+        const template = (await PgServer.template(findBinaries())).base;
+        process.stdout.write(JSON.stringify({ pid: s.pid, base: s.base, template }) + '\\n', () => {
           ${ending === 'process.exit' ? 'process.exit(3);' : "setTimeout(() => { throw new Error('boom'); }, 0);"}
         });`;
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cpfile-pg-exit-'));
@@ -134,10 +135,11 @@ describe('postgres test server (test/helpers/pg-server.ts)', function () {
         const err = await run(process.execPath, [file], { timeout: 60_000, encoding: 'utf8' }).then(() => null, (e: Error & { stdout: string; code: number; stderr: string }) => e);
         expect(err, 'the child fails').to.not.equal(null);
         expect(err!.code).to.equal(ending === 'process.exit' ? 3 : 1);
-        const { pid, base } = JSON.parse(err!.stdout.trim().split('\n').pop()!) as { pid: number; base: string };
+        const { pid, base, template } = JSON.parse(err!.stdout.trim().split('\n').pop()!) as { pid: number; base: string; template: string };
         expect(pid).to.be.a('number');
         expect(await waitGone(pid), `postmaster ${pid} still runs`).to.equal(true);
         expect(fs.existsSync(base), `${base} is left`).to.equal(false);
+        expect(fs.existsSync(template), `${template} (the initdb template) is left`).to.equal(false);
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
       }
