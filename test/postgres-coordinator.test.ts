@@ -287,6 +287,18 @@ describe('cpfile/postgres: coordinator', function () {
     await pg.server.release(other);
   });
 
+  it('the deciding transaction commits synchronously: synchronous_commit off is raised to on for it, a stronger setting stays', async function () {
+    const a = await sb.open(await sb.dir());
+    for (const [session, inStep] of [['off', 'on'], ['local', 'local'], ['remote_apply', 'remote_apply']]) {
+      const p = pg.server.pool({ max: 1, options: `-c synchronous_commit=${session}` });
+      let seen = '';
+      await postgresCoordinator(p).check([a], async (c) => { seen = (await c.query('SHOW synchronous_commit')).rows[0].synchronous_commit; });
+      expect(seen, `session ${session}`).to.equal(inStep);
+      expect((await p.query('SHOW synchronous_commit')).rows[0].synchronous_commit, 'only for the step').to.equal(session);
+      await pg.server.release(p);
+    }
+  });
+
   it('a prepare that fails rolls the step back: the stores that prepared are aborted, EABORTED (prepare)', async function () {
     const t = await table();
     const coord = postgresCoordinator(pool);

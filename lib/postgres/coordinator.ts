@@ -5,7 +5,8 @@
  *
  *   1. validate (nothing changes on a refusal); steps that share a store run one after another in
  *      this process;
- *   2. a pooled client, BEGIN, the stores' advisory locks (exclusive, in key order);
+ *   2. a pooled client, BEGIN (synchronous_commit raised to on when the session has it off), the
+ *      stores' advisory locks (exclusive, in key order);
  *   3. fn(client) inside that transaction, so that the file calls it makes belong to the step's
  *      epochs (fn runs before the prepares: a call made on a prepared store would wait for the
  *      decision, that is, for fn);
@@ -108,6 +109,8 @@ class Coordinator {
       for (const h of hooks) if (h) await ensureTable(this.pool, h.table);
       client = await this.connect();
       await client.query('BEGIN');
+      // the stores commit once COMMIT answers: it must be durable by then (a stronger setting stays)
+      await client.query("SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'");
       await lockStores(client, list.map((s) => s.id), 'exclusive');
       const xid = await txid(client);
       stage = 'fn';
