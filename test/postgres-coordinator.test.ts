@@ -8,6 +8,8 @@ import type { Pool, PoolClient } from 'pg';
 import { CpError } from '../lib/index.js';
 import { postgresCoordinator, postgresHooks } from '../lib/postgres/index.js';
 import { STORE_LOCK_CLASS, hash32 } from '../lib/postgres/locks.js';
+import { preparedId } from '../lib/postgres/decisions.js';
+import { tableRef } from '../lib/postgres/schema.js';
 import { usePgServer } from './helpers/pg-server.js';
 import { expectCpError, Sandbox, sleep, type Store } from './helpers/sandbox.js';
 
@@ -33,6 +35,8 @@ describe('cpfile/postgres: coordinator', function () {
   const read = async (s: Store, name: string): Promise<string | null> => ((await s.exists(name)) ? s.readFile(name, 'utf8') : null);
 
   describe('resolve', function () {
+    /** An id as a coordinator of the default table makes them. */
+    const idOf = (): string => preparedId(tableRef('decisions', {}));
     /** A raw deciding transaction: the store's lock (exclusive) and a decision row, not yet committed. */
     async function deciding(storeId: string, id: string, epoch: number): Promise<PoolClient> {
       const c = await pool.connect();
@@ -53,15 +57,16 @@ describe('cpfile/postgres: coordinator', function () {
       it(`waits while a deciding transaction holds the store's lock, then answers ${outcome} as it ${outcome === 'commit' ? 'committed' : 'rolled back'}`, async function () {
         const coord = postgresCoordinator(pool);
         const storeId = outcome === 'commit' ? 'aaaaaaaaaaaaaaa1' : 'aaaaaaaaaaaaaaa2';
-        const tx = await deciding(storeId, `id-${outcome}`, 5);
+        const id = idOf();
+        const tx = await deciding(storeId, id, 5);
         let ended = false;
         try {
           let answer: string | null = null;
-          const p = coord.resolve({ id: `id-${outcome}`, epoch: 5, storeId }).then((a) => { answer = a; return a; });
+          const p = coord.resolve({ id, epoch: 5, storeId }).then((a) => { answer = a; return a; });
           await sleep(400);
           expect(answer, 'resolve answered while the deciding transaction was open').to.equal(null);
           // another store's lock is not this one's: its resolve answers at once
-          expect(await coord.resolve({ id: 'other', epoch: 1, storeId: 'bbbbbbbbbbbbbbbb' })).to.equal('abort');
+          expect(await coord.resolve({ id: idOf(), epoch: 1, storeId: 'bbbbbbbbbbbbbbbb' })).to.equal('abort');
           await tx.query(outcome === 'commit' ? 'COMMIT' : 'ROLLBACK');
           ended = true;
           expect(await p).to.equal(outcome);
@@ -74,14 +79,31 @@ describe('cpfile/postgres: coordinator', function () {
 
     it('presumes abort without a row, commits with one, and refuses a row of another epoch or store (EINDOUBT)', async function () {
         const coord = postgresCoordinator(pool);
-      expect(await coord.resolve({ id: 'never-decided', epoch: 2, storeId: 'cccccccccccccccc' })).to.equal('abort');
-      await pool.query("INSERT INTO cpfile_decisions (id, store_id, epoch) VALUES ('decided', 'cccccccccccccccc', 2)");
-      expect(await coord.resolve({ id: 'decided', epoch: 2, storeId: 'cccccccccccccccc', dir: '/x' })).to.equal('commit');
-      await expectCpError(() => coord.resolve({ id: 'decided', epoch: 3, storeId: 'cccccccccccccccc' }), 'EINDOUBT');
-      await expectCpError(() => coord.resolve({ id: 'decided', epoch: 2, storeId: 'dddddddddddddddd' }), 'EINDOUBT');
+      expect(await coord.resolve({ id: idOf(), epoch: 2, storeId: 'cccccccccccccccc' })).to.equal('abort');
+      const decided = idOf();
+      await pool.query("INSERT INTO cpfile_decisions (id, store_id, epoch) VALUES ($1, 'cccccccccccccccc', 2)", [decided]);
+      expect(await coord.resolve({ id: decided, epoch: 2, storeId: 'cccccccccccccccc', dir: '/x' })).to.equal('commit');
+      await expectCpError(() => coord.resolve({ id: decided, epoch: 3, storeId: 'cccccccccccccccc' }), 'EINDOUBT');
+      await expectCpError(() => coord.resolve({ id: decided, epoch: 2, storeId: 'dddddddddddddddd' }), 'EINDOUBT');
       await expectCpError(() => coord.resolve({ id: 7, epoch: 2, storeId: 'x' } as never), 'EINVAL');
       await expectCpError(() => coord.resolve(null as never), 'EINVAL');
     });
+  });
+
+  it("resolve decides only epochs its own table's steps prepared: not the app's own prepare(), not another table's step", async function () {
+    const coord = postgresCoordinator(pool);
+    const a = await sb.open(await sb.dir());
+    await postgresCoordinator(pool, { table: 'other_decisions' }).check([a], async () => { await a.writeFile('f', '1'); });
+    const theirs = (await pool.query('SELECT id, epoch FROM other_decisions')).rows[0] as { id: string; epoch: string };
+    expect(theirs.id).to.match(/^[0-9a-f]{32}@public\.other_decisions$/);
+    // that epoch is committed (its row is in other_decisions): this coordinator must not call it aborted
+    const err = await expectCpError(() => coord.resolve({ id: theirs.id, epoch: 1, storeId: a.id }), 'EINDOUBT');
+    expect(err.message).to.match(/not prepared by a coordinator of table public\.cpfile_decisions/);
+    const own = await a.prepare();   // the app's own two-phase epoch, decided elsewhere
+    await expectCpError(() => coord.resolve({ id: own.id, epoch: own.epoch, storeId: a.id }), 'EINDOUBT');
+    await own.abort();
+    expect(await coord.check([a], async () => undefined)).to.deep.equal([2]);
+    expect((await decisions(a.id))[0]!.id).to.match(/^[0-9a-f]{32}@public\.cpfile_decisions$/);
   });
 
   it("commits two stores' files and fn's rows together; resolves with the epochs in the stores' order", async function () {

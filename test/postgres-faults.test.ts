@@ -14,6 +14,7 @@ import { expect } from 'chai';
 import type { Pool, PoolClient } from 'pg';
 import { CpError } from '../lib/index.js';
 import { postgresCoordinator, postgresHooks } from '../lib/postgres/index.js';
+import { preparedId } from '../lib/postgres/decisions.js';
 import { usePgServer } from './helpers/pg-server.js';
 import { expectCpError, Sandbox, sleep } from './helpers/sandbox.js';
 
@@ -239,8 +240,8 @@ describe('cpfile/postgres: faults at the decision', function () {
       const pool = pg.server.pool();
       const coord = postgresCoordinator(pool);
       await pg.server.stop('fast');
-      const direct = await expectCpError(() => coord.resolve({ id: 'x', epoch: 2, storeId: '0123456789abcdef' }), 'EINDOUBT');
-      expect(direct.cause).to.be.an('error');
+      const direct = await expectCpError(() => coord.resolve({ id: preparedId(coord.table), epoch: 2, storeId: '0123456789abcdef' }), 'EINDOUBT');
+      expect(direct.message).to.match(/could not be read/);
       const err = await expectCpError(() => sb.open(dir, { resolveInDoubt: coord.resolve }), 'EINDOUBT');
       expect(err.details).to.include({ epoch: 2 });
       expect(fs.readFileSync(path.join(dir, 'data.txt'), 'utf8')).to.equal('one\n');

@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import type { Pool } from 'pg';
 import { postgresCoordinator, postgresHooks } from '../lib/postgres/index.js';
 import { ensureTable, tableRef, SCHEMA_VERSION } from '../lib/postgres/schema.js';
+import { preparedId } from '../lib/postgres/decisions.js';
 import { usePgServer } from './helpers/pg-server.js';
 import { expectCpError, Sandbox } from './helpers/sandbox.js';
 
@@ -62,7 +63,8 @@ describe('cpfile/postgres: tables', function () {
     const dir2 = await sb.dir();
     const hookErr = await expectCpError(() => sb.open(dir2, { hooks: postgresHooks(pool, { schema: 'v2' }) }), 'EHOOK');
     expect((hookErr.cause as { code?: string }).code).to.equal('EFORMAT');
-    await expectCpError(() => postgresCoordinator(pool, { schema: 'v2' }).resolve({ id: 'x', epoch: 1, storeId: store.id }), 'EFORMAT');
+    const id = preparedId(tableRef('decisions', { schema: 'v2' }));
+    await expectCpError(() => postgresCoordinator(pool, { schema: 'v2' }).resolve({ id, epoch: 1, storeId: store.id }), 'EFORMAT');
     expect((await admin.query('SELECT version FROM v2.cpfile_schema')).rows).to.deep.equal([{ version: 2 }, { version: 2 }]);
   });
 
@@ -88,7 +90,7 @@ describe('cpfile/postgres: tables', function () {
     await coord.check([store], async () => undefined);
     const r = await pool.query('SELECT store_id, epoch FROM "my ""odd"" schema"."dé;cisions"');
     expect(r.rows).to.deep.equal([{ store_id: store.id, epoch: '1' }]);
-    for (const bad of [{ table: '' }, { schema: 'x'.repeat(64) }, { table: 'cpfile_schema' }, { schema: 7 }, { table: 'a\0b' }]) {
+    for (const bad of [{ table: '' }, { schema: 'x'.repeat(64) }, { table: 'cpfile_schema' }, { schema: 7 }, { table: 'a\0b' }, { schema: 'a\nb' }]) {
       await expectCpError(() => postgresCoordinator(pool, bad as never), 'EINVAL');
       await expectCpError(() => postgresHooks(pool, bad as never), 'EINVAL');
     }
@@ -98,7 +100,8 @@ describe('cpfile/postgres: tables', function () {
 
   it('resolve does not make the table: a missing one is EINDOUBT (wrong options?), never a presumed abort', async function () {
     const pool = pg.server.pool();
-    const err = await expectCpError(() => postgresCoordinator(pool, { schema: 'nowhere' }).resolve({ id: 'x', epoch: 3, storeId: '0123456789abcdef' }), 'EINDOUBT');
+    const id = preparedId(tableRef('decisions', { schema: 'nowhere' }));
+    const err = await expectCpError(() => postgresCoordinator(pool, { schema: 'nowhere' }).resolve({ id, epoch: 3, storeId: '0123456789abcdef' }), 'EINDOUBT');
     expect(err.message).to.match(/no cpfile decisions table nowhere\.cpfile_decisions/);
     expect(await tablesIn('nowhere')).to.deep.equal([]);
   });

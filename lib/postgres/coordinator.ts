@@ -31,7 +31,7 @@ import type { Store } from '../store/store.js';
 import type { PreparedEpoch } from '../store/two-phase.js';
 import { guardClient } from './guard.js';
 import { ENTRIES_COMMITTED, WRITE_ENTRIES, hooksOfStore, type PostgresHooks } from './hooks.js';
-import { learnDecision, lockStores, recordDecision, type PreparedRef } from './decisions.js';
+import { checkOwnId, learnDecision, lockStores, preparedId, recordDecision, type PreparedRef } from './decisions.js';
 import { ensureTable, tableRef, type TableOptions, type TableRef } from './schema.js';
 import { exclusive, validateStep } from './step-input.js';
 
@@ -117,7 +117,7 @@ class Coordinator {
       await runGuarded(client, fn);
       if ((await txid(client)) !== xid) throw new CpError('EINVAL', "fn ended the step's transaction itself (a COMMIT or ROLLBACK on its client)");
       stage = 'prepare';
-      await prepareAll(list, prepared);
+      await prepareAll(list, prepared, this.table);
       stage = 'record';
       await recordDecision(client, this.table, prepared as PreparedEpoch[]);
       for (const [i, h] of hooks.entries()) if (h) await h[WRITE_ENTRIES](client, prepared[i]!.entries);
@@ -191,8 +191,10 @@ class Coordinator {
     if (!q || typeof q.id !== 'string' || typeof q.storeId !== 'string' || !Number.isSafeInteger(q.epoch)) {
       throw new CpError('EINVAL', 'resolve needs { id, epoch, storeId } of a prepared epoch');
     }
+    const ref = { id: q.id, storeId: q.storeId, epoch: q.epoch };
+    checkOwnId(this.table, ref);
     try {
-      return await learnDecision(this.pool, this.table, [{ id: q.id, storeId: q.storeId, epoch: q.epoch }], 0);
+      return await learnDecision(this.pool, this.table, [ref], 0);
     } catch (e) {
       if (e instanceof CpError) throw e;
       throw new CpError('EINDOUBT', `the decision of epoch ${q.epoch} (id ${q.id}) of store ${q.storeId} could not be read: ${message(e)}`,
@@ -246,8 +248,8 @@ async function runGuarded<T>(client: PoolClient, fn: (client: PoolClient) => T |
 }
 
 /** Prepare every store at once; every one that prepared is in `prepared` (for undo) when one fails. */
-async function prepareAll(list: Store[], prepared: (PreparedEpoch | null)[]): Promise<void> {
-  const settled = await Promise.allSettled(list.map((s) => s.prepare()));
+async function prepareAll(list: Store[], prepared: (PreparedEpoch | null)[], t: TableRef): Promise<void> {
+  const settled = await Promise.allSettled(list.map((s) => s.prepare({ id: preparedId(t) })));
   let failure: unknown = null;
   settled.forEach((r, i) => {
     if (r.status === 'fulfilled') prepared[i] = r.value;

@@ -1,7 +1,7 @@
 /**
  * The decision rows of coordinated steps (presumed abort): a step's deciding transaction inserts one
  * row per prepared epoch, (id, store_id, epoch), and commits; a prepared epoch whose row exists is
- * committed, one without a row is aborted. A store's rows for epochs below one it prepares later are
+ * committed, one without a row is aborted (only for ids the coordinator of that table made). A store's rows for epochs below one it prepares later are
  * deleted by that later step: preparing fsyncs the store's journal, so the earlier COMMIT is durable
  * and nobody will ask for it again. Each store keeps at most its last committed step's row.
  *
@@ -10,10 +10,28 @@
  * connection was lost during COMMIT (the server still finishes it), so the row read after the lock
  * is granted is the final word.
  */
+import { randomBytes } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import { CpError } from '../errors.js';
 import { STORE_LOCK_CLASS, storeKeys } from './locks.js';
 import { SCHEMA_VERSION, type TableRef } from './schema.js';
+
+/**
+ * The id a step prepares its epochs with: 32 random hex digits, '@', and the decisions table
+ * (schema.table). resolve presumes abort only for ids of its own table: an epoch prepared by someone
+ * else, or decided in another table (a coordinator with other options), is not its to decide.
+ */
+export function preparedId(t: TableRef): string {
+  return `${randomBytes(16).toString('hex')}@${t.schema}.${t.table}`;
+}
+
+/** EINDOUBT unless `id` was made by preparedId for this table. */
+export function checkOwnId(t: TableRef, q: PreparedRef): void {
+  const suffix = `@${t.schema}.${t.table}`;
+  if (/^[0-9a-f]{32}@/.test(q.id) && q.id.slice(32) === suffix) return;
+  throw new CpError('EINDOUBT', `epoch ${q.epoch} of store ${q.storeId} was not prepared by a coordinator of table ${t.schema}.${t.table} ` +
+    `(id ${JSON.stringify(q.id)}): decide it with the coordinator that prepared it`, { details: { id: q.id, epoch: q.epoch, storeId: q.storeId } });
+}
 
 export interface PreparedRef {
   id: string;

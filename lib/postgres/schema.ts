@@ -43,8 +43,9 @@ export function quoteIdent(name: string): string {
 }
 
 function checkName(what: string, v: unknown): string {
-  if (typeof v !== 'string' || v.length === 0 || Buffer.byteLength(v) > 63 || v.includes('\0')) {
-    throw new CpError('EINVAL', `${what} must be a non-empty string of at most 63 bytes without NUL, got ${typeof v === 'string' ? JSON.stringify(v) : typeof v}`);
+  // (no control characters: the name goes into the ids of prepared epochs too)
+  if (typeof v !== 'string' || v.length === 0 || Buffer.byteLength(v) > 63 || /[\x00-\x1f\x7f]/.test(v)) {
+    throw new CpError('EINVAL', `${what} must be a non-empty string of at most 63 bytes without control characters, got ${typeof v === 'string' ? JSON.stringify(v) : typeof v}`);
   }
   return v;
 }
