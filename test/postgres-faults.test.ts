@@ -116,7 +116,7 @@ describe('cpfile/postgres: faults at the decision', function () {
   });
 
   for (const committed of [false, true]) {
-    it(`the server down during the COMMIT (${committed ? 'after' : 'before'} it committed): EINDOUBT, the stores stay prepared, retryInDoubt ${committed ? 'commits' : 'aborts'} them once it is back`, async function () {
+    it(`the server down during the COMMIT (${committed ? 'after' : 'before'} it committed): EINDOUBT, the stores stay prepared and refuse new steps; once it is back ${committed ? 'retryInDoubt commits them' : 'the next step aborts them first'}`, async function () {
       const pool = pg.server.pool({ application_name: 'down' });
       const coord = postgresCoordinator(pool);
       const a = await sb.open(await sb.dir());
@@ -144,14 +144,24 @@ describe('cpfile/postgres: faults at the decision', function () {
       const err = await expectCpError(() => step, 'EINDOUBT');
       expect((err.details as { ids: string[] }).ids).to.have.length(2);
       expect((err.details as { epochs: number[] }).epochs).to.deep.equal([2, 2]);
-      expect(await coord.retryInDoubt()).to.deep.equal({ committed: [], aborted: [], inDoubt: (err.details as { ids: string[] }).ids });
-      await pg.server.start();
       const ids = (err.details as { ids: string[] }).ids;
-      expect(await coord.retryInDoubt()).to.deep.equal(committed
-        ? { committed: ids, aborted: [], inDoubt: [] } : { committed: [], aborted: ids, inDoubt: [] });
+      expect(await coord.retryInDoubt()).to.deep.equal({ committed: [], aborted: [], inDoubt: ids });
+      // a new step on one of those stores is refused while the old one stays in doubt; its fn never runs
+      let ran = false;
+      const refused = await expectCpError(() => coord.check([b], async () => { ran = true; }), 'EINDOUBT');
+      expect(refused.details).to.deep.include({ ids });
+      expect(ran).to.equal(false);
+      await pg.server.start();
+      if (committed) {
+        expect(await coord.retryInDoubt()).to.deep.equal({ committed: ids, aborted: [], inDoubt: [] });
+      } else {
+        // a new step settles the old one first (aborted), then runs as b's next epoch
+        expect(await coord.check([b], async () => { await b.writeFile('h', 'next'); })).to.deep.equal([2]);
+        expect(await b.readFile('h', 'utf8')).to.equal('next');
+      }
       expect(await a.exists('f')).to.equal(committed);
       expect(await b.exists('g')).to.equal(committed);
-      expect([a.epoch, b.epoch]).to.deep.equal(committed ? [2, 2] : [1, 1]);
+      expect([a.epoch, b.epoch]).to.deep.equal(committed ? [2, 2] : [1, 2]);
       expect(await ledger()).to.include.members(committed ? [4] : []).and.not.include(3);
       expect(await coord.retryInDoubt()).to.deep.equal({ committed: [], aborted: [], inDoubt: [] });
     });

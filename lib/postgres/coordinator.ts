@@ -58,8 +58,9 @@ export interface PostgresCoordinator {
 
 /** A step whose COMMIT got no answer and whose decision could not be learnt yet. */
 interface InDoubtStep {
+  stores: Store[];
   prepared: PreparedEpoch[];
-  written: Set<PreparedEpoch>;
+  hooks: (PostgresHooks | null)[];
 }
 
 /** The step under way in this async context (steps do not nest). */
@@ -101,6 +102,7 @@ class Coordinator {
   }
 
   private async step<T>(list: Store[], hooks: (PostgresHooks | null)[], fn: (client: PoolClient) => T | Promise<T>): Promise<number[]> {
+    await this.settleFirst(list);
     let stage = 'begin';
     let client: PoolClient | null = null;
     const prepared: (PreparedEpoch | null)[] = list.map(() => null);
@@ -128,7 +130,6 @@ class Coordinator {
       throw new CpError('EABORTED', `coordinated step rolled back (${stage}): ${message(e)}`, { cause: e, details: { stage } });
     }
     const all = prepared as PreparedEpoch[];
-    const written = new Set(all.filter((_, i) => hooks[i]));
     const decision = await this.decide(client!, all);
     if (decision.outcome === 'abort') {
       await abortAll(all);
@@ -136,10 +137,35 @@ class Coordinator {
         { cause: decision.cause, details: { stage: 'commit' } });
     }
     if (decision.outcome === 'unknown') {
-      this.inDoubt.add({ prepared: all, written });
+      this.inDoubt.add({ stores: list, prepared: all, hooks });
       throw inDoubtError(all, decision.cause);
     }
-    return commitAll(all, written, hooks);
+    return commitAll(all, hooks);
+  }
+
+  /**
+   * A step left in doubt keeps its stores prepared: a new step on one of them would wait for that
+   * decision inside its fn. Settle those steps first; EINDOUBT (nothing done) while one stays in doubt.
+   */
+  private async settleFirst(list: Store[]): Promise<void> {
+    for (const s of [...this.inDoubt]) {
+      if (!s.stores.some((x) => list.includes(x))) continue;
+      if ((await this.settle(s)) === null) {
+        const ids = s.prepared.map((p) => p.id);
+        throw new CpError('EINDOUBT', `an earlier step on these stores is still in doubt (ids ${ids.join(', ')}): its decision cannot be read yet`,
+          { details: { ids, epochs: s.prepared.map((p) => p.epoch), storeIds: s.prepared.map((p) => p.storeId) } });
+      }
+    }
+  }
+
+  /** Learn an in-doubt step's decision and carry it out; null while it cannot be learnt. */
+  private async settle(s: InDoubtStep): Promise<'commit' | 'abort' | null> {
+    const d = await this.learn(s.prepared);
+    if (!d) return null;
+    this.inDoubt.delete(s);
+    if (d === 'commit') await commitAll(s.prepared, s.hooks).catch(() => undefined);
+    else await abortAll(s.prepared);
+    return d;
   }
 
   private async connect(): Promise<PoolClient> {
@@ -205,20 +231,9 @@ class Coordinator {
   async retryInDoubt(): Promise<{ committed: string[]; aborted: string[]; inDoubt: string[] }> {
     const out = { committed: [] as string[], aborted: [] as string[], inDoubt: [] as string[] };
     for (const s of [...this.inDoubt]) {
-      const ids = s.prepared.map((p) => p.id);
-      const d = await this.learn(s.prepared);
-      if (!d) {
-        out.inDoubt.push(...ids);
-        continue;
-      }
-      this.inDoubt.delete(s);
-      if (d === 'commit') {
-        await Promise.allSettled(s.prepared.map((p) => p.commit({ sync: false, hooks: !s.written.has(p) })));
-        out.committed.push(...ids);
-      } else {
-        await abortAll(s.prepared);
-        out.aborted.push(...ids);
-      }
+      const d = await exclusive(s.stores, () => (this.inDoubt.has(s) ? this.settle(s) : Promise.resolve('settled' as const)));
+      if (d === 'settled') continue;
+      out[d === 'commit' ? 'committed' : d === 'abort' ? 'aborted' : 'inDoubt'].push(...s.prepared.map((p) => p.id));
     }
     return out;
   }
@@ -263,8 +278,9 @@ async function abortAll(prepared: readonly PreparedEpoch[]): Promise<void> {
 }
 
 /** After COMMIT: every store commits. A store that fails to is committed at its next open (its row says so). */
-async function commitAll(prepared: PreparedEpoch[], written: Set<PreparedEpoch>, hooks: (PostgresHooks | null)[]): Promise<number[]> {
-  const settled = await Promise.allSettled(prepared.map((p) => p.commit({ sync: false, hooks: !written.has(p) })));
+async function commitAll(prepared: PreparedEpoch[], hooks: (PostgresHooks | null)[]): Promise<number[]> {
+  // (hooks: false where the deciding transaction wrote the positions)
+  const settled = await Promise.allSettled(prepared.map((p, i) => p.commit({ sync: false, hooks: !hooks[i] })));
   prepared.forEach((p, i) => hooks[i]?.[ENTRIES_COMMITTED](p.entries));
   const failed = settled.findIndex((r) => r.status === 'rejected');
   if (failed >= 0) {
