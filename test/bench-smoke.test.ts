@@ -8,6 +8,7 @@ import { parseArgs, quickConfig, type BenchConfig } from '../tools/bench/config.
 import { renderReport } from '../tools/bench/report.js';
 import { runBench, type BenchResult } from '../tools/bench/run.js';
 import { parseSize, percentile, median } from '../tools/bench/util.js';
+import { P9_SUBJECTS, renderP9, runP9 } from '../tools/bench/p9-postgres.js';
 
 describe('bench: smoke run at tiny sizes', function () {
   this.timeout(120_000);
@@ -18,7 +19,7 @@ describe('bench: smoke run at tiny sizes', function () {
     const config: BenchConfig = {
       ...quickConfig(),
       verbose: false,
-      reps: { P1: 1, P2: 1, P3: 1, P4: 1, P5: 1, P6: 1, P7: 0, P8: 1 },
+      reps: { P1: 1, P2: 1, P3: 1, P4: 1, P5: 1, P6: 1, P7: 0, P8: 1, P9: 1 },
       p1Commits: 10,
       p2Total: 2 * 1024 * 1024,
       p2Checkpoint: 512 * 1024,
@@ -102,5 +103,22 @@ describe('bench: helpers', function () {
     const xs = Array.from({ length: 100 }, (_, i) => i + 1);
     expect(percentile(xs, 99)).to.equal(99);
     expect(percentile(xs, 50)).to.equal(50);
+  });
+});
+
+describe('bench: P9 smoke run (files and a PostgreSQL row committed together)', function () {
+  this.timeout(120_000);
+
+  it('measures all four subjects on a private server and reports the target', async function () {
+    const r = await runP9({ commits: 5, reps: 1 });
+    if (r.skipped && !process.env.CI) this.skip();
+    expect(r.skipped, r.skipped).to.equal(undefined);
+    for (const s of P9_SUBJECTS) {
+      expect(r.samples[s], s).to.have.length(5);
+      for (const x of r.samples[s]) expect(x, s).to.be.a('number').and.satisfy(Number.isFinite).and.be.greaterThan(0);
+    }
+    expect(r.server).to.match(/PostgreSQL 1\d.* \(fsync on, synchronous_commit on\)/);
+    const md = renderP9(r);
+    expect(md).to.include('| cpfile+pg |').and.include('Target: cpfile+pg median at most row-alone + raw-fdatasync');
   });
 });

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GiB, KiB, MiB, fmtSize, parseCount, parseSize } from './util.js';
 
-export const WORKLOAD_IDS = ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'] as const;
+export const WORKLOAD_IDS = ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8', 'P9'] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 export const SUBJECT_IDS = ['raw', 'raw-async', 'raw-2x', 'cpfile', 'cpfile-b', 'write-file-atomic', 'sqlite', 'lmdb', 'leveldb'] as const;
@@ -49,13 +49,15 @@ export interface BenchConfig {
   p6WriteSize: number;
   p8Files: number;
   p8FileSize: number;
+  /** P9 (tools/bench/p9-postgres.ts): commits per subject per repetition. */
+  p9Commits: number;
 }
 
 export function defaultConfig(): BenchConfig {
   return {
     baseDir: os.tmpdir(),
     quick: false,
-    reps: { P1: 7, P2: 4, P3: 5, P4: 5, P5: 4, P6: 2, P7: 0, P8: 7 },
+    reps: { P1: 7, P2: 4, P3: 5, P4: 5, P5: 4, P6: 2, P7: 0, P8: 7, P9: 5 },
     only: [...WORKLOAD_IDS],
     subjects: SUBJECT_IDS.filter((s) => s !== 'cpfile-b'),
     verbose: true,
@@ -81,6 +83,7 @@ export function defaultConfig(): BenchConfig {
     p6WriteSize: 64 * KiB,
     p8Files: 1000,
     p8FileSize: 4 * KiB,
+    p9Commits: 200,
   };
 }
 
@@ -89,7 +92,8 @@ export function quickConfig(): BenchConfig {
   return {
     ...defaultConfig(),
     quick: true,
-    reps: { P1: 2, P2: 2, P3: 2, P4: 2, P5: 1, P6: 1, P7: 0, P8: 2 },
+    reps: { P1: 2, P2: 2, P3: 2, P4: 2, P5: 1, P6: 1, P7: 0, P8: 2, P9: 1 },
+    p9Commits: 10,
     p1Commits: 30,
     p2Total: 8 * MiB,
     p2Checkpoint: 1 * MiB,
@@ -201,5 +205,6 @@ export function describeSizes(c: BenchConfig): string[] {
     `P6: peak RSS while writing ${fmtSize(c.p6Bytes)} in ${fmtSize(c.p6WriteSize)} writes between two checkpoints (child process)`,
     `P7: event-loop delay during P2`,
     `P8: ${c.p8Files.toLocaleString('en-US')} files of ${fmtSize(c.p8FileSize)} made durable together`,
+    `P9: ${c.p9Commits} x (4 KiB append + one INSERT committed together through postgresCoordinator), against the row alone, file then row, and raw fdatasync`,
   ];
 }

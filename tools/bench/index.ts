@@ -9,6 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { USAGE, parseArgs } from './config.js';
 import { renderReport } from './report.js';
 import { runBench } from './run.js';
+import { renderP9, runP9 } from './p9-postgres.js';
 
 async function main(): Promise<void> {
   const cli = parseArgs(process.argv.slice(2));
@@ -17,11 +18,14 @@ async function main(): Promise<void> {
     return;
   }
   const log = cli.config.verbose ? (msg: string): void => void process.stderr.write(`${msg}\n`) : (): void => undefined;
-  const result = await runBench(cli.config, log);
-  const md = renderReport(result);
+  const onlyP9 = cli.config.only.length === 1 && cli.config.only[0] === 'P9';
+  const result = onlyP9 ? null : await runBench(cli.config, log);
+  // P9 needs a PostgreSQL server (a private one, or $DATABASE_URL): its own section after the others.
+  const p9 = cli.config.only.includes('P9') ? await runP9({ commits: cli.config.p9Commits, reps: cli.config.reps.P9, log }) : null;
+  const md = [result ? renderReport(result) : '', p9 ? renderP9(p9) : ''].filter(Boolean).join('\n');
   process.stdout.write(`${md}\n`);
   if (cli.out) await fsp.writeFile(cli.out, md);
-  if (cli.json) await fsp.writeFile(cli.json, `${JSON.stringify(result, null, 2)}\n`);
+  if (cli.json) await fsp.writeFile(cli.json, `${JSON.stringify({ ...result, p9 }, null, 2)}\n`);
   // A subject that timed out may still hold handles (a worker, timers): do not wait for them.
   process.exit(0);
 }
