@@ -60,10 +60,12 @@ describe('two-phase epochs: prepare, commit, abort', function () {
     expect(p.id).to.match(/^[0-9a-f]{32}$/);
     expect(p.storeId).to.equal(s.id);
     expect(p.decision).to.equal(null);
+    expect(s.prepared).to.equal(p);
     expect(p.entries).to.deep.equal([{ name: 'a.txt', position: 5, state: 'open', size: 5 }]);
     expect(s.epoch).to.equal(0);
     expect(await p.commit()).to.equal(1);
     expect(p.decision).to.equal('commit');
+    expect(s.prepared).to.equal(null);
     expect(s.epoch).to.equal(1);
     const kinds = (await records(dir)).map((r) => r.header.type);
     expect(kinds.slice(-2)).to.deep.equal([RecordType.PREPARE, RecordType.COMMIT_PREPARED]);

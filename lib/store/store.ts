@@ -120,6 +120,11 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     this.twoPhase = new TwoPhase(this.parts, this.checkpoint, report.storeId);
   }
 
+  /** The epoch prepare() made durable and nobody decided yet, or null (a PREPARE on its way is not one yet). */
+  get prepared(): PreparedEpoch | null {
+    return this.twoPhase.prepared;
+  }
+
   /** The store's id: 16 hex digits, made when the store was created, the same for its whole life. */
   get id(): string {
     return this.recovery.storeId;

@@ -94,6 +94,8 @@ interface Pending {
   decision: 'commit' | 'abort' | null;
   made: Promise<Prepared>;
   epoch: number | null;
+  /** The prepared epoch, once its PREPARE is durable. */
+  prepared: Prepared | null;
 }
 
 export class TwoPhase {
@@ -107,6 +109,12 @@ export class TwoPhase {
   /** A prepare() was called and its epoch is not decided yet. */
   get busy(): boolean {
     return this.open.size > 0;
+  }
+
+  /** The first epoch prepared (durably) and not decided yet, if any. */
+  get prepared(): PreparedEpoch | null {
+    for (const pend of this.open) if (pend.prepared) return pend.prepared;
+    return null;
   }
 
   /**
@@ -154,7 +162,7 @@ export class TwoPhase {
     const positions = this.cp.callTimePositions();
     let ready!: (p: Prepared) => void;
     let fail!: (e: unknown) => void;
-    const pend: Pending = { decision: null, epoch: null, made: new Promise<Prepared>((res, rej) => { ready = res; fail = rej; }) };
+    const pend: Pending = { decision: null, epoch: null, prepared: null, made: new Promise<Prepared>((res, rej) => { ready = res; fail = rej; }) };
     this.open.add(pend);
     this.last = pend;
     pend.made.catch(() => this.decided(pend, 'abort'));
@@ -178,6 +186,7 @@ export class TwoPhase {
     }
     pend.epoch = c.epoch;
     const p = new Prepared(this, pend, c.epoch, id, this.storeId, c.deltas, before);
+    pend.prepared = p;
     ready(p);
     const d = await p.decided;
     p.settle(() => this.layOutDecision(d, c, id));
