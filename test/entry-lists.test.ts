@@ -112,7 +112,7 @@ describe('entry lists of any length (format version 3)', function () {
 
   const cases: { count: number; nameLen: number; segmentSize: number; what: string }[] = [
     { count: 6000, nameLen: 200, segmentSize: 64 << 20, what: '6,000 open files with 200-byte names (a COMMIT of about 1.3 MiB)' },
-    { count: 30_000, nameLen: 12, segmentSize: 64 << 20, what: '30,000 open files with short names' },
+    { count: 20_000, nameLen: 12, segmentSize: 64 << 20, what: '20,000 open files with short names' },
     { count: 2000, nameLen: 200, segmentSize: 65536, what: '2,000 open files in 64 KiB segments (a catalog of 7 segments\' size)' },
   ];
   for (const c of cases) {

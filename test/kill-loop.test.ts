@@ -3,7 +3,7 @@
 // whole store directory with the model's state after check k or k+1, where k is the last "ACK k" the
 // child printed. Every round continues the same store from the verified state.
 //
-//   CPFILE_KILLS=1000 npm test       more rounds (default 100, about 0.4 s each)
+//   CPFILE_KILLS=1000 npm test       more rounds (default 60, about 0.4 s each; npm run torture runs thousands)
 //   CPFILE_SEED=1234 npm test        replay a base seed (printed on failure): the same workloads and kill
 //                                    delays; where a kill lands in the workload still depends on timing
 
@@ -21,7 +21,7 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(here, 'fixtures', 'workload.js');
 
-const KILLS = Math.max(1, Number(process.env.CPFILE_KILLS ?? 100) || 100);
+const KILLS = Math.max(1, Number(process.env.CPFILE_KILLS ?? 60) || 60);
 const BASE_SEED = process.env.CPFILE_SEED !== undefined
   ? Number(process.env.CPFILE_SEED) >>> 0
   : ((Date.now() ^ (process.pid << 16)) >>> 0);
