@@ -6,7 +6,7 @@
  *   1. validate (nothing changes on a refusal); steps that share a store run one after another in
  *      this process;
  *   2. a pooled client, BEGIN (synchronous_commit raised to on when the session has it off), the
- *      stores' advisory locks (exclusive, in key order);
+ *      stores' advisory locks (exclusive, in key order), the transaction id: one round trip;
  *   3. fn(client) inside that transaction, so that the file calls it makes belong to the step's
  *      epochs (fn runs before the prepares: a call made on a prepared store would wait for the
  *      decision, that is, for fn);
@@ -31,7 +31,7 @@ import type { Store } from '../store/store.js';
 import type { PreparedEpoch } from '../store/two-phase.js';
 import { guardClient } from './guard.js';
 import { ENTRIES_COMMITTED, WRITE_ENTRIES, hooksOfStore, type PostgresHooks } from './hooks.js';
-import { checkOwnId, learnDecision, lockStores, preparedId, recordDecision, type PreparedRef } from './decisions.js';
+import { beginStep, checkOwnId, learnDecision, preparedId, recordDecision, type PreparedRef } from './decisions.js';
 import { ensureTable, tableRef, type TableOptions, type TableRef } from './schema.js';
 import { exclusive, validateStep } from './step-input.js';
 
@@ -110,11 +110,8 @@ class Coordinator {
       await ensureTable(this.pool, this.table);
       for (const h of hooks) if (h) await ensureTable(this.pool, h.table);
       client = await this.connect();
-      await client.query('BEGIN');
-      // the stores commit once COMMIT answers: it must be durable by then (a stronger setting stays)
-      await client.query("SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'");
-      await lockStores(client, list.map((s) => s.id), 'exclusive');
-      const xid = await txid(client);
+      // BEGIN, synchronous_commit, the locks and the transaction id: one round trip
+      const xid = await beginStep(client, list.map((s) => s.id));
       stage = 'fn';
       await runGuarded(client, fn);
       if ((await txid(client)) !== xid) throw new CpError('EINVAL', "fn ended the step's transaction itself (a COMMIT or ROLLBACK on its client)");

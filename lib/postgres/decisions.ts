@@ -39,6 +39,34 @@ export interface PreparedRef {
   epoch: number;
 }
 
+/**
+ * The opening of a deciding transaction, in one round trip (one simple query of several statements:
+ * they run in order, and the first that fails skips the rest): BEGIN; synchronous_commit raised to
+ * on when the session has it off (the stores commit once COMMIT answers: it must be durable by then;
+ * a stronger setting stays); the stores' locks, exclusive, one statement per key in key order; and
+ * the transaction's id, which the decision checks is still the one (fn may not end the transaction).
+ * The keys are int4 computed here and the class a constant: nothing of the caller's goes in the text.
+ */
+export function beginStepSql(storeIds: readonly string[]): string {
+  return [
+    'BEGIN',
+    RAISE_SYNCHRONOUS_COMMIT,
+    ...storeKeys(storeIds).map((k) => `SELECT pg_advisory_xact_lock(${STORE_LOCK_CLASS}, ${k})`),
+    'SELECT txid_current()::text AS x',
+  ].join('; ');
+}
+
+/** synchronous_commit on for this transaction when the session has it off. */
+const RAISE_SYNCHRONOUS_COMMIT = "SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'";
+
+/** Open the step's transaction (beginStepSql); resolves with its id. */
+export async function beginStep(c: PoolClient, storeIds: readonly string[]): Promise<string> {
+  const results = (await c.query(beginStepSql(storeIds))) as unknown as { rows: { x?: string }[] }[];
+  const x = results[results.length - 1]?.rows[0]?.x;
+  if (typeof x !== 'string' || !/^[0-9]+$/.test(x)) throw new CpError('EIO', `the step's transaction did not answer its id (${JSON.stringify(x)})`);
+  return x;
+}
+
 /** Take the stores' locks, in key order: exclusive (a deciding transaction) or shared (learning a decision). */
 export async function lockStores(c: PoolClient, storeIds: readonly string[], mode: 'exclusive' | 'shared'): Promise<void> {
   const fn = mode === 'exclusive' ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared';
