@@ -183,6 +183,7 @@ describe('cpfile/postgres: coordinator', function () {
       await c.query(`INSERT INTO ${t} VALUES (1, 'duplicate')`).catch(() => undefined);
     }), 'EABORTED');
     expect(err.message).to.match(/current transaction is aborted/);
+    expect(err.details).to.deep.equal({ stage: 'fn' });
     expect(await ids(t)).to.deep.equal([1]);
     expect(await read(a, 'f')).to.equal(null);
     expect(a.epoch).to.equal(1);
@@ -227,6 +228,28 @@ describe('cpfile/postgres: coordinator', function () {
         expect(a.epoch).to.equal(0);
       });
     }
+
+    it('a COMMIT and a BEGIN the guard does not see: the decision finds another transaction and rolls it back (EABORTED, fn), what fn wrote after them too', async function () {
+      const t = await table();
+      const coord = postgresCoordinator(pool);
+      const a = await sb.open(await sb.dir());
+      const err = await expectCpError(() => coord.check([a], async (c) => {
+        await a.writeFile('f', 'lost');
+        await c.query(`INSERT INTO ${t} VALUES (1, 'committed by fn')`);
+        let reads = 0;
+        await c.query({ get text() { return reads++ === 0 ? 'SELECT 1' : 'COMMIT; BEGIN'; } } as never);
+        await c.query(`INSERT INTO ${t} VALUES (2, 'in the new transaction')`);
+      }), 'EABORTED');
+      expect(err.details).to.deep.equal({ stage: 'fn' });
+      expect((err.cause as CpError).code).to.equal('EINVAL');
+      expect(err.message).to.match(/fn ended the step's transaction/);
+      expect(await ids(t)).to.deep.equal([1]);
+      expect(await decisions(a.id)).to.deep.equal([]);
+      expect(await read(a, 'f')).to.equal(null);
+      expect(a.epoch).to.equal(0);
+      expect(await coord.check([a], async (c) => { await c.query(`INSERT INTO ${t} VALUES (3, 'next')`); })).to.deep.equal([1]);
+      expect(await ids(t)).to.deep.equal([1, 3]);
+    });
 
     it('SAVEPOINT, ROLLBACK TO and RELEASE are fine; the client kept by fn is revoked after it', async function () {
       const t = await table();

@@ -24,17 +24,20 @@ const PG_MODULE = createRequire(import.meta.url).resolve('pg');
 
 type Query = (...a: unknown[]) => Promise<unknown>;
 
-/** The next COMMIT sent through `pool` is handed to `action` (with the client and its own query) instead. */
-function onNextCommit(pool: Pool, action: (c: PoolClient, query: Query) => Promise<unknown>): void {
+/** The decision's round trip: the decision rows, ..., COMMIT, as one query string (decisionSql). */
+const isDecision = (q: unknown): q is string => typeof q === 'string' && q.startsWith('DO $cpfile$') && q.endsWith('\nCOMMIT');
+
+/** The next decision (its rows and COMMIT) sent through `pool` is handed to `action` (with the client, its own query and the text) instead. */
+function onNextCommit(pool: Pool, action: (c: PoolClient, query: Query, sql: string) => Promise<unknown>): void {
   const connect = pool.connect.bind(pool) as () => Promise<PoolClient>;
   (pool as { connect: unknown }).connect = async () => {
     const c = await connect();
     const query = c.query.bind(c) as Query;
     (c as { query: unknown }).query = (...a: unknown[]) => {
-      if (a[0] !== 'COMMIT') return query(...a);
+      if (!isDecision(a[0])) return query(...a);
       (c as { query: unknown }).query = query;
       (pool as { connect: unknown }).connect = connect;
-      return action(c, query);
+      return action(c, query, a[0]);
     };
     return c;
   };
@@ -69,9 +72,9 @@ describe('cpfile/postgres: faults at the decision', function () {
   const ledger = async (): Promise<number[]> => (await admin.query('SELECT id FROM ledger ORDER BY id')).rows.map((r: { id: number }) => r.id);
   const decided = async (storeId: string, epoch: number): Promise<boolean> =>
     ((await admin.query('SELECT 1 FROM cpfile_decisions WHERE store_id = $1 AND epoch = $2', [storeId, epoch])).rowCount ?? 0) > 0;
-  /** The backend of application `app` has been running a COMMIT for a while (the slow one: others take milliseconds). */
+  /** The backend of application `app` has been running a decision (its COMMIT) for a while (the slow one: others take milliseconds). */
   const inCommit = (app: string) => async (): Promise<boolean> =>
-    ((await admin.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query = 'COMMIT' AND now() - query_start > interval '300 ms'",
+    ((await admin.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE 'DO $cpfile$%' AND now() - query_start > interval '300 ms'",
       [app])).rowCount ?? 0) > 0;
 
   it('a COMMIT whose answer is lost after the server committed: the decision is learnt (commit) and the stores commit', async function () {
@@ -79,10 +82,10 @@ describe('cpfile/postgres: faults at the decision', function () {
     const coord = postgresCoordinator(pool);
     const a = await sb.open(await sb.dir());
     await coord.check([a], () => undefined);
-    onNextCommit(pool, (c, query) => {
+    onNextCommit(pool, (c, query, sql) => {
       const stream = (c as unknown as { connection: { stream: NodeJS.ReadableStream & { destroy(): void } } }).connection.stream;
       stream.pause();   // the answer stays unread
-      const answer = query('COMMIT');
+      const answer = query(sql);
       void until(() => decided(a.id, 2)).then(() => stream.destroy());
       return answer;
     });
@@ -115,6 +118,60 @@ describe('cpfile/postgres: faults at the decision', function () {
     expect(await a.check()).to.equal(1);   // the store goes on
   });
 
+  describe('a statement of the decision round trip that fails (the rows, the older rows deleted, the positions, COMMIT)', function () {
+    // fn picks the statement that fails through a transaction-local setting the triggers read
+    before(async () => {
+      await admin.query(`CREATE FUNCTION fail_at() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        IF current_setting('cpfile_test.fail', true) = TG_ARGV[0] THEN RAISE EXCEPTION 'injected failure at %', TG_ARGV[0]; END IF;
+        RETURN COALESCE(NEW, OLD); END $$`);
+    });
+    const triggers = async (on: boolean): Promise<void> => {
+      for (const [name, sql] of [
+        ['fail_insert', 'BEFORE INSERT ON cpfile_decisions FOR EACH ROW EXECUTE FUNCTION fail_at(\'insert\')'],
+        ['fail_delete', 'BEFORE DELETE ON cpfile_decisions FOR EACH ROW EXECUTE FUNCTION fail_at(\'delete\')'],
+        ['fail_positions', 'BEFORE INSERT OR UPDATE ON cpfile_positions FOR EACH ROW EXECUTE FUNCTION fail_at(\'positions\')'],
+      ] as const) {
+        await admin.query(on ? `CREATE TRIGGER ${name} ${sql}` : `DROP TRIGGER ${name} ON ${name === 'fail_positions' ? 'cpfile_positions' : 'cpfile_decisions'}`);
+      }
+      await admin.query(on
+        ? "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON cpfile_decisions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_at('commit')"
+        : 'DROP TRIGGER fail_commit ON cpfile_decisions');
+    };
+
+    for (const at of ['insert', 'delete', 'positions', 'commit']) {
+      it(`fails at ${at}: nothing of the step is committed (EABORTED, commit), the connection goes back clean, the next step goes on`, async function () {
+        const pool = pg.server.pool({ max: 1 });   // one connection: the next step gets the same one
+        const coord = postgresCoordinator(pool);
+        const store = await sb.open(await sb.dir(), { hooks: postgresHooks(pool), resolveInDoubt: coord.resolve });
+        const f = await store.open('data', 'a');
+        await coord.check([store], async (c) => { await f.write('one'); await c.query('INSERT INTO ledger VALUES (20)'); });
+        await triggers(true);
+        try {
+          const err = await expectCpError(() => coord.check([store], async (c) => {
+            await f.write('two');
+            await c.query('INSERT INTO ledger VALUES (21)');
+            await c.query("SELECT set_config('cpfile_test.fail', $1, true)", [at]);
+          }), 'EABORTED');
+          expect(err.details).to.deep.equal({ stage: 'commit' });
+          expect(err.message).to.include(`injected failure at ${at}`);
+        } finally {
+          await triggers(false);
+        }
+        expect(await ledger()).to.include(20).and.not.include(21);
+        expect(await decided(store.id, 1)).to.equal(true);   // the older row stays: its DELETE was rolled back
+        expect(await decided(store.id, 2)).to.equal(false);
+        expect((await admin.query('SELECT position FROM cpfile_positions WHERE store_key = $1', [store.id])).rows).to.deep.equal([{ position: '3' }]);
+        expect(store.epoch).to.equal(1);
+        expect(f.tell()).to.equal(3);
+        // the pool's one connection is idle and usable: the next step commits on it
+        expect(await coord.check([store], async (c) => { await f.write('2'); await c.query('INSERT INTO ledger VALUES (22)'); })).to.deep.equal([2]);
+        expect(await store.readFile('data', 'utf8')).to.equal('one2');
+        expect(await ledger()).to.include(22);
+        await admin.query('DELETE FROM ledger WHERE id IN (20, 22)');
+      });
+    }
+  });
+
   for (const committed of [false, true]) {
     it(`the server down during the COMMIT (${committed ? 'after' : 'before'} it committed): EINDOUBT, the stores stay prepared and refuse new steps; once it is back ${committed ? 'retryInDoubt commits them' : 'the next step aborts them first'}`, async function () {
       const pool = pg.server.pool({ application_name: 'down' });
@@ -123,10 +180,10 @@ describe('cpfile/postgres: faults at the decision', function () {
       const b = await sb.open(await sb.dir());
       await coord.check([a, b], () => undefined);
       if (committed) {
-        onNextCommit(pool, (c, query) => {
+        onNextCommit(pool, (c, query, sql) => {
           const stream = (c as unknown as { connection: { stream: NodeJS.ReadableStream & { destroy(): void } } }).connection.stream;
           stream.pause();
-          const answer = query('COMMIT');
+          const answer = query(sql);
           void until(() => decided(a.id, 2)).then(() => pg.server.stop('immediate')).then(() => stream.destroy());
           return answer;
         });
@@ -194,7 +251,7 @@ describe('cpfile/postgres: faults at the decision', function () {
         pool.connect = async () => {
           const c = await connect();
           const q = c.query.bind(c);
-          c.query = (...a) => (a[0] === 'COMMIT' && prepared ? die() : q(...a));
+          c.query = (...a) => (typeof a[0] === 'string' && a[0].endsWith('\\nCOMMIT') && prepared ? die() : q(...a));
           return c;
         };
       }

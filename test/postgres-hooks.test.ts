@@ -118,6 +118,28 @@ describe('cpfile/postgres: hooks', function () {
     expect((await rows(store.id))[0]!.position).to.equal(6);
   });
 
+  it("a step's positions go in its decision's text as literals: names and user data with quotes, backslashes, semicolons and non-ASCII arrive as they are, also with standard_conforming_strings off", async function () {
+    const names = ["it's", 'back\\slash', 'dé;jà vu', "'); DROP TABLE cpfile_positions; --", 'emoji 😀', '$cpfile$ $$ "q"'];
+    for (const scs of ['on', 'off']) {
+      const p = pg.server.pool({ max: 2, options: `-c standard_conforming_strings=${scs}` });
+      const coord = postgresCoordinator(p);
+      const h = postgresHooks(p, { key: `odd-${scs}`, userdata: (n) => ({ n, s: "a'b\\c\"d\u00e9\n" }) });
+      const store = await sb.open(await sb.dir(), { hooks: h, resolveInDoubt: coord.resolve });
+      await coord.check([store], async () => {
+        for (const [i, n] of names.entries()) {
+          const f = await store.open(n, 'w');
+          await f.write('x'.repeat(i + 1));
+          await f.close();
+        }
+      });
+      const byName = (a: Row, b: Row): number => (a.name < b.name ? -1 : 1);
+      expect((await rows(`odd-${scs}`)).sort(byName), `standard_conforming_strings ${scs}`).to.deep.equal(
+        names.map((n, i) => ({ name: n, position: i + 1, state: 'closed', userdata: { n, s: "a'b\\c\"d\u00e9\n" } })).sort(byName));
+      await store.close();
+      await pg.server.release(p);
+    }
+  });
+
   it('takes a key of the app; one hooks object serves one open store; user data that is not JSON fails the open', async function () {
     const h = postgresHooks(pool, { key: 'ledger-store' });
     const store = await sb.open(await sb.dir(), { hooks: h });

@@ -6,21 +6,22 @@
  *   1. validate (nothing changes on a refusal); steps that share a store run one after another in
  *      this process;
  *   2. a pooled client, BEGIN (synchronous_commit raised to on when the session has it off), the
- *      stores' advisory locks (exclusive, in key order);
+ *      stores' advisory locks (exclusive, in key order), the transaction id: one round trip;
  *   3. fn(client) inside that transaction, so that the file calls it makes belong to the step's
  *      epochs (fn runs before the prepares: a call made on a prepared store would wait for the
  *      decision, that is, for fn);
  *   4. every store prepares (in parallel): its epoch and a PREPARE are durable;
  *   5. one decision row per prepared epoch, the positions of the stores whose hooks are
  *      postgresHooks of the same pool, and the stores' older rows deleted;
- *   6. COMMIT: the decision;
+ *   6. COMMIT: the decision. 5 and 6 are one round trip (decisionSql), whose first statement checks
+ *      that fn kept to the step's transaction; a statement that fails skips COMMIT;
  *   7. every store commits (sync: false, the decision being durable in PostgreSQL; hooks: false for
  *      the stores whose positions step 5 wrote). Resolves with the epochs, in the stores' order.
  *
  * Before the decision, anything that fails (fn, a query, a prepare, the transaction) rolls back
  * everything: ROLLBACK, the prepared epochs aborted, the other stores rolled back (fn's file changes
- * go with the step), and check rejects with EABORTED (.cause: why). A COMMIT that gets no answer is
- * not guessed at: the decision is learnt as resolve() learns it, and obeyed; when it cannot be
+ * go with the step), and check rejects with EABORTED (.cause: why). A decision (its round trip, and
+ * so its COMMIT) that gets no answer is not guessed at: the decision is learnt as resolve() learns it, and obeyed; when it cannot be
  * learnt the stores stay prepared and check rejects with EINDOUBT (retryInDoubt() or the stores'
  * next open, with resolveInDoubt: coord.resolve, settle them).
  */
@@ -30,8 +31,8 @@ import { CpError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { PreparedEpoch } from '../store/two-phase.js';
 import { guardClient } from './guard.js';
-import { ENTRIES_COMMITTED, WRITE_ENTRIES, hooksOfStore, type PostgresHooks } from './hooks.js';
-import { checkOwnId, learnDecision, lockStores, preparedId, recordDecision, type PreparedRef } from './decisions.js';
+import { ENTRIES_COMMITTED, ENTRIES_SQL, hooksOfStore, type PostgresHooks } from './hooks.js';
+import { STEP_ENDED, beginStep, checkOwnId, decisionSql, learnDecision, preparedId, type PreparedRef } from './decisions.js';
 import { ensureTable, tableRef, type TableOptions, type TableRef } from './schema.js';
 import { exclusive, validateStep } from './step-input.js';
 
@@ -105,24 +106,26 @@ class Coordinator {
     await this.settleFirst(list);
     let stage = 'begin';
     let client: PoolClient | null = null;
+    let decision = '';
     const prepared: (PreparedEpoch | null)[] = list.map(() => null);
     try {
       await ensureTable(this.pool, this.table);
       for (const h of hooks) if (h) await ensureTable(this.pool, h.table);
       client = await this.connect();
-      await client.query('BEGIN');
-      // the stores commit once COMMIT answers: it must be durable by then (a stronger setting stays)
-      await client.query("SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'");
-      await lockStores(client, list.map((s) => s.id), 'exclusive');
-      const xid = await txid(client);
+      // BEGIN, synchronous_commit, the locks and the transaction id: one round trip
+      const xid = await beginStep(client, list.map((s) => s.id));
       stage = 'fn';
       await runGuarded(client, fn);
-      if ((await txid(client)) !== xid) throw new CpError('EINVAL', "fn ended the step's transaction itself (a COMMIT or ROLLBACK on its client)");
+      // (that fn kept to the step's transaction is checked by the decision's first statement: decisionSql)
       stage = 'prepare';
       await prepareAll(list, prepared, this.table);
       stage = 'record';
-      await recordDecision(client, this.table, prepared as PreparedEpoch[]);
-      for (const [i, h] of hooks.entries()) if (h) await h[WRITE_ENTRIES](client, prepared[i]!.entries);
+      const positions: string[] = [];
+      for (const [i, h] of hooks.entries()) {
+        const sql = h ? await h[ENTRIES_SQL](prepared[i]!.entries) : null;
+        if (sql) positions.push(sql);
+      }
+      decision = decisionSql(this.table, xid, prepared as PreparedEpoch[], positions);
     } catch (e) {
       await this.undo(client, e, list, prepared, stage !== 'begin');
       // before fn, nothing ran: a CpError (EFORMAT: the tables are of another version) is the answer itself
@@ -130,15 +133,16 @@ class Coordinator {
       throw new CpError('EABORTED', `coordinated step rolled back (${stage}): ${message(e)}`, { cause: e, details: { stage } });
     }
     const all = prepared as PreparedEpoch[];
-    const decision = await this.decide(client!, all);
-    if (decision.outcome === 'abort') {
+    const d = await this.decide(client!, decision, all);
+    if (d.outcome === 'abort') {
       await abortAll(all);
-      throw new CpError('EABORTED', `coordinated step rolled back (commit): ${message(decision.cause)}${decision.learnt ? ' (the decision was read back: no row)' : ''}`,
-        { cause: decision.cause, details: { stage: 'commit' } });
+      const at = d.stage ?? 'commit';
+      throw new CpError('EABORTED', `coordinated step rolled back (${at}): ${message(d.cause)}${d.learnt ? ' (the decision was read back: no row)' : ''}`,
+        { cause: d.cause, details: { stage: at } });
     }
-    if (decision.outcome === 'unknown') {
+    if (d.outcome === 'unknown') {
       this.inDoubt.add({ stores: list, prepared: all, hooks });
-      throw inDoubtError(all, decision.cause);
+      throw inDoubtError(all, d.cause);
     }
     return commitAll(all, hooks);
   }
@@ -185,18 +189,35 @@ class Coordinator {
     await Promise.all(list.map((s, i) => (prepared[i] ? prepared[i]!.abort() : s.rollback()).catch(() => undefined)));
   }
 
-  /** The COMMIT, and what it decided: a server ERROR is a rollback, no answer is learnt from the table. */
-  private async decide(client: PoolClient, prepared: PreparedEpoch[]): Promise<{ outcome: 'commit' | 'abort' | 'unknown'; cause?: unknown; learnt?: boolean }> {
+  /**
+   * The decision's round trip (decisionSql: the rows, then COMMIT), and what it decided: COMMIT
+   * answered is a commit; a server ERROR is a rollback (the statement that failed and all after it,
+   * COMMIT too, did not run, or COMMIT itself failed); no answer is learnt from the table.
+   */
+  private async decide(client: PoolClient, sql: string, prepared: PreparedEpoch[]):
+  Promise<{ outcome: 'commit' | 'abort' | 'unknown'; cause?: unknown; learnt?: boolean; stage?: 'fn' | 'commit' }> {
     try {
-      const r = await client.query('COMMIT');
+      const results = (await client.query(sql)) as unknown as { command: string }[];
       release(client);
       // COMMIT of a transaction that had failed answers ROLLBACK
-      if (r.command !== 'COMMIT') return { outcome: 'abort', cause: new Error(`COMMIT answered ${r.command}`) };
+      const last = results[results.length - 1]?.command;
+      if (last !== 'COMMIT') return { outcome: 'abort', cause: new Error(`COMMIT answered ${last}`) };
       return { outcome: 'commit' };
     } catch (e) {
+      if (!outcomeUnknown(e)) {
+        // a statement before COMMIT failed and left the transaction open (failed): it ends here
+        const ended = await client.query('ROLLBACK').then(() => true, () => false);
+        release(client, ended ? undefined : e);
+        const code = (e as { code?: unknown }).code;
+        if (code === STEP_ENDED) {
+          return { outcome: 'abort', stage: 'fn', cause: new CpError('EINVAL', "fn ended the step's transaction itself (a COMMIT or ROLLBACK on its client)", { cause: e }) };
+        }
+        // only fn's queries ran between the step's BEGIN and this: one of them failed the transaction
+        if (code === '25P02') return { outcome: 'abort', stage: 'fn', cause: e };
+        return { outcome: 'abort', cause: e };
+      }
       // the connection goes, so that the server ends (commits or aborts) the transaction if it still runs
       release(client, e);
-      if (!outcomeUnknown(e)) return { outcome: 'abort', cause: e };
       const learnt = await this.learn(prepared);
       return { outcome: learnt ?? 'unknown', cause: e, learnt: learnt !== null };
     }
@@ -245,10 +266,6 @@ function ignore(): void {}
 function release(c: PoolClient, err?: unknown): void {
   c.removeListener('error', ignore);
   c.release(err === undefined ? undefined : err instanceof Error ? err : new Error(String(err)));
-}
-
-async function txid(c: PoolClient): Promise<string> {
-  return ((await c.query('SELECT txid_current()::text AS x')).rows[0] as { x: string }).x;
 }
 
 /** fn with the guarded client, inside the step's async context; the proxy is revoked when fn settles. */

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import { CpError } from '../errors.js';
 import { STORE_LOCK_CLASS, storeKeys } from './locks.js';
-import { SCHEMA_VERSION, type TableRef } from './schema.js';
+import { SCHEMA_VERSION, sqlInt, sqlText, type TableRef } from './schema.js';
 
 /**
  * The id a step prepares its epochs with: 32 random hex digits, '@', and the decisions table
@@ -39,20 +39,65 @@ export interface PreparedRef {
   epoch: number;
 }
 
+/**
+ * The opening of a deciding transaction, in one round trip (one simple query of several statements:
+ * they run in order, and the first that fails skips the rest): BEGIN; synchronous_commit raised to
+ * on when the session has it off (the stores commit once COMMIT answers: it must be durable by then;
+ * a stronger setting stays); the stores' locks, exclusive, one statement per key in key order; and
+ * the transaction's id, which the decision checks is still the one (fn may not end the transaction).
+ * The keys are int4 computed here and the class a constant: nothing of the caller's goes in the text.
+ */
+export function beginStepSql(storeIds: readonly string[]): string {
+  return [
+    'BEGIN',
+    RAISE_SYNCHRONOUS_COMMIT,
+    ...storeKeys(storeIds).map((k) => `SELECT pg_advisory_xact_lock(${STORE_LOCK_CLASS}, ${k})`),
+    'SELECT txid_current()::text AS x',
+  ].join('; ');
+}
+
+/** synchronous_commit on for this transaction when the session has it off. */
+const RAISE_SYNCHRONOUS_COMMIT = "SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'";
+
+/** Open the step's transaction (beginStepSql); resolves with its id. */
+export async function beginStep(c: PoolClient, storeIds: readonly string[]): Promise<string> {
+  const results = (await c.query(beginStepSql(storeIds))) as unknown as { rows: { x?: string }[] }[];
+  const x = results[results.length - 1]?.rows[0]?.x;
+  if (typeof x !== 'string' || !/^[0-9]+$/.test(x)) throw new CpError('EIO', `the step's transaction did not answer its id (${JSON.stringify(x)})`);
+  return x;
+}
+
 /** Take the stores' locks, in key order: exclusive (a deciding transaction) or shared (learning a decision). */
 export async function lockStores(c: PoolClient, storeIds: readonly string[], mode: 'exclusive' | 'shared'): Promise<void> {
   const fn = mode === 'exclusive' ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared';
   for (const k of storeKeys(storeIds)) await c.query(`SELECT ${fn}($1, $2)`, [STORE_LOCK_CLASS, k]);
 }
 
-/** In the deciding transaction: the rows of these prepared epochs, and their stores' older rows gone. */
-export async function recordDecision(c: PoolClient, t: TableRef, prepared: readonly PreparedRef[]): Promise<void> {
-  const ids = prepared.map((p) => p.id);
-  const stores = prepared.map((p) => p.storeId);
-  const epochs = prepared.map((p) => p.epoch);
-  await c.query(`INSERT INTO ${t.sql} (id, store_id, epoch) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`, [ids, stores, epochs]);
-  await c.query(`DELETE FROM ${t.sql} d USING unnest($1::text[], $2::bigint[]) AS p(store_id, epoch) WHERE d.store_id = p.store_id AND d.epoch < p.epoch`,
-    [stores, epochs]);
+/** The SQLSTATE the decision's first statement raises when the transaction is not the step's any more. */
+export const STEP_ENDED = 'CPF01';
+
+/**
+ * The end of the deciding transaction, in one round trip (one simple query; its values are literals,
+ * schema.ts sqlText): a check that the transaction is still the step's (`xid`, beginStep's: fn may
+ * have ended it with a COMMIT the guard could not see; then this raises STEP_ENDED and nothing of
+ * the rest runs, also in a new transaction or none); synchronous_commit raised to on again (fn may
+ * have lowered it); the rows of these prepared epochs; their stores' older rows deleted (epochs below
+ * the one prepared now: preparing fsynced the journal, so their COMMIT is durable); `more` (the
+ * positions' upserts); and COMMIT. The first statement that fails skips every one after it, COMMIT
+ * too: an ERROR answer means nothing was committed, as for a COMMIT sent alone.
+ */
+export function decisionSql(t: TableRef, xid: string, prepared: readonly PreparedRef[], more: readonly string[] = []): string {
+  if (!/^[0-9]+$/.test(xid)) throw new CpError('EINVAL', `not a transaction id: ${JSON.stringify(xid)}`);
+  if (prepared.length === 0) throw new CpError('EINVAL', 'a decision needs a prepared epoch');
+  return [
+    `DO $cpfile$BEGIN IF txid_current() <> ${xid} THEN RAISE EXCEPTION 'the transaction is not the step''s any more' USING ERRCODE = '${STEP_ENDED}'; END IF; END$cpfile$`,
+    RAISE_SYNCHRONOUS_COMMIT,
+    `INSERT INTO ${t.sql} (id, store_id, epoch) VALUES ${prepared.map((p) => `(${sqlText(p.id)}, ${sqlText(p.storeId)}, ${sqlInt(p.epoch)})`).join(', ')}`,
+    `DELETE FROM ${t.sql} d USING (VALUES ${prepared.map((p) => `(${sqlText(p.storeId)}, ${sqlInt(p.epoch)}::bigint)`).join(', ')}) AS p(store_id, epoch) ` +
+      'WHERE d.store_id = p.store_id AND d.epoch < p.epoch',
+    ...more,
+    'COMMIT',
+  ].join(';\n');
 }
 
 /** The table must be cpfile's decisions table of this version; it is never made here (a missing one says the options are wrong). */

@@ -6,7 +6,7 @@
  * the rows of a store it recreates): one hooks object serves one open store at a time (a second
  * init refuses). While the store is open its hooks are registered by store id, so that a
  * coordinator (coordinator.ts) deciding a step for the store finds them: it writes the positions
- * itself in its deciding transaction (WRITE_ENTRIES) and the store does not call update/commit for
+ * itself in its deciding transaction (ENTRIES_SQL) and the store does not call update/commit for
  * that epoch, so the rows are exactly the committed epoch's, committed with the decision or not at all.
  *
  * What each hook does: init makes the table on first use; query(name) reads the row (null when
@@ -17,13 +17,13 @@
  * yet (every buffered update is of a durable epoch: it stays); fini releases the store. Writes are
  * serialised: a coordinator's positions wait for a commit still under way.
  */
-import type { Pool, PoolClient } from 'pg';
+import type { Pool } from 'pg';
 import { CpError } from '../errors.js';
 import type { Hooks } from '../hooks.js';
-import { ensureTable, tableRef, type TableOptions, type TableRef } from './schema.js';
+import { ensureTable, sqlInt, sqlText, tableRef, type TableOptions, type TableRef } from './schema.js';
 
-/** @internal The coordinator writes a prepared epoch's entries through this, inside its deciding transaction. */
-export const WRITE_ENTRIES = Symbol('cpfile.postgres.writeEntries');
+/** @internal The coordinator has the statement that writes a prepared epoch's entries made by this, for its deciding transaction. */
+export const ENTRIES_SQL = Symbol('cpfile.postgres.entriesSql');
 /** @internal ... and tells the hooks once that transaction committed. */
 export const ENTRIES_COMMITTED = Symbol('cpfile.postgres.entriesCommitted');
 
@@ -59,6 +59,10 @@ function json(name: string, v: unknown): string | undefined {
 
 /** The hooks of the stores open in this process, by store id (for the coordinator). */
 const byStore = new Map<string, PostgresHooks>();
+
+/** An entry's row replaces the one there, keeping its user data when the new one has none. */
+const UPSERT = 'ON CONFLICT (store_key, name) DO UPDATE SET position = EXCLUDED.position, state = EXCLUDED.state, ' +
+  'userdata = COALESCE(EXCLUDED.userdata, t.userdata), updated_at = now()';
 
 /** The postgresHooks of the open store `storeId`, if it has them. */
 export function hooksOfStore(storeId: string): PostgresHooks | undefined {
@@ -148,13 +152,18 @@ export class PostgresHooks implements Hooks {
     this.store = null;
   }
 
-  /** @internal In the coordinator's deciding transaction: the prepared epoch's entries. */
-  async [WRITE_ENTRIES](client: PoolClient, entries: readonly EntryState[]): Promise<void> {
+  /** @internal For the coordinator's deciding transaction: the statement that writes the prepared epoch's entries (null: none). */
+  async [ENTRIES_SQL](entries: readonly EntryState[]): Promise<string | null> {
     const key = this.key;
     // a commit of an earlier epoch still under way lands first (it would otherwise overwrite these rows)
     await this.writing.catch(() => undefined);
-    const rows = entries.map((e) => ({ name: e.name, position: e.position, state: e.state, userdata: this.inserted.get(e.name) }));
-    await this.upsert(client, key, rows);
+    if (entries.length === 0) return null;
+    // (literals: it goes in one query string with the decision; the same upsert as upsert()'s)
+    const values = entries.map((e) => {
+      const ud = this.inserted.get(e.name);
+      return `(${sqlText(key)}, ${sqlText(e.name)}, ${sqlInt(e.position)}, ${sqlText(e.state)}, ${ud === undefined ? 'NULL' : `${sqlText(ud)}::jsonb`})`;
+    });
+    return `INSERT INTO ${this.table.sql} AS t (store_key, name, position, state, userdata) VALUES ${values.join(', ')} ${UPSERT}`;
   }
 
   /** @internal The deciding transaction committed: the entries written have their rows. */
@@ -176,8 +185,7 @@ export class PostgresHooks implements Hooks {
     await db.query(
       `INSERT INTO ${this.table.sql} AS t (store_key, name, position, state, userdata)
        SELECT $1, u.name, u.position, u.state, u.userdata FROM unnest($2::text[], $3::bigint[], $4::text[], $5::jsonb[]) AS u(name, position, state, userdata)
-       ON CONFLICT (store_key, name) DO UPDATE SET position = EXCLUDED.position, state = EXCLUDED.state,
-         userdata = COALESCE(EXCLUDED.userdata, t.userdata), updated_at = now()`,
+       ${UPSERT}`,
       [key, rows.map((r) => r.name), rows.map((r) => r.position), rows.map((r) => r.state), rows.map((r) => r.userdata ?? null)]);
   }
 }

@@ -42,6 +42,24 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/**
+ * A string as an SQL text literal for a statement's text (a multi-statement simple query takes no
+ * parameters). Printable ASCII without a quote or backslash goes as it is; anything else as its
+ * UTF-8 bytes in hex, decoded by the server: the text stays ASCII, so it reads the same whatever
+ * the session's standard_conforming_strings and client_encoding (a multibyte encoding cannot take
+ * a quote into a character), and a NUL is refused by the server as it is for a parameter.
+ */
+export function sqlText(s: string): string {
+  if (/^[\x20-\x26\x28-\x5b\x5d-\x7e]*$/.test(s)) return `'${s}'`;
+  return `convert_from(decode('${Buffer.from(s, 'utf8').toString('hex')}', 'hex'), 'UTF8')`;
+}
+
+/** A safe integer as an SQL literal (EINVAL otherwise: it goes into a statement's text). */
+export function sqlInt(n: number): string {
+  if (!Number.isSafeInteger(n)) throw new CpError('EINVAL', `not a safe integer: ${String(n)}`);
+  return String(n);
+}
+
 function checkName(what: string, v: unknown): string {
   // (no control characters: the name goes into the ids of prepared epochs too)
   if (typeof v !== 'string' || v.length === 0 || Buffer.byteLength(v) > 63 || /[\x00-\x1f\x7f]/.test(v)) {
