@@ -1,8 +1,8 @@
 /**
  * cpfile crash-consistency torture suite.
  *
- *   npm run torture                                 all four kinds, full targets
- *   npm run torture -- --kind powerloss|kill|fuzz|faults[,...]
+ *   npm run torture                                 all five kinds, full targets
+ *   npm run torture -- --kind powerloss|kill|fuzz|faults|postgres[,...]
  *   npm run torture -- --seed N                     base seed (default: random, printed)
  *   npm run torture -- --cases N                    cases per selected kind
  *   npm run torture -- --lanes N                    parallel kill-loop lanes (default 2)
@@ -33,6 +33,13 @@
  * The summary prints what they covered (stages of the prepared epoch at the crash, in-doubt
  * recoveries per answer, EINDOUBT checks, crashes during in-doubt recoveries, FARE/FARW/FAD epochs).
  *
+ * PostgreSQL (test/torture/pgkill.ts): files of 2-3 stores and rows committed together by
+ * postgresCoordinator on a private server this run starts and destroys (tools/pg-server.ts; skipped,
+ * and said, without server binaries); the step loop's process SIGKILLed at random moments and at
+ * every stage of a step, the server stopped (immediate) under it and restarted, reopening processes
+ * killed while resolving; every round judges that each store's files hold exactly the steps whose
+ * rows are committed, and every acknowledged step is in both. Cases are rounds.
+ *
  * Every violation prints the command that replays it: unit 0 of a run uses the base seed itself, so
  * `--kind K --seed <unit seed> --cases <n>` runs the failing unit first and stops at its failing case.
  * Exit code 1 when any violation was found.
@@ -44,19 +51,20 @@ import { runKill, liveDirs } from '../test/torture/kill.js';
 import { rmSync } from 'node:fs';
 import { runFuzz } from '../test/torture/fuzz.js';
 import { runFaults } from '../test/torture/faults.js';
+import { runPostgres, killPgChildren } from '../test/torture/pgkill.js';
 import { digestLines } from '../test/torture/digest.js';
 import { KINDS, fmtMs, replayLine, replayExtra, DEFAULT_EDGE, type KindName, type KindOptions, type KindResult, type EdgeOptions } from '../test/torture/common.js';
 
 // (powerloss and kill were 200,000 and 2,000 before the edge units and rounds took their share of the time)
-const TARGETS: Record<KindName, number> = { powerloss: 160_000, kill: 1_800, fuzz: 50_000, faults: 10_000 };
-const QUICK: Record<KindName, number> = { powerloss: 3_000, kill: 20, fuzz: 500, faults: 400 };
+const TARGETS: Record<KindName, number> = { powerloss: 160_000, kill: 1_800, fuzz: 50_000, faults: 10_000, postgres: 300 };
+const QUICK: Record<KindName, number> = { powerloss: 3_000, kill: 20, fuzz: 500, faults: 400, postgres: 20 };
 const RUNNERS: Record<KindName, (o: KindOptions) => Promise<KindResult>> = {
-  powerloss: runPowerloss, kill: runKill, fuzz: runFuzz, faults: runFaults,
+  powerloss: runPowerloss, kill: runKill, fuzz: runFuzz, faults: runFaults, postgres: runPostgres,
 };
 
 function usage(msg?: string): never {
   if (msg) console.error(`torture: ${msg}`);
-  console.error('usage: npm run torture -- [--kind powerloss|kill|fuzz|faults[,...]] [--seed N] [--cases N] [--lanes N] [--quick]');
+  console.error('usage: npm run torture -- [--kind powerloss|kill|fuzz|faults|postgres[,...]] [--seed N] [--cases N] [--lanes N] [--quick]');
   process.exit(2);
 }
 
@@ -144,9 +152,12 @@ process.on('unhandledRejection', (e) => {
   unhandled++;
   if (unhandled <= 3) console.log(`  VIOLATION (unattributed): an unhandled rejection: ${e instanceof Error ? (e.stack ?? e.message).split('\n').slice(0, 6).join('\n    ') : String(e)}`);
 });
-// interrupted: remove the kill loop's store directories (its children die with the process group)
+// interrupted: kill the PostgreSQL loop's children (signalled alone, this process's children would
+// go on), remove the kill loops' store directories; exiting runs tools/pg-server.ts's exit hook,
+// which stops the private server and removes its directories
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
+    killPgChildren();
     for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
     process.exit(130);
   });
@@ -235,7 +246,7 @@ if (all.length) {
   console.log(`\n${all.length} violation(s) in ${classes.size} class(es); each with the command that replays its first case:`);
   for (const [key, c] of [...classes].sort((a, b) => b[1].n - a[1].n)) {
     console.log(`  ${String(c.n).padStart(6)} × ${key}`);
-    console.log(`           ${replayLine(c.first)}${c.first.kind === 'kill' ? `${c.first.replay ? '' : ' --lanes 1'}   (kill moments are real time: same workloads and plans, not the same instants)` : ''}`);
+    console.log(`           ${replayLine(c.first)}${c.first.kind === 'kill' ? `${c.first.replay ? '' : ' --lanes 1'}   (kill moments are real time: same workloads and plans, not the same instants)` : c.first.kind === 'postgres' ? '   (kill moments are real time: same plans, not the same instants)' : ''}`);
   }
 }
 process.exit(all.length || unhandled ? 1 : 0);

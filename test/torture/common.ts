@@ -6,8 +6,8 @@ import { openStore, CpError, type ResolveInDoubt } from '../../lib/index.js';
 import { SimFS, type Image } from './simfs.js';
 import { Rng, mixSeed } from '../helpers/model.js';
 
-export type KindName = 'powerloss' | 'kill' | 'fuzz' | 'faults';
-export const KINDS: readonly KindName[] = ['powerloss', 'kill', 'fuzz', 'faults'];
+export type KindName = 'powerloss' | 'kill' | 'fuzz' | 'faults' | 'postgres';
+export const KINDS: readonly KindName[] = ['powerloss', 'kill', 'fuzz', 'faults', 'postgres'];
 
 export interface Violation {
   kind: KindName;
