@@ -282,14 +282,17 @@ async function round(server: PgServer, pool: Pool, coord: PostgresCoordinator, l
     }
   }
 
-  // 3. reopen, read, judge
-  const rows = await laneRows(pool, lane.id);
+  // 3. reopen, read, judge. The rows are read after the reopen: a child killed right after sending
+  // COMMIT leaves its deciding transaction running on the server for a while, and only resolve()
+  // (which waits on the stores' locks) has waited for it to end. Read before, they can miss a step
+  // that commits a moment later (seen: seeds 20261203 rounds 223 and 245).
   let reopened;
   try {
     reopened = await reopenLane(pool, coord, lane.dirs, lane.hooks);
   } catch (e) {
     throw new RoundFailure(`reopening the stores failed: ${errText(e)}\nkill: ${label}\n${child.output()}`);
   }
+  const rows = await laneRows(pool, lane.id);
   for (const d of reopened.inDoubt) if (d) bump(`in-doubt epochs the final reopen decided: ${d}`);
   const verdict = judgeLane({ seed: lane.seed, failRate: lane.failRate, before: from - 1, rows, stores: reopened.views, lines });
   if (verdict) {
