@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { openStore, type Store, type StoreOptions, type IO } from '../lib/index.js';
+import { CpError, openStore, type Store, type StoreOptions, type IO } from '../lib/index.js';
 import { RecordType } from '../lib/format.js';
 import { Sandbox, expectCpError, sleep } from './helpers/sandbox.js';
 import { crash, records, openHeld, NO_APPLY } from './helpers/journal.js';
@@ -333,33 +333,29 @@ describe('attack two-phase: call order and races', function () {
     await t.close();
   });
 
-  it('prepare() inside a transaction, decided inside it: the transaction then checks the next epoch', async () => {
-    const dir = await sb.dir();
-    const s = await sb.open(dir);
-    const f = await s.open('a.txt', 'w');
-    const r = await s.transaction(async () => {
-      await f.write(Buffer.from('in-tx'));
-      const p = await s.prepare();
-      return p.commit();
-    });
-    expect(r).to.equal(1);
-    expect(s.epoch).to.equal(2);
-    await s.close();
-    expect(text(dir, 'a.txt')).to.equal('in-tx');
-  });
-
-  it('a transaction whose function throws after a prepare() it committed keeps the committed epoch', async () => {
-    const dir = await sb.dir();
-    const s = await sb.open(dir);
-    const f = await s.open('a.txt', 'w');
-    await s.transaction(async () => {
-      await f.write(Buffer.from('kept'));
-      await (await s.prepare()).commit();
-      await f.write(Buffer.from('-dropped'));
-      throw new Error('boom');
-    }).catch((e: Error) => expect(e.message).to.equal('boom'));
-    await s.close();
-    expect(text(dir, 'a.txt')).to.equal('kept');
+  it('prepare(), check() and rollback() inside a transaction\'s fn are EBUSY: the transaction stays one epoch, all or nothing', async () => {
+    for (const call of ['prepare', 'check', 'rollback'] as const) {
+      for (const ending of ['resolves', 'throws'] as const) {
+        const dir = await sb.dir();
+        const s = await sb.open(dir);
+        const f = await s.open('a.txt', 'w');
+        const r = await s.transaction(async () => {
+          await f.write(Buffer.from('in-tx'));
+          const err = await s[call]().then(() => null, (e: unknown) => e);
+          expect(err, call).to.be.instanceOf(CpError);
+          expect((err as CpError).code, call).to.equal('EBUSY');
+          expect((err as CpError).message).to.match(/inside its function/);
+          await f.write(Buffer.from('-more'));
+          if (ending === 'throws') throw new Error('boom');
+          return 'ok';
+        }).catch((e: Error) => e.message);
+        expect(r, `${call} ${ending}`).to.equal(ending === 'throws' ? 'boom' : 'ok');
+        expect(s.epoch, `${call} ${ending}`).to.equal(ending === 'throws' ? 0 : 1);
+        await s.close();
+        // only the transaction's own check ended the epoch: all of fn's writes, or none
+        expect(exists(dir, 'a.txt') ? text(dir, 'a.txt') : null, `${call} ${ending}`).to.equal(ending === 'throws' ? null : 'in-tx-more');
+      }
+    }
   });
 
   it('hundreds of prepare/decide rounds across many segment rotations, then a crash: every committed epoch, none aborted', async function () {

@@ -139,4 +139,77 @@ describe('transaction', function () {
     await expectCpError(() => t, 'ECLOSED');
     await closed;
   });
+  it('holds the store: check(), rollback() and prepare() made elsewhere while fn runs are EBUSY, nothing of it ends early', async () => {
+    for (const ending of ['resolves', 'throws'] as const) {
+      const store = await sb.open(await sb.dir());
+      let release!: () => void;
+      const gate = new Promise<void>((r) => { release = r; });
+      const t = store.transaction(async () => {
+        await store.writeFile('a', 'A');
+        await gate;
+        await store.writeFile('b', 'B');
+        if (ending === 'throws') throw new Error('boom');
+      });
+      await sleep(5);
+      await store.writeFile('outside', 'O'); // a change made elsewhere is in the transaction's epoch
+      for (const call of ['check', 'rollback', 'prepare'] as const) {
+        const e = await expectCpError(() => store[call](), 'EBUSY');
+        expect(e.message).to.match(/a transaction runs on this store/);
+      }
+      expect(store.epoch).to.equal(0);
+      release();
+      await t.then(() => undefined, (e: Error) => expect(e.message).to.equal('boom'));
+      expect(store.epoch).to.equal(ending === 'throws' ? 0 : 1);
+      expect(await store.readdir()).to.deep.equal(ending === 'throws' ? [] : ['a', 'b', 'outside']);
+      expect(await store.check()).to.equal(ending === 'throws' ? 1 : 2); // free again once it ended
+      await store.close();
+    }
+  });
+
+  it('close() called while fn runs waits for the transaction, then closes: its epoch whole, nothing of fn refused', async () => {
+    const store = await sb.open(await sb.dir());
+    const order: string[] = [];
+    const t = store.transaction(async () => {
+      await store.writeFile('a', 'A');
+      await sleep(30);
+      await store.writeFile('b', 'B'); // after close() was called: still fn's, still accepted
+      order.push('fn');
+    });
+    await sleep(5);
+    const closed = store.close().then(() => order.push('closed'));
+    expect(store.close()).to.equal(store.close()); // one close
+    await t;
+    await closed;
+    expect(order).to.deep.equal(['fn', 'closed']);
+    const again = await sb.open(store.dir);
+    expect(again.epoch).to.be.at.least(1);
+    expect(await again.readdir()).to.deep.equal(['a', 'b']);
+    await again.close();
+  });
+
+  it('close() inside fn is EBUSY (it would wait for fn); the transaction goes on', async () => {
+    const store = await sb.open(await sb.dir());
+    const r = await store.transaction(async () => {
+      await store.writeFile('a', 'A');
+      const e = await expectCpError(() => store.close(), 'EBUSY');
+      expect(e.message).to.match(/inside the function of a transaction/);
+      return 'done';
+    });
+    expect(r).to.equal('done');
+    expect(store.epoch).to.equal(1);
+    await store.close();
+  });
+
+  it('a check() left by fn in a timer runs once the transaction ended (it holds nothing then)', async () => {
+    const store = await sb.open(await sb.dir());
+    let later!: Promise<number>;
+    await store.transaction(async () => {
+      await store.writeFile('a', 'A');
+      await new Promise<void>((r) => setTimeout(() => { r(); }, 0));
+      setTimeout(() => { later = store.check(); }, 20);
+    });
+    await sleep(40);
+    expect(await later).to.equal(2);
+    await store.close();
+  });
 });

@@ -30,6 +30,7 @@ import type { Pool, PoolClient } from 'pg';
 import { CpError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { PreparedEpoch } from '../store/two-phase.js';
+import { STORE_HOLD, asUser, assertNotInside, withHolds, type HoldView } from '../store/hold.js';
 import { guardClient } from './guard.js';
 import { ENTRIES_COMMITTED, ENTRIES_SQL, hooksOfStore, type PostgresHooks } from './hooks.js';
 import { STEP_ENDED, beginStep, checkOwnId, decisionSql, learnDecision, preparedId, type PreparedRef } from './decisions.js';
@@ -89,7 +90,10 @@ class Coordinator {
     if (inStep.getStore()) throw new CpError('EINVAL', 'coordinated steps do not nest: check() was called inside the fn of another');
     const list = validateStep(stores, fn);
     const hooks = list.map((s) => this.hooksOf(s));
-    return exclusive(list, () => this.step(list, hooks, fn));
+    // the step holds its stores from its start to its end (store/hold.ts): no check(), rollback(),
+    // prepare() or decision of anyone else, its fn included, ends part of its epochs; close() waits
+    assertNotInside(list.map(holdOf).map((v) => v.hold), 'a coordinated step');
+    return exclusive(list, () => withHolds(list.map((s) => holdOf(s).hold), 'a coordinated step', () => this.step(list, hooks, fn)));
   }
 
   /** The postgresHooks of `store` when they share the coordinator's pool (then the step writes its positions); EINVAL for another pool. */
@@ -104,6 +108,13 @@ class Coordinator {
 
   private async step<T>(list: Store[], hooks: (PostgresHooks | null)[], fn: (client: PoolClient) => T | Promise<T>): Promise<number[]> {
     await this.settleFirst(list);
+    for (const s of list) {
+      s.assertCallable();
+      // an epoch the app prepared itself is the app's to decide: a step on it would build on an epoch it cannot decide
+      if (holdOf(s).preparing) {
+        throw new CpError('EPREPARED', `${s.dir}: an epoch of this store is prepared (or being prepared) and undecided: commit or abort it before a coordinated step on the store`);
+      }
+    }
     let stage = 'begin';
     let client: PoolClient | null = null;
     let decision = '';
@@ -252,7 +263,8 @@ class Coordinator {
   async retryInDoubt(): Promise<{ committed: string[]; aborted: string[]; inDoubt: string[] }> {
     const out = { committed: [] as string[], aborted: [] as string[], inDoubt: [] as string[] };
     for (const s of [...this.inDoubt]) {
-      const d = await exclusive(s.stores, () => (this.inDoubt.has(s) ? this.settle(s) : Promise.resolve('settled' as const)));
+      const d = await exclusive(s.stores, () => withHolds(s.stores.map((x) => holdOf(x).hold), 'a coordinated step',
+        () => (this.inDoubt.has(s) ? this.settle(s) : Promise.resolve('settled' as const))));
       if (d === 'settled') continue;
       out[d === 'commit' ? 'committed' : d === 'abort' ? 'aborted' : 'inDoubt'].push(...s.prepared.map((p) => p.id));
     }
@@ -261,6 +273,10 @@ class Coordinator {
 }
 
 function ignore(): void {}
+
+function holdOf(s: Store): HoldView {
+  return (s as unknown as Record<typeof STORE_HOLD, HoldView>)[STORE_HOLD];
+}
 
 /** Give the client back to the pool; with an error, the pool ends its connection instead. */
 function release(c: PoolClient, err?: unknown): void {
@@ -272,7 +288,7 @@ function release(c: PoolClient, err?: unknown): void {
 async function runGuarded<T>(client: PoolClient, fn: (client: PoolClient) => T | Promise<T>): Promise<void> {
   const g = guardClient(client);
   try {
-    await inStep.run(true, () => fn(g.client));
+    await inStep.run(true, () => asUser(() => fn(g.client)));
   } finally {
     g.revoke();
   }

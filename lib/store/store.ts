@@ -40,6 +40,7 @@ import type { ReaddirOptions, ReaddirResult, FileStat } from './listing.js';
 import type { ReadFileOptions, ReadFileResult, WriteFileOptions } from './whole-args.js';
 import { publish, type StoreEventMap } from './events.js';
 import { Transactions } from './transaction.js';
+import { StoreHold, STORE_HOLD, type HoldView } from './hold.js';
 import { nameReadStream, nameWriteStream, type CpReadStream, type CpWriteStream, type StoreReadStreamOptions, type StoreWriteStreamOptions } from './streams.js';
 
 export interface StoreStats {
@@ -90,6 +91,8 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   private parts: StoreParts;
   private closing: Promise<void> | null = null;
   private transactions = new Transactions();
+  /** Held by a transaction or a coordinated step while its epoch is open (hold.ts). */
+  private hold: StoreHold;
 
   /** @internal */
   constructor(init: StoreInit) {
@@ -117,7 +120,8 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
       applyNow: (inQueue) => this.applyNow(inQueue), checkpointed: (e) => publish(this, dir, 'checkpoint', e),
     };
     this.checkpoint = new Checkpoint(this.parts, report.epoch);
-    this.twoPhase = new TwoPhase(this.parts, this.checkpoint, report.storeId);
+    this.hold = new StoreHold(dir);
+    this.twoPhase = new TwoPhase(this.parts, this.checkpoint, report.storeId, this.hold);
   }
 
   /** The epoch prepare() made durable and nobody decided yet, or null (a PREPARE on its way is not one yet). */
@@ -145,6 +149,23 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   /** @internal At call time: refuses calls made after close() was called (ECLOSED), and on a failed store. */
   assertCallable(): void {
     this.queue.assertCallable();
+  }
+
+  /** `fn`, unless a holder other than the caller holds the store (EBUSY; hold.ts). */
+  private unheld<T>(call: string, fn: () => Promise<T>): Promise<T> {
+    const refusal = this.hold.refusal(call);
+    if (refusal) throw refusal;
+    return fn();
+  }
+
+  /** @internal The hold and the two-phase state, for transactions and cpfile/postgres steps. */
+  get [STORE_HOLD](): HoldView {
+    return { hold: this.hold, preparing: this.twoPhase.busy };
+  }
+
+  /** @internal The hold a transaction takes (transaction.ts). */
+  get transactionHold(): StoreHold {
+    return this.hold;
   }
 
   /** A call's checks at call time (assertCallable, then `fn`'s own): what they throw is the call's rejection. */
@@ -323,7 +344,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
   check(): Promise<number> {
     // While an epoch is prepared, a check runs after its decision, and not at all after an abort (two-phase.ts).
-    return this.atCall(() => this.checkpoint.check(this.twoPhase.guard('check()')));
+    return this.atCall(() => this.unheld('check()', () => this.checkpoint.check(this.twoPhase.guard('check()'))));
   }
 
   /**
@@ -331,7 +352,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * caller (commit() or abort() of what this resolves with). See PreparedEpoch; FORMAT.md R18.
    */
   prepare(opts?: { id?: string }): Promise<PreparedEpoch> {
-    return this.atCall(() => this.twoPhase.prepare(opts === undefined ? {} : opts));
+    return this.atCall(() => this.unheld('prepare()', () => this.twoPhase.prepare(opts === undefined ? {} : opts)));
   }
 
   /**
@@ -340,13 +361,26 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * opened since it are closed.
    */
   rollback(): Promise<void> {
-    return this.atCall(() => this.checkpoint.rollback());
+    return this.atCall(() => this.unheld('rollback()', () => this.checkpoint.rollback()));
   }
 
   /** Final check (unless discard), apply everything, release the lock and the worker. */
   close(opts: { discard?: boolean } = {}): Promise<void> {
     if (this.closing) return this.closing;
     if (this.queue.closed) return Promise.resolve();
+    // While a transaction or a coordinated step holds the store, its epoch is its own: close waits
+    // for it (a discard does not, unless the holder prepared the epoch: its decision is the holder's).
+    if (this.hold.by !== null && !this.hold.mine && (!opts.discard || this.twoPhase.busy)) {
+      if (this.hold.inside) {
+        return Promise.reject(new CpError('EBUSY', `${this.dir}: close() was called inside the function of ${this.hold.by}, which it would wait for: close the store after that resolves`));
+      }
+      const after = this.hold.idle().then(() => {
+        this.closing = null;
+        return this.close(opts);
+      });
+      this.closing = after;
+      return after;
+    }
     // A prepared epoch is decided by its caller; close({ discard: true }) aborts it.
     if (this.twoPhase.busy && !opts.discard) {
       return Promise.reject(new CpError('EPREPARED', `${this.dir}: an epoch is prepared and undecided: commit or abort it before close(), or close({ discard: true }) to abort it`));

@@ -8,11 +8,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CpError } from '../errors.js';
 import { describe } from '../names.js';
+import { asUser, withHolds, type StoreHold } from './hold.js';
 
 export interface TransactionHost {
   assertCallable(): void;
   check(): Promise<number>;
   rollback(): Promise<void>;
+  /** the store's hold: a transaction holds it from fn's start to its check or rollback (hold.ts) */
+  readonly transactionHold: StoreHold;
 }
 
 export class Transactions {
@@ -41,14 +44,25 @@ export class Transactions {
     return p;
   }
 
-  private async once<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
+  private once<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
+    try {
+      host.assertCallable();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    // The store is held while fn runs and until its check or rollback: a check(), rollback() or
+    // close() made meanwhile would end part of this epoch (hold.ts). fn runs as the app's code.
+    return withHolds([host.transactionHold], 'a transaction', () => this.held(host, fn));
+  }
+
+  private async held<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
     host.assertCallable();
     let result: Awaited<T>;
     // Only fn runs in the transaction's async context, and only while it runs: the check and the
     // rollback (and the 'checkpoint' listeners they call), and a timer fn left that fires later, are not inside it.
     const token = { running: true };
     try {
-      result = await this.inside.run(token, fn);
+      result = await this.inside.run(token, () => asUser(fn));
     } catch (e) {
       token.running = false;
       await host.rollback().catch((rb: unknown) => {

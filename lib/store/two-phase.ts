@@ -14,6 +14,7 @@ import { RecordType, validPrepareId, MAX_PREPARE_ID_BYTES, type CatalogEntry } f
 import type { Checkpoint, LaidOut } from './checkpoint.js';
 import type { Entry } from './host.js';
 import type { StoreParts } from './parts.js';
+import type { StoreHold } from './hold.js';
 
 /** The epoch a prepare() made durable, waiting for its decision. */
 export interface PreparedEpoch {
@@ -70,6 +71,8 @@ class Prepared implements PreparedEpoch {
 
   commit(opts: { sync?: boolean; hooks?: boolean } = {}): Promise<number> {
     if (opts === null || typeof opts !== 'object') return Promise.reject(new CpError('EINVAL', 'commit options must be an object'));
+    const refused = this.decision === null ? this.owner.refusal(`commit() of prepared epoch ${this.epoch}`) : null;
+    if (refused) return Promise.reject(refused);
     if (this.decision === 'abort') return Promise.reject(new CpError('EPREPARED', `epoch ${this.epoch} (prepared as ${this.id}) was aborted; it cannot be committed`));
     if (this.decision === 'commit') return this.outcome as Promise<number>;
     this.decision = 'commit';
@@ -80,6 +83,8 @@ class Prepared implements PreparedEpoch {
   }
 
   abort(): Promise<void> {
+    const refused = this.decision === null ? this.owner.refusal(`abort() of prepared epoch ${this.epoch}`) : null;
+    if (refused) return Promise.reject(refused);
     if (this.decision === 'commit') return Promise.reject(new CpError('EPREPARED', `epoch ${this.epoch} (prepared as ${this.id}) was committed; it cannot be aborted`));
     if (this.decision === 'abort') return this.outcome as Promise<void>;
     this.decision = 'abort';
@@ -104,7 +109,12 @@ export class TwoPhase {
   /** The last prepare() called: what calls made after it build on. */
   private last: Pending | null = null;
 
-  constructor(private parts: StoreParts, private cp: Checkpoint, private storeId: string) {}
+  constructor(private parts: StoreParts, private cp: Checkpoint, private storeId: string, private hold: StoreHold) {}
+
+  /** EBUSY for a decision made while a holder (a coordinated step) other than the caller holds the store. */
+  refusal(call: string): CpError | null {
+    return this.hold.refusal(call);
+  }
 
   /** A prepare() was called and its epoch is not decided yet. */
   get busy(): boolean {
