@@ -1,7 +1,9 @@
 // A bounded sample of the torture suite (tools/torture.ts, `npm run torture` runs the full targets):
 // the simulated file system's power-loss model itself, then a few thousand power-loss crash states, a
 // fast-check journal-corruption sample, I/O fault injection at every call site of a few workloads, and
-// a few real SIGKILLs (test/kill-loop.test.ts does the kill loop at length).
+// a few real SIGKILLs (test/kill-loop.test.ts does the kill loop at length), two-phase epochs, 20
+// rounds of the PostgreSQL kill loop on a private server (`npm run torture -- --kind postgres` runs
+// 300), and the edge dimensions.
 //
 //   CPFILE_TORTURE_SEED=N npm test     replay a base seed (printed in the test titles)
 
@@ -14,6 +16,8 @@ import { runKill, realfsLane } from './torture/kill.js';
 import { replayLine, type KindOptions, type KindResult, type Violation } from './torture/common.js';
 import { edgeUnit, DIMS, type Dim } from './torture/edges.js';
 import { runEdgeRounds } from './torture/kill-edge.js';
+import { pgKillLoop } from './torture/pgkill.js';
+import { usePgServer } from './helpers/pg-server.js';
 import { Rng } from './helpers/model.js';
 
 const SEED = process.env.CPFILE_TORTURE_SEED !== undefined
@@ -167,6 +171,24 @@ describe(`torture sample: two-phase epochs (seed ${SEED})`, function () {
     noViolations(r);
     // (a round's recovery may be killed too: at least one kill a case)
     expect(r.twoPhase!['kill: kills']).to.be.at.least(3);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// cpfile/postgres (test/torture/pgkill.ts): the kill loop of coordinated steps on a private server
+
+describe(`torture sample: postgres kill loop (seed ${SEED})`, function () {
+  this.timeout(300_000);
+  const pg = usePgServer();
+
+  it('20 rounds: steps over 2-3 stores and rows, the app killed at random moments and at each stage of a step, the server crashed under it, reopeners killed while resolving; rows and files always from one decision', async () => {
+    const r = await pgKillLoop({ server: pg.server, seed: SEED, rounds: 20, log: () => undefined });
+    const lines = r.violations.slice(0, 5).map((v) => `${v.detail.split('\n').slice(0, 10).join('\n    ')}\n    replay: ${replayLine(v)}`);
+    expect(r.violations.length, `${r.violations.length} postgres violation(s) (seed ${SEED}):\n  ${lines.join('\n  ')}`).to.equal(0);
+    expect(r.rounds).to.equal(20);
+    const kills = Object.entries(r.stats).filter(([k]) => k.startsWith('kills: ')).reduce((n, [, v]) => n + v, 0);
+    expect(kills, JSON.stringify(r.stats)).to.equal(20);
+    expect(r.stats['steps acknowledged (check resolved)'] ?? 0, JSON.stringify(r.stats)).to.be.greaterThan(0);
   });
 });
 

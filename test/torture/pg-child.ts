@@ -94,13 +94,15 @@ async function steps(): Promise<void> {
       return p;
     };
   }
+  const isDecision = (q: unknown): boolean => typeof q === 'string' && q.startsWith('DO $cpfile$') && q.endsWith('\nCOMMIT');
   const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
   (pool as { connect: unknown }).connect = async () => {
     const c = await connect();
     const q = c.query.bind(c) as (...a: unknown[]) => unknown;
     (c as { query: unknown }).query = (...a: unknown[]) => {
       const r = q(...a);
-      if (a[0] === 'COMMIT' && prepared === stores.length && killing('commit-sent')) setTimeout(die, kill!.delayMs);
+      // the decision goes as one query string ending in COMMIT (decisionSql), not as a bare 'COMMIT'
+      if (isDecision(a[0]) && prepared === stores.length && killing('commit-sent')) setTimeout(die, kill!.delayMs);
       return r;
     };
     return c;
