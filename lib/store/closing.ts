@@ -15,6 +15,7 @@ import type { Catalog } from './catalog.js';
 import type { PendingFiles } from './pending.js';
 import type { ApplySchedule } from './apply-schedule.js';
 import type { Checkpoint } from './checkpoint.js';
+import type { TwoPhase } from './two-phase.js';
 
 /** What closing needs of a store (its parts, as Store holds them). */
 export interface ClosingParts {
@@ -31,6 +32,22 @@ export interface ClosingParts {
   checkpoint: Checkpoint;
   /** The store's own applyNow (tests replace it on the store). */
   applyNow: (inQueue: boolean) => Promise<void>;
+}
+
+/**
+ * close() once nothing holds the store: a prepared epoch is decided by its caller (EPREPARED), or
+ * aborted first by close({ discard: true }); then shutDown, called at once so that close() takes its
+ * place in call order (calls made after it are refused).
+ */
+export function startClose(s: ClosingParts, twoPhase: TwoPhase, dir: string, discard: boolean): Promise<void> {
+  if (twoPhase.busy && !discard) {
+    return Promise.reject(new CpError('EPREPARED', `${dir}: an epoch is prepared and undecided: commit or abort it before close(), or close({ discard: true }) to abort it`));
+  }
+  const abortFirst = twoPhase.busy ? twoPhase.abortCurrent() : null;
+  s.queue.closeCalled = true;
+  return abortFirst
+    ? abortFirst.then(() => shutDown(s, true), (e) => shutDown(s, true).then(() => { throw e; }))
+    : shutDown(s, discard);
 }
 
 export async function shutDown(s: ClosingParts, discard: boolean): Promise<void> {

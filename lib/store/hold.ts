@@ -62,6 +62,19 @@ export class StoreHold {
     return new CpError('EBUSY', `${this.dir}: ${call} was called while ${by} runs on this store${where}; the epoch is that of ${by} until it ends`);
   }
 
+  /**
+   * For close(): null to close now; else while a holder other than the caller holds the store, the
+   * close waits for it (`queued`: then `again` closes) unless it discards an epoch the holder has not
+   * prepared; inside the holder's fn it is EBUSY, since it would wait for itself.
+   */
+  closeLater(discard: boolean, prepared: boolean, again: () => Promise<void>): { done: Promise<void>; queued: boolean } | null {
+    if (this.tenure === null || this.mine || (discard && !prepared)) return null;
+    if (this.inside) {
+      return { queued: false, done: Promise.reject(new CpError('EBUSY', `${this.dir}: close() was called inside the function of ${this.tenure.what}, which it would wait for: close the store after that resolves`)) };
+    }
+    return { queued: true, done: this.idle().then(again) };
+  }
+
   /** Resolves once nobody holds the store (at once when nobody does). */
   idle(): Promise<void> {
     if (this.tenure === null) return Promise.resolve();

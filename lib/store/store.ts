@@ -34,7 +34,8 @@ import { readPending } from './read-through.js';
 import { openEntry } from './open-file.js';
 import { unlinkNow, renameNow } from './name-changes.js';
 import type { StoreParts } from './parts.js';
-import { shutDown } from './closing.js';
+import { startClose } from './closing.js';
+import { storeStats, type StoreStats } from './stats.js';
 import * as surface from './surface.js';
 import type { ReaddirOptions, ReaddirResult, FileStat } from './listing.js';
 import type { ReadFileOptions, ReadFileResult, WriteFileOptions } from './whole-args.js';
@@ -43,18 +44,7 @@ import { Transactions } from './transaction.js';
 import { StoreHold, STORE_HOLD, type HoldView } from './hold.js';
 import { nameReadStream, nameWriteStream, type CpReadStream, type CpWriteStream, type StoreReadStreamOptions, type StoreWriteStreamOptions } from './streams.js';
 
-export interface StoreStats {
-  records: number;
-  bytesJournaled: number;
-  /** Bytes appended straight to files (direct appends), not through the journal. */
-  bytesDirect: number;
-  fsyncs: number;
-  epochs: number;
-  batches: number;
-  appliedEpoch: number;
-  applyLag: { epochs: number; bytes: number };
-  openFiles: number;
-}
+export type { StoreStats } from './stats.js';
 
 /** @internal What openStore hands a new Store. */
 export interface StoreInit {
@@ -151,27 +141,21 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     this.queue.assertCallable();
   }
 
-  /** `fn`, unless a holder other than the caller holds the store (EBUSY; hold.ts). */
-  private unheld<T>(call: string, fn: () => Promise<T>): Promise<T> {
-    const refusal = this.hold.refusal(call);
-    if (refusal) throw refusal;
-    return fn();
-  }
-
   /** @internal The hold and the two-phase state, for transactions and cpfile/postgres steps. */
   get [STORE_HOLD](): HoldView {
     return { hold: this.hold, preparing: this.twoPhase.busy };
   }
 
-  /** @internal The hold a transaction takes (transaction.ts). */
-  get transactionHold(): StoreHold {
-    return this.hold;
-  }
-
-  /** A call's checks at call time (assertCallable, then `fn`'s own): what they throw is the call's rejection. */
-  private atCall<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * A call's checks at call time (assertCallable; for a call that ends the epoch, `held`, EBUSY
+   * while a holder other than the caller holds the store: hold.ts; then `fn`'s own): what they
+   * throw is the call's rejection.
+   */
+  private atCall<T>(fn: () => Promise<T>, held?: string): Promise<T> {
     try {
       this.assertCallable();
+      const refusal = held ? this.hold.refusal(held) : null;
+      if (refusal) throw refusal;
       return fn();
     } catch (e) {
       return Promise.reject(e);
@@ -344,7 +328,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   /** Make one atomic, durable epoch of every change so far; resolves with its number. */
   check(): Promise<number> {
     // While an epoch is prepared, a check runs after its decision, and not at all after an abort (two-phase.ts).
-    return this.atCall(() => this.unheld('check()', () => this.checkpoint.check(this.twoPhase.guard('check()'))));
+    return this.atCall(() => this.checkpoint.check(this.twoPhase.guard('check()')), 'check()');
   }
 
   /**
@@ -352,7 +336,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * caller (commit() or abort() of what this resolves with). See PreparedEpoch; FORMAT.md R18.
    */
   prepare(opts?: { id?: string }): Promise<PreparedEpoch> {
-    return this.atCall(() => this.unheld('prepare()', () => this.twoPhase.prepare(opts === undefined ? {} : opts)));
+    return this.atCall(() => this.twoPhase.prepare(opts === undefined ? {} : opts), 'prepare()');
   }
 
   /**
@@ -361,38 +345,25 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
    * opened since it are closed.
    */
   rollback(): Promise<void> {
-    return this.atCall(() => this.unheld('rollback()', () => this.checkpoint.rollback()));
+    return this.atCall(() => this.checkpoint.rollback(), 'rollback()');
   }
 
   /** Final check (unless discard), apply everything, release the lock and the worker. */
   close(opts: { discard?: boolean } = {}): Promise<void> {
     if (this.closing) return this.closing;
     if (this.queue.closed) return Promise.resolve();
-    // While a transaction or a coordinated step holds the store, its epoch is its own: close waits
-    // for it (a discard does not, unless the holder prepared the epoch: its decision is the holder's).
-    if (this.hold.by !== null && !this.hold.mine && (!opts.discard || this.twoPhase.busy)) {
-      if (this.hold.inside) {
-        return Promise.reject(new CpError('EBUSY', `${this.dir}: close() was called inside the function of ${this.hold.by}, which it would wait for: close the store after that resolves`));
-      }
-      const after = this.hold.idle().then(() => {
-        this.closing = null;
-        return this.close(opts);
-      });
-      this.closing = after;
-      return after;
-    }
-    // A prepared epoch is decided by its caller; close({ discard: true }) aborts it.
-    if (this.twoPhase.busy && !opts.discard) {
-      return Promise.reject(new CpError('EPREPARED', `${this.dir}: an epoch is prepared and undecided: commit or abort it before close(), or close({ discard: true }) to abort it`));
-    }
-    const abortFirst = this.twoPhase.busy ? this.twoPhase.abortCurrent() : null;
-    this.queue.closeCalled = true;
+    // While a transaction or a coordinated step holds the store, close waits for it (hold.ts).
+    const wait = this.hold.closeLater(!!opts.discard, this.twoPhase.busy, () => {
+      this.closing = null;
+      return this.close(opts);
+    });
+    if (wait) return wait.queued ? (this.closing = wait.done) : wait.done;
     const { dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint } = this;
     const parts = { dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint, applyNow: (b: boolean) => this.applyNow(b) };
-    this.closing = abortFirst
-      ? abortFirst.then(() => shutDown(parts, true), (e) => shutDown(parts, true).then(() => { throw e; }))
-      : shutDown(parts, !!opts.discard);
-    return this.closing;
+    const closing = startClose(parts, this.twoPhase, dir, !!opts.discard);
+    // (an EPREPARED refusal closes nothing: a later close() may still succeed)
+    if (this.queue.closeCalled) this.closing = closing;
+    return closing;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -400,18 +371,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   }
 
   stats(): StoreStats {
-    const s = this.writer.stats;
-    return {
-      records: s.records,
-      bytesJournaled: s.bytes,
-      bytesDirect: s.directBytes,
-      fsyncs: s.fsyncs,
-      epochs: this.checkpoint.epochsDone,
-      batches: s.batches,
-      appliedEpoch: this.schedule.appliedEpoch,
-      applyLag: { epochs: this.epoch - this.schedule.appliedEpoch, bytes: this.schedule.lagBytes },
-      openFiles: this.catalog.open.size,
-    };
+    return storeStats(this.parts, this.checkpoint);
   }
 
   // --- listing, stat by name, whole files, transactions (surface.ts; README "Listing, whole files, events and transactions")

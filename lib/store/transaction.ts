@@ -8,14 +8,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CpError } from '../errors.js';
 import { describe } from '../names.js';
-import { asUser, withHolds, type StoreHold } from './hold.js';
+import { STORE_HOLD, asUser, withHolds, type HoldView } from './hold.js';
 
 export interface TransactionHost {
   assertCallable(): void;
   check(): Promise<number>;
   rollback(): Promise<void>;
   /** the store's hold: a transaction holds it from fn's start to its check or rollback (hold.ts) */
-  readonly transactionHold: StoreHold;
+  readonly [STORE_HOLD]: HoldView;
 }
 
 export class Transactions {
@@ -52,7 +52,7 @@ export class Transactions {
     }
     // The store is held while fn runs and until its check or rollback: a check(), rollback() or
     // close() made meanwhile would end part of this epoch (hold.ts). fn runs as the app's code.
-    return withHolds([host.transactionHold], 'a transaction', () => this.held(host, fn));
+    return withHolds([host[STORE_HOLD].hold], 'a transaction', () => this.held(host, fn));
   }
 
   private async held<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
