@@ -243,7 +243,11 @@ describe('cpfile/postgres: faults at the decision', function () {
       store.prepare = async (...a) => {
         const p = await prepare(...a);
         prepared = true;
+        if (at === 'after-prepare') die();
         if (at === 'after-pg-commit') p.commit = die;
+        const commit = p.commit.bind(p);
+        if (at === 'during-commit') p.commit = (o) => { const r = commit(o); setImmediate(die); return r; };
+        if (at === 'after-store-commit') p.commit = (o) => commit(o).then(die);
         return p;
       };
       if (at === 'before-pg-commit') {
@@ -258,8 +262,22 @@ describe('cpfile/postgres: faults at the decision', function () {
       await coord.check([store], async (c) => {
         await f.write('two\\n');
         await c.query('INSERT INTO ledger VALUES ($1)', [Number(row)]);
+        if (at === 'in-fn') die();
       });
       process.stdout.write('the step was not killed\\n');
+    `;
+
+    // A reopening child killed inside resolveInDoubt: when asked, or with the answer in hand.
+    const REOPENER = `
+      import pg from ${JSON.stringify(PG_MODULE)};
+      import { openStore } from ${JSON.stringify(path.join(DIST, 'lib/index.js'))};
+      import { postgresCoordinator } from ${JSON.stringify(path.join(DIST, 'lib/postgres/index.js'))};
+      const [socket, dir, when] = process.argv.slice(2);
+      const pool = new pg.Pool({ host: socket, user: 'postgres', database: 'postgres' });
+      const coord = postgresCoordinator(pool);
+      const die = () => process.kill(process.pid, 'SIGKILL');
+      await openStore(dir, { resolveInDoubt: async (q) => { if (when === 'asked') die(); const d = await coord.resolve(q); die(); return d; } });
+      process.stdout.write('the reopen was not killed\\n');
     `;
 
     async function killedChild(at: string, row: number): Promise<string> {
@@ -301,6 +319,47 @@ describe('cpfile/postgres: faults at the decision', function () {
       expect(await store.readFile('data.txt', 'utf8')).to.equal('one\n');
       expect(await positions(store.id)).to.deep.equal([4]);
     });
+
+    const KILLS: [string, 'commit' | 'abort', string][] = [
+      ['in-fn', 'abort', "inside the app's function"],
+      ['after-prepare', 'abort', 'right after the store prepared'],
+      ['during-commit', 'commit', "after the PostgreSQL COMMIT, while the store commits"],
+      ['after-store-commit', 'commit', "after the store's commit resolved (its COMMIT record perhaps not yet durable)"],
+    ];
+    for (const [at, decision, what] of KILLS) {
+      it(`killed ${what}: the reopened store ${decision}s the epoch, with the row`, async function () {
+        const row = 30 + KILLS.findIndex((k) => k[0] === at);
+        const dir = await killedChild(at, row);
+        expect(await ledger()).to.satisfy((ids: number[]) => ids.includes(row) === (decision === 'commit'));
+        const pool = pg.server.pool();
+        const coord = postgresCoordinator(pool);
+        const store = await sb.open(dir, { hooks: postgresHooks(pool), resolveInDoubt: coord.resolve });
+        expect(store.epoch).to.equal(decision === 'commit' ? 2 : 1);
+        expect(await store.readFile('data.txt', 'utf8')).to.equal(decision === 'commit' ? 'one\ntwo\n' : 'one\n');
+        expect(await positions(store.id)).to.deep.equal([decision === 'commit' ? 8 : 4]);
+      });
+    }
+
+    for (const when of ['asked', 'answered'] as const) {
+      it(`killed after the PostgreSQL COMMIT, then the next open killed inside resolve (${when === 'asked' ? 'when asked' : 'with the answer in hand'}): the open after it commits`, async function () {
+        const row = 40 + (when === 'asked' ? 0 : 1);
+        const dir = await killedChild('after-pg-commit', row);
+        const script = path.join(dir, '..', `${path.basename(dir)}-reopen.mjs`);
+        fs.writeFileSync(script, REOPENER);
+        try {
+          const out = await run(process.execPath, [script, pg.server.socketDir, dir, when], { timeout: 60_000 }).then((r) => r, (e: Error & { signal?: string; stderr?: string }) => e);
+          expect((out as { signal?: string }).signal, `reopener: ${(out as { stderr?: string }).stderr ?? ''}`).to.equal('SIGKILL');
+        } finally {
+          fs.rmSync(script, { force: true });
+        }
+        const pool = pg.server.pool();
+        const coord = postgresCoordinator(pool);
+        const store = await sb.open(dir, { resolveInDoubt: coord.resolve });
+        expect(store.recovery.inDoubt).to.include({ decision: 'commit', epoch: 2 });
+        expect(await store.readFile('data.txt', 'utf8')).to.equal('one\ntwo\n');
+        expect(await ledger()).to.include(row);
+      });
+    }
 
     it('while the server is down, openStore rejects with EINDOUBT and changes nothing; once it is back, it decides', async function () {
       const dir = await killedChild('after-pg-commit', 12);
