@@ -1,6 +1,6 @@
 // Smoke test of the benchmark (npm run bench): every workload once, on every subject, at tiny sizes.
 // It checks that the benchmark runs and reports; it asserts no timing.
-import { access } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -9,6 +9,8 @@ import { renderReport } from '../tools/bench/report.js';
 import { runBench, type BenchResult } from '../tools/bench/run.js';
 import { parseSize, percentile, median } from '../tools/bench/util.js';
 import { P9_SUBJECTS, renderP9, runP9 } from '../tools/bench/p9-postgres.js';
+import { writeCharts } from '../tools/bench/charts.js';
+import { LATENCY_QUANTILES } from '../tools/bench/workloads.js';
 
 describe('bench: smoke run at tiny sizes', function () {
   this.timeout(120_000);
@@ -71,6 +73,30 @@ describe('bench: smoke run at tiny sizes', function () {
     for (const row of targetRows) expect(row).to.match(/\| (met|\*\*missed\*\*) \|$/);
     expect(report).to.match(/\| cpfile \| atomic \+ durable \| [\d.]+/);
     expect(report).to.include('÷ raw');
+  });
+
+  it("draws P1's latency distribution and P7's event-loop delay over P2 as SVG, one line per subject", async function () {
+    const p1 = result.workloads.find((w) => w.id === 'P1')!;
+    for (const s of p1.subjects.filter((x) => !x.na)) {
+      expect(s.series[0]?.q, s.id).to.have.length(LATENCY_QUANTILES.length);
+      expect([...s.series[0]!.q!].sort((a, b) => a - b), `${s.id}: percentiles in order`).to.deep.equal(s.series[0]!.q);
+    }
+    const p2 = result.workloads.find((w) => w.id === 'P2')!;
+    for (const s of p2.subjects.filter((x) => !x.na)) expect(s.series[0]?.elT?.length, s.id).to.equal(s.series[0]?.elD?.length);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'cpfile-charts-'));
+    try {
+      const files = await writeCharts(result, dir);
+      expect(files.map((f) => path.basename(f))).to.deep.equal(['p1-latency.svg', 'p7-event-loop.svg']);
+      const p1svg = await readFile(files[0]!, 'utf8');
+      expect(p1svg).to.match(/^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/).and.match(/<\/svg>\n$/);
+      const lines = (p1svg.match(/<path d="M/g) ?? []).length;
+      expect(lines).to.equal(p1.subjects.filter((x) => !x.na).length);
+      for (const s of p1.subjects.filter((x) => !x.na)) expect(p1svg, s.name).to.include(`>${s.name}</text>`);
+      const p7svg = await readFile(files[1]!, 'utf8');
+      expect(p7svg).to.include('max target 10 ms').and.include('>cpfile</text>');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('leaves no temp dirs behind', async function () {

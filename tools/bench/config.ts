@@ -120,6 +120,8 @@ export const USAGE = `npm run bench -- [flags]          (or: node dist/tools/ben
   --dir DIR               where the temp dirs go (default os.tmpdir(); must be on the disk to measure)
   --out FILE              also write the Markdown report to FILE
   --json FILE             also write every sample as JSON to FILE
+  --charts DIR            where the SVG charts go (default: bench-charts, or beside --out);
+                          --no-charts for none
   --quiet                 no progress lines on stderr
   --rep-timeout S         a repetition running longer is an error (default 600 s)
   sizes (suffix k/m/g = KiB/MiB/GiB):
@@ -136,13 +138,16 @@ export interface Cli {
   config: BenchConfig;
   out: string | null;
   json: string | null;
+  /** the charts' directory (null: none) */
+  charts: string | null;
   help: boolean;
 }
 
 export function parseArgs(argv: string[]): Cli {
   const quick = argv.includes('--quick');
   const config = quick ? quickConfig() : defaultConfig();
-  const cli: Cli = { config, out: null, json: null, help: false };
+  const cli: Cli = { config, out: null, json: null, charts: 'bench-charts', help: false };
+  let chartsGiven = false;
   const sizeFlags: Record<string, keyof BenchConfig> = {
     '--p1-write': 'p1WriteSize', '--p2-total': 'p2Total', '--p2-write': 'p2WriteSize', '--p2-checkpoint': 'p2Checkpoint',
     '--p3-file': 'p3FileSize', '--p3-write': 'p3WriteSize', '--p4-write': 'p4WriteSize', '--p5-bytes': 'p5Bytes',
@@ -173,6 +178,8 @@ export function parseArgs(argv: string[]): Cli {
     } else if (a === '--lib-b-label') config.libBLabel = next();
     else if (a === '--out') cli.out = next();
     else if (a === '--json') cli.json = next();
+    else if (a === '--charts') { cli.charts = next(); chartsGiven = true; }
+    else if (a === '--no-charts') { cli.charts = null; chartsGiven = true; }
     else if (a === '--reps') {
       const n = parseCount(next());
       for (const id of WORKLOAD_IDS) if (id !== 'P7') config.reps[id] = n;
@@ -191,6 +198,8 @@ export function parseArgs(argv: string[]): Cli {
   }
   if (config.libB && !config.subjects.includes('cpfile-b')) config.subjects.push('cpfile-b');
   if (config.p3FileSize < config.p3WriteSize) throw new Error('--p3-file must hold at least one write');
+  // beside the report when there is one (docs/BENCHMARKS.md -> docs/bench)
+  if (!chartsGiven && cli.out) cli.charts = path.join(path.dirname(cli.out), 'bench');
   return cli;
 }
 

@@ -10,6 +10,7 @@ import { USAGE, parseArgs } from './config.js';
 import { renderReport } from './report.js';
 import { runBench } from './run.js';
 import { renderP9, runP9 } from './p9-postgres.js';
+import { writeCharts } from './charts.js';
 
 async function main(): Promise<void> {
   const cli = parseArgs(process.argv.slice(2));
@@ -26,6 +27,9 @@ async function main(): Promise<void> {
   process.stdout.write(`${md}\n`);
   if (cli.out) await fsp.writeFile(cli.out, md);
   if (cli.json) await fsp.writeFile(cli.json, `${JSON.stringify({ ...result, p9 }, null, 2)}\n`);
+  if (result && cli.charts) {
+    for (const f of await writeCharts(result, cli.charts)) process.stderr.write(`bench: chart ${f}\n`);
+  }
   // A subject that timed out may still hold handles (a worker, timers): do not wait for them.
   process.exit(0);
 }

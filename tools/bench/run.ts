@@ -18,6 +18,8 @@ export interface SubjectResult {
   how: string;
   na?: string;
   samples: Sample[];
+  /** each repetition's series (RepResult.series), in repetition order */
+  series: Record<string, number[]>[];
   infos: string[];
   errors: string[];
 }
@@ -73,7 +75,7 @@ async function runWorkload(ctx: Ctx, w: Workload, reps: number): Promise<Workloa
   const subjects = w.subjects.filter((s) => ctx.config.subjects.includes(s.id));
   const results = new Map<SubjectId, SubjectResult>();
   for (const s of subjects) {
-    results.set(s.id, { id: s.id, name: s.id === 'cpfile-b' ? `cpfile ${ctx.config.libBLabel}` : SUBJECT_NAMES[s.id], guarantee: GUARANTEE[s.id], how: s.how, na: s.na, samples: [], infos: [], errors: [] });
+    results.set(s.id, { id: s.id, name: s.id === 'cpfile-b' ? `cpfile ${ctx.config.libBLabel}` : SUBJECT_NAMES[s.id], guarantee: GUARANTEE[s.id], how: s.how, na: s.na, samples: [], series: [], infos: [], errors: [] });
   }
   const live = subjects.filter((s) => !s.na && s.rep);
   ctx.log(`${w.title}`);
@@ -102,8 +104,9 @@ async function runWorkload(ctx: Ctx, w: Workload, reps: number): Promise<Workloa
             reject(new Error(`repetition timed out after ${ctx.config.repTimeoutS} s (later repetitions of this subject skipped)`));
           }, ctx.config.repTimeoutS * 1000);
         });
-        const { m, info } = await Promise.race([s.rep!(r), timeout]);
+        const { m, info, series } = await Promise.race([s.rep!(r), timeout]);
         res.samples.push(m);
+        if (series) res.series.push(series);
         if (info) res.infos.push(info);
         const shown = w.metrics.filter((d) => m[d.key] !== undefined).map((d) => `${fmtNum(m[d.key]!)} ${d.label}`).join(', ');
         ctx.log(`  rep ${r + 1}/${reps} ${s.id.padEnd(17)} ${shown}  (${((now() - t) / 1000).toFixed(1)} s)`);

@@ -114,21 +114,45 @@ export async function rmrf(dir: string): Promise<void> {
 }
 
 /** Event-loop delay during a timed section (perf_hooks.monitorEventLoopDelay, 1 ms timer). */
+/** Event-loop delay over a run: the histogram's max and p99, and a time series for the charts. */
+export interface LoopDelay {
+  maxMs: number;
+  p99Ms: number;
+  count: number;
+  /** every SERIES_MS: t (ms since start) and the delay d (ms) of a timer due then */
+  series: { t: number[]; d: number[] };
+}
+
 export class LoopMonitor {
   private static readonly RESOLUTION_MS = 1;
+  private static readonly SERIES_MS = 10;
   private h: IntervalHistogram = monitorEventLoopDelay({ resolution: LoopMonitor.RESOLUTION_MS });
+  private timer: NodeJS.Timeout | null = null;
+  private series = { t: [] as number[], d: [] as number[] };
   start(): void {
     this.h.reset();
     this.h.enable();
+    // the series: a timer every SERIES_MS, and how late each one ran (a coarser view than the histogram's)
+    const t0 = performance.now();
+    let due = t0 + LoopMonitor.SERIES_MS;
+    this.series = { t: [], d: [] };
+    this.timer = setInterval(() => {
+      const at = performance.now();
+      this.series.t.push(Math.round(due - t0));
+      this.series.d.push(Math.round(Math.max(0, at - due) * 100) / 100);
+      due = Math.max(due + LoopMonitor.SERIES_MS, at);
+    }, LoopMonitor.SERIES_MS);
   }
   /**
    * The histogram records the interval between the monitor's 1 ms timer callbacks; the delay is that
    * interval minus the 1 ms it was asked for (clamped at 0).
    */
-  stop(): { maxMs: number; p99Ms: number; count: number } {
+  stop(): LoopDelay {
     this.h.disable();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
     const d = (ns: number): number => Math.max(0, ns / 1e6 - LoopMonitor.RESOLUTION_MS);
-    return { maxMs: d(this.h.max), p99Ms: d(this.h.percentile(99)), count: this.h.count };
+    return { maxMs: d(this.h.max), p99Ms: d(this.h.percentile(99)), count: this.h.count, series: this.series };
   }
 }
 

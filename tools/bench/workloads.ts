@@ -10,13 +10,15 @@ import type { BenchConfig, SubjectId, WorkloadId } from './config.js';
 import { openLevel, openLmdb, openSqlite, levelKey, type Level, type Lmdb, type Sqlite } from './peers.js';
 import { runChild, type P5Ready, type P6Result } from './child-api.js';
 import {
-  LoopMonitor, MiB, fmtSize, freshDir, median, now, osSync, percentile, prng, randomBuffer, rmrf, sleep, yieldLoop,
+  LoopMonitor, type LoopDelay, MiB, fmtSize, freshDir, median, now, osSync, percentile, prng, randomBuffer, rmrf, sleep, yieldLoop,
 } from './util.js';
 
 export type Sample = Record<string, number>;
 
 export interface RepResult {
   m: Sample;
+  /** Whole distributions or time series of the repetition, for the charts (charts.ts): P1 'q', P2 'elT'/'elD'. */
+  series?: Record<string, number[]>;
   /** Facts worth printing beside the figures (fsync counts, sizes...). */
   info?: string;
 }
@@ -77,15 +79,18 @@ async function waitApplied(store: Store, timeoutMs = 300_000): Promise<void> {
   }
 }
 
-/** Per-rep latency statistics of `n` calls of fn. */
-async function latencies(n: number, fn: () => unknown): Promise<{ median: number; p99: number }> {
+/** The percentiles a latency distribution is kept at for the charts (LATENCY_QUANTILES[i] -> q[i]). */
+export const LATENCY_QUANTILES: readonly number[] = [...Array.from({ length: 100 }, (_, i) => i), 99.5, 99.9, 100];
+
+/** Per-rep latency statistics of `n` calls of fn, and its distribution at LATENCY_QUANTILES. */
+async function latencies(n: number, fn: () => unknown): Promise<{ median: number; p99: number; q: number[] }> {
   const xs: number[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const t = now();
     await fn();
     xs[i] = now() - t;
   }
-  return { median: median(xs), p99: percentile(xs, 99) };
+  return { median: median(xs), p99: percentile(xs, 99), q: LATENCY_QUANTILES.map((p) => round(percentile(xs, p))) };
 }
 
 function writeAll(fd: number, buf: Buffer, position: number | null): void {
@@ -134,7 +139,7 @@ export function p1(ctx: Ctx): Workload {
   const data = randomBuffer(c.p1WriteSize, 1);
   const n = c.p1Commits;
   const warm = Math.min(20, n);
-  const res = (l: { median: number; p99: number }): RepResult => ({ m: { median: round(l.median), p99: round(l.p99) } });
+  const res = (l: { median: number; p99: number; q: number[] }): RepResult => ({ m: { median: round(l.median), p99: round(l.p99) }, series: { q: l.q } });
   const subjects: SubjectRun[] = [];
 
   {
@@ -283,7 +288,7 @@ interface BulkOps {
   checkpoint(last: boolean): unknown;
 }
 
-async function bulkLoop(c: BenchConfig, ops: BulkOps): Promise<{ ms: number; el: { maxMs: number; p99Ms: number } }> {
+async function bulkLoop(c: BenchConfig, ops: BulkOps): Promise<{ ms: number; el: LoopDelay }> {
   const writes = Math.ceil(c.p2Total / c.p2WriteSize);
   const per = Math.max(1, Math.round(c.p2Checkpoint / c.p2WriteSize));
   const mon = new LoopMonitor();
@@ -305,8 +310,12 @@ export function p2(ctx: Ctx): Workload {
   const data = randomBuffer(c.p2WriteSize, 2);
   const total = Math.ceil(c.p2Total / c.p2WriteSize) * c.p2WriteSize;
   const per = Math.max(1, Math.round(c.p2Checkpoint / c.p2WriteSize));
-  const sample = (r: { ms: number; el: { maxMs: number; p99Ms: number } }, extra: Sample = {}): Sample => ({
+  const sample = (r: { ms: number; el: LoopDelay }, extra: Sample = {}): Sample => ({
     mbps: round(mbps(total, r.ms)), elMax: round(r.el.maxMs), elP99: round(r.el.p99Ms), ...extra,
+  });
+  /** A repetition's result: the figures, and the event-loop delay over time (P7's chart). */
+  const p2rep = (r: { ms: number; el: LoopDelay }, extra: Sample = {}, info?: string): RepResult => ({
+    m: sample(r, extra), series: { elT: r.el.series.t, elD: r.el.series.d }, ...(info !== undefined ? { info } : {}),
   });
   const subjects: SubjectRun[] = [];
 
@@ -319,7 +328,7 @@ export function p2(ctx: Ctx): Workload {
       const r = await bulkLoop(c, { write: () => writeAll(fd, data, null), checkpoint: () => fs.fdatasyncSync(fd) });
       fs.closeSync(fd);
       await rmrf(dir);
-      return { m: sample(r) };
+      return p2rep(r);
     },
   });
   subjects.push({
@@ -350,7 +359,7 @@ export function p2(ctx: Ctx): Workload {
       fs.closeSync(logFd);
       fs.closeSync(dataFd);
       await rmrf(dir);
-      return { m: sample(r) };
+      return p2rep(r);
     },
   });
   for (const cp of ctx.cpfiles) subjects.push({
@@ -370,7 +379,7 @@ export function p2(ctx: Ctx): Workload {
       await f.close();
       await store.close();
       await rmrf(dir);
-      return { m: sample(r, { mbpsApplied: round(mbps(total, applied)) }), info };
+      return p2rep(r, { mbpsApplied: round(mbps(total, applied)) }, info);
     },
   });
   subjects.push({ id: 'write-file-atomic', how: '', na: NA_WFA_BULK });
@@ -388,7 +397,7 @@ export function p2(ctx: Ctx): Workload {
       });
       db.close();
       await rmrf(dir);
-      return { m: sample(r) };
+      return p2rep(r);
     },
   });
   subjects.push({
@@ -410,7 +419,7 @@ export function p2(ctx: Ctx): Workload {
       });
       await db.close();
       await rmrf(dir);
-      return { m: sample(r) };
+      return p2rep(r);
     },
   });
   subjects.push({
@@ -430,7 +439,7 @@ export function p2(ctx: Ctx): Workload {
       await batch.close();
       await db.close();
       await rmrf(dir);
-      return { m: sample(r) };
+      return p2rep(r);
     },
   });
   return {
