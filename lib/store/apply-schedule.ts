@@ -78,7 +78,10 @@ export class ApplySchedule {
       void this.deps.applyNow(false).catch(() => undefined);
       return;
     }
-    if (this.timer) return;
+    // an idle delay: each commit pushes the apply back, so that it does not take the flusher from
+    // commits that follow one another (the lag stays bounded: applyThreshold, or a segment change,
+    // applies at once)
+    if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
       if (!queue.closed && !queue.failure) void this.deps.applyNow(false).catch(() => undefined);
