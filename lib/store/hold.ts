@@ -12,8 +12,8 @@
  *     the caller's own async context has (a step inside the fn of a transaction on the same store)
  *     is EINVAL, since it would wait for itself.
  *
- * Which code is the holder's is known from the async context: withHolds runs the holder's body in
- * a context that owns the holds, and asUser runs the app's function inside it without that right.
+ * Which code runs inside a holder (its fn) is known from the async context; the holder's own calls
+ * are admitted only while they run synchronously (withHolds' asHolder), never by async context.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CpError } from '../errors.js';
@@ -25,16 +25,27 @@ interface Tenure {
 
 interface HoldContext {
   tenures: ReadonlySet<Tenure>;
-  /** the holder's own code (not the app's fn running inside it) */
-  owner: boolean;
 }
 
-const context = new AsyncLocalStorage<HoldContext>();
+// One context for every copy of this module (the ES and the CommonJS builds, loaded side by side
+// when an app requires cpfile and imports cpfile/postgres): a store of one build, held by the other.
+const CONTEXT_KEY = Symbol.for('cpfile.holdContext');
+const context: AsyncLocalStorage<HoldContext> = ((globalThis as Record<symbol, unknown>)[CONTEXT_KEY] ??= new AsyncLocalStorage<HoldContext>()) as AsyncLocalStorage<HoldContext>;
+
+/**
+ * Run `call` (a check, rollback, prepare or decision of the held stores) as their holder. The right
+ * lasts only while `call` runs synchronously (the calls are admitted or refused at call time), so
+ * nothing that merely descends from the holder's async context (a listener, a hook, a timer or a
+ * promise callback made there, a pool's event) has it.
+ */
+export type AsHolder = <R>(call: () => R) => R;
 
 export class StoreHold {
   private tenure: Tenure | null = null;
   private waiting: { tenure: Tenure; go: () => void }[] = [];
   private idleWaiters: (() => void)[] = [];
+  /** @internal the tenure whose holder's call runs now (withHolds' asHolder) */
+  admitted: Tenure | null = null;
 
   constructor(private dir: string) {}
 
@@ -43,10 +54,9 @@ export class StoreHold {
     return this.tenure?.what ?? null;
   }
 
-  /** The hold is the caller's: it runs in the holder's own code. */
+  /** The hold is the caller's: the holder's own call (asHolder) runs now. */
   get mine(): boolean {
-    const c = context.getStore();
-    return !!c && c.owner && this.inside;
+    return this.tenure !== null && this.admitted === this.tenure;
   }
 
   /** The caller runs inside the holder's context (its own code or its fn). */
@@ -94,7 +104,7 @@ export class StoreHold {
  * release them. When every hold is free, body starts synchronously (its calls come right after
  * those made before).
  */
-export async function withHolds<T>(holds: readonly StoreHold[], what: string, body: () => Promise<T>): Promise<T> {
+export async function withHolds<T>(holds: readonly StoreHold[], what: string, body: (asHolder: AsHolder) => Promise<T>): Promise<T> {
   const outer = context.getStore();
   assertNotInside(holds, what);
   const tenure: Tenure = { what };
@@ -105,18 +115,25 @@ export async function withHolds<T>(holds: readonly StoreHold[], what: string, bo
       taken.push(h);
       if (wait) await wait;
     }
-    const ctx: HoldContext = { tenures: new Set([...(outer?.tenures ?? []), tenure]), owner: true };
-    return await context.run(ctx, body);
+    const ctx: HoldContext = { tenures: new Set([...(outer?.tenures ?? []), tenure]) };
+    const asHolder: AsHolder = (call) => {
+      const before = holds.map((h) => h.admitted);
+      for (const h of holds) h.admitted = tenure;
+      try {
+        return call();
+      } finally {
+        holds.forEach((h, i) => { h.admitted = before[i]!; });
+      }
+    };
+    return await context.run(ctx, () => body(asHolder));
   } finally {
     for (const h of taken.reverse()) h.release();
   }
 }
 
-/** Run the app's `fn` inside the holder's context, without the holder's right to end the epoch. */
+/** Run the app's `fn` inside the holder's context (it never has the holder's right: see AsHolder). */
 export function asUser<T>(fn: () => T): T {
-  const c = context.getStore();
-  if (!c) return fn();
-  return context.run({ tenures: c.tenures, owner: false }, fn);
+  return fn();
 }
 
 /** EINVAL when the caller runs inside a holder of one of `holds` (taking it would wait for itself). */
