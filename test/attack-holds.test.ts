@@ -104,6 +104,9 @@ describe('attack: holds (core)', function () {
     const r = await within(c2, 1000);
     release();
     expect(r, 'close({ discard: true }) after a waiting close() waits for fn (forever if fn never settles)').to.not.equal('pending');
+    await c1; // the waiting close() ends with it
+    await expectCpError(() => tx, 'ECLOSED');
+    expect(await durable(t.dir, 'f')).to.equal(null);
   });
 });
 

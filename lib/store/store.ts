@@ -90,6 +90,8 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
   private twoPhase: TwoPhase;
   private parts: StoreParts;
   private closing: Promise<void> | null = null;
+  /** A close() waiting for the holder (a close({ discard: true }) made meanwhile does not wait: it closes now). */
+  private closeWait: { discard: boolean; p: Promise<void> } | null = null;
   private transactions = new Transactions();
   /** Held by a transaction or a coordinated step while its epoch is open (hold.ts). */
   private hold: StoreHold;
@@ -374,12 +376,18 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
       if (this.hold.inside) {
         return Promise.reject(new CpError('EBUSY', `${this.dir}: close() was called inside the function of ${this.hold.by}, which it would wait for: close the store after that resolves`));
       }
-      const after = this.hold.idle().then(() => {
-        this.closing = null;
-        return this.close(opts);
+      // several close() calls while held share one wait; the strongest (discard) is what it does
+      if (this.closeWait) {
+        this.closeWait.discard ||= !!opts.discard;
+        return this.closeWait.p;
+      }
+      const wait = { discard: !!opts.discard, p: null as unknown as Promise<void> };
+      wait.p = this.hold.idle().then(() => {
+        this.closeWait = null;
+        return this.close({ discard: wait.discard });
       });
-      this.closing = after;
-      return after;
+      this.closeWait = wait;
+      return wait.p;
     }
     // A prepared epoch is decided by its caller; close({ discard: true }) aborts it.
     if (this.twoPhase.busy && !opts.discard) {
