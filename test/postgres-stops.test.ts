@@ -79,14 +79,27 @@ describe('cpfile/postgres: the server crashed (stop -m immediate) at each step, 
       if (stage === 'prepared') {
         let n = 0;
         onPrepared(stores, async () => { if (++n === stores.length) { await crashServer(); crashed = true; } });
-      } else if (stage === 'pg-committed' || stage === 'store-commit' || stage === 'resolve') {
+      } else if (stage === 'pg-committed') {
+        // the decision answered (COMMIT), then the crash, then the stores commit
+        const connect = pool.connect.bind(pool) as () => Promise<PoolClient>;
+        (pool as { connect: unknown }).connect = async () => {
+          const c = await connect();
+          const query = c.query.bind(c) as (...q: unknown[]) => Promise<unknown>;
+          (c as { query: unknown }).query = async (...q: unknown[]) => {
+            if (typeof q[0] !== 'string' || !q[0].startsWith('DO $cpfile$')) return query(...q);
+            (c as { query: unknown }).query = query;
+            (pool as { connect: unknown }).connect = connect;
+            const answer = await query(...q);
+            await crashServer();
+            crashed = true;
+            return answer;
+          };
+          return c;
+        };
+      } else if (stage === 'store-commit' || stage === 'resolve') {
         onPrepared(stores, (p, i) => {
           const commit = p.commit.bind(p);
           (p as { commit: unknown }).commit = async (o?: { sync?: boolean; hooks?: boolean }) => {
-            if (stage === 'pg-committed') {
-              if (i === 0) { await crashServer(); crashed = true; }
-              return commit(o);
-            }
             if (stage === 'store-commit') {
               const done = commit(o);
               if (i === 0) { await crashServer(); crashed = true; }

@@ -3,8 +3,9 @@
  * check(stores, fn) is one step, all or nothing, decided by one PostgreSQL COMMIT (presumed abort,
  * decisions.ts):
  *
- *   1. validate (nothing changes on a refusal); steps that share a store run one after another in
- *      this process;
+ *   1. validate (nothing changes on a refusal); settle an earlier in-doubt step on these stores;
+ *      steps that share a store run one after another in this process, and hold their stores
+ *      (store/hold.ts) from here to the end: nobody else ends part of their epochs;
  *   2. a pooled client, BEGIN (synchronous_commit raised to on when the session has it off), the
  *      stores' advisory locks (exclusive, in key order), the transaction id: one round trip;
  *   3. fn(client) inside that transaction, so that the file calls it makes belong to the step's
@@ -30,7 +31,7 @@ import type { Pool, PoolClient } from 'pg';
 import { CpError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { PreparedEpoch } from '../store/two-phase.js';
-import { STORE_HOLD, asUser, assertNotInside, withHolds, type HoldView } from '../store/hold.js';
+import { STORE_HOLD, asUser, assertNotInside, withHolds, type AsHolder, type HoldView } from '../store/hold.js';
 import { guardClient } from './guard.js';
 import { ENTRIES_COMMITTED, ENTRIES_SQL, hooksOfStore, type PostgresHooks } from './hooks.js';
 import { STEP_ENDED, beginStep, checkOwnId, decisionSql, learnDecision, preparedId, type PreparedRef } from './decisions.js';
@@ -93,7 +94,9 @@ class Coordinator {
     // the step holds its stores from its start to its end (store/hold.ts): no check(), rollback(),
     // prepare() or decision of anyone else, its fn included, ends part of its epochs; close() waits
     assertNotInside(list.map(holdOf).map((v) => v.hold), 'a coordinated step');
-    return exclusive(list, () => withHolds(list.map((s) => holdOf(s).hold), 'a coordinated step', () => this.step(list, hooks, fn)));
+    // an earlier step left in doubt on one of these stores is settled first, under its own stores' holds
+    await this.settleFirst(list);
+    return exclusive(list, () => withHolds(list.map((s) => holdOf(s).hold), 'a coordinated step', (asHolder) => this.step(list, hooks, fn, asHolder)));
   }
 
   /** The postgresHooks of `store` when they share the coordinator's pool (then the step writes its positions); EINVAL for another pool. */
@@ -106,8 +109,10 @@ class Coordinator {
     return h;
   }
 
-  private async step<T>(list: Store[], hooks: (PostgresHooks | null)[], fn: (client: PoolClient) => T | Promise<T>): Promise<number[]> {
-    await this.settleFirst(list);
+  private async step<T>(list: Store[], hooks: (PostgresHooks | null)[], fn: (client: PoolClient) => T | Promise<T>, asHolder: AsHolder): Promise<number[]> {
+    // (one that went in doubt since settleFirst, while this step waited for its stores)
+    const late = [...this.inDoubt].find((d) => d.stores.some((x) => list.includes(x)));
+    if (late) throw stillInDoubt(late);
     for (const s of list) {
       s.assertCallable();
       // an epoch the app prepared itself is the app's to decide: a step on it would build on an epoch it cannot decide
@@ -129,7 +134,7 @@ class Coordinator {
       await runGuarded(client, fn);
       // (that fn kept to the step's transaction is checked by the decision's first statement: decisionSql)
       stage = 'prepare';
-      await prepareAll(list, prepared, this.table);
+      await prepareAll(list, prepared, this.table, asHolder);
       stage = 'record';
       const positions: string[] = [];
       for (const [i, h] of hooks.entries()) {
@@ -138,7 +143,7 @@ class Coordinator {
       }
       decision = decisionSql(this.table, xid, prepared as PreparedEpoch[], positions);
     } catch (e) {
-      await this.undo(client, e, list, prepared, stage !== 'begin');
+      await this.undo(client, e, list, prepared, stage !== 'begin', asHolder);
       // before fn, nothing ran: a CpError (EFORMAT: the tables are of another version) is the answer itself
       if (stage === 'begin' && e instanceof CpError) throw e;
       throw new CpError('EABORTED', `coordinated step rolled back (${stage}): ${message(e)}`, { cause: e, details: { stage } });
@@ -146,16 +151,19 @@ class Coordinator {
     const all = prepared as PreparedEpoch[];
     const d = await this.decide(client!, decision, all);
     if (d.outcome === 'abort') {
-      await abortAll(all);
+      await abortAll(all, asHolder);
       const at = d.stage ?? 'commit';
       throw new CpError('EABORTED', `coordinated step rolled back (${at}): ${message(d.cause)}${d.learnt ? ' (the decision was read back: no row)' : ''}`,
         { cause: d.cause, details: { stage: at } });
     }
     if (d.outcome === 'unknown') {
+      // the epochs stay this step's to decide: nobody else may decide them or close their stores
+      const what = `an in-doubt coordinated step (ids ${all.map((p) => p.id).join(', ')})`;
+      for (const s of list) holdOf(s).hold.reserve(what);
       this.inDoubt.add({ stores: list, prepared: all, hooks });
       throw inDoubtError(all, d.cause);
     }
-    return commitAll(all, hooks);
+    return commitAll(all, hooks, asHolder);
   }
 
   /**
@@ -165,21 +173,27 @@ class Coordinator {
   private async settleFirst(list: Store[]): Promise<void> {
     for (const s of [...this.inDoubt]) {
       if (!s.stores.some((x) => list.includes(x))) continue;
-      if ((await this.settle(s)) === null) {
-        const ids = s.prepared.map((p) => p.id);
-        throw new CpError('EINDOUBT', `an earlier step on these stores is still in doubt (ids ${ids.join(', ')}): its decision cannot be read yet`,
-          { details: { ids, epochs: s.prepared.map((p) => p.epoch), storeIds: s.prepared.map((p) => p.storeId) } });
-      }
+      if ((await this.settleHeld(s)) === null) throw stillInDoubt(s);
     }
   }
 
+  /** settle(s) under the holds of all of its stores (taken at once); 'settled' when another did it meanwhile. */
+  private settleHeld(s: InDoubtStep): Promise<'commit' | 'abort' | null | 'settled'> {
+    return exclusive(s.stores, () => withHolds(s.stores.map((x) => holdOf(x).hold), 'a coordinated step',
+      (asHolder) => (this.inDoubt.has(s) ? this.settle(s, asHolder) : Promise.resolve('settled' as const))));
+  }
+
   /** Learn an in-doubt step's decision and carry it out; null while it cannot be learnt. */
-  private async settle(s: InDoubtStep): Promise<'commit' | 'abort' | null> {
+  private async settle(s: InDoubtStep, asHolder: AsHolder): Promise<'commit' | 'abort' | null> {
     const d = await this.learn(s.prepared);
     if (!d) return null;
     this.inDoubt.delete(s);
-    if (d === 'commit') await commitAll(s.prepared, s.hooks).catch(() => undefined);
-    else await abortAll(s.prepared);
+    try {
+      if (d === 'commit') await commitAll(s.prepared, s.hooks, asHolder).catch(() => undefined);
+      else await abortAll(s.prepared, asHolder);
+    } finally {
+      for (const x of s.stores) holdOf(x).hold.reserve(null);
+    }
     return d;
   }
 
@@ -191,13 +205,13 @@ class Coordinator {
   }
 
   /** Before the decision: ROLLBACK, abort what was prepared, roll back the other stores once fn ran (its file changes go with the step). */
-  private async undo(client: PoolClient | null, cause: unknown, list: Store[], prepared: (PreparedEpoch | null)[], fnRan: boolean): Promise<void> {
+  private async undo(client: PoolClient | null, cause: unknown, list: Store[], prepared: (PreparedEpoch | null)[], fnRan: boolean, asHolder: AsHolder): Promise<void> {
     if (client) {
       const ok = await client.query('ROLLBACK').then(() => true, () => false);
       release(client, ok ? undefined : cause);
     }
     if (!fnRan) return;
-    await Promise.all(list.map((s, i) => (prepared[i] ? prepared[i]!.abort() : s.rollback()).catch(() => undefined)));
+    await Promise.all(list.map((s, i) => asHolder(() => (prepared[i] ? prepared[i]!.abort() : s.rollback())).catch(() => undefined)));
   }
 
   /**
@@ -263,8 +277,7 @@ class Coordinator {
   async retryInDoubt(): Promise<{ committed: string[]; aborted: string[]; inDoubt: string[] }> {
     const out = { committed: [] as string[], aborted: [] as string[], inDoubt: [] as string[] };
     for (const s of [...this.inDoubt]) {
-      const d = await exclusive(s.stores, () => withHolds(s.stores.map((x) => holdOf(x).hold), 'a coordinated step',
-        () => (this.inDoubt.has(s) ? this.settle(s) : Promise.resolve('settled' as const))));
+      const d = await this.settleHeld(s);
       if (d === 'settled') continue;
       out[d === 'commit' ? 'committed' : d === 'abort' ? 'aborted' : 'inDoubt'].push(...s.prepared.map((p) => p.id));
     }
@@ -273,6 +286,12 @@ class Coordinator {
 }
 
 function ignore(): void {}
+
+function stillInDoubt(s: InDoubtStep): CpError {
+  const ids = s.prepared.map((p) => p.id);
+  return new CpError('EINDOUBT', `an earlier step on these stores is still in doubt (ids ${ids.join(', ')}): its decision cannot be read yet`,
+    { details: { ids, epochs: s.prepared.map((p) => p.epoch), storeIds: s.prepared.map((p) => p.storeId) } });
+}
 
 function holdOf(s: Store): HoldView {
   return (s as unknown as Record<typeof STORE_HOLD, HoldView>)[STORE_HOLD];
@@ -296,8 +315,8 @@ async function runGuarded<T>(client: PoolClient, fn: (client: PoolClient) => T |
 }
 
 /** Prepare every store at once; every one that prepared is in `prepared` (for undo) when one fails. */
-async function prepareAll(list: Store[], prepared: (PreparedEpoch | null)[], t: TableRef): Promise<void> {
-  const settled = await Promise.allSettled(list.map((s) => s.prepare({ id: preparedId(t) })));
+async function prepareAll(list: Store[], prepared: (PreparedEpoch | null)[], t: TableRef, asHolder: AsHolder): Promise<void> {
+  const settled = await Promise.allSettled(list.map((s) => asHolder(() => s.prepare({ id: preparedId(t) }))));
   let failure: unknown = null;
   settled.forEach((r, i) => {
     if (r.status === 'fulfilled') prepared[i] = r.value;
@@ -306,14 +325,14 @@ async function prepareAll(list: Store[], prepared: (PreparedEpoch | null)[], t: 
   if (failure !== null) throw failure;
 }
 
-async function abortAll(prepared: readonly PreparedEpoch[]): Promise<void> {
-  await Promise.all(prepared.map((p) => p.abort().catch(() => undefined)));
+async function abortAll(prepared: readonly PreparedEpoch[], asHolder: AsHolder): Promise<void> {
+  await Promise.all(prepared.map((p) => asHolder(() => p.abort()).catch(() => undefined)));
 }
 
 /** After COMMIT: every store commits. A store that fails to is committed at its next open (its row says so). */
-async function commitAll(prepared: PreparedEpoch[], hooks: (PostgresHooks | null)[]): Promise<number[]> {
+async function commitAll(prepared: PreparedEpoch[], hooks: (PostgresHooks | null)[], asHolder: AsHolder): Promise<number[]> {
   // (hooks: false where the deciding transaction wrote the positions)
-  const settled = await Promise.allSettled(prepared.map((p, i) => p.commit({ sync: false, hooks: !hooks[i] })));
+  const settled = await Promise.allSettled(prepared.map((p, i) => asHolder(() => p.commit({ sync: false, hooks: !hooks[i] }))));
   prepared.forEach((p, i) => hooks[i]?.[ENTRIES_COMMITTED](p.entries));
   const failed = settled.findIndex((r) => r.status === 'rejected');
   if (failed >= 0) {

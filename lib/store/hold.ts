@@ -12,8 +12,8 @@
  *     the caller's own async context has (a step inside the fn of a transaction on the same store)
  *     is EINVAL, since it would wait for itself.
  *
- * Which code is the holder's is known from the async context: withHolds runs the holder's body in
- * a context that owns the holds, and asUser runs the app's function inside it without that right.
+ * Which code runs inside a holder (its fn) is known from the async context; the holder's own calls
+ * are admitted only while they run synchronously (withHolds' asHolder), never by async context.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CpError } from '../errors.js';
@@ -25,16 +25,33 @@ interface Tenure {
 
 interface HoldContext {
   tenures: ReadonlySet<Tenure>;
-  /** the holder's own code (not the app's fn running inside it) */
-  owner: boolean;
 }
 
-const context = new AsyncLocalStorage<HoldContext>();
+// One context for every copy of this module (the ES and the CommonJS builds, loaded side by side
+// when an app requires cpfile and imports cpfile/postgres): a store of one build, held by the other.
+const CONTEXT_KEY = Symbol.for('cpfile.holdContext');
+const context: AsyncLocalStorage<HoldContext> = ((globalThis as Record<symbol, unknown>)[CONTEXT_KEY] ??= new AsyncLocalStorage<HoldContext>()) as AsyncLocalStorage<HoldContext>;
+
+/**
+ * Run `call` (a check, rollback, prepare or decision of the held stores) as their holder. The right
+ * lasts only while `call` runs synchronously (the calls are admitted or refused at call time), so
+ * nothing that merely descends from the holder's async context (a listener, a hook, a timer or a
+ * promise callback made there, a pool's event) has it.
+ */
+export type AsHolder = <R>(call: () => R) => R;
 
 export class StoreHold {
   private tenure: Tenure | null = null;
-  private waiting: { tenure: Tenure; go: () => void }[] = [];
   private idleWaiters: (() => void)[] = [];
+  /**
+   * An epoch prepared by a holder that ended with it undecided (a coordinated step in doubt): its
+   * decision is still that holder's, so no one else may decide it or close the store meanwhile.
+   */
+  private reservedFor: string | null = null;
+  /** the close() calls waiting for the holder (closeLater) */
+  private closeWait: { discard: boolean; done: Promise<void>; settle: (p: Promise<void>) => void } | null = null;
+  /** @internal the tenure whose holder's call runs now (withHolds' asHolder) */
+  admitted: Tenure | null = null;
 
   constructor(private dir: string) {}
 
@@ -43,10 +60,9 @@ export class StoreHold {
     return this.tenure?.what ?? null;
   }
 
-  /** The hold is the caller's: it runs in the holder's own code. */
+  /** The hold is the caller's: the holder's own call (asHolder) runs now. */
   get mine(): boolean {
-    const c = context.getStore();
-    return !!c && c.owner && this.inside;
+    return this.tenure !== null && this.admitted === this.tenure;
   }
 
   /** The caller runs inside the holder's context (its own code or its fn). */
@@ -54,8 +70,17 @@ export class StoreHold {
     return this.tenure !== null && !!context.getStore()?.tenures.has(this.tenure);
   }
 
-  /** EBUSY for `call` made now, unless the store is free or the caller is the holder. */
-  refusal(call: string): CpError | null {
+  /** Keep the undecided epoch a holder prepared for that holder (`what` names it), or give it back (null). */
+  reserve(what: string | null): void {
+    this.reservedFor = what;
+  }
+
+  /**
+   * EBUSY for `call` made now, unless the store is free or the caller is the holder; for the
+   * `decision` of a prepared epoch, also EINDOUBT while it is reserved for a holder.
+   */
+  refusal(call: string, decision = false): CpError | null {
+    if (decision && this.reservedFor !== null && !this.mine) return this.reservedError(call);
     if (this.tenure === null || this.mine) return null;
     const where = this.inside ? ' (called inside its function: it ends the epoch itself when the function resolves)' : '';
     const by = this.tenure.what;
@@ -63,16 +88,44 @@ export class StoreHold {
   }
 
   /**
-   * For close(): null to close now; else while a holder other than the caller holds the store, the
-   * close waits for it (`queued`: then `again` closes) unless it discards an epoch the holder has not
-   * prepared; inside the holder's fn it is EBUSY, since it would wait for itself.
+   * For close(): null to close now; else, while a holder other than the caller holds the store, the
+   * close waits for it, unless it discards an epoch the holder has not prepared (that close goes
+   * ahead, closedNow, and the waiting ones end with it). Closes that wait share one wait, which
+   * discards if any of them asked to; then `again` closes. Inside the holder's fn it is EBUSY, since
+   * it would wait for itself.
    */
-  closeLater(discard: boolean, prepared: boolean, again: () => Promise<void>): { done: Promise<void>; queued: boolean } | null {
+  closeLater(discard: boolean, prepared: boolean, again: (discard: boolean) => Promise<void>): Promise<void> | null {
+    if (this.reservedFor !== null && !this.mine) return Promise.reject(this.reservedError('close()'));
     if (this.tenure === null || this.mine || (discard && !prepared)) return null;
     if (this.inside) {
-      return { queued: false, done: Promise.reject(new CpError('EBUSY', `${this.dir}: close() was called inside the function of ${this.tenure.what}, which it would wait for: close the store after that resolves`)) };
+      return Promise.reject(new CpError('EBUSY', `${this.dir}: close() was called inside the function of ${this.tenure.what}, which it would wait for: close the store after that resolves`));
     }
-    return { queued: true, done: this.idle().then(again) };
+    if (this.closeWait) {
+      this.closeWait.discard ||= discard;
+      return this.closeWait.done;
+    }
+    let settle!: (p: Promise<void>) => void;
+    const w = { discard, done: new Promise<void>((resolve) => { settle = resolve as (p: Promise<void>) => void; }), settle: (p: Promise<void>) => settle(p) };
+    this.closeWait = w;
+    void this.idle().then(() => {
+      if (this.closeWait !== w) return;
+      this.closeWait = null;
+      w.settle(again(w.discard));
+    });
+    return w.done;
+  }
+
+  private reservedError(call: string): CpError {
+    return new CpError('EINDOUBT', `${this.dir}: ${call} was called while the store's prepared epoch waits for the decision of ${this.reservedFor}, ` +
+      'which only it may carry out (retryInDoubt(), a next step on the store, or the next open with resolveInDoubt)');
+  }
+
+  /** A close went ahead while others waited for the holder: they end as it does. */
+  closedNow(closing: Promise<void>): void {
+    const w = this.closeWait;
+    if (!w) return;
+    this.closeWait = null;
+    w.settle(closing);
   }
 
   /** Resolves once nobody holds the store (at once when nobody does). */
@@ -81,55 +134,50 @@ export class StoreHold {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Take the hold for `tenure` now when free (null), or a promise of it, in the order asked. */
-  take(tenure: Tenure): Promise<void> | null {
-    if (this.tenure === null) {
-      this.tenure = tenure;
-      return null;
-    }
-    return new Promise((go) => this.waiting.push({ tenure, go }));
+  /** Take every hold of `holds` for `tenure` if all are free (true), or none (false). */
+  static takeAll(holds: readonly StoreHold[], tenure: Tenure): boolean {
+    if (holds.some((h) => h.tenure !== null)) return false;
+    for (const h of holds) h.tenure = tenure;
+    return true;
   }
 
   release(): void {
-    const next = this.waiting.shift();
-    if (next) {
-      this.tenure = next.tenure;
-      next.go();
-      return;
-    }
     this.tenure = null;
     for (const w of this.idleWaiters.splice(0)) w();
   }
 }
 
 /**
- * Take every hold (in the order given, each waiting for its holder), run `body` as their holder,
- * release them. When every hold is free, body starts synchronously (its calls come right after
- * those made before).
+ * Take every hold at once (waiting until all are free: a holder never keeps one store while it waits
+ * for another, so holders never wait in a cycle), run `body` as their holder, release them. When
+ * every hold is free, body starts synchronously (its calls come right after those made before).
  */
-export async function withHolds<T>(holds: readonly StoreHold[], what: string, body: () => Promise<T>): Promise<T> {
+export async function withHolds<T>(holds: readonly StoreHold[], what: string, body: (asHolder: AsHolder) => Promise<T>): Promise<T> {
   const outer = context.getStore();
   assertNotInside(holds, what);
   const tenure: Tenure = { what };
-  const taken: StoreHold[] = [];
+  let taken = false;
   try {
-    for (const h of holds) {
-      const wait = h.take(tenure);
-      taken.push(h);
-      if (wait) await wait;
-    }
-    const ctx: HoldContext = { tenures: new Set([...(outer?.tenures ?? []), tenure]), owner: true };
-    return await context.run(ctx, body);
+    while (!(taken = StoreHold.takeAll(holds, tenure))) await holds.find((h) => h.by !== null)!.idle();
+    const ctx: HoldContext = { tenures: new Set([...(outer?.tenures ?? []), tenure]) };
+    const asHolder: AsHolder = (call) => {
+      const before = holds.map((h) => h.admitted);
+      for (const h of holds) h.admitted = tenure;
+      try {
+        return call();
+      } finally {
+        holds.forEach((h, i) => { h.admitted = before[i]!; });
+      }
+    };
+    return await context.run(ctx, () => body(asHolder));
   } finally {
-    for (const h of taken.reverse()) h.release();
+    if (taken) for (const h of holds) h.release();
   }
 }
 
-/** Run the app's `fn` inside the holder's context, without the holder's right to end the epoch. */
+/** Run the app's `fn` inside the holder's context (it never has the holder's right: see AsHolder). */
 export function asUser<T>(fn: () => T): T {
-  const c = context.getStore();
-  if (!c) return fn();
-  return context.run({ tenures: c.tenures, owner: false }, fn);
+  return fn();
 }
 
 /** EINVAL when the caller runs inside a holder of one of `holds` (taking it would wait for itself). */

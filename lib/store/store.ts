@@ -353,16 +353,16 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     if (this.closing) return this.closing;
     if (this.queue.closed) return Promise.resolve();
     // While a transaction or a coordinated step holds the store, close waits for it (hold.ts).
-    const wait = this.hold.closeLater(!!opts.discard, this.twoPhase.busy, () => {
-      this.closing = null;
-      return this.close(opts);
-    });
-    if (wait) return wait.queued ? (this.closing = wait.done) : wait.done;
+    const wait = this.hold.closeLater(!!opts.discard, this.twoPhase.busy, (discard) => this.close({ discard }));
+    if (wait) return wait;
     const { dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint } = this;
     const parts = { dir, io, writer, port, lock, hooks, queue, catalog, pending, schedule, checkpoint, applyNow: (b: boolean) => this.applyNow(b) };
     const closing = startClose(parts, this.twoPhase, dir, !!opts.discard);
     // (an EPREPARED refusal closes nothing: a later close() may still succeed)
-    if (this.queue.closeCalled) this.closing = closing;
+    if (this.queue.closeCalled) {
+      this.closing = closing;
+      this.hold.closedNow(closing); // closes that waited for the holder end with this one (a discard)
+    }
     return closing;
   }
 

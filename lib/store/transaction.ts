@@ -8,7 +8,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CpError } from '../errors.js';
 import { describe } from '../names.js';
-import { STORE_HOLD, asUser, withHolds, type HoldView } from './hold.js';
+import { STORE_HOLD, asUser, withHolds, type AsHolder, type HoldView } from './hold.js';
 
 export interface TransactionHost {
   assertCallable(): void;
@@ -52,10 +52,10 @@ export class Transactions {
     }
     // The store is held while fn runs and until its check or rollback: a check(), rollback() or
     // close() made meanwhile would end part of this epoch (hold.ts). fn runs as the app's code.
-    return withHolds([host[STORE_HOLD].hold], 'a transaction', () => this.held(host, fn));
+    return withHolds([host[STORE_HOLD].hold], 'a transaction', (asHolder) => this.held(host, fn, asHolder));
   }
 
-  private async held<T>(host: TransactionHost, fn: () => T | Promise<T>): Promise<Awaited<T>> {
+  private async held<T>(host: TransactionHost, fn: () => T | Promise<T>, asHolder: AsHolder): Promise<Awaited<T>> {
     host.assertCallable();
     let result: Awaited<T>;
     // Only fn runs in the transaction's async context, and only while it runs: the check and the
@@ -65,7 +65,7 @@ export class Transactions {
       result = await this.inside.run(token, () => asUser(fn));
     } catch (e) {
       token.running = false;
-      await host.rollback().catch((rb: unknown) => {
+      await asHolder(() => host.rollback()).catch((rb: unknown) => {
         const first = (e instanceof Error ? e.message : String(e)).split('\n')[0];
         const code = rb instanceof CpError ? rb.code : 'EIO';
         throw new CpError(code, `the transaction's function failed (${first}) and its rollback failed too: ${rb instanceof Error ? rb.message : String(rb)}`, { cause: e });
@@ -73,7 +73,7 @@ export class Transactions {
       throw e;
     }
     token.running = false;
-    await host.check();
+    await asHolder(() => host.check());
     return result;
   }
 }

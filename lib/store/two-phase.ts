@@ -113,7 +113,7 @@ export class TwoPhase {
 
   /** EBUSY for a decision made while a holder (a coordinated step) other than the caller holds the store. */
   refusal(call: string): CpError | null {
-    return this.hold.refusal(call);
+    return this.hold.refusal(call, true);
   }
 
   /** A prepare() was called and its epoch is not decided yet. */
