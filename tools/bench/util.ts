@@ -140,7 +140,8 @@ export class LoopMonitor {
       const at = performance.now();
       this.series.t.push(Math.round(due - t0));
       this.series.d.push(Math.round(Math.max(0, at - due) * 100) / 100);
-      due = Math.max(due + LoopMonitor.SERIES_MS, at);
+      // (an interval timer's next run is due SERIES_MS after this one ran, not after it was due)
+      due = at + LoopMonitor.SERIES_MS;
     }, LoopMonitor.SERIES_MS);
   }
   /**
