@@ -126,7 +126,7 @@ export class FlusherCore {
             await writeFully(this.io, fd, a.bytes, 0, a.bytes.length, a.offset);
             this.sinceSync += a.bytes.length;
             this.dirty.add(a.index);
-            if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
+            if (a.bytes.byteOffset === 0 && !(a.bytes.buffer instanceof SharedArrayBuffer)) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
             break;
           }
           case 'sync': res.fsyncs += await this.syncAll(); break;
@@ -138,7 +138,7 @@ export class FlusherCore {
             // can reach it (docs/FORMAT.md, "Direct appends").
             if (!this.fences.has(a.name)) throw new CpError('EINVAL', `direct write to ${JSON.stringify(a.name)} without a fence`);
             await writeFully(this.io, await this.dataFd(a.name), a.bytes, 0, a.bytes.length, a.offset);
-            if (a.bytes.byteOffset === 0) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
+            if (a.bytes.byteOffset === 0 && !(a.bytes.buffer instanceof SharedArrayBuffer)) (res.recycled ??= []).push(a.bytes.buffer as ArrayBuffer);
             break;
           }
           case 'datasync': res.fsyncs += await this.endDirect(false, a.keep === true); break;

@@ -1,8 +1,11 @@
 /**
  * The journal writer's batch buffers: a zeroed buffer for the next batch of records, and the reuse of
  * buffers instead of allocating (and zeroing) `batchBytes` per batch. Buffers come back two ways: the
- * spare one the writer kept when it sent a right-sized copy, and full-size ones the flusher handed back
- * after writing them (TaskResult.recycled).
+ * spare one the writer kept when it sent a right-sized copy, and full-size ones once the flusher wrote
+ * them. Full-size buffers are SharedArrayBuffers: a task shares them instead of transferring them, and
+ * this thread takes them back when the task ends (outbox.ts). A transferred buffer comes back as a new
+ * ArrayBuffer each time, and V8 counts every one as new external memory: at 1 MiB per batch, bulk
+ * writes made the main thread collect garbage (mark-compacts of 2-12 ms) for memory it was reusing.
  */
 
 /** Full-size buffers kept for reuse at most. */
@@ -32,12 +35,16 @@ export class BatchBuffers {
     }
     const pooled = this.pool.pop();
     if (pooled && pooled.length >= cap) return pooled.fill(0);
-    return Buffer.from(new ArrayBuffer(cap));
+    return cap === this.batchBytes ? this.full() : Buffer.from(new ArrayBuffer(cap));
+  }
+
+  private full(): Buffer {
+    return Buffer.from(new SharedArrayBuffer(this.batchBytes));
   }
 
   /** A full-size buffer for direct appends (its bytes are all overwritten before they are sent). */
   takeFull(): Buffer {
-    return this.pool.pop() ?? Buffer.from(new ArrayBuffer(this.batchBytes));
+    return this.pool.pop() ?? this.full();
   }
 
   /** Keep `buf` (whose first `used` bytes were written) for the next batch: a copy of it was sent instead. */
@@ -51,8 +58,8 @@ export class BatchBuffers {
     if (buf.length === this.batchBytes) this.pool.push(buf);
   }
 
-  /** Buffers the flusher handed back: the full-size ones are reused, up to POOL_MAX. */
-  recycle(buffers: ArrayBuffer[]): void {
+  /** Buffers the flusher handed back, or a task shared: the full-size ones are reused, up to POOL_MAX. */
+  recycle(buffers: ArrayBufferLike[]): void {
     for (const ab of buffers) {
       if (ab.byteLength === this.batchBytes && this.pool.length < POOL_MAX && !this.pool.some((b) => b.buffer === ab)) this.pool.push(Buffer.from(ab));
     }

@@ -100,6 +100,6 @@ export class DirectAppends {
   }
 
   private queue(name: string, offset: number, bytes: Buffer): void {
-    this.outbox.pushBytes({ op: 'direct', name, offset, bytes }, bytes.buffer as ArrayBuffer, bytes.length);
+    this.outbox.pushBytes({ op: 'direct', name, offset, bytes }, bytes.buffer, bytes.length);
   }
 }

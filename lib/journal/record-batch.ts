@@ -49,10 +49,10 @@ export class RecordBatch {
     if (end * 4 <= c.buf.length && c.buf.length <= this.batchBytes) {
       const copy = Buffer.from(new ArrayBuffer(end));
       c.buf.copy(copy, 0, 0, end);
-      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: copy }, copy.buffer as ArrayBuffer, end);
+      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: copy }, copy.buffer, end);
       this.buffers.keepSpare(c.buf, end);
     } else {
-      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) }, c.buf.buffer as ArrayBuffer, end);
+      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) }, c.buf.buffer, end);
     }
     this.laidOut = pos(c.seq, c.startOff + end);
     this.chunk = null;

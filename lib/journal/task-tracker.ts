@@ -28,7 +28,7 @@ export class TaskTracker {
   }
 
   /** Follow task `p`, which writes up to `endPos`, carries `bytes` and the direct appends up to `directMark`. */
-  track(p: Promise<TaskResult>, endPos: number, bytes: number, directMark = 0): Promise<TaskResult> {
+  track(p: Promise<TaskResult>, endPos: number, bytes: number, directMark = 0, shared: SharedArrayBuffer[] = []): Promise<TaskResult> {
     const task = ++this.tasksSent;
     this.inflightBytes += bytes;
     const tracked = p.then((res) => {
@@ -38,6 +38,8 @@ export class TaskTracker {
         this.buffers.recycle(res.recycled);
         res.recycled = undefined;
       }
+      // the task is over (written, or failed): the worker is done with the buffers it shared
+      if (shared.length) this.buffers.recycle(shared);
       if (res.ok) {
         if (endPos > this.writtenPos) this.writtenPos = endPos;
         if (directMark > this.directDone) this.directDone = directMark;

@@ -355,10 +355,10 @@ export class JournalWriter {
     if (this.outbox.length === 0 && extra.length === 0) {
       return this.tasks.lastTask ?? Promise.resolve(emptyResult(!this.tasks.failure));
     }
-    const { actions, transfer, bytes } = this.outbox.take(extra);
+    const { actions, transfer, shared, bytes } = this.outbox.take(extra);
     this.sentPos = this.batch.laidOut;
     this.stats.batches++;
-    return this.tasks.track(this.port.run({ actions }, transfer), this.sentPos, bytes, this.direct.mark);
+    return this.tasks.track(this.port.run({ actions }, transfer), this.sentPos, bytes, this.direct.mark, shared);
   }
 
   /** True when drain() would wait: too much is on its way to the flusher. */
