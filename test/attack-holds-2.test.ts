@@ -33,6 +33,8 @@ describe('attack 2: holds (core)', function () {
     const r = await within(tx, 1000);
     expect({ decided: codeOf(decided), tx: codeOf(r) }, 'the prepared epoch and the transaction wait for each other')
       .to.not.deep.equal({ decided: 'EBUSY', tx: 'pending' });
+    expect(codeOf(r), 'a transaction on a store prepared by the app').to.equal('EPREPARED');
+    expect(decided).to.equal(p.epoch);
   });
 
   it('close({ discard: true }) of a store whose transaction never settles: a transaction queued behind it never settles either (not ECLOSED)', async () => {
@@ -178,6 +180,7 @@ describe('attack 2: holds (cpfile/postgres)', function () {
       const txr = await within(tx, 1000);
       expect({ retried: retried === 'pending' ? 'pending' : 'settled', tx: txr === 'pending' ? 'pending' : 'settled' },
         'the transaction and retryInDoubt wait for each other').to.deep.equal({ retried: 'settled', tx: 'settled' });
+      expect(codeOf(txr), 'the transaction on a store in doubt').to.equal('EINDOUBT');
       expect(await hasRow(id)).to.equal(true);
       expect(await a.readFile('f', 'utf8')).to.equal('step');
     } finally {

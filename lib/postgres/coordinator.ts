@@ -116,9 +116,8 @@ class Coordinator {
     for (const s of list) {
       s.assertCallable();
       // an epoch the app prepared itself is the app's to decide: a step on it would build on an epoch it cannot decide
-      if (holdOf(s).preparing) {
-        throw new CpError('EPREPARED', `${s.dir}: an epoch of this store is prepared (or being prepared) and undecided: commit or abort it before a coordinated step on the store`);
-      }
+      // (EINDOUBT when another coordinator left it in doubt)
+      if (holdOf(s).preparing) throw holdOf(s).hold.undecided('a coordinated step');
     }
     let stage = 'begin';
     let client: PoolClient | null = null;

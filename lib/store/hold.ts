@@ -115,6 +115,17 @@ export class StoreHold {
     return w.done;
   }
 
+  /**
+   * Why `what` (a transaction, a coordinated step) cannot start on the store while an epoch of it is
+   * prepared and undecided: its calls would wait for that decision, which only its holder (one that
+   * left it in doubt: EINDOUBT) or the app that prepared it (EPREPARED) may make, and nobody may make
+   * while `what` holds the store.
+   */
+  undecided(what: string): CpError {
+    if (this.reservedFor !== null) return this.reservedError(what);
+    return new CpError('EPREPARED', `${this.dir}: an epoch of this store is prepared (or being prepared) and undecided: commit or abort it before ${what} on the store`);
+  }
+
   private reservedError(call: string): CpError {
     return new CpError('EINDOUBT', `${this.dir}: ${call} was called while the store's prepared epoch waits for the decision of ${this.reservedFor}, ` +
       'which only it may carry out (retryInDoubt(), a next step on the store, or the next open with resolveInDoubt)');

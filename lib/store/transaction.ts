@@ -57,6 +57,8 @@ export class Transactions {
 
   private async held<T>(host: TransactionHost, fn: () => T | Promise<T>, asHolder: AsHolder): Promise<Awaited<T>> {
     host.assertCallable();
+    // fn's calls would wait for the decision of a prepared epoch, which nobody may make while this holds the store
+    if (host[STORE_HOLD].preparing) throw host[STORE_HOLD].hold.undecided('a transaction');
     let result: Awaited<T>;
     // Only fn runs in the transaction's async context, and only while it runs: the check and the
     // rollback (and the 'checkpoint' listeners they call), and a timer fn left that fires later, are not inside it.
