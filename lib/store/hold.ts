@@ -52,6 +52,9 @@ export class StoreHold {
   private closeWait: { discard: boolean; done: Promise<void>; settle: (p: Promise<void>) => void } | null = null;
   /** @internal the tenure whose holder's call runs now (withHolds' asHolder) */
   admitted: Tenure | null = null;
+  private shut = false;
+  /** orClosed's waits, ended by closedNow */
+  private onShut = new Set<() => void>();
 
   constructor(private dir: string) {}
 
@@ -131,17 +134,38 @@ export class StoreHold {
       'which only it may carry out (retryInDoubt(), a next step on the store, or the next open with resolveInDoubt)');
   }
 
-  /** A close went ahead while others waited for the holder: they end as it does. */
+  /**
+   * A close went ahead: the closes that waited for the holder end as it does, and whoever waits to
+   * hold the store (a transaction queued, a step) stops waiting (ECLOSED), even if the holder never ends.
+   */
   closedNow(closing: Promise<void>): void {
+    this.shut = true;
+    for (const done of [...this.onShut]) done();
+    for (const w of this.idleWaiters.splice(0)) w();
     const w = this.closeWait;
     if (!w) return;
     this.closeWait = null;
     w.settle(closing);
   }
 
-  /** Resolves once nobody holds the store (at once when nobody does). */
+  /** Resolves once `p` settles, or once the store's close went ahead (closedNow), whichever comes first. */
+  orClosed(p: Promise<unknown>): Promise<void> {
+    if (this.shut) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => { this.onShut.delete(done); resolve(); };
+      this.onShut.add(done);
+      p.then(done, done);
+    });
+  }
+
+  /** ECLOSED for `what`, which waited to hold the store when its close went ahead; null while it is open. */
+  closedError(what: string): CpError | null {
+    return this.shut ? new CpError('ECLOSED', `${this.dir}: the store was closed while ${what} waited to hold it`) : null;
+  }
+
+  /** Resolves once nobody holds the store (at once when nobody does), or once its close went ahead. */
   idle(): Promise<void> {
-    if (this.tenure === null) return Promise.resolve();
+    if (this.tenure === null || this.shut) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -169,7 +193,10 @@ export async function withHolds<T>(holds: readonly StoreHold[], what: string, bo
   const tenure: Tenure = { what };
   let taken = false;
   try {
-    while (!(taken = StoreHold.takeAll(holds, tenure))) await holds.find((h) => h.by !== null)!.idle();
+    while (!(taken = StoreHold.takeAll(holds, tenure))) {
+      await holds.find((h) => h.by !== null)!.idle();
+      for (const h of holds) { const e = h.closedError(what); if (e) throw e; }
+    }
     const ctx: HoldContext = { tenures: new Set([...(outer?.tenures ?? []), tenure]) };
     const asHolder: AsHolder = (call) => {
       const before = holds.map((h) => h.admitted);

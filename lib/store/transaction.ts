@@ -35,7 +35,8 @@ export class Transactions {
     const prior = this.last;
     const go = (): Promise<Awaited<T>> => this.once(host, fn);
     // Nothing running: fn starts now, so its calls come right after those made before transaction().
-    const p = prior ? prior.then(go) : go();
+    // (or once the store's close went ahead: a discard while the one before never ends; go is then ECLOSED)
+    const p = prior ? host[STORE_HOLD].hold.orClosed(prior).then(go) : go();
     const settled = p.then(() => undefined, () => undefined);
     this.last = settled;
     void settled.then(() => {
