@@ -21,6 +21,8 @@ import { CpError } from '../errors.js';
 /** One holder's tenure of a hold (a context that outlives it, a timer fn left, holds nothing). */
 interface Tenure {
   what: string;
+  /** the holder holds its stores now (from its take to its release) */
+  live?: boolean;
 }
 
 interface HoldContext {
@@ -197,6 +199,7 @@ export async function withHolds<T>(holds: readonly StoreHold[], what: string, bo
       await holds.find((h) => h.by !== null)!.idle();
       for (const h of holds) { const e = h.closedError(what); if (e) throw e; }
     }
+    tenure.live = true;
     const ctx: HoldContext = { tenures: new Set([...(outer?.tenures ?? []), tenure]) };
     const asHolder: AsHolder = (call) => {
       const before = holds.map((h) => h.admitted);
@@ -209,8 +212,18 @@ export async function withHolds<T>(holds: readonly StoreHold[], what: string, bo
     };
     return await context.run(ctx, () => body(asHolder));
   } finally {
+    tenure.live = false;
     if (taken) for (const h of holds) h.release();
   }
+}
+
+/**
+ * The caller runs inside a holder that holds its stores now (in its fn, say): what it waits for must
+ * not wait for that holder, such as a place in a call order behind one that waits for its stores.
+ */
+export function insideHolder(): boolean {
+  for (const t of context.getStore()?.tenures ?? []) if (t.live) return true;
+  return false;
 }
 
 /** Run the app's `fn` inside the holder's context (it never has the holder's right: see AsHolder). */
