@@ -48,6 +48,14 @@ describe('attack 2: holds (core)', function () {
     const r = await within(tx2, 1000);
     expect(codeOf(r), 'a transaction queued on a closed store hangs').to.equal('ECLOSED');
   });
+
+  it("close() from the 'checkpoint' listener of a transaction's own check: EBUSY \"called inside the function\" though fn has resolved (it could wait for the transaction's end)", async () => {
+    const a = await sb.open(await sb.dir());
+    let closed: Promise<unknown> = Promise.resolve('not called');
+    a.once('checkpoint', () => { closed = a.close().then(() => 'closed', (e: unknown) => (e as { code?: string }).code); });
+    await a.transaction(async () => { await a.writeFile('f', 'x'); });
+    expect(await closed, 'a close after the transaction\'s checkpoint').to.equal('closed');
+  });
 });
 
 describe('attack 2: holds (cpfile/postgres)', function () {
