@@ -31,7 +31,7 @@ import type { Pool, PoolClient } from 'pg';
 import { CpError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { PreparedEpoch } from '../store/two-phase.js';
-import { STORE_HOLD, asUser, assertNotInside, withHolds, type AsHolder, type HoldView } from '../store/hold.js';
+import { STORE_HOLD, assertNotInside, withHolds, type AsHolder, type AsUser, type HoldView } from '../store/hold.js';
 import { guardClient } from './guard.js';
 import { ENTRIES_COMMITTED, ENTRIES_SQL, hooksOfStore, type PostgresHooks } from './hooks.js';
 import { STEP_ENDED, beginStep, checkOwnId, decisionSql, learnDecision, preparedId, type PreparedRef } from './decisions.js';
@@ -96,7 +96,7 @@ class Coordinator {
     assertNotInside(list.map(holdOf).map((v) => v.hold), 'a coordinated step');
     // an earlier step left in doubt on one of these stores is settled first, under its own stores' holds
     await this.settleFirst(list);
-    return exclusive(list, () => withHolds(list.map((s) => holdOf(s).hold), 'a coordinated step', (asHolder) => this.step(list, hooks, fn, asHolder)));
+    return exclusive(list, () => withHolds(list.map((s) => holdOf(s).hold), 'a coordinated step', (asHolder, asUser) => this.step(list, hooks, fn, asHolder, asUser)));
   }
 
   /** The postgresHooks of `store` when they share the coordinator's pool (then the step writes its positions); EINVAL for another pool. */
@@ -109,16 +109,15 @@ class Coordinator {
     return h;
   }
 
-  private async step<T>(list: Store[], hooks: (PostgresHooks | null)[], fn: (client: PoolClient) => T | Promise<T>, asHolder: AsHolder): Promise<number[]> {
+  private async step<T>(list: Store[], hooks: (PostgresHooks | null)[], fn: (client: PoolClient) => T | Promise<T>, asHolder: AsHolder, asUser: AsUser): Promise<number[]> {
     // (one that went in doubt since settleFirst, while this step waited for its stores)
     const late = [...this.inDoubt].find((d) => d.stores.some((x) => list.includes(x)));
     if (late) throw stillInDoubt(late);
     for (const s of list) {
       s.assertCallable();
       // an epoch the app prepared itself is the app's to decide: a step on it would build on an epoch it cannot decide
-      if (holdOf(s).preparing) {
-        throw new CpError('EPREPARED', `${s.dir}: an epoch of this store is prepared (or being prepared) and undecided: commit or abort it before a coordinated step on the store`);
-      }
+      // (EINDOUBT when another coordinator left it in doubt)
+      if (holdOf(s).preparing) throw holdOf(s).hold.undecided('a coordinated step');
     }
     let stage = 'begin';
     let client: PoolClient | null = null;
@@ -131,7 +130,7 @@ class Coordinator {
       // BEGIN, synchronous_commit, the locks and the transaction id: one round trip
       const xid = await beginStep(client, list.map((s) => s.id));
       stage = 'fn';
-      await runGuarded(client, fn);
+      await runGuarded(client, fn, asUser);
       // (that fn kept to the step's transaction is checked by the decision's first statement: decisionSql)
       stage = 'prepare';
       await prepareAll(list, prepared, this.table, asHolder);
@@ -304,7 +303,7 @@ function release(c: PoolClient, err?: unknown): void {
 }
 
 /** fn with the guarded client, inside the step's async context; the proxy is revoked when fn settles. */
-async function runGuarded<T>(client: PoolClient, fn: (client: PoolClient) => T | Promise<T>): Promise<void> {
+async function runGuarded<T>(client: PoolClient, fn: (client: PoolClient) => T | Promise<T>, asUser: AsUser): Promise<void> {
   const g = guardClient(client);
   try {
     await inStep.run(true, () => asUser(() => fn(g.client)));

@@ -12,8 +12,9 @@
  *     the caller's own async context has (a step inside the fn of a transaction on the same store)
  *     is EINVAL, since it would wait for itself.
  *
- * Which code runs inside a holder (its fn) is known from the async context; the holder's own calls
- * are admitted only while they run synchronously (withHolds' asHolder), never by async context.
+ * Which code runs inside a holder's fn is known from the async context (asUser runs fn in it; the
+ * holder's own code, and the listeners its calls notify, are not in it); the holder's own calls are
+ * admitted only while they run synchronously (withHolds' asHolder), never by async context.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CpError } from '../errors.js';
@@ -21,6 +22,8 @@ import { CpError } from '../errors.js';
 /** One holder's tenure of a hold (a context that outlives it, a timer fn left, holds nothing). */
 interface Tenure {
   what: string;
+  /** the holder holds its stores now (from its take to its release) */
+  live?: boolean;
 }
 
 interface HoldContext {
@@ -40,6 +43,9 @@ const context: AsyncLocalStorage<HoldContext> = ((globalThis as Record<symbol, u
  */
 export type AsHolder = <R>(call: () => R) => R;
 
+/** Run the app's `fn` inside the holder (what it calls knows it is inside: assertNotInside, insideHolder). */
+export type AsUser = <R>(fn: () => R) => R;
+
 export class StoreHold {
   private tenure: Tenure | null = null;
   private idleWaiters: (() => void)[] = [];
@@ -52,6 +58,9 @@ export class StoreHold {
   private closeWait: { discard: boolean; done: Promise<void>; settle: (p: Promise<void>) => void } | null = null;
   /** @internal the tenure whose holder's call runs now (withHolds' asHolder) */
   admitted: Tenure | null = null;
+  private shut = false;
+  /** orClosed's waits, ended by closedNow */
+  private onShut = new Set<() => void>();
 
   constructor(private dir: string) {}
 
@@ -65,7 +74,7 @@ export class StoreHold {
     return this.tenure !== null && this.admitted === this.tenure;
   }
 
-  /** The caller runs inside the holder's context (its own code or its fn). */
+  /** The caller runs inside the holder's fn (asUser's async context). */
   get inside(): boolean {
     return this.tenure !== null && !!context.getStore()?.tenures.has(this.tenure);
   }
@@ -115,22 +124,54 @@ export class StoreHold {
     return w.done;
   }
 
+  /**
+   * Why `what` (a transaction, a coordinated step) cannot start on the store while an epoch of it is
+   * prepared and undecided: its calls would wait for that decision, which only its holder (one that
+   * left it in doubt: EINDOUBT) or the app that prepared it (EPREPARED) may make, and nobody may make
+   * while `what` holds the store.
+   */
+  undecided(what: string): CpError {
+    if (this.reservedFor !== null) return this.reservedError(what);
+    return new CpError('EPREPARED', `${this.dir}: an epoch of this store is prepared (or being prepared) and undecided: commit or abort it before ${what} on the store`);
+  }
+
   private reservedError(call: string): CpError {
     return new CpError('EINDOUBT', `${this.dir}: ${call} was called while the store's prepared epoch waits for the decision of ${this.reservedFor}, ` +
       'which only it may carry out (retryInDoubt(), a next step on the store, or the next open with resolveInDoubt)');
   }
 
-  /** A close went ahead while others waited for the holder: they end as it does. */
+  /**
+   * A close went ahead: the closes that waited for the holder end as it does, and whoever waits to
+   * hold the store (a transaction queued, a step) stops waiting (ECLOSED), even if the holder never ends.
+   */
   closedNow(closing: Promise<void>): void {
+    this.shut = true;
+    for (const done of [...this.onShut]) done();
+    for (const w of this.idleWaiters.splice(0)) w();
     const w = this.closeWait;
     if (!w) return;
     this.closeWait = null;
     w.settle(closing);
   }
 
-  /** Resolves once nobody holds the store (at once when nobody does). */
+  /** Resolves once `p` settles, or once the store's close went ahead (closedNow), whichever comes first. */
+  orClosed(p: Promise<unknown>): Promise<void> {
+    if (this.shut) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => { this.onShut.delete(done); resolve(); };
+      this.onShut.add(done);
+      p.then(done, done);
+    });
+  }
+
+  /** ECLOSED for `what`, which waited to hold the store when its close went ahead; null while it is open. */
+  closedError(what: string): CpError | null {
+    return this.shut ? new CpError('ECLOSED', `${this.dir}: the store was closed while ${what} waited to hold it`) : null;
+  }
+
+  /** Resolves once nobody holds the store (at once when nobody does), or once its close went ahead. */
   idle(): Promise<void> {
-    if (this.tenure === null) return Promise.resolve();
+    if (this.tenure === null || this.shut) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -152,13 +193,17 @@ export class StoreHold {
  * for another, so holders never wait in a cycle), run `body` as their holder, release them. When
  * every hold is free, body starts synchronously (its calls come right after those made before).
  */
-export async function withHolds<T>(holds: readonly StoreHold[], what: string, body: (asHolder: AsHolder) => Promise<T>): Promise<T> {
+export async function withHolds<T>(holds: readonly StoreHold[], what: string, body: (asHolder: AsHolder, asUser: AsUser) => Promise<T>): Promise<T> {
   const outer = context.getStore();
   assertNotInside(holds, what);
   const tenure: Tenure = { what };
   let taken = false;
   try {
-    while (!(taken = StoreHold.takeAll(holds, tenure))) await holds.find((h) => h.by !== null)!.idle();
+    while (!(taken = StoreHold.takeAll(holds, tenure))) {
+      await holds.find((h) => h.by !== null)!.idle();
+      for (const h of holds) { const e = h.closedError(what); if (e) throw e; }
+    }
+    tenure.live = true;
     const ctx: HoldContext = { tenures: new Set([...(outer?.tenures ?? []), tenure]) };
     const asHolder: AsHolder = (call) => {
       const before = holds.map((h) => h.admitted);
@@ -169,15 +214,21 @@ export async function withHolds<T>(holds: readonly StoreHold[], what: string, bo
         holds.forEach((h, i) => { h.admitted = before[i]!; });
       }
     };
-    return await context.run(ctx, () => body(asHolder));
+    const asUser: AsUser = (fn) => context.run(ctx, fn);
+    return await body(asHolder, asUser);
   } finally {
+    tenure.live = false;
     if (taken) for (const h of holds) h.release();
   }
 }
 
-/** Run the app's `fn` inside the holder's context (it never has the holder's right: see AsHolder). */
-export function asUser<T>(fn: () => T): T {
-  return fn();
+/**
+ * The caller runs inside a holder that holds its stores now (in its fn, say): what it waits for must
+ * not wait for that holder, such as a place in a call order behind one that waits for its stores.
+ */
+export function insideHolder(): boolean {
+  for (const t of context.getStore()?.tenures ?? []) if (t.live) return true;
+  return false;
 }
 
 /** EINVAL when the caller runs inside a holder of one of `holds` (taking it would wait for itself). */

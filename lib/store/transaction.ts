@@ -8,7 +8,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { CpError } from '../errors.js';
 import { describe } from '../names.js';
-import { STORE_HOLD, asUser, withHolds, type AsHolder, type HoldView } from './hold.js';
+import { STORE_HOLD, withHolds, type AsHolder, type AsUser, type HoldView } from './hold.js';
 
 export interface TransactionHost {
   assertCallable(): void;
@@ -35,7 +35,8 @@ export class Transactions {
     const prior = this.last;
     const go = (): Promise<Awaited<T>> => this.once(host, fn);
     // Nothing running: fn starts now, so its calls come right after those made before transaction().
-    const p = prior ? prior.then(go) : go();
+    // (or once the store's close went ahead: a discard while the one before never ends; go is then ECLOSED)
+    const p = prior ? host[STORE_HOLD].hold.orClosed(prior).then(go) : go();
     const settled = p.then(() => undefined, () => undefined);
     this.last = settled;
     void settled.then(() => {
@@ -52,11 +53,13 @@ export class Transactions {
     }
     // The store is held while fn runs and until its check or rollback: a check(), rollback() or
     // close() made meanwhile would end part of this epoch (hold.ts). fn runs as the app's code.
-    return withHolds([host[STORE_HOLD].hold], 'a transaction', (asHolder) => this.held(host, fn, asHolder));
+    return withHolds([host[STORE_HOLD].hold], 'a transaction', (asHolder, asUser) => this.held(host, fn, asHolder, asUser));
   }
 
-  private async held<T>(host: TransactionHost, fn: () => T | Promise<T>, asHolder: AsHolder): Promise<Awaited<T>> {
+  private async held<T>(host: TransactionHost, fn: () => T | Promise<T>, asHolder: AsHolder, asUser: AsUser): Promise<Awaited<T>> {
     host.assertCallable();
+    // fn's calls would wait for the decision of a prepared epoch, which nobody may make while this holds the store
+    if (host[STORE_HOLD].preparing) throw host[STORE_HOLD].hold.undecided('a transaction');
     let result: Awaited<T>;
     // Only fn runs in the transaction's async context, and only while it runs: the check and the
     // rollback (and the 'checkpoint' listeners they call), and a timer fn left that fires later, are not inside it.
