@@ -8,8 +8,8 @@
  * writes made the main thread collect garbage (mark-compacts of 2-12 ms) for memory it was reusing.
  */
 
-/** Full-size buffers kept for reuse at most. */
-const POOL_MAX = 8;
+/** Full-size buffers kept for reuse at least (more when `maxInflight` holds more: see the constructor). */
+const POOL_MIN = 8;
 
 export class BatchBuffers {
   /**
@@ -23,7 +23,18 @@ export class BatchBuffers {
   /** Full-size batch buffers the flusher handed back after writing them (see TaskResult.recycled). */
   private pool: Buffer[] = [];
 
-  constructor(private batchBytes: number) {}
+  /** Full-size buffers kept for reuse at most. */
+  private poolMax: number;
+
+  /**
+   * `maxInflight`: the bytes that may be on their way to the flusher. A bulk writer keeps that many
+   * in flight, so the pool holds as many full-size buffers (plus the two being filled): with fewer,
+   * every P2-like epoch allocated (and the kernel zeroed) a new SharedArrayBuffer for each one over
+   * the limit, 8% of the main thread's time at 16 MiB in flight.
+   */
+  constructor(private batchBytes: number, maxInflight = 0) {
+    this.poolMax = Math.max(POOL_MIN, Math.ceil(maxInflight / batchBytes) + 2);
+  }
 
   /** A zeroed batch buffer of at least `cap` bytes (the spare one when it is big enough). */
   take(cap: number): Buffer {
@@ -58,10 +69,10 @@ export class BatchBuffers {
     if (buf.length === this.batchBytes) this.pool.push(buf);
   }
 
-  /** Buffers the flusher handed back, or a task shared: the full-size ones are reused, up to POOL_MAX. */
+  /** Buffers the flusher handed back, or a task shared: the full-size ones are reused, up to poolMax. */
   recycle(buffers: ArrayBufferLike[]): void {
     for (const ab of buffers) {
-      if (ab.byteLength === this.batchBytes && this.pool.length < POOL_MAX && !this.pool.some((b) => b.buffer === ab)) this.pool.push(Buffer.from(ab));
+      if (ab.byteLength === this.batchBytes && this.pool.length < this.poolMax && !this.pool.some((b) => b.buffer === ab)) this.pool.push(Buffer.from(ab));
     }
   }
 }

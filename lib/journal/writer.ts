@@ -83,7 +83,7 @@ export class JournalWriter {
     this.seg = start.segment;
     this.off = start.writeOffset;
     this.sentPos = pos(this.seg.seq, this.off);
-    this.buffers = new BatchBuffers(opts.batchBytes);
+    this.buffers = new BatchBuffers(opts.batchBytes, opts.maxInflight);
     this.batch = new RecordBatch(opts.batchBytes, this.buffers, this.outbox, this.sentPos);
     this.segments = new SegmentAllocator(start);
     this.tasks = new TaskTracker(this.sentPos, this.buffers, this.stats);
