@@ -66,4 +66,47 @@ describe('the flusher worker through the IO interface', () => {
       await r.close();
     });
   }
+
+  it('a flusher thread that dies mid-check: check() rejects with EIO, later calls with EREOPEN, the process goes on, a reopen loses nothing acknowledged', async () => {
+    const dir = await sb.dir();
+    const arm = path.join(await sb.dir(), 'arm');
+    const s = await withEnv({ CPFILE_TEST_WORKER_EXIT: arm }, () => openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
+    await s.writeFile('a', 'epoch one');
+    expect(await s.check()).to.equal(1);
+    fs.writeFileSync(arm, '');
+    await s.writeFile('a', 'epoch two, never acknowledged');
+    const err = await s.check().then(() => null, (e: unknown) => e);
+    expect(err).to.be.instanceOf(CpError);
+    expect((err as CpError).code).to.equal('EIO');
+    expect((err as CpError).message).to.match(/flusher thread exited/);
+    expect(s.epoch).to.equal(1);
+    const later = await s.writeFile('b', 'x').then(() => null, (e: unknown) => e);
+    expect((later as CpError).code).to.equal('EREOPEN');
+    await s.close().catch(() => undefined);
+    const r = await openStore(dir);
+    // The COMMIT was written before the fdatasync that never ran: the page cache may hold it.
+    expect(r.epoch).to.be.oneOf([1, 2]);
+    expect((await r.readFile('a')).toString()).to.equal(r.epoch === 1 ? 'epoch one' : 'epoch two, never acknowledged');
+    await r.close();
+  });
+
+  it('flusherPoll: 0 (no polling) and the largest window work; anything else but an integer in [0, 100000] is EINVAL at openStore', async () => {
+    for (const flusherPoll of [0, 100_000]) {
+      const dir = await sb.dir();
+      const s = await openStore(dir, { flusherPoll });
+      const f = await s.open('log', 'a');
+      for (let i = 0; i < 20; i++) {
+        await f.write(`line ${i}\n`);
+        expect(await s.check()).to.equal(i + 1);
+      }
+      await s.close();
+      expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').split('\n')).to.have.length(21);
+    }
+    for (const bad of [-1, 1.5, 100_001, Number.NaN, '250' as unknown as number]) {
+      const dir = await sb.dir();
+      const err = await openStore(dir, { flusherPoll: bad }).then(() => null, (e: unknown) => e);
+      expect((err as CpError).code, String(bad)).to.equal('EINVAL');
+      expect((err as CpError).message).to.match(/flusherPoll/);
+    }
+  });
 });

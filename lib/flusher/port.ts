@@ -4,10 +4,11 @@
  * Both run tasks strictly in submission order.
  */
 import { pathToFileURL } from 'node:url';
+import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import workerPath from './worker-path.cjs';
 import { FlusherCore } from './core.js';
-import { type Task, type TaskResult, failedResult, NOT_STARTED } from './protocol.js';
+import { type AttachTask, type Task, type TaskResult, type PlainError, failedResult, NOT_STARTED } from './protocol.js';
 import { type IO } from '../io.js';
 import { errorToPlain } from '../errors.js';
 
@@ -53,28 +54,86 @@ const WORKER_URL = pathToFileURL(workerPath);
  * Runs the flusher in a piscina worker thread. Tasks are handed over one at a time (order is part of
  * the durability argument, so it is enforced here rather than left to the pool's queue); tasks that
  * arrive while one is running are merged into the next hand-over, which also batches their fsyncs.
+ *
+ * Piscina starts the thread and reports its death; the tasks themselves travel on a MessagePort of
+ * their own, handed to the worker by piscina's one task (workers/flusher.ts): a piscina round trip
+ * costs about three times a plain port's, and every commit waits for one. The port is referenced only
+ * while a task is out, so an idle store keeps the process alive no more than the pool's idle thread does.
  */
 export class WorkerPort implements FlusherPort {
   private pool: Piscina;
   private busy = false;
   private waiting: { task: Task; transfer: ArrayBuffer[]; resolve: (r: TaskResult) => void }[] = [];
+  private channel = new MessageChannel();
+  /** Resolves once the worker listens on the port; rejects when the thread could not start. */
+  private attached: Promise<unknown>;
+  private nextId = 0;
+  /** The task out on the port (one at a time), waiting for its reply. */
+  private out: { id: number; resolve: (r: TaskResult) => void } | null = null;
+  /** Why the port can take no more tasks (the thread died or the store closed), once it cannot. */
+  private gone: PlainError | null = null;
 
-  constructor() {
+  /** `pollMicros`: StoreOptions.flusherPoll. */
+  constructor(pollMicros: number) {
     this.pool = new Piscina({
       filename: WORKER_URL.href,
       minThreads: 1,
       maxThreads: 1,
       concurrentTasksPerWorker: 1,
       idleTimeout: Infinity,
-      // Every task awaits all of its I/O; keep the worker's event loop awake between tasks anyway.
       atomics: 'disabled',
     });
+    const port = this.channel.port1;
+    port.on('message', (msg: { id: number; res: TaskResult }) => {
+      const out = this.out;
+      if (!out || out.id !== msg.id) return;
+      this.out = null;
+      port.unref();
+      out.resolve(msg.res);
+    });
+    // The worker's end closes when its thread dies (or at destroy): nothing more will answer.
+    port.on('close', () => this.fail({ code: 'EIO', message: 'the flusher thread exited' }));
+    port.unref();
+    const attach: AttachTask = { attach: this.channel.port2, pollMicros };
+    this.attached = this.pool.run(attach, { transferList: [this.channel.port2] as unknown as ArrayBuffer[] });
+    // A start that fails is reported by the first task (see call); never unhandled.
+    this.attached.catch(() => undefined);
   }
 
   run(task: Task, transfer: ArrayBuffer[] = []): Promise<TaskResult> {
     return new Promise((resolve) => {
       this.waiting.push({ task, transfer, resolve });
       if (!this.busy) void this.pump();
+    });
+  }
+
+  private fail(err: PlainError): void {
+    this.gone ??= err;
+    const out = this.out;
+    this.out = null;
+    out?.resolve(failedResult(this.gone));
+  }
+
+  /** Hand `task` to the worker on the port and wait for its result. */
+  private async call(task: Task, transfer: ArrayBuffer[]): Promise<TaskResult> {
+    try {
+      await this.attached;
+    } catch (e) {
+      return failedResult(errorToPlain(e));
+    }
+    if (this.gone) return failedResult(this.gone);
+    return new Promise((resolve) => {
+      const id = ++this.nextId;
+      this.out = { id, resolve };
+      const port = this.channel.port1;
+      port.ref();
+      try {
+        port.postMessage({ id, task }, transfer);
+      } catch (e) {
+        this.out = null;
+        port.unref();
+        resolve(failedResult(errorToPlain(e)));
+      }
     });
   }
 
@@ -88,12 +147,7 @@ export class WorkerPort implements FlusherPort {
       }
       const task: Task = batch.length === 1 ? batch[0].task : { actions: batch.flatMap((b) => b.task.actions) };
       const transfer = batch.flatMap((b) => b.transfer);
-      let res: TaskResult;
-      try {
-        res = (await this.pool.run(task, transfer.length ? { transferList: transfer } : undefined)) as TaskResult;
-      } catch (e) {
-        res = failedResult(errorToPlain(e));
-      }
+      const res = await this.call(task, transfer);
       batch.forEach((b, i) => b.resolve(i === batch.length - 1 ? res : { ...res, fsyncs: 0, recycled: undefined }));
     }
     this.busy = false;
@@ -101,6 +155,8 @@ export class WorkerPort implements FlusherPort {
 
   async destroy(): Promise<void> {
     while (this.busy) await new Promise((r) => setTimeout(r, 1));
+    this.gone ??= { code: 'ECLOSED', message: 'the flusher was stopped' };
+    this.channel.port1.close();
     await this.pool.destroy();
   }
 }

@@ -7,6 +7,7 @@
  * Tasks run strictly one after another, in the order they were submitted (FORMAT.md R4): that order
  * is what lets the main thread decide the journal's layout while the flusher only executes it.
  */
+import { type MessagePort } from 'node:worker_threads';
 import { type ControlState } from '../format.js';
 import { type SegmentInfo } from '../journal/segments.js';
 
@@ -89,6 +90,23 @@ export interface TaskResult {
    */
   recycled?: ArrayBuffer[];
   applied?: AppliedReport;
+}
+
+/**
+ * How long the flusher's worker keeps polling its port after a task before it parks in its event loop,
+ * in microseconds, by default (StoreOptions.flusherPoll; the benchmark's thread floor,
+ * tools/bench/raw-worker.ts, polls as long). On this machine kind a parked thread's virtual CPU halts,
+ * and waking it costs the sender 40-60 us inside postMessage (an IPI through the hypervisor) plus the
+ * wake-up itself; a thread still polling takes the next message in a few microseconds. A writer that
+ * commits back to back (P1) sends its next task well within the window; the price is at most this
+ * much CPU per task.
+ */
+export const DEFAULT_FLUSHER_POLL_US = 250;
+
+/** The worker's one piscina task (workers/flusher.ts): the port its tasks arrive on, and its polling window. */
+export interface AttachTask {
+  attach: MessagePort;
+  pollMicros: number;
 }
 
 /** The error of a task sent before the init task (a flusher with no state). */

@@ -40,7 +40,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   let port: FlusherPort | null = null;
   try {
     // The worker thread starts (loads its modules) while recovery runs.
-    port = options.io || options.inline ? new InlinePort(io) : new WorkerPort();
+    port = options.io || options.inline ? new InlinePort(io) : new WorkerPort(settings.flusherPoll);
     const inWorker = port instanceof WorkerPort;
     // Nothing reaches the flusher once the lock is not ours any more (removed or replaced by hand).
     if (lock) port = fencePort(port, lock);

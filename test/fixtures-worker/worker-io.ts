@@ -4,6 +4,8 @@
  *   CPFILE_TEST_WORKER_FAIL=<call>:<code>:<file>
  *                                          once <file> exists, the next <call> on a journal segment
  *                                          fails with <code> (once)
+ *   CPFILE_TEST_WORKER_EXIT=<file>         once <file> exists, the next fdatasync of a journal segment
+ *                                          ends the worker thread (process.exit in a worker)
  * Read when the worker loads this module (a worker's env is a copy taken at its start).
  */
 import * as fs from 'node:fs';
@@ -12,6 +14,7 @@ import { interceptIO, injected, openedPath } from '../helpers/intercept-io.js';
 
 const logFile = process.env.CPFILE_TEST_WORKER_LOG;
 const [failCall, failCode, armFile] = (process.env.CPFILE_TEST_WORKER_FAIL ?? '::').split(':');
+const exitArm = process.env.CPFILE_TEST_WORKER_EXIT;
 let fired = false;
 const fdPath = new Map<number, string>();
 
@@ -22,6 +25,7 @@ export const io: IO = interceptIO(async (call, args, next) => {
     if (logFile) fs.appendFileSync(logFile, `${call} ${p} FAILED ${failCode}\n`);
     throw injected(failCode, `the worker's ${call}`);
   }
+  if (exitArm && call === 'fdatasync' && /seg-\d+\.cpj$/.test(p) && fs.existsSync(exitArm)) process.exit(7);
   const r = await next();
   if (call === 'open') fdPath.set(r as number, openedPath(r as number, p));
   if (logFile) fs.appendFileSync(logFile, `${call} ${p}\n`);
