@@ -44,6 +44,7 @@ export const levelKey = (i: number): string => i.toString(16).padStart(8, '0');
 export const SUBJECT_NAMES: Record<SubjectId, string> = {
   raw: 'raw fs',
   'raw-async': 'raw fs (async)',
+  'raw-worker': 'raw fs (worker thread)',
   'raw-2x': 'raw fs, log + apply',
   cpfile: 'cpfile',
   'cpfile-b': 'cpfile B',
@@ -57,6 +58,7 @@ export const SUBJECT_NAMES: Record<SubjectId, string> = {
 export const GUARANTEE: Record<SubjectId, string> = {
   raw: 'durable, not atomic',
   'raw-async': 'durable, not atomic',
+  'raw-worker': 'durable, not atomic',
   'raw-2x': 'durable, not atomic',
   cpfile: 'atomic + durable',
   'cpfile-b': 'atomic + durable',

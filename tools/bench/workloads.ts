@@ -9,6 +9,7 @@ import { openStore, type Store, type CpFile } from '../../lib/index.js';
 import type { BenchConfig, SubjectId, WorkloadId } from './config.js';
 import { openLevel, openLmdb, openSqlite, levelKey, type Level, type Lmdb, type Sqlite } from './peers.js';
 import { runChild, type P5Ready, type P6Result } from './child-api.js';
+import { RawWorker } from './raw-worker.js';
 import {
   LoopMonitor, type LoopDelay, MiB, fmtSize, freshDir, median, now, osSync, percentile, prng, randomBuffer, rmrf, sleep, yieldLoop,
 } from './util.js';
@@ -176,6 +177,21 @@ export function p1(ctx: Ctx): Workload {
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { await fh.close(); await rmrf(dir); },
+    });
+  }
+  {
+    let dir = '';
+    let w: RawWorker;
+    const op = (): Promise<void> => w.commit(data);
+    subjects.push({
+      id: 'raw-worker', how: 'the raw subject\'s fs.writeSync (append) + fs.fdatasyncSync in a worker thread, one message each way, the worker polling between commits as the flusher does: the floor of any design that keeps fsync off the main thread',
+      async setup() {
+        dir = await freshDir(ctx.root, 'p1-rawworker');
+        w = new RawWorker(path.join(dir, 'log.dat'));
+        await latencies(warm, op);
+      },
+      rep: async () => res(await latencies(n, op)),
+      async teardown() { await w.close(); await rmrf(dir); },
     });
   }
   for (const cp of ctx.cpfiles) {
