@@ -67,10 +67,11 @@ describe('the flusher worker through the IO interface', () => {
     });
   }
 
-  it('a flusher thread that dies mid-check: check() rejects with EIO, later calls with EREOPEN, the process goes on, a reopen loses nothing acknowledged', async () => {
+  for (const [mode, message] of [['EXIT', /flusher thread exited/], ['THROW', /flusher thread (failed: uncaught|exited)/]] as const) {
+  it(`a flusher thread that ${mode === 'EXIT' ? 'exits' : 'throws an uncaught exception'} mid-check: check() rejects with EIO, later calls with EREOPEN, the process goes on, a reopen loses nothing acknowledged`, async () => {
     const dir = await sb.dir();
     const arm = path.join(await sb.dir(), 'arm');
-    const s = await withEnv({ CPFILE_TEST_WORKER_EXIT: arm }, () => openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
+    const s = await withEnv({ [`CPFILE_TEST_WORKER_${mode}`]: arm }, () => openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
     await s.writeFile('a', 'epoch one');
     expect(await s.check()).to.equal(1);
     fs.writeFileSync(arm, '');
@@ -78,7 +79,7 @@ describe('the flusher worker through the IO interface', () => {
     const err = await s.check().then(() => null, (e: unknown) => e);
     expect(err).to.be.instanceOf(CpError);
     expect((err as CpError).code).to.equal('EIO');
-    expect((err as CpError).message).to.match(/flusher thread exited/);
+    expect((err as CpError).message).to.match(message);
     expect(s.epoch).to.equal(1);
     const later = await s.writeFile('b', 'x').then(() => null, (e: unknown) => e);
     expect((later as CpError).code).to.equal('EREOPEN');
@@ -89,6 +90,7 @@ describe('the flusher worker through the IO interface', () => {
     expect((await r.readFile('a')).toString()).to.equal(r.epoch === 1 ? 'epoch one' : 'epoch two, never acknowledged');
     await r.close();
   });
+  }
 
   it('flusherPoll: 0 (no polling) and the largest window work; anything else but an integer in [0, 100000] is EINVAL at openStore', async () => {
     for (const flusherPoll of [0, 100_000]) {

@@ -16,21 +16,34 @@ import { errorToPlain } from '../lib/errors.js';
 
 let core: FlusherCore | null = null;
 
-/** A task on the attached port: its number, echoed in the reply. */
+/** A task on the attached port: its number, echoed in the reply, and when it was sent (process.hrtime.bigint(), one clock for all threads). */
 interface PortTask {
   id: number;
   task: Task;
+  sentAt: bigint;
 }
 
-/** The next task already on `port`, polling for it up to `ns` nanoseconds; null when none came. */
-function poll(port: MessagePort, ns: bigint): PortTask | null {
-  if (ns <= 0n) return receiveMessageOnPort(port)?.message as PortTask ?? null;
-  const until = process.hrtime.bigint() + ns;
-  do {
-    const got = receiveMessageOnPort(port);
-    if (got) return got.message as PortTask;
-  } while (process.hrtime.bigint() < until);
-  return null;
+/**
+ * The next task already on `port`, polling for it up to `ns` nanoseconds while this thread holds one
+ * of the `max` polling slots counted in `pollers[0]` (no slot free: no polling); null when none came.
+ */
+function poll(port: MessagePort, ns: bigint, pollers: Int32Array, max: number): PortTask | null {
+  const now = receiveMessageOnPort(port);
+  if (now || ns <= 0n) return (now?.message as PortTask | undefined) ?? null;
+  if (Atomics.add(pollers, 0, 1) >= max) {
+    Atomics.sub(pollers, 0, 1);
+    return null;
+  }
+  try {
+    const until = process.hrtime.bigint() + ns;
+    do {
+      const got = receiveMessageOnPort(port);
+      if (got) return got.message as PortTask;
+    } while (process.hrtime.bigint() < until);
+    return null;
+  } finally {
+    Atomics.sub(pollers, 0, 1);
+  }
 }
 
 /**
@@ -40,27 +53,44 @@ function poll(port: MessagePort, ns: bigint): PortTask | null {
  * polled for a moment (StoreOptions.flusherPoll; see DEFAULT_FLUSHER_POLL_US): receiveMessageOnPort takes messages from the same queue, in the same
  * order, as the 'message' events.
  */
-function attach(port: MessagePort, pollMicros: number): void {
+function attach({ attach: port, pollMicros, pollers, maxPollers }: AttachTask): void {
   const ns = BigInt(Math.round(pollMicros * 1000));
   let tail: Promise<unknown> = Promise.resolve();
+  // Polling pays only for a writer that sends its next task within the window: it stops after a
+  // window that brought nothing, and starts again when a task arrives within the window of the
+  // last reply (so many stores committing in turn, or an occasional writer, do not keep a core busy).
+  // "Arrived" is when the main thread sent it: the wake-up of this thread is what polling saves.
+  let polling = ns > 0n;
+  let repliedAt = 0n;
   const serve = async (first: PortTask): Promise<void> => {
-    for (let msg: PortTask | null = first; msg; msg = poll(port, ns)) {
+    if (ns > 0n) polling = first.sentAt - repliedAt < ns;
+    for (let msg: PortTask | null = first; msg; ) {
       const res = await runTask(msg.task);
       try {
         port.postMessage({ id: msg.id, res }, res.recycled?.length ? res.recycled : []);
       } catch (e) {
-        port.postMessage({ id: msg.id, res: failedResult(errorToPlain(e)) });
+        // (the result could not be cloned: say so; a port that cannot even take that is closed,
+        // and the main thread learns it from the port's 'close')
+        try {
+          port.postMessage({ id: msg.id, res: failedResult(errorToPlain(e)) });
+        } catch {
+          port.close();
+        }
       }
+      repliedAt = process.hrtime.bigint();
+      msg = poll(port, polling ? ns : 0n, pollers, maxPollers);
+      if (!msg) polling = false;
     }
   };
   port.on('message', (msg: PortTask) => {
-    tail = tail.then(() => serve(msg));
+    // serve() does not reject (runTask returns failures as results); the catch keeps the chain alive regardless.
+    tail = tail.then(() => serve(msg)).catch(() => port.close());
   });
 }
 
 /** The piscina task: attach the port it carries. */
 export default function run(task: AttachTask): Promise<boolean> {
-  attach(task.attach, task.pollMicros);
+  attach(task);
   return Promise.resolve(true);
 }
 

@@ -4,6 +4,7 @@
  * Both run tasks strictly in submission order.
  */
 import { pathToFileURL } from 'node:url';
+import { availableParallelism } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import workerPath from './worker-path.cjs';
@@ -51,6 +52,16 @@ export class InlinePort implements FlusherPort {
 const WORKER_URL = pathToFileURL(workerPath);
 
 /**
+ * The count of flusher threads polling right now, one for the whole process (AttachTask.pollers):
+ * kept on globalThis so that the ES module and CommonJS builds, loaded side by side, share it.
+ */
+function pollers(): Int32Array {
+  const key = Symbol.for('cpfile.flusherPollers');
+  const g = globalThis as { [k: symbol]: Int32Array | undefined };
+  return (g[key] ??= new Int32Array(new SharedArrayBuffer(4)));
+}
+
+/**
  * Runs the flusher in a piscina worker thread. Tasks are handed over one at a time (order is part of
  * the durability argument, so it is enforced here rather than left to the pool's queue); tasks that
  * arrive while one is running are merged into the next hand-over, which also batches their fsyncs.
@@ -93,8 +104,12 @@ export class WorkerPort implements FlusherPort {
     });
     // The worker's end closes when its thread dies (or at destroy): nothing more will answer.
     port.on('close', () => this.fail({ code: 'EIO', message: 'the flusher thread exited' }));
+    // An uncaught exception in the thread (or its running out of memory): piscina has no task out
+    // to fail with it (the attach task resolved at once), so it emits 'error' on the pool, which
+    // would crash the process unheard. It fails the store's flusher instead.
+    this.pool.on('error', (e: unknown) => this.fail({ code: 'EIO', message: `the flusher thread failed: ${(e as Error)?.message ?? String(e)}` }));
     port.unref();
-    const attach: AttachTask = { attach: this.channel.port2, pollMicros };
+    const attach: AttachTask = { attach: this.channel.port2, pollMicros, pollers: pollers(), maxPollers: Math.max(1, availableParallelism() - 1) };
     this.attached = this.pool.run(attach, { transferList: [this.channel.port2] as unknown as ArrayBuffer[] });
     // A start that fails is reported by the first task (see call); never unhandled.
     this.attached.catch(() => undefined);
@@ -111,6 +126,7 @@ export class WorkerPort implements FlusherPort {
     this.gone ??= err;
     const out = this.out;
     this.out = null;
+    if (out) this.channel.port1.unref();
     out?.resolve(failedResult(this.gone));
   }
 
@@ -128,7 +144,7 @@ export class WorkerPort implements FlusherPort {
       const port = this.channel.port1;
       port.ref();
       try {
-        port.postMessage({ id, task }, transfer);
+        port.postMessage({ id, task, sentAt: process.hrtime.bigint() }, transfer);
       } catch (e) {
         this.out = null;
         port.unref();

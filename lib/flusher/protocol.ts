@@ -103,10 +103,17 @@ export interface TaskResult {
  */
 export const DEFAULT_FLUSHER_POLL_US = 250;
 
-/** The worker's one piscina task (workers/flusher.ts): the port its tasks arrive on, and its polling window. */
+/**
+ * The worker's one piscina task (workers/flusher.ts): the port its tasks arrive on, its polling
+ * window, and the process-wide count of flusher threads polling right now (`pollers[0]`, shared by
+ * every store's worker), of which at most `maxPollers` may poll at once: many stores committing
+ * together would otherwise keep every core spinning and slow each other down.
+ */
 export interface AttachTask {
   attach: MessagePort;
   pollMicros: number;
+  pollers: Int32Array;
+  maxPollers: number;
 }
 
 /** The error of a task sent before the init task (a flusher with no state). */
