@@ -397,6 +397,69 @@ describe('direct appends', function () {
     await again.close();
   });
 
+  describe('a file created in the previous epoch, once that epoch is applied', () => {
+    /** `n` created and written `first` bytes in epoch 1 (journaled), checked, and epoch 1 applied: `n` is listed open by one commit only. */
+    async function created(opts: StoreOptions = {}): Promise<{ dir: string; store: Store; f: CpFile; first: Buffer }> {
+      const dir = await sb.dir();
+      const store = await openStore(dir, { inline: true, noLock: true, directAppendMin: 1, applyDelay: 0, ...opts });
+      const f = await store.open('n', 'w+');
+      const first = block(31, 0, 70000);
+      await f.write(first);
+      expect(store.stats().bytesDirect, 'the creating epoch is journaled').to.equal(0);
+      expect(await store.check()).to.equal(1);
+      await settled(store);
+      expect(store.stats().appliedEpoch).to.equal(1);
+      return { dir, store, f, first };
+    }
+
+    it('takes direct appends at once (listed by one commit, but since an applied epoch); a crash before the check cuts them off', async () => {
+      const { dir, store, f, first } = await created();
+      await f.write(block(31, 1, 50000));
+      expect(store.stats().bytesDirect).to.equal(50000);
+      await f.read(Buffer.alloc(1), 0, 1, 100000); // the flusher has written the direct bytes
+      await crash(store);
+      expect(fs.statSync(path.join(dir, 'n')).size, 'the uncommitted appends reached the file').to.equal(120000);
+      const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
+      expect(again.recovery.epoch).to.equal(1);
+      expect(again.recovery.cutBack).to.deep.equal([{ name: 'n', size: 70000, from: 120000 }]);
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(first)).to.equal(true);
+    });
+
+    it('checked: the direct bytes survive a crash; damage to the applied epoch\'s COMMIT is corruption (ECORRUPT), never a silent rollback that would leave them in a file no catalog lists', async () => {
+      const { dir, store, f, first } = await created();
+      const more = block(31, 2, 50000);
+      await f.write(more);
+      expect(store.stats().bytesDirect).to.equal(50000);
+      expect(await store.check()).to.equal(2);
+      await crash(store);
+      const copy = await sb.dir();
+      fs.cpSync(dir, copy, { recursive: true });
+      const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
+      expect(again.recovery.epoch).to.equal(2);
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(Buffer.concat([first, more]))).to.equal(true);
+      await again.close();
+      // The other copy: zero epoch 1's COMMIT, which would look like a torn tail were epoch 1 not applied.
+      const recs = await records(copy);
+      const c1 = recs.filter((r) => r.header.type === RecordType.COMMIT && r.header.epoch === 1).pop()!;
+      const seg = fs.openSync(path.join(copy, '.cpfile', 'journal', segmentFileName(c1.index)), 'r+');
+      fs.writeSync(seg, Buffer.alloc(c1.size), 0, c1.size, c1.offset);
+      fs.closeSync(seg);
+      await expectCpError(() => openStore(copy, { inline: true, noLock: true }), 'ECORRUPT');
+    });
+
+    it('not before the creating epoch is applied: until then its appends are journaled', async () => {
+      const dir = await sb.dir();
+      const store = await openStore(dir, { ...HELD, directAppendMin: 1 });
+      const f = await store.open('n', 'w');
+      await f.write(block(32, 0, 70000));
+      expect(await store.check()).to.equal(1);
+      await f.write(block(32, 1, 50000));
+      expect(store.stats().appliedEpoch).to.equal(0);
+      expect(store.stats().bytesDirect, 'epoch 1 unapplied: no direct appends in epoch 2').to.equal(0);
+      await store.close();
+    });
+  });
+
   it('sizes in the catalog follow every change: writeFile of an entry left open by an earlier run, and no size (no cut) for read-only entries', async () => {
     const dir = await sb.dir();
     const first = await openStore(dir, { inline: true, noLock: true });

@@ -106,7 +106,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     });
     this.parts = {
       dir, io, writer, hooks, queue: this.queue, catalog: this.catalog, pending: this.pending, limits: this.limits,
-      writes: new WritePath(writer, this.catalog, init.settings.directMin), schedule: this.schedule,
+      writes: new WritePath(writer, this.catalog, init.settings.directMin, () => this.schedule.appliedEpoch), schedule: this.schedule,
       applyNow: (inQueue) => this.applyNow(inQueue), checkpointed: (e) => publish(this, dir, 'checkpoint', e),
     };
     this.checkpoint = new Checkpoint(this.parts, report.epoch);

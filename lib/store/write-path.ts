@@ -10,8 +10,11 @@ import type { Entry } from './host.js';
 import type { Overlay } from './overlay.js';
 
 export class WritePath {
-  /** `directMin`: StoreOptions.directAppendMin (Infinity when off). */
-  constructor(private writer: JournalWriter, private catalog: Catalog, private directMin: number) {}
+  /**
+   * `directMin`: StoreOptions.directAppendMin (Infinity when off). `appliedEpoch`: the last epoch the
+   * control file durably records as applied (ApplySchedule.appliedEpoch, learnt only once durable).
+   */
+  constructor(private writer: JournalWriter, private catalog: Catalog, private directMin: number, private appliedEpoch: () => number) {}
 
   /** Lay out the write of `data` at `at` in `e`'s file. */
   writeNow(e: Entry, at: number, data: Uint8Array): void {
@@ -46,7 +49,8 @@ export class WritePath {
    *     either overwriting the other;
    *   - for a file the last COMMIT (or CATALOG) lists as open with its committed size: recovery cuts
    *     it back to that size (R11), which is how an epoch that does not commit loses its direct bytes;
-   *   - for a file the commit before the last one listed as open too.
+   *   - for a file the commit before the last one listed as open too, or listed open since an epoch
+   *     the control file durably records as applied.
    */
   private directStart(name: string, ov: Overlay, end: number): number {
     const building = this.catalog.building;
@@ -63,7 +67,10 @@ export class WritePath {
     // Listed open by the commit before the last one too: if damage to the last epoch's records
     // (indistinguishable from a torn write, R8) rolls recovery back past it, the catalog recovered
     // still has the file with a committed size to cut these bytes back to (FORMAT.md, direct appends).
-    if (logged.since >= building - 1) return Infinity;
+    // Or listed open since an epoch that is applied, durably: recovery never ends before the applied
+    // epoch the control file records (R8), so the catalog it recovers lists the file too. That is
+    // what lets a file created one epoch ago (P2's new file) go direct once its creation is applied.
+    if (logged.since >= building - 1 && logged.since > this.appliedEpoch()) return Infinity;
     ov.directEpoch = building;
     ov.directBytes = 0;
     ov.directFrom = ov.size;
