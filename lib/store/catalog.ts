@@ -17,7 +17,8 @@ export interface LoggedEntry {
   size: number | null;
   /**
    * The epoch of the first COMMIT (or recovered catalog) that listed the entry open, as it stands
-   * now. Direct appends need it listed by two commits (WritePath.directStart).
+   * now. Direct appends need it listed by two commits, or since an applied epoch (WritePath.directStart;
+   * a recovered entry's is the recovered epoch, which recovery applied: it may go direct at once).
    */
   since: number;
 }
