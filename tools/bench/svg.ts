@@ -103,7 +103,8 @@ export function lineChart(spec: ChartSpec): string {
   // series, clipped to the plot
   out.push(`<clipPath id="plot"><rect x="${M.left}" y="${M.top}" width="${pw}" height="${ph}"/></clipPath>`);
   const order = [...spec.series.entries()].sort(([, a], [, b]) => Number(!!b.strong) - Number(!!a.strong));
-  for (const [i, s] of spec.series.entries()) {
+  // strong series drawn last: on top of the others (the legend lists them first)
+  for (const [i, s] of [...order].reverse()) {
     const d = s.points
       .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!spec.xLog || x > 0))
       .map(([x, y], k) => `${k ? 'L' : 'M'}${fx(x).toFixed(1)} ${fy(Math.min(Math.max(y, y0), y1)).toFixed(1)}`)
