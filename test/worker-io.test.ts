@@ -92,6 +92,31 @@ describe('the flusher worker through the IO interface', () => {
   });
   }
 
+  it('polling slots come back when a store closes during its thread\'s polling window (a terminated thread frees none itself), and when a thread dies', async () => {
+    const slots = (): number[] => [...((globalThis as Record<symbol, { slots: Int32Array } | undefined>)[Symbol.for('cpfile.flusherPollers')]?.slots ?? [])];
+    for (let k = 0; k < 12; k++) {
+      const s = await openStore(await sb.dir(), { flusherPoll: 100_000 });
+      const f = await s.open('log', 'a');
+      for (let i = 0; i < 3; i++) {
+        await f.write('x');
+        await s.check();
+      }
+      await s.close(); // the thread is inside its 100 ms window when it is terminated
+      expect(slots().length, 'the process has polling slots').to.be.above(0);
+      expect(slots().every((v) => v === 0), `after close ${k}: ${slots()}`).to.equal(true);
+    }
+    const arm = path.join(await sb.dir(), 'arm');
+    const dying = await sb.dir();
+    const s = await withEnv({ CPFILE_TEST_WORKER_EXIT: arm }, () => openStore(dying, { workerIO: MODULE, flusherPoll: 100_000 }));
+    await s.writeFile('a', 'one');
+    await s.check();
+    fs.writeFileSync(arm, '');
+    await s.writeFile('a', 'two');
+    await s.check().catch(() => undefined);
+    expect(slots().every((v) => v === 0), `after the thread died: ${slots()}`).to.equal(true);
+    await s.close().catch(() => undefined);
+  });
+
   it('flusherPoll: 0 (no polling) and the largest window work; anything else but an integer in [0, 100000] is EINVAL at openStore', async () => {
     for (const flusherPoll of [0, 100_000]) {
       const dir = await sb.dir();

@@ -25,15 +25,14 @@ interface PortTask {
 
 /**
  * The next task already on `port`, polling for it up to `ns` nanoseconds while this thread holds one
- * of the `max` polling slots counted in `pollers[0]` (no slot free: no polling); null when none came.
+ * of the polling slots `pollers` (AttachTask; no slot free: no polling); null when none came.
  */
-function poll(port: MessagePort, ns: bigint, pollers: Int32Array, max: number): PortTask | null {
+function poll(port: MessagePort, ns: bigint, pollers: Int32Array, id: number): PortTask | null {
   const now = receiveMessageOnPort(port);
   if (now || ns <= 0n) return (now?.message as PortTask | undefined) ?? null;
-  if (Atomics.add(pollers, 0, 1) >= max) {
-    Atomics.sub(pollers, 0, 1);
-    return null;
-  }
+  let slot = 0;
+  while (slot < pollers.length && Atomics.compareExchange(pollers, slot, 0, id) !== 0) slot++;
+  if (slot === pollers.length) return null;
   try {
     const until = process.hrtime.bigint() + ns;
     do {
@@ -42,7 +41,8 @@ function poll(port: MessagePort, ns: bigint, pollers: Int32Array, max: number): 
     } while (process.hrtime.bigint() < until);
     return null;
   } finally {
-    Atomics.sub(pollers, 0, 1);
+    // (a thread terminated right here never gets this far: WorkerPort.destroy frees its slot)
+    Atomics.compareExchange(pollers, slot, id, 0);
   }
 }
 
@@ -53,7 +53,7 @@ function poll(port: MessagePort, ns: bigint, pollers: Int32Array, max: number): 
  * polled for a moment (StoreOptions.flusherPoll; see DEFAULT_FLUSHER_POLL_US): receiveMessageOnPort takes messages from the same queue, in the same
  * order, as the 'message' events.
  */
-function attach({ attach: port, pollMicros, pollers, maxPollers }: AttachTask): void {
+function attach({ attach: port, pollMicros, pollers, pollerId }: AttachTask): void {
   const ns = BigInt(Math.round(pollMicros * 1000));
   let tail: Promise<unknown> = Promise.resolve();
   // Polling pays only for a writer that sends its next task within the window: it stops after a
@@ -78,7 +78,7 @@ function attach({ attach: port, pollMicros, pollers, maxPollers }: AttachTask): 
         }
       }
       repliedAt = process.hrtime.bigint();
-      msg = poll(port, polling ? ns : 0n, pollers, maxPollers);
+      msg = poll(port, polling ? ns : 0n, pollers, pollerId);
       if (!msg) polling = false;
     }
   };

@@ -52,13 +52,14 @@ export class InlinePort implements FlusherPort {
 const WORKER_URL = pathToFileURL(workerPath);
 
 /**
- * The count of flusher threads polling right now, one for the whole process (AttachTask.pollers):
- * kept on globalThis so that the ES module and CommonJS builds, loaded side by side, share it.
+ * The process's polling slots (AttachTask.pollers: availableParallelism() - 1 of them, at least one)
+ * and the next poller id, one for the whole process: kept on globalThis so that the ES module and
+ * CommonJS builds, loaded side by side, share them.
  */
-function pollers(): Int32Array {
+function pollingSlots(): { slots: Int32Array; next: number } {
   const key = Symbol.for('cpfile.flusherPollers');
-  const g = globalThis as { [k: symbol]: Int32Array | undefined };
-  return (g[key] ??= new Int32Array(new SharedArrayBuffer(4)));
+  const g = globalThis as { [k: symbol]: { slots: Int32Array; next: number } | undefined };
+  return (g[key] ??= { slots: new Int32Array(new SharedArrayBuffer(4 * Math.max(1, availableParallelism() - 1))), next: 1 });
 }
 
 /**
@@ -83,6 +84,9 @@ export class WorkerPort implements FlusherPort {
   private out: { id: number; resolve: (r: TaskResult) => void } | null = null;
   /** Why the port can take no more tasks (the thread died or the store closed), once it cannot. */
   private gone: PlainError | null = null;
+  /** The process's polling slots, and the id by which this store's thread holds one (pollingSlots). */
+  private pollers: Int32Array;
+  private pollerId: number;
 
   /** `pollMicros`: StoreOptions.flusherPoll. */
   constructor(pollMicros: number) {
@@ -109,7 +113,10 @@ export class WorkerPort implements FlusherPort {
     // would crash the process unheard. It fails the store's flusher instead.
     this.pool.on('error', (e: unknown) => this.fail({ code: 'EIO', message: `the flusher thread failed: ${(e as Error)?.message ?? String(e)}` }));
     port.unref();
-    const attach: AttachTask = { attach: this.channel.port2, pollMicros, pollers: pollers(), maxPollers: Math.max(1, availableParallelism() - 1) };
+    const polling = pollingSlots();
+    this.pollers = polling.slots;
+    this.pollerId = polling.next++;
+    const attach: AttachTask = { attach: this.channel.port2, pollMicros, pollers: this.pollers, pollerId: this.pollerId };
     this.attached = this.pool.run(attach, { transferList: [this.channel.port2] as unknown as ArrayBuffer[] });
     // A start that fails is reported by the first task (see call); never unhandled.
     this.attached.catch(() => undefined);
@@ -122,8 +129,14 @@ export class WorkerPort implements FlusherPort {
     });
   }
 
+  /** Free the polling slot of a thread that can no longer free it itself (it died, or was terminated while polling). */
+  private freeSlot(): void {
+    for (let i = 0; i < this.pollers.length; i++) Atomics.compareExchange(this.pollers, i, this.pollerId, 0);
+  }
+
   private fail(err: PlainError): void {
     this.gone ??= err;
+    this.freeSlot();
     const out = this.out;
     this.out = null;
     if (out) this.channel.port1.unref();
@@ -174,5 +187,6 @@ export class WorkerPort implements FlusherPort {
     this.gone ??= { code: 'ECLOSED', message: 'the flusher was stopped' };
     this.channel.port1.close();
     await this.pool.destroy();
+    this.freeSlot();
   }
 }

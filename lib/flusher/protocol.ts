@@ -105,15 +105,17 @@ export const DEFAULT_FLUSHER_POLL_US = 250;
 
 /**
  * The worker's one piscina task (workers/flusher.ts): the port its tasks arrive on, its polling
- * window, and the process-wide count of flusher threads polling right now (`pollers[0]`, shared by
- * every store's worker), of which at most `maxPollers` may poll at once: many stores committing
- * together would otherwise keep every core spinning and slow each other down.
+ * window, and the process-wide polling slots shared by every store's worker: a thread polls only
+ * while it holds one (`pollers[i]` is its `pollerId` then, 0 when free), so at most
+ * `pollers.length` threads poll at once; many stores committing together would otherwise keep every
+ * core spinning and slow each other down. Slots are owned by id, not counted, so that the main
+ * thread can free the slot of a thread that was terminated or died while polling (WorkerPort).
  */
 export interface AttachTask {
   attach: MessagePort;
   pollMicros: number;
   pollers: Int32Array;
-  maxPollers: number;
+  pollerId: number;
 }
 
 /** The error of a task sent before the init task (a flusher with no state). */
