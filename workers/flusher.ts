@@ -10,18 +10,11 @@
  */
 import { type MessagePort, receiveMessageOnPort } from 'node:worker_threads';
 import { FlusherCore } from '../lib/flusher/core.js';
-import { type AttachTask, type Task, type TaskResult, failedResult, NOT_STARTED } from '../lib/flusher/protocol.js';
+import { type AttachTask, type PortReply, type PortTask, type Task, type TaskResult, failedResult, NOT_STARTED } from '../lib/flusher/protocol.js';
 import { syncNodeIO, type IO } from '../lib/io.js';
 import { errorToPlain } from '../lib/errors.js';
 
 let core: FlusherCore | null = null;
-
-/** A task on the attached port: its number, echoed in the reply, and when it was sent (process.hrtime.bigint(), one clock for all threads). */
-interface PortTask {
-  id: number;
-  task: Task;
-  sentAt: bigint;
-}
 
 /**
  * The next task already on `port`, polling for it up to `ns` nanoseconds while this thread holds one
@@ -47,10 +40,10 @@ function poll(port: MessagePort, ns: bigint, pollers: Int32Array, id: number): P
 }
 
 /**
- * Take tasks from `port` from now on, one at a time in arrival order, each answered with
- * `{ id, res }` (its recycled buffers transferred). The port keeps this thread's event loop busy
- * while it is open; the main thread closes it when the store closes. After each task the port is
- * polled for a moment (StoreOptions.flusherPoll; see DEFAULT_FLUSHER_POLL_US): receiveMessageOnPort takes messages from the same queue, in the same
+ * Take tasks from `port` from now on, one at a time in arrival order, each answered with a
+ * PortReply. The port keeps this thread's event loop busy while it is open; the main thread closes
+ * it when the store closes. After each task the port is polled for a moment (StoreOptions.flusherPoll,
+ * DEFAULT_FLUSHER_POLL_US): receiveMessageOnPort takes messages from the same queue, in the same
  * order, as the 'message' events.
  */
 function attach({ attach: port, pollMicros, pollers, pollerId }: AttachTask): void {
@@ -60,19 +53,20 @@ function attach({ attach: port, pollMicros, pollers, pollerId }: AttachTask): vo
   // window that brought nothing, and starts again when a task arrives within the window of the
   // last reply (so many stores committing in turn, or an occasional writer, do not keep a core busy).
   // "Arrived" is when the main thread sent it: the wake-up of this thread is what polling saves.
-  let polling = ns > 0n;
+  let polling = false;
   let repliedAt = 0n;
+  const reply = (r: PortReply, transfer: ArrayBuffer[] = []): void => port.postMessage(r, transfer);
   const serve = async (first: PortTask): Promise<void> => {
-    if (ns > 0n) polling = first.sentAt - repliedAt < ns;
+    polling = ns > 0n && first.sentAt - repliedAt < ns;
     for (let msg: PortTask | null = first; msg; ) {
       const res = await runTask(msg.task);
       try {
-        port.postMessage({ id: msg.id, res }, res.recycled?.length ? res.recycled : []);
+        reply({ id: msg.id, res }, res.recycled);
       } catch (e) {
         // (the result could not be cloned: say so; a port that cannot even take that is closed,
         // and the main thread learns it from the port's 'close')
         try {
-          port.postMessage({ id: msg.id, res: failedResult(errorToPlain(e)) });
+          reply({ id: msg.id, res: failedResult(errorToPlain(e)) });
         } catch {
           port.close();
         }

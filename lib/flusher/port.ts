@@ -9,7 +9,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import workerPath from './worker-path.cjs';
 import { FlusherCore } from './core.js';
-import { type AttachTask, type Task, type TaskResult, type PlainError, failedResult, NOT_STARTED } from './protocol.js';
+import { type AttachTask, type PortReply, type PortTask, type Task, type TaskResult, type PlainError, failedResult, NOT_STARTED } from './protocol.js';
 import { type IO } from '../io.js';
 import { errorToPlain } from '../errors.js';
 
@@ -99,7 +99,7 @@ export class WorkerPort implements FlusherPort {
       atomics: 'disabled',
     });
     const port = this.channel.port1;
-    port.on('message', (msg: { id: number; res: TaskResult }) => {
+    port.on('message', (msg: PortReply) => {
       const out = this.out;
       if (!out || out.id !== msg.id) return;
       this.out = null;
@@ -157,7 +157,7 @@ export class WorkerPort implements FlusherPort {
       const port = this.channel.port1;
       port.ref();
       try {
-        port.postMessage({ id, task, sentAt: process.hrtime.bigint() }, transfer);
+        port.postMessage({ id, task, sentAt: process.hrtime.bigint() } satisfies PortTask, transfer);
       } catch (e) {
         this.out = null;
         port.unref();

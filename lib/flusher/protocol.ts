@@ -118,6 +118,19 @@ export interface AttachTask {
   pollerId: number;
 }
 
+/** A task on the attached port: its number, and when it was sent (process.hrtime.bigint(), one clock for all threads). */
+export interface PortTask {
+  id: number;
+  task: Task;
+  sentAt: bigint;
+}
+
+/** The answer to the PortTask of the same `id` (its recycled buffers transferred). */
+export interface PortReply {
+  id: number;
+  res: TaskResult;
+}
+
 /** The error of a task sent before the init task (a flusher with no state). */
 export const NOT_STARTED: PlainError = { code: 'EIO', message: 'flusher used before init' };
 
