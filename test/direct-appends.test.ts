@@ -55,6 +55,29 @@ async function settled(store: Store): Promise<void> {
   await store.readFile('no-such-file').catch(() => undefined); // a queued call: the settle queued after the apply has run
 }
 
+/** Apply every durable epoch now and let the overlays settle (the store's test seam: applies held off by options run too). */
+async function applyAll(store: Store): Promise<void> {
+  await (store as unknown as { applyNow(inQueue: boolean): Promise<void> }).applyNow(false);
+  await store.readFile('no-such-file').catch(() => undefined);
+}
+
+/** Zero the last record of `type` of each of `epochs` in `dir`'s journal (damage that looks like a torn write). */
+async function zeroRecords(dir: string, type: RecordType, epochs: number[]): Promise<void> {
+  const recs = await records(dir);
+  for (const e of epochs) {
+    const r = recs.filter((x) => x.header.type === type && x.header.epoch === e).pop();
+    if (!r) throw new Error(`no record of type ${type} epoch ${e}`);
+    const fd = fs.openSync(path.join(dir, '.cpfile', 'journal', segmentFileName(r.index)), 'r+');
+    fs.writeSync(fd, Buffer.alloc(r.size), 0, r.size, r.offset);
+    fs.closeSync(fd);
+  }
+}
+
+/** Wait until the flusher has written the direct bytes of `f` up to `at` (a read there waits for them). */
+async function flushed(f: CpFile, at: number): Promise<void> {
+  await f.read(Buffer.alloc(1), 0, 1, at);
+}
+
 /** Options for a store that applies nothing until it is closed. */
 const HELD = { inline: true, noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40 } as const;
 
@@ -397,17 +420,17 @@ describe('direct appends', function () {
     await again.close();
   });
 
-  describe('a file created in the previous epoch, once that epoch is applied', () => {
-    /** `n` created and written `first` bytes in epoch 1 (journaled), checked, and epoch 1 applied: `n` is listed open by one commit only. */
-    async function created(opts: StoreOptions = {}): Promise<{ dir: string; store: Store; f: CpFile; first: Buffer }> {
+  describe('a file listed open by one commit, since an applied epoch (created in the previous epoch, or recovered by a reopen)', () => {
+    /** `n` created and written `first` bytes in epoch 1 (journaled), checked, and epoch 1 applied (and nothing applied after): `n` is listed open by one commit only. */
+    async function created(): Promise<{ dir: string; store: Store; f: CpFile; first: Buffer }> {
       const dir = await sb.dir();
-      const store = await openStore(dir, { inline: true, noLock: true, directAppendMin: 1, applyDelay: 0, ...opts });
+      const store = await openStore(dir, { ...HELD, directAppendMin: 1 });
       const f = await store.open('n', 'w+');
       const first = block(31, 0, 70000);
       await f.write(first);
       expect(store.stats().bytesDirect, 'the creating epoch is journaled').to.equal(0);
       expect(await store.check()).to.equal(1);
-      await settled(store);
+      await applyAll(store);
       expect(store.stats().appliedEpoch).to.equal(1);
       return { dir, store, f, first };
     }
@@ -416,7 +439,7 @@ describe('direct appends', function () {
       const { dir, store, f, first } = await created();
       await f.write(block(31, 1, 50000));
       expect(store.stats().bytesDirect).to.equal(50000);
-      await f.read(Buffer.alloc(1), 0, 1, 100000); // the flusher has written the direct bytes
+      await flushed(f, 100000);
       await crash(store);
       expect(fs.statSync(path.join(dir, 'n')).size, 'the uncommitted appends reached the file').to.equal(120000);
       const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
@@ -439,11 +462,7 @@ describe('direct appends', function () {
       expect(fs.readFileSync(path.join(dir, 'n')).equals(Buffer.concat([first, more]))).to.equal(true);
       await again.close();
       // The other copy: zero epoch 1's COMMIT, which would look like a torn tail were epoch 1 not applied.
-      const recs = await records(copy);
-      const c1 = recs.filter((r) => r.header.type === RecordType.COMMIT && r.header.epoch === 1).pop()!;
-      const seg = fs.openSync(path.join(copy, '.cpfile', 'journal', segmentFileName(c1.index)), 'r+');
-      fs.writeSync(seg, Buffer.alloc(c1.size), 0, c1.size, c1.offset);
-      fs.closeSync(seg);
+      await zeroRecords(copy, RecordType.COMMIT, [1]);
       await expectCpError(() => openStore(copy, { inline: true, noLock: true }), 'ECORRUPT');
     });
 
@@ -457,6 +476,121 @@ describe('direct appends', function () {
       expect(store.stats().appliedEpoch).to.equal(0);
       expect(store.stats().bytesDirect, 'epoch 1 unapplied: no direct appends in epoch 2').to.equal(0);
       await store.close();
+    });
+
+    it('epoch 2 direct and checked but unapplied, epoch 3 direct and uncommitted: a torn-looking COMMIT 2 rolls back to 1 and cuts both epochs off', async () => {
+      const { dir, store, f, first } = await created();
+      const m2 = block(41, 2, 50000);
+      await f.write(m2);
+      expect(store.stats().bytesDirect).to.equal(50000);
+      expect(await store.check()).to.equal(2);
+      const m3 = block(41, 3, 40000);
+      await f.write(m3);
+      expect(store.stats().bytesDirect).to.equal(90000);
+      await flushed(f, 150000);
+      await crash(store);
+      expect(fs.statSync(path.join(dir, 'n')).size).to.equal(160000);
+      const copy = await sb.dir();
+      fs.cpSync(dir, copy, { recursive: true });
+      // undamaged: epoch 2
+      const a = sb.track(await openStore(dir, { inline: true, noLock: true }));
+      expect(a.recovery.epoch).to.equal(2);
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(Buffer.concat([first, m2]))).to.equal(true);
+      await a.close();
+      // COMMIT 2 zeroed (looks torn; epoch 2 not applied): back to epoch 1, n cut back to 70000
+      await zeroRecords(copy, RecordType.COMMIT, [2]);
+      const b = sb.track(await openStore(copy, { inline: true, noLock: true }));
+      expect(b.recovery.epoch).to.equal(1);
+      expect(fs.readFileSync(path.join(copy, 'n')).equals(first)).to.equal(true);
+      await b.close();
+    });
+
+    it('two unapplied direct epochs whose COMMITs are both lost: back to the applied epoch, every direct byte cut off', async () => {
+      const { dir, store, f, first } = await created();
+      await f.write(block(41, 2, 50000));
+      expect(await store.check()).to.equal(2);
+      await f.write(block(41, 3, 50000));
+      expect(await store.check()).to.equal(3);
+      await f.write(block(41, 4, 50000));
+      expect(store.stats().bytesDirect).to.equal(150000);
+      await flushed(f, 219999);
+      await crash(store);
+      await zeroRecords(dir, RecordType.COMMIT, [2, 3]);
+      const b = sb.track(await openStore(dir, { inline: true, noLock: true }));
+      expect(b.recovery.epoch).to.equal(1);
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(first)).to.equal(true);
+      await b.close();
+    });
+
+    it('a truncate committed after since blocks direct appends until it is applied; then they resume and a crash keeps the truncated size plus committed bytes', async () => {
+      const { dir, store, f, first } = await created();
+      await f.truncate(10000);
+      expect(await store.check()).to.equal(2);
+      const m3 = block(41, 3, 50000);
+      await f.write(m3, 0, m3.length, 10000);
+      expect(store.stats().bytesDirect, 'epoch 2 truncate unapplied: journaled').to.equal(0);
+      expect(await store.check()).to.equal(3);
+      await applyAll(store);
+      expect(store.stats().appliedEpoch).to.equal(3);
+      const m4 = block(41, 4, 30000);
+      await f.write(m4, 0, m4.length, 60000);
+      expect(store.stats().bytesDirect, 'truncate applied: direct again').to.equal(30000);
+      await flushed(f, 89999);
+      await crash(store);
+      const b = sb.track(await openStore(dir, { inline: true, noLock: true }));
+      expect(b.recovery.epoch).to.equal(3);
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(Buffer.concat([first.subarray(0, 10000), m3]))).to.equal(true);
+      await b.close();
+    });
+
+    it('a truncate in the epoch after since: the next appends are journaled, and a zeroed COMMIT 2 is then ECORRUPT (epoch 3 records prove it), files untouched', async () => {
+      const { dir, store, f, first } = await created();
+      await f.truncate(10000);
+      expect(await store.check()).to.equal(2);
+      await f.write(block(41, 3, 50000), 0, 50000, 10000);
+      expect(store.stats().bytesDirect).to.equal(0);
+      expect(await store.check()).to.equal(3);
+      await crash(store);
+      // epoch 3's journaled WRITE after the zeroed COMMIT 2 proves epoch 2 was durable: ECORRUPT (R8 (e))
+      await zeroRecords(dir, RecordType.COMMIT, [2]);
+      await expectCpError(() => openStore(dir, { inline: true, noLock: true }), 'ECORRUPT');
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(first), 'nothing changed').to.equal(true);
+    });
+
+    it('reopened after recovery (since = report.epoch = applied): direct in the first epoch; a lost COMMIT of it rolls back to the fresh catalog and cuts back', async () => {
+      const dir = await sb.dir();
+      const s0 = await openStore(dir, { inline: true, noLock: true });
+      const first = block(42, 0, 70000);
+      await (await s0.open('n', 'w')).write(first);
+      await s0.check();
+      await crash(s0);
+      const s1 = await openStore(dir, { ...HELD, directAppendMin: 1 });
+      const r0 = s1.recovery.epoch;
+      expect(s1.stats().appliedEpoch).to.equal(r0);
+      const f = await s1.open('n', 'r+');
+      const m = block(42, 1, 50000);
+      await f.write(m, 0, m.length, 70000);
+      expect(s1.stats().bytesDirect, 'new rule: direct in the first epoch after reopen').to.equal(50000);
+      expect(await s1.check()).to.equal(r0 + 1);
+      await f.write(block(42, 2, 20000), 0, 20000, 120000);
+      await flushed(f, 139999);
+      await crash(s1);
+      const copy = await sb.dir();
+      fs.cpSync(dir, copy, { recursive: true });
+      const copy2 = await sb.dir();
+      fs.cpSync(dir, copy2, { recursive: true });
+      const a = sb.track(await openStore(dir, { inline: true, noLock: true }));
+      expect(a.recovery.epoch).to.equal(r0 + 1);
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(Buffer.concat([first, m]))).to.equal(true);
+      await a.close();
+      await zeroRecords(copy, RecordType.COMMIT, [r0 + 1]);
+      const b = sb.track(await openStore(copy, { inline: true, noLock: true }));
+      expect(b.recovery.epoch).to.equal(r0);
+      expect(fs.readFileSync(path.join(copy, 'n')).equals(first)).to.equal(true);
+      await b.close();
+      // the fresh catalog zeroed: corruption (R8 (g)), never a silent drop of n's entry
+      await zeroRecords(copy2, RecordType.CATALOG, [r0]);
+      await expectCpError(() => openStore(copy2, { inline: true, noLock: true }), 'ECORRUPT');
     });
   });
 

@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openStore, CpError } from '../lib/index.js';
+import { openStore, CpError, type Store } from '../lib/index.js';
 import { Sandbox } from './helpers/sandbox.js';
 
 const MODULE = new URL('./fixtures-worker/worker-io.js', import.meta.url).href;
@@ -22,6 +22,31 @@ function withEnv<T>(vars: Record<string, string>, f: () => Promise<T>): Promise<
 describe('the flusher worker through the IO interface', () => {
   const sb = new Sandbox();
   after(() => sb.cleanup());
+
+  /**
+   * A store through the worker whose journal calls go wrong once the arm file exists (`arm(file)`:
+   * the CPFILE_TEST_WORKER_* variables of fixtures-worker/worker-io.ts): epoch 1 checked, then the
+   * arm set and epoch 2 written; returns what its check() rejected with.
+   */
+  async function secondCheckFails(arm: (file: string) => Record<string, string>): Promise<{ dir: string; s: Store; err: unknown }> {
+    const dir = await sb.dir();
+    const file = path.join(await sb.dir(), 'arm');
+    const s = await withEnv(arm(file), () => openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
+    await s.writeFile('a', 'epoch one');
+    expect(await s.check()).to.equal(1);
+    fs.writeFileSync(file, '');
+    await s.writeFile('a', 'epoch two, never acknowledged');
+    return { dir, s, err: await s.check().then(() => null, (e: unknown) => e) };
+  }
+
+  /** Reopen `dir`: epoch 1, or epoch 2 when its COMMIT reached the page cache before the failure (never only part of it). */
+  async function reopenKeepsAcked(dir: string, onlyOne: boolean): Promise<void> {
+    const r = await openStore(dir);
+    expect(r.epoch).to.be.oneOf([1, 2]);
+    if (onlyOne) expect(r.epoch).to.equal(1);
+    expect((await r.readFile('a')).toString()).to.equal(r.epoch === 1 ? 'epoch one' : 'epoch two, never acknowledged');
+    await r.close();
+  }
 
   it('records the worker thread\'s journal writes, fdatasyncs, applies and directory fsyncs', async () => {
     const dir = await sb.dir();
@@ -42,16 +67,8 @@ describe('the flusher worker through the IO interface', () => {
 
   for (const [call, code] of [['fdatasync', 'EIO'], ['write', 'ENOSPC']] as const) {
     it(`${code} from the worker's ${call} of the journal rejects check() with ${code}; the store stays at the previous epoch and a reopen loses nothing`, async () => {
-      const dir = await sb.dir();
       // Armed once the first check resolved: the next journal call of that kind fails.
-      const arm = path.join(await sb.dir(), 'arm');
-      const s = await withEnv({ CPFILE_TEST_WORKER_FAIL: `${call}:${code}:${arm}` }, () =>
-        openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
-      await s.writeFile('a', 'epoch one');
-      expect(await s.check()).to.equal(1);
-      fs.writeFileSync(arm, '');
-      await s.writeFile('a', 'epoch two, never acknowledged');
-      const err = await s.check().then(() => null, (e: unknown) => e);
+      const { dir, s, err } = await secondCheckFails((arm) => ({ CPFILE_TEST_WORKER_FAIL: `${call}:${code}:${arm}` }));
       expect(err).to.be.instanceOf(CpError);
       expect((err as CpError).code).to.equal(code);
       expect((err as CpError).message).to.match(/worker's/);
@@ -59,37 +76,23 @@ describe('the flusher worker through the IO interface', () => {
       const later = await s.readFile('a').then(() => null, (e: unknown) => e);
       expect((later as CpError).code).to.equal('EREOPEN');
       await s.close().catch(() => undefined);
-      const r = await openStore(dir);
-      expect(r.epoch).to.be.oneOf([1, 2]);
-      if (call === 'write') expect(r.epoch).to.equal(1);
-      expect((await r.readFile('a')).toString()).to.equal(r.epoch === 1 ? 'epoch one' : 'epoch two, never acknowledged');
-      await r.close();
+      await reopenKeepsAcked(dir, call === 'write');
     });
   }
 
   for (const [mode, message] of [['EXIT', /flusher thread exited/], ['THROW', /flusher thread (failed: uncaught|exited)/]] as const) {
-  it(`a flusher thread that ${mode === 'EXIT' ? 'exits' : 'throws an uncaught exception'} mid-check: check() rejects with EIO, later calls with EREOPEN, the process goes on, a reopen loses nothing acknowledged`, async () => {
-    const dir = await sb.dir();
-    const arm = path.join(await sb.dir(), 'arm');
-    const s = await withEnv({ [`CPFILE_TEST_WORKER_${mode}`]: arm }, () => openStore(dir, { workerIO: MODULE, applyDelay: 3600_000, applyThreshold: 2 ** 40 }));
-    await s.writeFile('a', 'epoch one');
-    expect(await s.check()).to.equal(1);
-    fs.writeFileSync(arm, '');
-    await s.writeFile('a', 'epoch two, never acknowledged');
-    const err = await s.check().then(() => null, (e: unknown) => e);
-    expect(err).to.be.instanceOf(CpError);
-    expect((err as CpError).code).to.equal('EIO');
-    expect((err as CpError).message).to.match(message);
-    expect(s.epoch).to.equal(1);
-    const later = await s.writeFile('b', 'x').then(() => null, (e: unknown) => e);
-    expect((later as CpError).code).to.equal('EREOPEN');
-    await s.close().catch(() => undefined);
-    const r = await openStore(dir);
-    // The COMMIT was written before the fdatasync that never ran: the page cache may hold it.
-    expect(r.epoch).to.be.oneOf([1, 2]);
-    expect((await r.readFile('a')).toString()).to.equal(r.epoch === 1 ? 'epoch one' : 'epoch two, never acknowledged');
-    await r.close();
-  });
+    it(`a flusher thread that ${mode === 'EXIT' ? 'exits' : 'throws an uncaught exception'} mid-check: check() rejects with EIO, later calls with EREOPEN, the process goes on, a reopen loses nothing acknowledged`, async () => {
+      const { dir, s, err } = await secondCheckFails((arm) => ({ [`CPFILE_TEST_WORKER_${mode}`]: arm }));
+      expect(err).to.be.instanceOf(CpError);
+      expect((err as CpError).code).to.equal('EIO');
+      expect((err as CpError).message).to.match(message);
+      expect(s.epoch).to.equal(1);
+      const later = await s.writeFile('b', 'x').then(() => null, (e: unknown) => e);
+      expect((later as CpError).code).to.equal('EREOPEN');
+      await s.close().catch(() => undefined);
+      // The COMMIT was written before the fdatasync that never ran: the page cache may hold it.
+      await reopenKeepsAcked(dir, false);
+    });
   }
 
   it('polling slots come back when a store closes during its thread\'s polling window (a terminated thread frees none itself), and when a thread dies', async () => {
