@@ -32,8 +32,13 @@ import { type Action, type FlusherInit, type PlainSegment, type TaskResult, type
  * pre-written with zeros (see FlusherCore.prefill); bigger ones allocate their blocks by writing them.
  */
 const PREFILL_TASK_MAX = 256 * 1024;
-/** How far ahead of a small commit's records the journal is pre-written. */
-const PREFILL_AHEAD = 1024 * 1024;
+/**
+ * How far ahead of a small commit's records the journal is pre-written. The commit that prefills pays
+ * about 1.3 ms per MiB for its fdatasync on this machine kind (docs/BENCHMARKS.md, P1): with 1 MiB,
+ * one 4 KiB commit in 250 paid 1.4 ms, 0.4% of commits, enough to set P1's p99; with 4 MiB one in
+ * 1,000 pays 5 ms. At most a sixteenth of the segment (the default segment: 64 MiB).
+ */
+const PREFILL_AHEAD = 4 * 1024 * 1024;
 
 export class FlusherCore {
   private segs = new Map<number, SegmentInfo>(); // by seq
@@ -59,6 +64,7 @@ export class FlusherCore {
   private writes: SegmentFiles;
   private files: SegmentFiles;
   private journalDir: string;
+  private segFiles = new Map<number, SegmentFile>();
   /**
    * Files written directly in the epoch being built: name -> committed size (the fence). A copy of
    * the main thread's decision (DirectAppends), learnt from the 'fence' actions; the size is what
@@ -91,7 +97,11 @@ export class FlusherCore {
 
   /** The file of segment `index` (by index only: a file keeps its path through its lives). */
   private segFile(index: number): SegmentFile {
-    return { index, file: segmentPath(this.journalDir, index) };
+    // Kept, not rebuilt per write: a path join per task was garbage on the commit path (one entry per
+    // segment file, which the journal's size bounds).
+    let f = this.segFiles.get(index);
+    if (!f) this.segFiles.set(index, (f = { index, file: segmentPath(this.journalDir, index) }));
+    return f;
   }
 
   private fd(index: number): Promise<number> {
@@ -182,7 +192,8 @@ export class FlusherCore {
     const size = this.segs.get(this.bySeqIndex.get(index)!)?.size ?? end;
     let next = end;
     if (small) {
-      next = Math.min(size, end + PREFILL_AHEAD);
+      // (at most a sixteenth of the segment: a store with small segments does not reserve its whole journal at once)
+      next = Math.min(size, end + Math.min(PREFILL_AHEAD, Math.floor(size / 16)));
       const from = Math.max(frontier, start);
       this.zeros ??= Buffer.alloc(PREFILL_AHEAD + PREFILL_TASK_MAX);
       await writeFully(this.io, fd, this.zeros, 0, next - from, from);

@@ -32,6 +32,8 @@ export class SegmentFiles {
   private fds = new Map<number, number>();
   /** index -> how many callers of pin() hold it. */
   private pins = new Map<number, number>();
+  /** The index last in `fds` (the most recently used), or -1 when not known. */
+  private newest = -1;
 
   /**
    * `mode`: 'read' for the readers of the log, 'readwrite' for the flusher's writes. `limit`: files
@@ -65,6 +67,7 @@ export class SegmentFiles {
       return other;
     }
     this.fds.set(seg.index, fd);
+    this.newest = seg.index;
     while (this.fds.size > this.limit && this.evictable()) await this.evict();
     return fd;
   }
@@ -72,9 +75,12 @@ export class SegmentFiles {
   /** The descriptor of `seg`'s file if it is open (it becomes the most recently used), else undefined. */
   cachedFd(index: number): number | undefined {
     const fd = this.fds.get(index);
-    if (fd !== undefined) {
+    // (already the most recently used, as on every write of the flusher's one live segment: a delete
+    // and set would only churn the map)
+    if (fd !== undefined && index !== this.newest) {
       this.fds.delete(index);
       this.fds.set(index, fd);
+      this.newest = index;
     }
     return fd;
   }
@@ -84,7 +90,9 @@ export class SegmentFiles {
    * does not open with). It is closed like the others; past `limit`, at the next open.
    */
   adopt(seg: SegmentFile, fd: number): void {
+    this.fds.delete(seg.index);
     this.fds.set(seg.index, fd);
+    this.newest = seg.index;
   }
 
   /** Keep segment file `index` open (and its segment in use) until the matching unpin(). */
@@ -136,6 +144,7 @@ export class SegmentFiles {
       else await this.io.close(fd);
     }
     this.fds.clear();
+    this.newest = -1;
   }
 
   private evictable(): boolean {
@@ -148,6 +157,7 @@ export class SegmentFiles {
     for (const [index, fd] of this.fds) {
       if (this.pins.has(index)) continue;
       this.fds.delete(index);
+      if (index === this.newest) this.newest = -1;
       await this.io.close(fd);
       return;
     }

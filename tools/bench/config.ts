@@ -30,6 +30,12 @@ export interface BenchConfig {
   libBLabel: string;
 
   p1Commits: number;
+  /**
+   * Commits every P1 subject makes before its timed repetitions: V8 compiles a commit path of many
+   * small functions on its helper threads for the first few thousand commits of a process, and on
+   * two CPUs that compilation delays the committing threads (docs/BENCHMARKS.md, P1).
+   */
+  p1Warmup: number;
   p1WriteSize: number;
   p2Total: number;
   p2WriteSize: number;
@@ -65,6 +71,7 @@ export function defaultConfig(): BenchConfig {
     libB: null,
     libBLabel: 'B',
     p1Commits: 300,
+    p1Warmup: 5000,
     p1WriteSize: 4 * KiB,
     p2Total: 1 * GiB,
     p2WriteSize: 64 * KiB,
@@ -95,6 +102,7 @@ export function quickConfig(): BenchConfig {
     reps: { P1: 2, P2: 2, P3: 2, P4: 2, P5: 1, P6: 1, P7: 0, P8: 2, P9: 1 },
     p9Commits: 10,
     p1Commits: 30,
+    p1Warmup: 20,
     p2Total: 8 * MiB,
     p2Checkpoint: 1 * MiB,
     p3FileSize: 8 * MiB,
@@ -125,7 +133,7 @@ export const USAGE = `npm run bench -- [flags]          (or: node dist/tools/ben
   --quiet                 no progress lines on stderr
   --rep-timeout S         a repetition running longer is an error (default 600 s)
   sizes (suffix k/m/g = KiB/MiB/GiB):
-  --p1-commits 300  --p1-write 4k
+  --p1-commits 300  --p1-warmup 5000  --p1-write 4k
   --p2-total 1g  --p2-write 64k  --p2-checkpoint 16m  --p2-no-yield
   --p3-file 256m  --p3-write 4k  --p3-writes 32768  --p3-per-checkpoint 256
   --p4-writes 1000000  --p4-write 100
@@ -155,7 +163,7 @@ export function parseArgs(argv: string[]): Cli {
     '--p8-size': 'p8FileSize',
   };
   const countFlags: Record<string, keyof BenchConfig> = {
-    '--p1-commits': 'p1Commits', '--p3-writes': 'p3Writes', '--p3-per-checkpoint': 'p3PerCheckpoint',
+    '--p1-commits': 'p1Commits', '--p1-warmup': 'p1Warmup', '--p3-writes': 'p3Writes', '--p3-per-checkpoint': 'p3PerCheckpoint',
     '--p4-writes': 'p4Writes', '--p8-files': 'p8Files',
   };
   for (let i = 0; i < argv.length; i++) {
@@ -206,7 +214,7 @@ export function parseArgs(argv: string[]): Cli {
 /** One line per workload: the sizes this run used. */
 export function describeSizes(c: BenchConfig): string[] {
   return [
-    `P1: ${c.p1Commits} x (${fmtSize(c.p1WriteSize)} write + durable checkpoint)`,
+    `P1: ${c.p1Commits} x (${fmtSize(c.p1WriteSize)} write + durable checkpoint), after ${c.p1Warmup.toLocaleString('en-US')} untimed commits of each subject`,
     `P2: ${fmtSize(c.p2Total)} in ${fmtSize(c.p2WriteSize)} writes, a checkpoint every ${fmtSize(c.p2Checkpoint)}${c.p2Yield ? ', yielding to the event loop after every write' : ''}`,
     `P3: ${c.p3Writes.toLocaleString('en-US')} x ${fmtSize(c.p3WriteSize)} writes at random offsets of a ${fmtSize(c.p3FileSize)} file, a checkpoint every ${c.p3PerCheckpoint} writes`,
     `P4: ${c.p4Writes.toLocaleString('en-US')} writes of ${c.p4WriteSize} B, one checkpoint`,

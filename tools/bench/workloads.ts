@@ -139,7 +139,7 @@ export function p1(ctx: Ctx): Workload {
   const c = ctx.config;
   const data = randomBuffer(c.p1WriteSize, 1);
   const n = c.p1Commits;
-  const warm = Math.min(20, n);
+  const warm = c.p1Warmup;
   const res = (l: { median: number; p99: number; q: number[] }): RepResult => ({ m: { median: round(l.median), p99: round(l.p99) }, series: { q: l.q } });
   const subjects: SubjectRun[] = [];
 
@@ -155,7 +155,7 @@ export function p1(ctx: Ctx): Workload {
       async setup() {
         dir = await freshDir(ctx.root, 'p1-raw');
         fd = fs.openSync(path.join(dir, 'log.dat'), 'a');
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { fs.closeSync(fd); await rmrf(dir); },
@@ -173,7 +173,7 @@ export function p1(ctx: Ctx): Workload {
       async setup() {
         dir = await freshDir(ctx.root, 'p1-rawasync');
         fh = await fsp.open(path.join(dir, 'log.dat'), 'a');
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { await fh.close(); await rmrf(dir); },
@@ -188,7 +188,7 @@ export function p1(ctx: Ctx): Workload {
       async setup() {
         dir = await freshDir(ctx.root, 'p1-rawworker');
         w = new RawWorker(path.join(dir, 'log.dat'));
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { await w.close(); await rmrf(dir); },
@@ -208,7 +208,7 @@ export function p1(ctx: Ctx): Workload {
         dir = await freshDir(ctx.root, `p1-${cp.id}`);
         store = await cp.open(dir);
         f = await store.open('log.dat', 'a');
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       async rep() {
         const before = store.stats();
@@ -229,7 +229,7 @@ export function p1(ctx: Ctx): Workload {
       async setup() {
         dir = await freshDir(ctx.root, 'p1-wfa');
         file = path.join(dir, 'value.dat');
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { await rmrf(dir); },
@@ -248,7 +248,7 @@ export function p1(ctx: Ctx): Workload {
         dir = await freshDir(ctx.root, 'p1-sqlite');
         db = openSqlite(dir);
         ins = db.prepare('INSERT INTO t (v) VALUES (?)');
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { db.close(); await rmrf(dir); },
@@ -267,7 +267,7 @@ export function p1(ctx: Ctx): Workload {
       async setup() {
         dir = await freshDir(ctx.root, 'p1-lmdb');
         db = openLmdb(dir);
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { await db.close(); await rmrf(dir); },
@@ -283,7 +283,7 @@ export function p1(ctx: Ctx): Workload {
       async setup() {
         dir = await freshDir(ctx.root, 'p1-leveldb');
         db = await openLevel(dir);
-        await latencies(warm, op);
+        if (warm > 0) await latencies(warm, op);
       },
       rep: async () => res(await latencies(n, op)),
       async teardown() { await db.close(); await rmrf(dir); },
