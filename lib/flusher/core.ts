@@ -158,7 +158,7 @@ export class FlusherCore {
             // of the journal (FORMAT.md R12: the apply barriers start from durable records).
             res.fsyncs += await this.syncAll();
             const r = await applyCommitted(
-              { io: this.io, root: this.init.dir, segs: this.segs, files: this.files, control: this.control, sync: this.init.sync },
+              { io: this.io, root: this.init.dir, segs: this.segs, files: this.files, control: this.control, sync: this.init.sync, sliceBytes: a.sliceBytes },
               a.endPos,
             );
             // The control file (this.control.state) is the source of truth for the cursor; the

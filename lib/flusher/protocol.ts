@@ -27,7 +27,9 @@ export type Action =
   | { op: 'segment'; seg: PlainSegment; durable?: boolean }
   | { op: 'write'; index: number; offset: number; bytes: Uint8Array }
   | { op: 'sync' }
-  | { op: 'apply'; endPos: number }
+  // `sliceBytes`: stop after the first COMMIT that ends this many journal bytes past the cursor
+  // (ApplySchedule: a background apply in slices, so that commits wait for one slice, not all).
+  | { op: 'apply'; endPos: number; sliceBytes?: number }
   // Direct appends (docs/FORMAT.md, "Direct appends"). The main thread queues, per file and epoch,
   // 'fence' (its committed size) then 'direct' writes; before the epoch's COMMIT, 'datasync'; on
   // rollback, 'undoDirect'. Before a PREPARE, 'datasync' with `keep`: the fences stay, for an abort

@@ -9,6 +9,13 @@ import type { JournalWriter } from '../journal/writer.js';
 import type { CallQueue } from './queue.js';
 import type { PendingFiles } from './pending.js';
 
+/**
+ * A background apply stops at the first COMMIT past this many journal bytes and sends the rest as
+ * further tasks: the most a commit waits behind an apply. Larger slices mean fewer barriers (each
+ * one syncs the data files and the control file); measured in docs/BENCHMARKS.md (P1, P3).
+ */
+export const APPLY_SLICE_BYTES = 1024 * 1024;
+
 export interface ScheduleDeps {
   writer: JournalWriter;
   queue: CallQueue;
@@ -98,18 +105,26 @@ export class ApplySchedule {
     const end = this.durableEnd;
     if (end <= this.appliedPos) return;
     const { writer, queue } = this.deps;
+    // In the background, in slices: the flusher runs one task at a time, and a commit sent while
+    // it applies waits for the slice, not for the whole lag (an 8 MiB apply held one commit for
+    // 50-150 ms). On demand (close, rollback) nothing else can be waiting: all at once.
+    const sliceBytes = inQueue ? undefined : APPLY_SLICE_BYTES;
     this.applying = (async () => {
-      const res = await writer.flush([{ op: 'apply', endPos: end }]);
-      if (!res.ok) {
-        queue.fail(writer.failure ?? new CpError('EIO', 'apply failed'));
-        return;
+      for (;;) {
+        const res = await writer.flush([{ op: 'apply', endPos: end, sliceBytes }]);
+        if (!res.ok) {
+          queue.fail(writer.failure ?? new CpError('EIO', 'apply failed'));
+          return;
+        }
+        if (!res.applied) return;
+        this.appliedPos = pos(res.applied.cursorSeq, res.applied.cursorOffset);
+        this.appliedEpoch = res.applied.appliedEpoch;
+        if (inQueue) this.settleAll();
+        else void queue.run(() => this.settleAll()).catch(() => undefined);
+        if (res.applied.epochs > 0) this.deps.applied?.({ epoch: this.appliedEpoch, bytes: res.applied.bytes });
+        if (res.applied.epochs === 0 || this.appliedPos >= end) return;
+        if (queue.closed || queue.failure || writer.failure) return;
       }
-      if (!res.applied) return;
-      this.appliedPos = pos(res.applied.cursorSeq, res.applied.cursorOffset);
-      this.appliedEpoch = res.applied.appliedEpoch;
-      if (inQueue) this.settleAll();
-      else void queue.run(() => this.settleAll()).catch(() => undefined);
-      if (res.applied.epochs > 0) this.deps.applied?.({ epoch: this.appliedEpoch, bytes: res.applied.bytes });
     })();
     try {
       await this.applying;
