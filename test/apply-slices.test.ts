@@ -1,12 +1,12 @@
-// A background apply runs in slices of about APPLY_SLICE_BYTES of journal, each ending at a COMMIT,
+// A background apply runs in slices of about StoreOptions.applySlice bytes of journal (default 1 MiB), each ending at a COMMIT,
 // so that a commit sent while it runs waits for one slice, not for the whole lag. An apply on demand
 // (close, rollback) is one task. Every slice leaves the files and the cursor as a whole apply would.
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openStore, type AppliedEvent } from '../lib/index.js';
-import { APPLY_SLICE_BYTES } from '../lib/store/apply-schedule.js';
-import { Sandbox } from './helpers/sandbox.js';
+import { DEFAULT_APPLY_SLICE as APPLY_SLICE_BYTES } from '../lib/store/options.js';
+import { Sandbox, expectCpError, sleep } from './helpers/sandbox.js';
 
 const KIB4 = 4096;
 
@@ -90,5 +90,28 @@ describe('background apply in slices', function () {
     for (let i = 1200 - 16; i < 1200; i++) want.fill(1 + (i % 250), (i * KIB4) % (64 * 1024), ((i * KIB4) % (64 * 1024)) + KIB4);
     expect((await s2.readFile('data')).equals(want)).to.equal(true);
     await s2.close();
+  });
+
+  it('applySlice sets the slice: 1 byte applies one epoch per task, in order; bad values are EINVAL at openStore', async () => {
+    const dir = await sb.dir();
+    const s = await openStore(dir, { noLock: true, inline: true, applyDelay: 3600_000, applyThreshold: 12 * KIB4, applySlice: 1 });
+    const applied: AppliedEvent[] = [];
+    s.on('applied', (e) => applied.push(e));
+    const f = await s.open('log', 'a');
+    for (let i = 0; i < 12; i++) {
+      await f.write(Buffer.alloc(KIB4, 1 + i));
+      await s.check();
+    }
+    for (let t = 0; t < 500 && s.stats().applyLag.bytes >= 12 * KIB4; t++) await sleep(10);
+    // every background slice applied exactly one epoch (12 commits of 4 KiB cross the threshold of 12 KiB twice at least, each time with 3 epochs or more behind)
+    expect(applied.length).to.be.at.least(4);
+    expect(applied.map((a) => a.epoch)).to.deep.equal(Array.from({ length: applied.length }, (_, i) => applied[0].epoch + i));
+    for (const a of applied) expect(a.bytes).to.equal(KIB4);
+    await s.close();
+    expect(fs.statSync(path.join(dir, 'log')).size).to.equal(12 * KIB4);
+    for (const bad of [0, -1, 1.5, 2 ** 41, '1m', null]) {
+      const e = await expectCpError(() => openStore(dir, { noLock: true, applySlice: bad as never }), 'EINVAL');
+      expect(e.message).to.match(/^option applySlice must be an integer from 1 to \d+, got /);
+    }
   });
 });

@@ -9,19 +9,14 @@ import type { JournalWriter } from '../journal/writer.js';
 import type { CallQueue } from './queue.js';
 import type { PendingFiles } from './pending.js';
 
-/**
- * A background apply stops at the first COMMIT past this many journal bytes and sends the rest as
- * further tasks: the most a commit waits behind an apply. Larger slices mean fewer barriers (each
- * one syncs the data files and the control file); measured in docs/BENCHMARKS.md (P1, P3).
- */
-export const APPLY_SLICE_BYTES = 1024 * 1024;
-
 export interface ScheduleDeps {
   writer: JournalWriter;
   queue: CallQueue;
   pending: PendingFiles;
   applyThreshold: number;
   applyDelay: number;
+  /** StoreOptions.applySlice: journal bytes per slice of a background apply. */
+  applySlice: number;
   /** The control file's cursor and applied epoch at open. */
   cursorPos: number;
   appliedEpoch: number;
@@ -108,7 +103,7 @@ export class ApplySchedule {
     // In the background, in slices: the flusher runs one task at a time, and a commit sent while
     // it applies waits for the slice, not for the whole lag (an 8 MiB apply held one commit for
     // 50-150 ms). On demand (close, rollback) nothing else can be waiting: all at once.
-    const sliceBytes = inQueue ? undefined : APPLY_SLICE_BYTES;
+    const sliceBytes = inQueue ? undefined : this.deps.applySlice;
     this.applying = (async () => {
       for (;;) {
         const res = await writer.flush([{ op: 'apply', endPos: end, sliceBytes }]);

@@ -81,8 +81,8 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   }
 }
 
-function storeSettings(s: StoreSettings, maxSize: number): { applyThreshold: number; applyDelay: number; directMin: number; maxSize: number } {
-  return { applyThreshold: s.applyThreshold, applyDelay: s.applyDelay, directMin: s.directMin, maxSize };
+function storeSettings(s: StoreSettings, maxSize: number): { applyThreshold: number; applyDelay: number; applySlice: number; directMin: number; maxSize: number } {
+  return { applyThreshold: s.applyThreshold, applyDelay: s.applyDelay, applySlice: s.applySlice, directMin: s.directMin, maxSize };
 }
 
 /** Make the store directory and its `.cpfile` (durably, with sync); resolves with the store directory's real path. */

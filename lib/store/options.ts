@@ -50,6 +50,12 @@ export interface StoreOptions {
   applyThreshold?: number;
   /** Idle delay before committed epochs are applied in the background, in ms (default 25). */
   applyDelay?: number;
+  /**
+   * A background apply runs in slices of about this many journal bytes, each ending at a COMMIT,
+   * with the commits that come meanwhile between them (default 1 MiB): the most a commit waits
+   * behind an apply. close() and rollback() apply in one go.
+   */
+  applySlice?: number;
   /** Proceed past journal corruption (copying the journal aside first). cp-recover --force uses it. */
   force?: boolean;
   /**
@@ -73,11 +79,18 @@ export interface StoreSettings {
   maxInflight: number;
   applyThreshold: number;
   applyDelay: number;
+  applySlice: number;
   /** directAppendMin; Infinity when direct appends are off. */
   directMin: number;
   sync: boolean;
   io: IO;
 }
+
+/**
+ * applySlice's default. Larger slices mean fewer barriers (each syncs the data files and the control
+ * file), smaller ones a shorter wait for a commit behind the apply (docs/BENCHMARKS.md, P1).
+ */
+export const DEFAULT_APPLY_SLICE = 1024 * 1024;
 
 function intOption(v: unknown, name: string, min: number, max: number, dflt: number): number {
   if (v === undefined) return dflt;
@@ -96,7 +109,8 @@ export function parseOptions(options: StoreOptions): StoreSettings {
   const maxInflight = intOption(options.maxInflight, 'maxInflight', batchBytes, 2 ** 31, 16 * 1024 * 1024);
   const applyThreshold = intOption(options.applyThreshold, 'applyThreshold', 0, 2 ** 40, 8 * 1024 * 1024);
   const applyDelay = intOption(options.applyDelay, 'applyDelay', 0, 3600 * 1000, 25);
+  const applySlice = intOption(options.applySlice, 'applySlice', 1, 2 ** 40, DEFAULT_APPLY_SLICE);
   const directMin = options.directAppendMin === false ? Infinity
     : intOption(options.directAppendMin, 'directAppendMin', 1, Number.MAX_SAFE_INTEGER, 1024 * 1024);
-  return { segmentSize, lockStale, flusherPoll, batchBytes, maxInflight, applyThreshold, applyDelay, directMin, sync: options.sync !== false, io: options.io ?? nodeIO };
+  return { segmentSize, lockStale, flusherPoll, batchBytes, maxInflight, applyThreshold, applyDelay, applySlice, directMin, sync: options.sync !== false, io: options.io ?? nodeIO };
 }

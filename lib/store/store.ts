@@ -49,7 +49,7 @@ export type { StoreStats } from './stats.js';
 /** @internal What openStore hands a new Store. */
 export interface StoreInit {
   dir: string;
-  settings: { applyThreshold: number; applyDelay: number; directMin: number; maxSize: number };
+  settings: { applyThreshold: number; applyDelay: number; applySlice: number; directMin: number; maxSize: number };
   writer: JournalWriter;
   port: FlusherPort;
   lock: Lock | null;
@@ -100,7 +100,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     this.pending = new PendingFiles({ io, dir, open: this.catalog.open });
     this.limits = new StoreLimits(io, dir, init.settings.maxSize);
     this.schedule = new ApplySchedule({
-      writer, queue: this.queue, pending: this.pending, applyThreshold: init.settings.applyThreshold, applyDelay: init.settings.applyDelay,
+      writer, queue: this.queue, pending: this.pending, applyThreshold: init.settings.applyThreshold, applyDelay: init.settings.applyDelay, applySlice: init.settings.applySlice,
       cursorPos: init.cursorPos, appliedEpoch: report.epoch, applyNow: (inQueue) => this.applyNow(inQueue),
       applied: (e) => publish(this, dir, 'applied', e),
     });

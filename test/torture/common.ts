@@ -197,6 +197,15 @@ export function directAppendMinOf(seed: number): number | false {
   return ([1, 1, 2048, 16 * 1024, false] as const)[new Rng(mixSeed(seed, 0xd1ec7)).int(5)];
 }
 
+/**
+ * StoreOptions.applySlice for a unit, from a stream of its own (the other draws of a seed stay what
+ * they were): the default (1 MiB, more than any unit's lag: one slice), or slices of one epoch,
+ * 4 KiB or 16 KiB, so that background applies stop and resume between COMMITs in every kind.
+ */
+export function applySliceOf(seed: number): number | undefined {
+  return ([undefined, 1, 4096, 16 * 1024] as const)[new Rng(mixSeed(seed, 0x511ce)).int(4)];
+}
+
 /** The i-th file of a 'many' round (kill-edge.ts builds the same names). */
 export function manyName(i: number, nameLen: number): string {
   const tag = `${String(i).padStart(5, '0')}-`;

@@ -18,7 +18,7 @@ import { SimFS, CrashModel, type Image } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, countDims, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, unitSeed, sig, report, countDims, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
 import { edgeUnit, isEdgeUnit, DIMS, type Dim } from './edges.js';
 
 export const FAULT_CODES = ['ENOSPC', 'EIO', 'EACCES'] as const;
@@ -92,13 +92,14 @@ function carries(e: unknown, code: string): boolean {
 interface Plan {
   ops: number;
   applyThreshold: number;
+  applySlice: number | undefined;
   unawaited: number;
   directAppendMin: number | false;
 }
 
 function planOf(seed: number): Plan {
   const rng = new Rng(seed);
-  return { ops: rng.range(12, 40), applyThreshold: [0, 12 * 1024, 2 ** 40][rng.int(3)], unawaited: rng.chance(0.3) ? 0.3 : 0, directAppendMin: directAppendMinOf(seed) };
+  return { ops: rng.range(12, 40), applyThreshold: [0, 12 * 1024, 2 ** 40][rng.int(3)], unawaited: rng.chance(0.3) ? 0.3 : 0, directAppendMin: directAppendMinOf(seed), applySlice: applySliceOf(seed) };
 }
 
 interface RunOutcome {
@@ -120,7 +121,7 @@ async function faultRun(seed: number, plan: Plan, at: number, code: FaultCode, c
   let acked = 0;
   let issued = 0;
   try {
-    store = await openStore(STORE, { io: fio.io, noLock: true, segmentSize: SEGMENT, applyThreshold: plan.applyThreshold, applyDelay: 3600_000, directAppendMin: plan.directAppendMin });
+    store = await openStore(STORE, { io: fio.io, noLock: true, segmentSize: SEGMENT, applyThreshold: plan.applyThreshold, applyDelay: 3600_000, directAppendMin: plan.directAppendMin, applySlice: plan.applySlice });
   } catch (e) {
     firstErr = e;
   }
@@ -270,7 +271,7 @@ export async function faultUnit(seed: number, limit = Infinity): Promise<FaultUn
   return withSeededRandom(seed, async () => {
     const res: FaultUnitResult = { cases: 0, violations: [], sites: {}, absorbed: 0 };
     const plan = planOf(seed);
-    const desc = `ops ${plan.ops}, applyThreshold ${plan.applyThreshold}, unawaited ${plan.unawaited}, directAppendMin ${plan.directAppendMin}`;
+    const desc = `ops ${plan.ops}, applyThreshold ${plan.applyThreshold}, unawaited ${plan.unawaited}, directAppendMin ${plan.directAppendMin}, applySlice ${plan.applySlice ?? 'default'}`;
     const record = (o: RunOutcome, what: string): void => {
       res.cases++;
       if (o.hit) res.sites[o.hit.site] = (res.sites[o.hit.site] ?? 0) + 1;

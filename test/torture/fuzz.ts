@@ -27,7 +27,7 @@ import { SimFS, cloneImage, type Image } from './simfs.js';
 import { drive, errText, type Snapshot } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, unitSeed, sig, report, countDims, STORE, isCpError, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, unitSeed, sig, report, countDims, STORE, isCpError, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
 import { isEdgeUnit, edgeFuzzWorkload } from './edges.js';
 
 const META = `${STORE}/.cpfile`;
@@ -64,7 +64,7 @@ async function buildBase(seed: number, edgeRate = 0): Promise<Base> {
   const applyThreshold = rng.chance(0.7) ? 2 ** 40 : 0;
   const sim = new SimFS();
   sim.mkdirSync(STORE);
-  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: segSize, applyThreshold, applyDelay: 3600_000, directAppendMin: directAppendMinOf(seed) });
+  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: segSize, applyThreshold, applyDelay: 3600_000, directAppendMin: directAppendMinOf(seed), applySlice: applySliceOf(seed) });
   let run: { snaps: Map<number, Snapshot>; acked: number };
   let edgeDesc = '';
   if (isEdgeUnit(seed, edgeRate)) {
@@ -103,7 +103,7 @@ async function buildBase(seed: number, edgeRate = 0): Promise<Base> {
   const tail = recs.slice(lastCommit + 1).filter((r) => r.type !== 8 && r.type !== 9);
   const firstE = recs.find((r) => r.epoch === E && r.type !== 8);
   const files = listing.indexes.map((index) => ({ index, size: sim.readFileSync(path.posix.join(JOURNAL, segmentFileName(index)))!.length }));
-  const desc = `${edgeDesc}segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, directAppendMin ${directAppendMinOf(seed)}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
+  const desc = `${edgeDesc}segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, directAppendMin ${directAppendMinOf(seed)}, applySlice ${applySliceOf(seed) ?? 'default'}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
     `(${recs.map((r) => `${RECORD_TYPE_NAMES[r.type]}@${r.file}:${r.offset}/e${r.epoch}`).slice(-6).join(' ')}), tail ${tail.length}`;
   return { img, snaps: run.snaps, epoch: E, recs, files, epochStart: firstE ? firstE.ord : Infinity, tail, segSize, applied: ctl.state.appliedEpoch, desc };
 }

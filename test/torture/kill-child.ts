@@ -46,6 +46,7 @@ export interface ChildPlan {
   applyDelay?: number;
   applyThreshold?: number;
   directAppendMin?: number | false;
+  applySlice?: number;
   /** recover: SIGKILL at the n-th mutating call, before it (after: false) or after it */
   at?: number;
   after?: boolean;
@@ -172,6 +173,7 @@ if (plan.mode === 'recover') {
 const store = await openStore(plan.dir, {
   segmentSize: plan.segmentSize, applyDelay: plan.applyDelay ?? 25, applyThreshold: plan.applyThreshold,
   ...(plan.directAppendMin !== undefined ? { directAppendMin: plan.directAppendMin } : {}),
+  ...(plan.applySlice !== undefined ? { applySlice: plan.applySlice } : {}),
 });
 const initial = await readTree(plan.dir);
 await out(`BASE ${store.epoch}`);

@@ -19,7 +19,7 @@ import { openStore, CpError, type InDoubtEpoch } from '../../lib/index.js';
 import { Child, Rng, mixSeed, modelRun, readTree, describeOp, mkTmp, rmTmp, codeOf, diffFiles, NAMES, type Op, type PrepareOp, type TwoPhaseOptions } from '../helpers/model.js';
 import { judge } from './oracle.js';
 import { errText } from './driver.js';
-import { replayLine, directAppendMinOf, unitSeed, sig, addCounts, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation } from './common.js';
+import { replayLine, directAppendMinOf, applySliceOf, unitSeed, sig, addCounts, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation } from './common.js';
 import { runEdgeRounds } from './kill-edge.js';
 import type { ChildPlan } from './kill-child.js';
 import { mountReal, type RealFs } from '../helpers/realfs.js';
@@ -160,7 +160,7 @@ async function killRound(dir: string, seed: number, rng: Rng, state: Map<string,
   Promise<{ state: Map<string, Buffer>; epoch: number }> {
   // 1. the workload child
   const x = rng.next();
-  const plan: ChildPlan = { mode: 'run', dir, seed, segmentSize: SEGMENT, applyDelay: rng.chance(0.5) ? 0 : 25, directAppendMin: directAppendMinOf(seed) };
+  const plan: ChildPlan = { mode: 'run', dir, seed, segmentSize: SEGMENT, applyDelay: rng.chance(0.5) ? 0 : 25, directAppendMin: directAppendMinOf(seed), applySlice: applySliceOf(seed) };
   let label: string;
   let timer: { afterBase: boolean; ms: number } | null = null;
   const tp = twoPhase ? twoPhaseOf(seed, plan.directAppendMin!) : undefined;
