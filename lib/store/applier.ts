@@ -142,6 +142,7 @@ class ApplyRun {
    * most of a background apply's time). Issued before any other operation, before every barrier
    * and at APPLY_COALESCE_BYTES, so the files see the same changes in the same order.
    */
+  private scratch: Buffer | null = null;
   private run: { name: string; offset: number; end: number; bufs: Buffer[]; first: Desc & { type: RecordType.WRITE } } | null = null;
 
   constructor(private ctx: ApplyContext, private res: ApplyResult, private endPos: number) {
@@ -232,13 +233,23 @@ class ApplyRun {
     const { ctx, cache } = this;
     try {
       const fd = await cache.fd(r.name);
-      const data = r.bufs.length === 1 ? r.bufs[0] : Buffer.concat(r.bufs, r.end - r.offset);
+      // (joined in one buffer kept for the run: a fresh one per pwrite was 1 MiB of garbage each, and
+      // applying 2 GiB at close peaked 28 MiB higher)
+      const data = r.bufs.length === 1 ? r.bufs[0] : this.join(r.bufs, r.end - r.offset);
       await writeFully(ctx.io, fd, data, 0, data.length, r.offset);
       cache.dirty.add(fd);
     } catch (e) {
       const superseded = (e as NodeJS.ErrnoException)?.code === 'EISDIR' && (ctx.dirsAt?.get(r.name) ?? -1) > r.first.pos;
       if (!superseded) throw applyFailure(e, r.first, ctx.control.state.appliedEpoch);
     }
+  }
+
+  /** `bufs` copied end to end into the run's scratch buffer (valid until the next join). */
+  private join(bufs: Buffer[], len: number): Buffer {
+    const out = (this.scratch ??= Buffer.allocUnsafe(APPLY_COALESCE_BYTES)).subarray(0, len);
+    let at = 0;
+    for (const b of bufs) at += b.copy(out, at);
+    return out;
   }
 
   private dropGroup(): void {
