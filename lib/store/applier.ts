@@ -136,13 +136,14 @@ class ApplyRun {
   private held = 0;
   private scanned = 0;
   private readonly budget: number;
+  /** Where a coalesced run is joined for its pwrite (reused: one per apply). */
+  private scratch: Buffer | null = null;
   /**
    * Writes run but not issued yet: consecutive WRITEs that continue one another in one file, across
    * epochs, go to the file as one pwrite (an applied stream of 4 KiB appends was one syscall each,
    * most of a background apply's time). Issued before any other operation, before every barrier
    * and at APPLY_COALESCE_BYTES, so the files see the same changes in the same order.
    */
-  private scratch: Buffer | null = null;
   private run: { name: string; offset: number; end: number; bufs: Buffer[]; first: Desc & { type: RecordType.WRITE } } | null = null;
 
   constructor(private ctx: ApplyContext, private res: ApplyResult, private endPos: number) {
@@ -239,8 +240,7 @@ class ApplyRun {
       await writeFully(ctx.io, fd, data, 0, data.length, r.offset);
       cache.dirty.add(fd);
     } catch (e) {
-      const superseded = (e as NodeJS.ErrnoException)?.code === 'EISDIR' && (ctx.dirsAt?.get(r.name) ?? -1) > r.first.pos;
-      if (!superseded) throw applyFailure(e, r.first, ctx.control.state.appliedEpoch);
+      if (!superseded(ctx, e, r.name, r.first.pos)) throw applyFailure(e, r.first, ctx.control.state.appliedEpoch);
     }
   }
 
@@ -321,8 +321,7 @@ class ApplyRun {
         if (d.type === RecordType.RENAME) res.names.add(d.from).add(d.to);
         else res.names.add(d.name);
       } catch (e) {
-        const superseded = d.type !== RecordType.RENAME && (e as NodeJS.ErrnoException)?.code === 'EISDIR' && (ctx.dirsAt?.get(d.name) ?? -1) > d.pos;
-        if (!superseded) throw applyFailure(e, d, ctx.control.state.appliedEpoch);
+        if (d.type === RecordType.RENAME || !superseded(ctx, e, d.name, d.pos)) throw applyFailure(e, d, ctx.control.state.appliedEpoch);
       }
       res.records++;
     }
@@ -360,6 +359,14 @@ function renameIfPresent(ctx: ApplyContext, cache: FileCache, d: Desc & { type: 
     }
     await inParent(ctx.io, ctx.root, d.to, (dst) => ctx.io.rename(src, dst), { create: true, parent: (dir) => cache.dirtyDirs.add(dir) });
   });
+}
+
+/**
+ * A record at `at` of `name` that found a directory there, which a later record of the replayed
+ * range makes (ApplyContext.dirsAt): the redo of a record whose file was unlinked later; skipped.
+ */
+function superseded(ctx: ApplyContext, e: unknown, name: string, at: number): boolean {
+  return (e as NodeJS.ErrnoException)?.code === 'EISDIR' && (ctx.dirsAt?.get(name) ?? -1) > at;
 }
 
 /** The operation of a data record or a COMMIT (a crc-valid one, R1, whose payload still does not decode: ECORRUPT). */

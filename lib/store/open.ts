@@ -14,7 +14,7 @@ import { describe } from '../names.js';
 import { acquireLock, fencePort } from '../lock.js';
 import { callHook, validateHooks } from '../hooks.js';
 import { parseOptions, type StoreOptions, type StoreSettings } from './options.js';
-import { Store } from './store.js';
+import { Store, type StoreInit } from './store.js';
 
 /** Open (creating if needed) the store in `dir`, recovering it to its last durable checkpoint. */
 export async function openStore(dir: string, options: StoreOptions = {}): Promise<Store> {
@@ -81,7 +81,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
   }
 }
 
-function storeSettings(s: StoreSettings, maxSize: number): { applyThreshold: number; applyDelay: number; applySlice: number; directMin: number; maxSize: number } {
+function storeSettings(s: StoreSettings, maxSize: number): StoreInit['settings'] {
   return { applyThreshold: s.applyThreshold, applyDelay: s.applyDelay, applySlice: s.applySlice, directMin: s.directMin, maxSize };
 }
 

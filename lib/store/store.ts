@@ -43,13 +43,14 @@ import { publish, type StoreEventMap } from './events.js';
 import { Transactions } from './transaction.js';
 import { StoreHold, STORE_HOLD, type HoldView } from './hold.js';
 import { nameReadStream, nameWriteStream, type CpReadStream, type CpWriteStream, type StoreReadStreamOptions, type StoreWriteStreamOptions } from './streams.js';
+import type { StoreSettings } from './options.js';
 
 export type { StoreStats } from './stats.js';
 
 /** @internal What openStore hands a new Store. */
 export interface StoreInit {
   dir: string;
-  settings: { applyThreshold: number; applyDelay: number; applySlice: number; directMin: number; maxSize: number };
+  settings: Pick<StoreSettings, 'applyThreshold' | 'applyDelay' | 'applySlice' | 'directMin'> & { maxSize: number };
   writer: JournalWriter;
   port: FlusherPort;
   lock: Lock | null;
