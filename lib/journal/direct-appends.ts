@@ -9,7 +9,7 @@
  * because it is the one that cuts the files back; it learns them only from the 'fence' actions queued
  * here, in order, so the two never disagree.
  */
-import { type BatchBuffers } from './batch-buffers.js';
+import { STAGE_BELOW, type BatchBuffers } from './batch-buffers.js';
 import { type Outbox } from './outbox.js';
 
 /** What direct appends need of the writer they belong to. */
@@ -56,7 +56,8 @@ export class DirectAppends {
       this.host.schedule();
       return;
     }
-    this.direct = { name, offset, buf: this.buffers.takeFull(), used: 0 };
+    // Its bytes are all overwritten before they are sent: a stage need not be zeroed.
+    this.direct = { name, offset, buf: data.length < STAGE_BELOW ? this.buffers.takeStage(false) : this.buffers.takeFull(), used: 0 };
     this.continue(name, offset, data);
   }
 
@@ -79,10 +80,11 @@ export class DirectAppends {
     if (!d) return;
     this.direct = null;
     if (d.used === 0) {
-      this.buffers.giveBack(d.buf);
+      if (this.buffers.isStage(d.buf)) this.buffers.returnStage(d.buf, 0);
+      else this.buffers.giveBack(d.buf);
       return;
     }
-    this.queue(d.name, d.offset, d.buf.subarray(0, d.used));
+    this.queue(d.name, d.offset, this.buffers.isStage(d.buf) ? this.buffers.sendStage(d.buf, d.used) : d.buf.subarray(0, d.used));
   }
 
   /**

@@ -9,7 +9,7 @@ import {
   encodePayload, encodeWriteHead, pos, recordLen, sealRecord, setRecordLen, writeRecordHeader, type Op,
 } from '../format.js';
 import { type PlainSegment } from '../flusher/protocol.js';
-import { type BatchBuffers } from './batch-buffers.js';
+import { STAGE_BELOW, type BatchBuffers } from './batch-buffers.js';
 import { type Outbox } from './outbox.js';
 
 interface Chunk {
@@ -46,7 +46,10 @@ export class RecordBatch {
     // Records are padded with zeros to a multiple of 8 (docs/FORMAT.md, "Record").
     c.buf.fill(0, c.used, end);
     for (const at of c.recStarts) sealRecord(c.buf, at, c.startOff + at);
-    if (end * 4 <= c.buf.length && c.buf.length <= this.batchBytes) {
+    if (this.buffers.isStage(c.buf)) {
+      const out = this.buffers.sendStage(c.buf, end);
+      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: out }, out.buffer, end);
+    } else if (end * 4 <= c.buf.length && c.buf.length <= this.batchBytes) {
       const copy = Buffer.from(new ArrayBuffer(end));
       c.buf.copy(copy, 0, 0, end);
       this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: copy }, copy.buffer, end);
@@ -71,7 +74,9 @@ export class RecordBatch {
       c = null;
     }
     if (!c) {
-      const buf = segEnd ? Buffer.from(new ArrayBuffer(Math.max(size, 4096))) : this.buffers.take(Math.max(this.batchBytes, size));
+      const buf = segEnd
+        ? Buffer.from(new ArrayBuffer(Math.max(size, 4096)))
+        : size < STAGE_BELOW ? this.buffers.takeStage(true) : this.buffers.take(Math.max(this.batchBytes, size));
       c = this.chunk = { index: seg.index, seq: seg.seq, startOff: off, buf, used: 0, recStarts: [] };
     }
     const aligned = align(c.used);

@@ -108,12 +108,21 @@ export class CpFile {
     try {
       this.live('write');
       this.assertWritable();
-      const w = parseWrite(data, b, c, d);
-      const start = this.claimWrite(w.at, w.len);
-      // As with fs/promises, the caller must not modify the data until the promise settles.
-      const chunk = w.off === 0 && w.len === w.bytes.byteLength ? w.bytes : w.bytes.subarray(w.off, w.off + w.len);
+      let chunk: Uint8Array;
+      let at: number | null;
+      if (b === undefined && c === undefined && d === undefined && data instanceof Uint8Array) {
+        // write(buffer), the hot path of small writes: the whole buffer at the handle's position.
+        chunk = data;
+        at = null;
+      } else {
+        const w = parseWrite(data, b, c, d);
+        // As with fs/promises, the caller must not modify the data until the promise settles.
+        chunk = w.off === 0 && w.len === w.bytes.byteLength ? w.bytes : w.bytes.subarray(w.off, w.off + w.len);
+        at = w.at;
+      }
+      const start = this.claimWrite(at, chunk.byteLength);
       const done = this.store.writeEntry(this, start, chunk);
-      const result = { bytesWritten: w.len, buffer: data };
+      const result = { bytesWritten: chunk.byteLength, buffer: data };
       return done === LAID_OUT ? Promise.resolve(result) : done.then(() => result);
     } catch (e) {
       return Promise.reject(e);
