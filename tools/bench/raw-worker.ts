@@ -1,15 +1,18 @@
 /**
- * P1's thread floor (subject raw-worker): the raw append + fdatasync done in a worker thread, one
- * message each way, the worker polling its port between commits as cpfile's flusher does
- * (DEFAULT_FLUSHER_POLL_US). What any design pays that keeps fsync off the main thread, on this machine:
- * raw fs's latency plus two thread hand-offs, one of them to a main thread whose CPU went idle while
- * it waited.
+ * The thread floor (subject raw-worker): raw fs calls done in a worker thread. P1: the append +
+ * fdatasync, one message each way, the worker polling its port between commits as cpfile's flusher
+ * does (DEFAULT_FLUSHER_POLL_US): what any design pays that keeps fsync off the main thread, on this
+ * machine: raw fs's latency plus two thread hand-offs, one of them to a main thread whose CPU went idle
+ * while it waited. P2/P7: each write posted to the worker (a copy: the caller keeps its buffer), a
+ * sync awaited at each checkpoint: the event-loop delay of a main thread that only hands bytes over
+ * while another thread writes them and the kernel writes them back, on the same cores.
  */
 import * as fs from 'node:fs';
 import { Worker, MessageChannel, receiveMessageOnPort, workerData, isMainThread, type MessagePort } from 'node:worker_threads';
 import { DEFAULT_FLUSHER_POLL_US } from '../../lib/flusher/protocol.js';
 
-type Msg = { data: Uint8Array } | { close: true };
+/** data: append + fdatasync, answered; append: append, not answered; sync: fdatasync, answered. */
+type Msg = { data: Uint8Array } | { append: Uint8Array } | { sync: true } | { close: true };
 
 /** The main thread's end: `commit(data)` appends and fdatasyncs `data` in the worker. */
 export class RawWorker {
@@ -21,9 +24,23 @@ export class RawWorker {
   }
 
   commit(data: Uint8Array): Promise<void> {
+    return this.ask({ data });
+  }
+
+  /** Post `data` to be appended (copied into the message); not waited for. */
+  append(data: Uint8Array): void {
+    this.channel.port1.postMessage({ append: data } satisfies Msg);
+  }
+
+  /** fdatasync, after every append posted before. */
+  sync(): Promise<void> {
+    return this.ask({ sync: true });
+  }
+
+  private ask(m: Msg): Promise<void> {
     return new Promise((resolve) => {
       this.channel.port1.once('message', () => resolve());
-      this.channel.port1.postMessage({ data } satisfies Msg);
+      this.channel.port1.postMessage(m);
     });
   }
 
@@ -46,7 +63,11 @@ if (!isMainThread && workerData?.file) {
       port.postMessage(0);
       return;
     }
-    fs.writeSync(fd, m.data);
+    if ('append' in m) {
+      for (let done = 0; done < m.append.length; ) done += fs.writeSync(fd, m.append, done);
+      return;
+    }
+    if ('data' in m) fs.writeSync(fd, m.data);
     fs.fdatasyncSync(fd);
     port.postMessage(0);
   };

@@ -99,7 +99,7 @@ function targets(r: BenchResult, who: 'cpfile' | 'cpfile-b' = 'cpfile'): Target[
   ratioTarget('P1', 'median', 'ms', 1.0, 'atMost', 'P1 median commit latency at most 1.0x raw 4 KiB append + fdatasync', ['raw-async', 'raw-worker']);
   ratioTarget('P1', 'p99', 'ms', 2.0, 'atMost', "P1 p99 commit latency at most 2x raw's p99", ['raw-worker']);
   aheadOfPeers('P1', 'median', 'ms', 'lower', SAME_GUARANTEE, 'P1 ahead of every atomic + durable peer (median latency)');
-  ratioTarget('P2', 'mbps', 'MB/s', 0.8, 'atLeast', 'P2 bulk append at least 0.8x raw (durable MB/s)', ['raw-2x']);
+  ratioTarget('P2', 'mbps', 'MB/s', 0.8, 'atLeast', 'P2 bulk append at least 0.8x raw (durable MB/s)', ['raw-2x', 'raw-worker']);
   aheadOfPeers('P2', 'mbps', 'MB/s', 'higher', SAME_GUARANTEE, 'P2 ahead of every atomic + durable peer');
   ratioTarget('P3', 'wps', 'writes/s', 0.6, 'atLeast', 'P3 random overwrite at least 0.6x raw (durable writes/s)', ['raw-2x']);
   aheadOfPeers('P3', 'wps', 'writes/s', 'higher', SAME_GUARANTEE, 'P3 ahead of every atomic + durable peer');
@@ -136,9 +136,14 @@ function targets(r: BenchResult, who: 'cpfile' | 'cpfile-b' = 'cpfile'): Target[
     const cp = subj('P2', who);
     const mx = med(cp, 'elMax');
     const p99 = med(cp, 'elP99');
+    // The thread floor: the same loop handing its writes to a raw worker thread.
+    const floor = subj('P2', 'raw-worker');
+    const floorText = floor && Number.isFinite(med(floor, 'elMax'))
+      ? `; ${SUBJECT_NAMES['raw-worker']} max ${fmtNum(med(floor, 'elMax'))} ms, p99 ${fmtNum(med(floor, 'elP99'))} ms`
+      : '';
     out.push({
       id: 'P7', target: 'P7 event-loop delay during P2: max at most 10 ms, p99 at most 2 ms',
-      measured: Number.isFinite(mx) ? `${me} max ${fmtNum(mx)} ms, p99 ${fmtNum(p99)} ms (medians over the P2 repetitions; worst max ${fmtNum(Math.max(...values(cp!, 'elMax')))} ms)` : 'not measured',
+      measured: Number.isFinite(mx) ? `${me} max ${fmtNum(mx)} ms, p99 ${fmtNum(p99)} ms (medians over the P2 repetitions; worst max ${fmtNum(Math.max(...values(cp!, 'elMax')))} ms)${floorText}` : 'not measured',
       met: Number.isFinite(mx) ? mx <= 10 && p99 <= 2 : null,
     });
   }

@@ -378,6 +378,19 @@ export function p2(ctx: Ctx): Workload {
       return p2rep(r);
     },
   });
+  subjects.push({
+    id: 'raw-worker', how: `the raw subject's writes done in a worker thread: each ${fmtSize(c.p2WriteSize)} posted to it (copied into the message, as any design that leaves the caller its buffer), an fs.fdatasyncSync every ${fmtSize(c.p2Checkpoint)} awaited; P7's floor for a design that keeps I/O off the main thread`,
+    async rep() {
+      const dir = await freshDir(ctx.root, 'p2-rawworker');
+      const w = new RawWorker(path.join(dir, 'bulk.dat'));
+      await w.sync(); // the worker is up and its file open before the clock starts
+      osSync();
+      const r = await bulkLoop(c, { write: () => w.append(data), checkpoint: () => w.sync() });
+      await w.close();
+      await rmrf(dir);
+      return p2rep(r);
+    },
+  });
   for (const cp of ctx.cpfiles) subjects.push({
     id: cp.id, how: `await f.write(${fmtSize(c.p2WriteSize)}) on a file opened 'w', await store.check() every ${fmtSize(c.p2Checkpoint)}; "applied" also waits until the background apply has caught up (stats().applyLag.bytes = 0)`,
     async rep() {
