@@ -23,25 +23,9 @@ export async function readWhole(parts: StoreParts, n: string): Promise<Buffer> {
 
 /** Replace the content of `n` (normalized) with `bytes`, creating it; the caller queues this (Store.writeFile). */
 export async function writeWhole(parts: StoreParts, n: string, bytes: Buffer): Promise<void> {
-  const { catalog, pending, limits, writer, writes } = parts;
-  if (catalog.open.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: write through its handle`);
-  await writer.drain();
-  let ov = await pending.overlayOf(n);
-  if (!ov) {
-    if (!pending.foundAbsent(n)) await pending.validate(n);
-    pending.overlays.assertCanCreate(n);
-    await limits.assertDirWritable(n);
-    pending.closeBase(n);
-    ov = pending.created(n, writer.append({ type: RecordType.CREATE, name: n }, catalog.building));
-  } else {
-    await limits.assertOneLink(n, ov);
-    if (ov.nsPos < 0) await limits.assertChangeable(n, false);
-    const p = writer.append({ type: RecordType.TRUNCATE, name: n, length: 0 }, catalog.building);
-    ov.truncate(0, p);
-    ov.touch(p);
-  }
-  writes.journalPieces(n, ov, 0, bytes);
-  pending.release(n); // its base fd: nothing of the old content shows through
+  const ov = await writableOverlay(parts, n, true);
+  parts.writes.journalPieces(n, ov, 0, bytes);
+  parts.pending.release(n); // its base fd: nothing of the old content shows through
 }
 
 /** The error for a name with no file: EINVAL for a directory-to-be (as for one on disk), else ENOENT. */
@@ -59,11 +43,23 @@ export async function writableOverlay(parts: StoreParts, n: string, truncate: bo
   const { catalog, pending, limits, writer } = parts;
   if (catalog.open.has(n)) throw new CpError('EBUSY', `${JSON.stringify(n)} is open: write through its handle`);
   await writer.drain();
-  const ov = await pending.overlayOf(n);
+  // With nothing pending for the name, it is looked up on disk (lstat), and where it is absent its
+  // directory must take a new name (access): both are asked at once, one round trip through the
+  // thread pool instead of two (P8: 1,000 writeFile calls went from 2 x ~100 us each). The access
+  // answer is used only on the create path, and only after the lookup's own errors.
+  const onDisk = pending.overlays.get(n) === undefined;
+  const lookup = pending.overlayOf(n);
+  const dirCheck = onDisk ? settled(limits.assertDirWritable(n)) : null;
+  const ov = await lookup;
   if (!ov) {
     if (!pending.foundAbsent(n)) await pending.validate(n);
     pending.overlays.assertCanCreate(n);
-    await limits.assertDirWritable(n);
+    if (dirCheck) {
+      const refusal = await dirCheck;
+      if (refusal) throw refusal;
+    } else {
+      await limits.assertDirWritable(n);
+    }
     pending.closeBase(n);
     return pending.created(n, writer.append({ type: RecordType.CREATE, name: n }, catalog.building));
   }
@@ -88,4 +84,9 @@ export async function appendWhole(parts: StoreParts, n: string, bytes: Buffer): 
   }
   parts.writes.journalPieces(n, ov, ov.size, bytes);
   parts.pending.release(n);
+}
+
+/** `p`'s rejection as a value (null when it resolved): a check started early, whose answer may go unused, never rejects unhandled. */
+function settled(p: Promise<void>): Promise<unknown> {
+  return p.then(() => null, (e: unknown) => e);
 }
