@@ -152,6 +152,11 @@ const ROWS: Row[] = [
   { what: 'write an object', call: (h) => h.write({}) },
   { what: 'write null', call: (h) => h.write(null) },
   { what: 'write an ArrayBuffer', call: (h) => h.write(new ArrayBuffer(4)) },
+  // fs/promises throws V8's TypeError (byteLength on an incompatible receiver); cpfile refuses the non-buffer with EINVAL.
+  { what: 'write an object that only inherits from Uint8Array.prototype', call: (h) => h.write(Object.create(Uint8Array.prototype)), cp: 'error:EINVAL' },
+  { what: 'write(a plain Uint8Array) at the position', call: (h) => h.write(new Uint8Array([65, 66, 67])), at: 2 },
+  { what: 'write(a Uint8Array over a SharedArrayBuffer)', call: (h) => h.write(new Uint8Array(new SharedArrayBuffer(3)).fill(70)), at: 1 },
+  { what: 'write(a zero-length buffer) moves nothing', call: (h) => h.write(Buffer.alloc(0)), at: 2 },
   { what: 'write on a read-only handle', call: (h) => h.write(B('AB')), mode: 'r' },
   { what: 'write in a mode appends, whatever the position', call: (h) => h.write(B('AB'), 0, 2, 0), mode: 'a' },
   { what: 'write in a+ mode appends', call: (h) => h.write(B('AB')), mode: 'a+', at: 3 },

@@ -35,10 +35,14 @@ export class BatchBuffers {
 
   /** Full-size buffers kept for reuse at most. */
   private poolMax: number;
-  /** Every stage made (plain, full-size; the record batch and the direct appends use one each). */
-  private stageBufs = new Set<Buffer>();
-  /** The stages not in use, with how many bytes of each hold old data. */
-  private stages: { buf: Buffer; used: number }[] = [];
+  /**
+   * Every stage made (plain, full-size; the record batch and the direct appends use one each), with
+   * how many of its first bytes may hold old data: the most any user wrote since it was last zeroed
+   * (a stage goes from one role to the other, and takeStage(false) does not zero it).
+   */
+  private stageDirty = new Map<Buffer, number>();
+  /** The stages not in use. */
+  private stages: Buffer[] = [];
 
   /**
    * `maxInflight`: the bytes that may be on their way to the flusher. A bulk writer keeps that many
@@ -74,23 +78,27 @@ export class BatchBuffers {
 
   /** A stage (see STAGE_BELOW), zeroed when `zeroed`. */
   takeStage(zeroed: boolean): Buffer {
-    const st = this.stages.pop();
-    if (!st) {
-      const buf = Buffer.alloc(this.batchBytes);
-      this.stageBufs.add(buf);
-      return buf;
+    const buf = this.stages.pop();
+    if (!buf) {
+      const fresh = Buffer.alloc(this.batchBytes);
+      this.stageDirty.set(fresh, 0);
+      return fresh;
     }
-    if (zeroed) st.buf.fill(0, 0, st.used);
-    return st.buf;
+    if (zeroed) {
+      buf.fill(0, 0, this.stageDirty.get(buf));
+      this.stageDirty.set(buf, 0);
+    }
+    return buf;
   }
 
   isStage(buf: Buffer): boolean {
-    return this.stageBufs.has(buf);
+    return this.stageDirty.has(buf);
   }
 
-  /** Stage `stage`, whose first `used` bytes hold old data, is free again. */
+  /** Stage `stage`, whose first `used` bytes were written, is free again. */
   returnStage(stage: Buffer, used: number): void {
-    this.stages.push({ buf: stage, used });
+    this.stageDirty.set(stage, Math.max(this.stageDirty.get(stage)!, used));
+    this.stages.push(stage);
   }
 
   /**

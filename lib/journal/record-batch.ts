@@ -121,7 +121,11 @@ export class RecordBatch {
     const last = this.last;
     if (!c || !last || last.name !== name || last.fileEnd !== fileOffset) return 0;
     const curLen = recordLen(c.buf, last.recStart);
-    return Math.max(0, Math.min(MAX_PAYLOAD - curLen, c.buf.length - c.used, segmentSize - SEGEND_RECORD_SIZE - (c.startOff + c.used) - 8));
+    // The record's padding to 8 bytes (close()) must fit in the buffer too: a batchBytes that is not
+    // a multiple of 8 let a chunk fill to its last byte, and the padding then threw (ERR_OUT_OF_RANGE
+    // from the flush timer: the process died).
+    const usable = c.buf.length - (c.buf.length % RECORD_ALIGN);
+    return Math.max(0, Math.min(MAX_PAYLOAD - curLen, usable - c.used, segmentSize - SEGEND_RECORD_SIZE - (c.startOff + c.used) - 8));
   }
 
   /** Extend the last record with `data` (at most room() bytes); returns the segment offset of the data. */

@@ -110,7 +110,8 @@ export class CpFile {
       this.assertWritable();
       let chunk: Uint8Array;
       let at: number | null;
-      if (b === undefined && c === undefined && d === undefined && data instanceof Uint8Array) {
+      // (ArrayBuffer.isView: an object that only inherits from Uint8Array.prototype is no buffer: EINVAL, below.)
+      if (b === undefined && c === undefined && d === undefined && data instanceof Uint8Array && ArrayBuffer.isView(data)) {
         // write(buffer), the hot path of small writes: the whole buffer at the handle's position.
         chunk = data;
         at = null;
