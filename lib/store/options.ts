@@ -35,7 +35,10 @@ export interface StoreOptions {
    * commits again within the window, at the price of up to this much CPU time per task. 0 turns it off.
    */
   flusherPoll?: number;
-  /** Journal batch buffer size (default 1 MiB). */
+  /**
+   * Journal batch buffer size (default 1 MiB). A store keeps up to two more buffers of this size on
+   * the main thread, for batches of writes under 1 KiB (made when first needed).
+   */
   batchBytes?: number;
   /** Bytes on their way to the flusher before write() waits (default 16 MiB). */
   maxInflight?: number;
