@@ -108,24 +108,26 @@ export class BatchBuffers {
   sendStage(stage: Buffer, used: number): Buffer {
     let out: Buffer;
     if (used * 4 <= this.batchBytes) {
-      out = Buffer.from(new ArrayBuffer(used));
+      out = rightSized(stage, used);
     } else {
       out = this.takeFull().subarray(0, used);
+      stage.copy(out, 0, 0, used);
     }
-    stage.copy(out, 0, 0, used);
     this.returnStage(stage, used);
     return out;
   }
 
-  /** Keep `buf` (whose first `used` bytes were written) for the next batch: a copy of it was sent instead. */
-  keepSpare(buf: Buffer, used: number): void {
+  /** Keep `buf` (whose first `used` bytes were written) for the next batch; returns the copy of those bytes to send instead. */
+  keepSpare(buf: Buffer, used: number): Buffer {
     this.spare = buf;
     this.spareUsed = used;
+    return rightSized(buf, used);
   }
 
-  /** A full-size buffer that was never sent (an empty direct buffer). */
+  /** A full-size buffer or a stage that was never sent (an empty direct buffer). */
   giveBack(buf: Buffer): void {
-    if (buf.length === this.batchBytes) this.pool.push(buf);
+    if (this.isStage(buf)) this.returnStage(buf, 0);
+    else if (buf.length === this.batchBytes) this.pool.push(buf);
   }
 
   /** Buffers the flusher handed back, or a task shared: the full-size ones are reused, up to poolMax. */
@@ -134,4 +136,11 @@ export class BatchBuffers {
       if (ab.byteLength === this.batchBytes && this.pool.length < this.poolMax && !this.pool.some((b) => b.buffer === ab)) this.pool.push(Buffer.from(ab));
     }
   }
+}
+
+/** A copy of the first `used` bytes of `buf` in a plain buffer of their size (transferred with its task). */
+function rightSized(buf: Buffer, used: number): Buffer {
+  const out = Buffer.from(new ArrayBuffer(used));
+  buf.copy(out, 0, 0, used);
+  return out;
 }

@@ -80,8 +80,7 @@ export class DirectAppends {
     if (!d) return;
     this.direct = null;
     if (d.used === 0) {
-      if (this.buffers.isStage(d.buf)) this.buffers.returnStage(d.buf, 0);
-      else this.buffers.giveBack(d.buf);
+      this.buffers.giveBack(d.buf);
       return;
     }
     this.queue(d.name, d.offset, this.buffers.isStage(d.buf) ? this.buffers.sendStage(d.buf, d.used) : d.buf.subarray(0, d.used));

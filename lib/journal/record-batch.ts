@@ -46,17 +46,12 @@ export class RecordBatch {
     // Records are padded with zeros to a multiple of 8 (docs/FORMAT.md, "Record").
     c.buf.fill(0, c.used, end);
     for (const at of c.recStarts) sealRecord(c.buf, at, c.startOff + at);
-    if (this.buffers.isStage(c.buf)) {
-      const out = this.buffers.sendStage(c.buf, end);
-      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: out }, out.buffer, end);
-    } else if (end * 4 <= c.buf.length && c.buf.length <= this.batchBytes) {
-      const copy = Buffer.from(new ArrayBuffer(end));
-      c.buf.copy(copy, 0, 0, end);
-      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: copy }, copy.buffer, end);
-      this.buffers.keepSpare(c.buf, end);
-    } else {
-      this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes: c.buf.subarray(0, end) }, c.buf.buffer, end);
-    }
+    // A stage's bytes are copied out; a chunk far from full sends a right-sized copy and stays for the
+    // next one; a full one goes itself.
+    const bytes = this.buffers.isStage(c.buf)
+      ? this.buffers.sendStage(c.buf, end)
+      : end * 4 <= c.buf.length && c.buf.length <= this.batchBytes ? this.buffers.keepSpare(c.buf, end) : c.buf.subarray(0, end);
+    this.outbox.pushBytes({ op: 'write', index: c.index, offset: c.startOff, bytes }, bytes.buffer, end);
     this.laidOut = pos(c.seq, c.startOff + end);
     this.chunk = null;
     this.last = null;
