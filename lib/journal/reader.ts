@@ -9,10 +9,9 @@ import {
   checkRecordHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos,
   type RecordHeader, type RecordCheck,
 } from '../format.js';
-import { readFully } from '../io.js';
 import { type SegmentInfo } from './segments.js';
 import { type SegmentFiles } from './segment-files.js';
-import { type SegmentReader } from './segment-reader.js';
+import { READ_WINDOW, type SegmentReader } from './segment-reader.js';
 
 export interface ScannedRecord {
   seq: number;
@@ -89,23 +88,28 @@ export async function walkLog(
   let offset = startOffset;
   if (!seg) return { seq: startSeq, offset, pos: pos(startSeq, offset), reason: 'missing-segment' };
   let reader = await files.reader(seg, endPos);
-  for (;;) {
-    const r = await readRecordAt(reader, seg, offset, pos(seg.seq, offset) >= verifiedTo);
-    if (!r.ok) return { seq: seg.seq, offset, pos: pos(seg.seq, offset), reason: r.reason };
-    const rec = r.rec;
-    const segend = rec.header.type === RecordType.SEGEND;
-    if (segend && rec.payload.length !== SEGEND_PAYLOAD_SIZE) return { seq: seg.seq, offset, pos: rec.pos, reason: 'payload' };
-    if ((await visit(rec)) === false) return { seq: seg.seq, offset, pos: rec.pos, reason: 'stop' };
-    if (segend) {
-      const nextSeq = readU64(rec.payload, 0);
-      const next = segs.get(nextSeq);
-      if (!next) return { seq: nextSeq, offset: SEGMENT_HEADER_AREA, pos: pos(nextSeq, SEGMENT_HEADER_AREA), reason: 'missing-segment' };
-      seg = next;
-      offset = SEGMENT_HEADER_AREA;
-      reader = await files.reader(seg, endPos);
-      continue;
+  try {
+    for (;;) {
+      const r = await readRecordAt(reader, seg, offset, pos(seg.seq, offset) >= verifiedTo);
+      if (!r.ok) return { seq: seg.seq, offset, pos: pos(seg.seq, offset), reason: r.reason };
+      const rec = r.rec;
+      const segend = rec.header.type === RecordType.SEGEND;
+      if (segend && rec.payload.length !== SEGEND_PAYLOAD_SIZE) return { seq: seg.seq, offset, pos: rec.pos, reason: 'payload' };
+      if ((await visit(rec)) === false) return { seq: seg.seq, offset, pos: rec.pos, reason: 'stop' };
+      if (segend) {
+        const nextSeq = readU64(rec.payload, 0);
+        const next = segs.get(nextSeq);
+        if (!next) return { seq: nextSeq, offset: SEGMENT_HEADER_AREA, pos: pos(nextSeq, SEGMENT_HEADER_AREA), reason: 'missing-segment' };
+        seg = next;
+        offset = SEGMENT_HEADER_AREA;
+        await reader.release();
+        reader = await files.reader(seg, endPos);
+        continue;
+      }
+      offset += rec.size;
     }
-    offset += rec.size;
+  } finally {
+    await reader.release();
   }
 }
 
@@ -128,40 +132,44 @@ export async function findLaterEpoch(
   };
   const seg = segs.get(failSeq);
   if (seg) {
-    // Read the rest of the segment in large chunks and only decode where the salt matches.
-    const fd = await files.fd(seg);
-    const reader = await files.reader(seg);
-    const CHUNK = 4 * 1024 * 1024;
-    const buf = Buffer.allocUnsafe(CHUNK);
+    // Read the rest of the segment in large chunks (the next one read while this one is searched)
+    // and only decode where the salt matches.
+    const chunks = await files.reader(seg, undefined, true);
+    const reader = await files.reader(seg, undefined, false);
+    const CHUNK = READ_WINDOW;
     const saltBytes = Buffer.alloc(4);
     saltBytes.writeUInt32LE(seg.salt >>> 0, 0);
     let off = failOffset + 8;
-    while (off + RECORD_HEADER_SIZE <= seg.size) {
-      const n = await readFully(files.io, fd, buf, 0, Math.min(CHUNK, seg.size - off), off);
-      if (n < RECORD_HEADER_SIZE) break;
-      let next = off + n - RECORD_HEADER_SIZE + 8; // where the next chunk resumes
-      const view = buf.subarray(0, n);
-      for (let i = 0; i + RECORD_HEADER_SIZE <= n; i += 8) {
-        // Jump to the next place the salt appears (native search), then to its record start.
-        const hit = view.indexOf(saltBytes, i + 8);
-        if (hit < 0) break;
-        if ((hit - 8) % 8 !== 0) {
-          i = hit - 8 - ((hit - 8) % 8);
-          continue;
-        }
-        i = hit - 8;
-        if (i + RECORD_HEADER_SIZE > n) break;
-        const r = await readRecordAt(reader, seg, off + i);
-        if (r.ok) {
-          consider(seg.seq, off + i, r.rec.header.epoch, r.rec);
-          if (i + r.rec.size > n) {
-            next = off + i + r.rec.size;
-            break;
+    try {
+      while (off + RECORD_HEADER_SIZE <= seg.size) {
+        const view = await chunks.get(off, Math.min(CHUNK, seg.size - off));
+        const n = view.length;
+        if (n < RECORD_HEADER_SIZE) break;
+        let next = off + n - RECORD_HEADER_SIZE + 8; // where the next chunk resumes
+        for (let i = 0; i + RECORD_HEADER_SIZE <= n; i += 8) {
+          // Jump to the next place the salt appears (native search), then to its record start.
+          const hit = view.indexOf(saltBytes, i + 8);
+          if (hit < 0) break;
+          if ((hit - 8) % 8 !== 0) {
+            i = hit - 8 - ((hit - 8) % 8);
+            continue;
           }
-          i += r.rec.size - 8;
+          i = hit - 8;
+          if (i + RECORD_HEADER_SIZE > n) break;
+          const r = await readRecordAt(reader, seg, off + i);
+          if (r.ok) {
+            consider(seg.seq, off + i, r.rec.header.epoch, r.rec);
+            if (i + r.rec.size > n) {
+              next = off + i + r.rec.size;
+              break;
+            }
+            i += r.rec.size - 8;
+          }
         }
+        off = Math.max(next, off + 8);
       }
-      off = Math.max(next, off + 8);
+    } finally {
+      await chunks.release();
     }
   }
   const later = [...segs.values()].filter((s) => s.seq > failSeq).sort((a, b) => a.seq - b.seq);
@@ -177,12 +185,16 @@ export async function walkSegmentOnly(
 ): Promise<ScanEnd> {
   const reader = await files.reader(seg);
   let offset = SEGMENT_HEADER_AREA;
-  for (;;) {
-    const r = await readRecordAt(reader, seg, offset);
-    if (!r.ok) return { seq: seg.seq, offset, pos: pos(seg.seq, offset), reason: r.reason };
-    if (visit(r.rec) === false) return { seq: seg.seq, offset, pos: r.rec.pos, reason: 'stop' };
-    if (r.rec.header.type === RecordType.SEGEND) return { seq: seg.seq, offset, pos: r.rec.pos, reason: 'segment-end' };
-    offset += r.rec.size;
+  try {
+    for (;;) {
+      const r = await readRecordAt(reader, seg, offset);
+      if (!r.ok) return { seq: seg.seq, offset, pos: pos(seg.seq, offset), reason: r.reason };
+      if (visit(r.rec) === false) return { seq: seg.seq, offset, pos: r.rec.pos, reason: 'stop' };
+      if (r.rec.header.type === RecordType.SEGEND) return { seq: seg.seq, offset, pos: r.rec.pos, reason: 'segment-end' };
+      offset += r.rec.size;
+    }
+  } finally {
+    await reader.release();
   }
 }
 

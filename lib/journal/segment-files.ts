@@ -8,7 +8,7 @@
  * (EMFILE, ENFILE). A pinned file (a read in progress) is never closed under its user.
  */
 import { posOffset, posSeq } from '../format.js';
-import { type IO } from '../io.js';
+import { type IO, readFully } from '../io.js';
 import { CpError } from '../errors.js';
 import { READ_WINDOW, SegmentReader } from './segment-reader.js';
 
@@ -39,7 +39,11 @@ export class SegmentFiles {
    * `mode`: 'read' for the readers of the log, 'readwrite' for the flusher's writes. `limit`: files
    * kept open when none is in use (the flusher keeps its few write files open for the store's life).
    */
-  constructor(readonly io: IO, private mode: 'read' | 'readwrite' = 'read', private limit = SEGMENT_FDS) {}
+  constructor(
+    readonly io: IO, private mode: 'read' | 'readwrite' = 'read', private limit = SEGMENT_FDS,
+    /** Readers read their next window ahead (SegmentReader): recovery's walks, on the asynchronous IO. */
+    private readAhead = false,
+  ) {}
 
   /**
    * The descriptor of `seg`'s file, opened if need be; valid until the next call that may open one
@@ -130,11 +134,27 @@ export class SegmentFiles {
     }
   }
 
-  /** A reader of `seg`; with `endPos`, reads stop where that position falls in this segment. */
-  async reader(seg: SegmentFile & { size: number; seq: number }, endPos?: number): Promise<SegmentReader> {
+  /**
+   * Read up to `len` bytes at offset `at` of `seg`'s file into `buf` at `off`; fewer only at the end
+   * of the file. The file stays pinned until the read is done, as in readExactly().
+   */
+  async readAt(seg: SegmentFile, buf: Uint8Array, off: number, len: number, at: number): Promise<number> {
+    this.pin(seg.index);
+    try {
+      return await readFully(this.io, this.cachedFd(seg.index) ?? await this.fd(seg), buf, off, len, at);
+    } finally {
+      this.unpin(seg.index);
+    }
+  }
+
+  /**
+   * A reader of `seg`; with `endPos`, reads stop where that position falls in this segment.
+   * `readAhead` (default: this cache's) reads the next window while the caller works on this one.
+   */
+  async reader(seg: SegmentFile & { size: number; seq: number }, endPos?: number, readAhead = this.readAhead): Promise<SegmentReader> {
     const readEnd = endPos !== undefined && posSeq(endPos) === seg.seq ? posOffset(endPos) : seg.size;
     await this.fd(seg);
-    return new SegmentReader(this.io, () => this.fd(seg), seg.size, READ_WINDOW, readEnd);
+    return new SegmentReader((buf, off, len, at) => this.readAt(seg, buf, off, len, at), seg.size, READ_WINDOW, readEnd, readAhead);
   }
 
   /** Close every file; `ignoreErrors`: a failed close does not stop the others (the writer at close). */

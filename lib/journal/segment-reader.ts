@@ -1,8 +1,15 @@
 /**
  * A windowed reader over one segment file: few large reads instead of one per record. The log's
  * walks (reader.ts) read records through it.
+ *
+ * When a request runs past the window, the part of it the window already holds is carried to the
+ * front of the next window, so a walk reads every byte once (a record straddling a window's end is
+ * not read again). With `readAhead` the next window is read while the caller works on this one
+ * (recovery: its walks check crcs and write data files while the next read is in flight). A
+ * read-ahead is speculative: its bytes are used only when the walk gets there, and when it failed
+ * the read is made again then, so its error surfaces only if the bytes are needed.
  */
-import { type IO, readFully } from '../io.js';
+import { MAX_PAYLOAD, RECORD_HEADER_SIZE } from '../format.js';
 
 /**
  * Read window of SegmentReader: larger than the largest record (MAX_PAYLOAD plus its header), so a
@@ -10,26 +17,111 @@ import { type IO, readFully } from '../io.js';
  */
 export const READ_WINDOW = 4 * 1024 * 1024;
 
+/** Room kept in front of each window for the bytes carried over from the previous one: one whole record. */
+const CARRY_ROOM = RECORD_HEADER_SIZE + MAX_PAYLOAD + 8;
+
+/** Reads up to `len` bytes of the segment at `at` into `buf` at `off`; fewer only at its end. */
+export type ReadAt = (buf: Buffer, off: number, len: number, at: number) => Promise<number>;
+
+interface Ahead {
+  /** Segment offset the read starts at (the window's end when it was started). */
+  at: number;
+  len: number;
+  /** Bytes read, at CARRY_ROOM of `buf`; rejects when the read failed. */
+  done: Promise<number>;
+  /** Settles (never rejects) once the read no longer writes into `buf`. */
+  settled: Promise<unknown>;
+}
+
 export class SegmentReader {
   private win: Buffer = Buffer.alloc(0);
   private winStart = 0;
-  /** The window's memory, reused by the next read that fits: what get() returns is valid until the next get(). */
-  private backing: Buffer | null = null;
-  /** `readEnd`: nothing at or past it is wanted (reads stop there unless a request reaches beyond). */
-  /** `fd` gives the segment's descriptor at each read (SegmentFiles may have closed and reopened it since). */
-  constructor(private io: IO, private fd: number | (() => Promise<number>), readonly size: number, private chunk = READ_WINDOW, private readEnd = size) {}
+  /** The buffer holding the window, and (with readAhead) the other one, the next window's. */
+  private cur: Buffer | null = null;
+  private spare: Buffer | null = null;
+  private ahead: Ahead | null = null;
+  /** The last read came back short: the file ends at the window's end. */
+  private atEof = false;
 
-  /** Bytes [off, off+len) of the segment (shorter if the file is shorter). */
+  /**
+   * `readEnd`: nothing at or past it is wanted (reads stop there unless a request reaches beyond).
+   * `read` pins the segment file for the time of each read (SegmentFiles.readAt), so that no read,
+   * a read-ahead included, ever runs on a descriptor closed under it.
+   */
+  constructor(private read: ReadAt, readonly size: number, private chunk = READ_WINDOW, private readEnd = size, private readAhead = false) {}
+
+  /** Bytes [off, off+len) of the segment (shorter if the file is shorter); valid until the next get(). */
   async get(off: number, len: number): Promise<Buffer> {
-    if (off >= this.winStart && off + len <= this.winStart + this.win.length) {
+    const winEnd = this.winStart + this.win.length;
+    if (off >= this.winStart && off + len <= winEnd) {
       return this.win.subarray(off - this.winStart, off - this.winStart + len);
     }
+    // What the window already holds of the request is carried over; the rest is read.
+    const keep = off >= this.winStart && off < winEnd && winEnd - off <= CARRY_ROOM ? winEnd - off : 0;
+    const from = off + keep;
     const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off), Math.max(len, this.readEnd - off));
-    if (!this.backing || this.backing.length < want) this.backing = Buffer.allocUnsafe(want);
-    const b = this.backing.subarray(0, want);
-    const n = await readFully(this.io, typeof this.fd === 'number' ? this.fd : await this.fd(), b, 0, want, off);
-    this.win = b.subarray(0, n);
+    const ahead = this.ahead;
+    this.ahead = null;
+    let n = -1;
+    let asked = want - keep;
+    if (ahead) {
+      // The read-ahead is used when it starts where the request's missing part does and covers it.
+      if (ahead.at === from && keep + ahead.len >= Math.min(len, want)) {
+        n = await ahead.done.catch(() => -1);
+        if (n >= 0) asked = ahead.len;
+      } else {
+        await ahead.settled;
+      }
+    }
+    // Without a read-ahead the window's own buffer is reused: the carried bytes move to its front
+    // (Buffer.copy moves overlapping bytes correctly) before the read overwrites the rest.
+    const next = n >= 0 ? this.spare! : this.bufferFor(asked);
+    if (keep) this.win.copy(next, CARRY_ROOM - keep, off - this.winStart);
+    if (n < 0) {
+      try {
+        n = await this.read(next, CARRY_ROOM, asked, from);
+      } catch (e) {
+        // The carried bytes and a part of the read may have overwritten the window: forget it.
+        this.win = Buffer.alloc(0);
+        this.winStart = 0;
+        throw e;
+      }
+    }
+    this.atEof = n < asked;
+    // (with readAhead, `next` is the spare buffer: the two trade places)
+    if (this.readAhead) this.spare = this.cur;
+    this.cur = next;
+    this.win = next.subarray(CARRY_ROOM - keep, CARRY_ROOM + n);
     this.winStart = off;
-    return this.win.subarray(0, Math.min(len, n));
+    this.startAhead();
+    return this.win.subarray(0, Math.min(len, this.win.length));
+  }
+
+  /** Wait for a read-ahead still in flight (its bytes are not wanted any more). */
+  async release(): Promise<void> {
+    const a = this.ahead;
+    this.ahead = null;
+    if (a) await a.settled;
+  }
+
+  /** A buffer with room for `len` bytes after CARRY_ROOM: the spare one with readAhead, else the window's own. */
+  private bufferFor(len: number): Buffer {
+    const b = this.readAhead ? this.spare : this.cur;
+    if (b && b.length >= CARRY_ROOM + len) return b;
+    const fresh = Buffer.allocUnsafe(CARRY_ROOM + Math.max(len, this.chunk));
+    if (this.readAhead) this.spare = fresh;
+    return fresh;
+  }
+
+  /** Read the next window into the spare buffer, unless the window reaches the end of what is wanted. */
+  private startAhead(): void {
+    if (!this.readAhead || this.atEof) return;
+    const at = this.winStart + this.win.length;
+    const limit = Math.min(this.size, this.readEnd);
+    if (at >= limit) return;
+    const len = Math.min(this.chunk, limit - at);
+    const buf = this.bufferFor(len);
+    const done = this.read(buf, CARRY_ROOM, len, at);
+    this.ahead = { at, len, done, settled: done.catch(() => undefined) };
   }
 }

@@ -24,7 +24,7 @@ import {
 } from '../format.js';
 import type { IO } from '../io.js';
 import { ControlWriter } from '../journal/control.js';
-import { SegmentFiles } from '../journal/segment-files.js';
+import { SegmentFiles, SEGMENT_FDS } from '../journal/segment-files.js';
 import { listSegments, initSegment, randomSalt, type SegmentInfo, type SegmentListing } from '../journal/segments.js';
 import { metaPaths, segmentPath, type MetaPaths } from '../journal/paths.js';
 import { CpError, ioError } from '../errors.js';
@@ -52,7 +52,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
   const { control, fresh } = loaded;
   const listing = await listSegments(io, p.journal, control.storeId);
   const segs = listing.bySeq;
-  const files = new SegmentFiles(io);
+  // Its walks read each next window while they check and apply this one (SegmentReader).
+  const files = new SegmentFiles(io, 'read', SEGMENT_FDS, true);
   try {
     const scanned = await scanLog({ io, control, fresh, listing, files, onProgress: opts.onProgress });
     let epoch = validateLogStart(scanned, control, fresh);
