@@ -27,7 +27,7 @@ interface Ahead {
   /** Segment offset the read starts at (the window's end when it was started). */
   at: number;
   len: number;
-  /** Bytes read, at CARRY_ROOM of `buf`; rejects when the read failed. */
+  /** Bytes read, after the carry room of `buf`; rejects when the read failed. */
   done: Promise<number>;
   /** Settles (never rejects) once the read no longer writes into `buf`. */
   settled: Promise<unknown>;
@@ -48,7 +48,19 @@ export class SegmentReader {
    * `read` pins the segment file for the time of each read (SegmentFiles.readAt), so that no read,
    * a read-ahead included, ever runs on a descriptor closed under it.
    */
-  constructor(private read: ReadAt, readonly size: number, private chunk = READ_WINDOW, private readEnd = size, private readAhead = false) {}
+  constructor(private read: ReadAt, readonly size: number, private chunk = READ_WINDOW, private readEnd = size, private readAhead = false) {
+    this.maxRoom = Math.min(CARRY_ROOM, size);
+    this.room = readAhead ? this.maxRoom : 0;
+  }
+
+  /** Room in front of a window for carried bytes: one whole record, or the whole segment if smaller. */
+  private readonly maxRoom: number;
+  /**
+   * The room kept in the buffers now: from the start with readAhead (a read-ahead lands after it
+   * before anyone knows what will be carried), else only once a request first straddles a window's
+   * end (a reader of a short apply slice never does, and holds no more than it reads).
+   */
+  private room: number;
 
   /** Bytes [off, off+len) of the segment (shorter if the file is shorter); valid until the next get(). */
   async get(off: number, len: number): Promise<Buffer> {
@@ -57,7 +69,8 @@ export class SegmentReader {
       return this.win.subarray(off - this.winStart, off - this.winStart + len);
     }
     // What the window already holds of the request is carried over; the rest is read.
-    const keep = off >= this.winStart && off < winEnd && winEnd - off <= CARRY_ROOM ? winEnd - off : 0;
+    const keep = off >= this.winStart && off < winEnd && winEnd - off <= this.maxRoom ? winEnd - off : 0;
+    if (keep > this.room) this.room = this.maxRoom;
     const from = off + keep;
     const want = Math.min(Math.max(this.chunk, len), Math.max(0, this.size - off), Math.max(len, this.readEnd - off));
     const ahead = this.ahead;
@@ -76,22 +89,13 @@ export class SegmentReader {
     // Without a read-ahead the window's own buffer is reused: the carried bytes move to its front
     // (Buffer.copy moves overlapping bytes correctly) before the read overwrites the rest.
     const next = n >= 0 ? this.spare! : this.bufferFor(asked);
-    if (keep) this.win.copy(next, CARRY_ROOM - keep, off - this.winStart);
-    if (n < 0) {
-      try {
-        n = await this.read(next, CARRY_ROOM, asked, from);
-      } catch (e) {
-        // The carried bytes and a part of the read may have overwritten the window: forget it.
-        this.win = Buffer.alloc(0);
-        this.winStart = 0;
-        throw e;
-      }
-    }
+    if (keep) this.win.copy(next, this.room - keep, off - this.winStart);
+    if (n < 0) n = await this.readWindow(next, asked, from, Math.max(0, Math.min(off + len, this.size) - from));
     this.atEof = n < asked;
     // (with readAhead, `next` is the spare buffer: the two trade places)
     if (this.readAhead) this.spare = this.cur;
     this.cur = next;
-    this.win = next.subarray(CARRY_ROOM - keep, CARRY_ROOM + n);
+    this.win = next.subarray(this.room - keep, this.room + n);
     this.winStart = off;
     this.startAhead();
     return this.win.subarray(0, Math.min(len, this.win.length));
@@ -104,11 +108,34 @@ export class SegmentReader {
     if (a) await a.settled;
   }
 
-  /** A buffer with room for `len` bytes after CARRY_ROOM: the spare one with readAhead, else the window's own. */
+  /**
+   * Read `asked` bytes at `from` into `buf` after the carry room. When that fails, the `needed` bytes
+   * the request itself lacks are read alone: a bad block in the rest of the window fails only a
+   * request that reaches it. Either way a failure forgets the window (the carried bytes and part of
+   * the read may have overwritten it).
+   */
+  private async readWindow(buf: Buffer, asked: number, from: number, needed: number): Promise<number> {
+    try {
+      return await this.read(buf, this.room, asked, from);
+    } catch (e) {
+      if (needed < asked) {
+        try {
+          return await this.read(buf, this.room, needed, from);
+        } catch {
+          // (the first error is the one to report)
+        }
+      }
+      this.win = Buffer.alloc(0);
+      this.winStart = 0;
+      throw e;
+    }
+  }
+
+  /** A buffer with room for `len` bytes after the carry room: the spare one with readAhead, else the window's own. */
   private bufferFor(len: number): Buffer {
     const b = this.readAhead ? this.spare : this.cur;
-    if (b && b.length >= CARRY_ROOM + len) return b;
-    const fresh = Buffer.allocUnsafe(CARRY_ROOM + Math.max(len, this.chunk));
+    if (b && b.length >= this.room + len) return b;
+    const fresh = Buffer.allocUnsafe(this.room + len);
     if (this.readAhead) this.spare = fresh;
     return fresh;
   }
@@ -121,7 +148,7 @@ export class SegmentReader {
     if (at >= limit) return;
     const len = Math.min(this.chunk, limit - at);
     const buf = this.bufferFor(len);
-    const done = this.read(buf, CARRY_ROOM, len, at);
+    const done = this.read(buf, this.room, len, at);
     this.ahead = { at, len, done, settled: done.catch(() => undefined) };
   }
 }

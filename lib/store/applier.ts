@@ -268,7 +268,8 @@ class ApplyRun {
             let data = d.data;
             if (!data) {
               data = Buffer.allocUnsafe(d.len);
-              await readAll(ctx.io, await ctx.files.fd(d.seg), data, d.dataAt);
+              // (pinned: a read-ahead of recovery's walk may open a segment file meanwhile)
+              await ctx.files.readExactly(d.seg, d.dataAt, data, 0, d.len);
             }
             res.bytes += data.length;
             // (a validated recovery's data is a view of the read window: written at once)
@@ -396,13 +397,4 @@ function applyFailure(e: unknown, d: Desc, appliedEpoch: number): CpError {
   const what = d.type === RecordType.RENAME ? `the rename of ${JSON.stringify(d.from)} to ${JSON.stringify(d.to)}` : `the ${OP_NAMES[d.type]} of ${JSON.stringify(file)}`;
   const err = ioError(e, `applying ${what} (epochs after ${appliedEpoch} stay in the journal until it can be applied)`);
   return new CpError(err.code, err.message, { cause: e, details: { file, op: OP_NAMES[d.type], ...(d.type === RecordType.RENAME ? { to: d.to } : {}) } });
-}
-
-async function readAll(io: IO, fd: number, buf: Buffer, at: number): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const n = await io.read(fd, buf, off, buf.length - off, at + off);
-    if (n <= 0) throw new CpError('EIO', 'journal segment shorter than a committed record');
-    off += n;
-  }
 }
