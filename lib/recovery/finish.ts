@@ -9,7 +9,7 @@ import { type IO, isENOENT, writeFully, readFully } from '../io.js';
 import type { ControlWriter } from '../journal/control.js';
 import type { SegmentFiles } from '../journal/segment-files.js';
 import type { SegmentInfo } from '../journal/segments.js';
-import { applyCommitted } from '../store/applier.js';
+import { applyCommitted, EARLY_SYNC_BYTES } from '../store/applier.js';
 import { CpError, ioError } from '../errors.js';
 import { openInStore, inParent } from '../names.js';
 import type { MetaPaths } from '../journal/paths.js';
@@ -55,7 +55,7 @@ export async function applyAndCutBack(a: ApplyInput): Promise<void> {
     // Everything up to lastCommitEnd was validated by the walk; without an ABORT in the range,
     // every record there belongs to an epoch that commits (R12: the replay streams them).
     const validated = !log.aborts.some((p) => p >= plan.startPos && p < log.lastCommitEnd);
-    const applied = await applyCommitted({ io: a.io, root: a.dir, segs: a.segs, files: a.files, control: writer, sync: a.sync, validated, dirsAt: plan.dirsAt }, log.lastCommitEnd)
+    const applied = await applyCommitted({ io: a.io, root: a.dir, segs: a.segs, files: a.files, control: writer, sync: a.sync, validated, dirsAt: plan.dirsAt, earlySync: EARLY_SYNC_BYTES }, log.lastCommitEnd)
       .catch((err) => { throw applyNeeds(err, plan.bytes, plan.touched.size); });
     for (const n of applied.names) plan.touched.add(n);
   }
