@@ -134,6 +134,40 @@ describe('recovery\'s early syncs of the data files it replays into', () => {
     await cache.closeAll();
   });
 
+  it('a file whose early sync failed is still closed when it is evicted (the error goes on up)', async () => {
+    const c = controlledIO();
+    const { cache } = cacheWith(c.io, 100);
+    const fd = await cache.fd('h');
+    cache.wrote(fd, 100);
+    c.pending.shift()!.settle(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    await tick();
+    let err: unknown = null;
+    await cache.drop('h').catch((e) => { err = e; });
+    expect((err as NodeJS.ErrnoException)?.code).to.equal('EIO');
+    await cache.closeAll();
+    let open = true;
+    try { fs.fstatSync(fd); } catch { open = false; }
+    if (open) fs.closeSync(fd);
+    expect(open, `fd ${fd} still open after drop and closeAll (${c.log.join(', ')})`).to.equal(false);
+  });
+
+  it('one early sync at a time for the whole replay, however many files cross the threshold (each holds a libuv thread)', async () => {
+    const c = controlledIO();
+    const { cache } = cacheWith(c.io, 100);
+    const fds: number[] = [];
+    for (let i = 0; i < 8; i++) fds.push(await cache.fd(`f${i}`));
+    for (const fd of fds) cache.wrote(fd, 100);
+    expect(c.pending.length, 'early fdatasyncs in flight at once').to.equal(1);
+    c.pending.shift()!.settle();
+    await tick();
+    // The next file to cross the threshold starts the next one.
+    cache.wrote(fds[3], 100);
+    expect(c.pending.length).to.equal(1);
+    c.hold.on = false;
+    c.pending.shift()!.settle();
+    await cache.closeAll();
+  });
+
   it('a recovery of more than twice EARLY_SYNC_BYTES syncs early; when an early sync fails it fails with EIO, and the next recovery has every byte', async function () {
     this.timeout(120_000);
     const bytes = 2 * EARLY_SYNC_BYTES + 8 * MiB;

@@ -53,9 +53,9 @@ export class FileCache {
     const every = this.ctx.earlySync ?? 0;
     if (every <= 0 || !this.ctx.sync) return;
     const n = (this.unsynced.get(fd) ?? 0) + bytes;
-    const last = this.early.get(fd);
-    // (one at a time per file; after a failure none: the barrier reports it)
-    if (n < every || (last && (!last.done || last.failed !== undefined))) {
+    // One at a time for the whole replay (each holds a thread of libuv's pool, which the replay's
+    // writes and reads share); after a failure none: the barrier reports it.
+    if (n < every || this.earlyBusy()) {
       this.unsynced.set(fd, n);
       return;
     }
@@ -64,6 +64,11 @@ export class FileCache {
     // (caught here so that it is never unhandled; settle() rethrows it)
     e.settled = this.ctx.io.fdatasync(fd).then(() => { e.done = true; }, (err: unknown) => { e.done = true; e.failed = err ?? new Error('fdatasync failed'); });
     this.early.set(fd, e);
+  }
+
+  private earlyBusy(): boolean {
+    for (const e of this.early.values()) if (!e.done || e.failed !== undefined) return true;
+    return false;
   }
 
   /**
@@ -138,14 +143,16 @@ export class FileCache {
     if (fd === undefined) return;
     this.fds.delete(name);
     if (this.last === name) this.last = null;
-    // (no await when no early sync was started: see the timing note in applier.ts)
-    if (this.early.has(fd)) await this.settle(fd);
-    this.unsynced.delete(fd);
-    if (this.dirty.has(fd)) {
-      if (this.ctx.sync) await this.ctx.io.fdatasync(fd);
+    try {
+      // (no await when no early sync was started: see the timing note in applier.ts)
+      if (this.early.has(fd)) await this.settle(fd);
+      this.unsynced.delete(fd);
+      if (this.dirty.has(fd) && this.ctx.sync) await this.ctx.io.fdatasync(fd);
+    } finally {
+      // Closed whatever the syncs said (their error goes on up): nothing holds it open otherwise.
       this.dirty.delete(fd);
+      await this.ctx.io.close(fd);
     }
-    await this.ctx.io.close(fd);
   }
 
   /** Make everything applied so far durable. */
