@@ -67,6 +67,24 @@ function expectBytes(got: Buffer, file: Buffer, off: number, len: number): void 
   expect(got.equals(want), `bytes of get(${off}, ${len})`).to.equal(true);
 }
 
+/** get() the whole segment in `step`-byte requests, checking every byte; a request that fails (EIO only) is asked again. Returns the failures. */
+async function readThrough(r: SegmentReader, file: Buffer, size: number, step: number, onFail: () => void = () => undefined): Promise<number> {
+  let off = 0;
+  let failed = 0;
+  while (off < size) {
+    const len = Math.min(size - off, step);
+    try {
+      expectBytes(await r.get(off, len), file, off, len);
+      off += len;
+    } catch (e) {
+      expect((e as NodeJS.ErrnoException).code).to.equal('EIO');
+      failed++;
+      onFail();
+    }
+  }
+  return failed;
+}
+
 describe('SegmentReader: windows, carried bytes and read-ahead', () => {
   for (const readAhead of [false, true]) {
     describe(readAhead ? 'reading ahead' : 'without read-ahead', () => {
@@ -128,20 +146,7 @@ describe('SegmentReader: windows, carried bytes and read-ahead', () => {
         // (the third window: the second one starts with bytes carried over, in front of the read)
         const src = source(file, 5, (at) => failing && at <= 9 * 1024 * KiB && at + READ_WINDOW > 9 * 1024 * KiB);
         const r = new SegmentReader(src.read, size, READ_WINDOW, size, readAhead);
-        let off = 0;
-        let failed = 0;
-        while (off < size) {
-          const len = Math.min(size - off, 48 * KiB);
-          try {
-            expectBytes(await r.get(off, len), file, off, len);
-            off += len;
-          } catch (e) {
-            expect((e as NodeJS.ErrnoException).code).to.equal('EIO');
-            failed++;
-            failing = false;
-          }
-        }
-        expect(failed).to.equal(1);
+        expect(await readThrough(r, file, size, 48 * KiB, () => { failing = false; })).to.equal(1);
         await r.release();
       });
     });
@@ -160,18 +165,9 @@ describe('SegmentReader: windows, carried bytes and read-ahead', () => {
         return first && rng() < 0.3;
       });
       const r = new SegmentReader(src.read, size, READ_WINDOW, size, true);
-      let off = 0;
-      while (off < size) {
-        const len = Math.min(size - off, 100 * KiB);
-        try {
-          expectBytes(await r.get(off, len), file, off, len);
-          off += len;
-        } catch (e) {
-          // Only a read the get itself made fails it (a failed read-ahead is made again, and that
-          // second read of the same offset succeeds here).
-          expect((e as NodeJS.ErrnoException).code).to.equal('EIO');
-        }
-      }
+      // Only a read the get itself made fails it (a failed read-ahead is made again, and that second
+      // read of the same offset succeeds here).
+      await readThrough(r, file, size, 100 * KiB);
       await r.release();
       expect(src.inflight()).to.equal(0);
     }
