@@ -8,15 +8,16 @@
 import { crc32 } from './crc.js';
 
 /** The version this code writes (docs/FORMAT.md, "Versions"). */
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 5;
 /**
  * The versions it reads: version 1 is version 2 without sizes in its entries; version 2 is version 3
  * without ENTRIES records (every entry list in one record) and without the segment-before-SEGEND
- * ordering (rule 9); version 3 is version 4 without PREPARE and COMMIT_PREPARED records (R18).
+ * ordering (rule 9); version 3 is version 4 without PREPARE and COMMIT_PREPARED records (R18);
+ * version 4 is version 5 without the segment's high-water mark (R19).
  */
-export const isReadableVersion = (v: number): boolean => v >= 1 && v <= 4;
-/** For messages: "format versions 1 to 4". */
-export const READABLE_VERSIONS_TEXT = 'format versions 1 to 4';
+export const isReadableVersion = (v: number): boolean => v >= 1 && v <= 5;
+/** For messages: "format versions 1 to 5". */
+export const READABLE_VERSIONS_TEXT = 'format versions 1 to 5';
 
 export const META_DIR = '.cpfile';
 export const CONTROL_FILE = 'control';
@@ -144,6 +145,53 @@ export function decodeSegmentHeader(b: Buffer): HeaderResult {
       size: b.readUInt32LE(32),
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// the segment's high-water mark (version 5, FORMAT.md R19)
+
+export const MARK_MAGIC = Buffer.from('CPFJMRK\0', 'latin1');
+/** Where a segment's mark is in its header area: in a sector of its own, never the header's. */
+export const MARK_OFFSET = 512;
+export const MARK_SIZE = 32;
+/** The bytes at a segment file's start that hold its header and its mark. */
+export const SEGMENT_HEAD_BYTES = MARK_OFFSET + MARK_SIZE;
+const MARK_BLOCK = 4096;
+const MARK_STEP_MAX = 8 * 1024 * 1024;
+
+/**
+ * How far a raised mark reaches past the journal's end: an eighth of the segment, from 4 KiB to
+ * 8 MiB (the default 64 MiB segment: 8 MiB). Small test segments raise theirs every few records.
+ */
+export const markStep = (size: number): number => Math.max(MARK_BLOCK, Math.min(MARK_STEP_MAX, Math.floor(size / 8 / MARK_BLOCK) * MARK_BLOCK));
+
+/** The mark to raise to when the journal reaches `end` of a segment of `size` bytes: a step past it, at most the segment's end. */
+export const nextMark = (end: number, size: number): number => Math.min(size, Math.ceil(end / MARK_BLOCK) * MARK_BLOCK + markStep(size));
+
+/** The mark: magic, salt, mark (u32), seq (u64), reserved, crc32 of bytes 0..27. */
+export function encodeMark(salt: number, seq: number, mark: number): Buffer {
+  const b = Buffer.alloc(MARK_SIZE);
+  MARK_MAGIC.copy(b, 0);
+  b.writeUInt32LE(salt >>> 0, 8);
+  b.writeUInt32LE(mark, 12);
+  writeU64(b, seq, 16);
+  b.writeUInt32LE(crc32(b.subarray(0, 28)), 28);
+  return b;
+}
+
+/**
+ * The high-water mark of a segment (R19) from its first SEGMENT_HEAD_BYTES bytes and its decoded
+ * header; null, meaning the whole segment, when the header is older than version 5 or the mark is
+ * not whole or not of this life of the file (this salt and seq): a torn raise, a mark left from an
+ * earlier life, or damage. A damaged mark never shortens a scan.
+ */
+export function decodeMark(head: Buffer, h: SegmentHeader): number | null {
+  if (h.version < 5 || head.length < SEGMENT_HEAD_BYTES) return null;
+  const b = head.subarray(MARK_OFFSET, MARK_OFFSET + MARK_SIZE);
+  if (!b.subarray(0, 8).equals(MARK_MAGIC) || b.readUInt32LE(28) !== crc32(b.subarray(0, 28))) return null;
+  if (b.readUInt32LE(8) !== h.salt >>> 0 || readU64(b, 16) !== h.seq) return null;
+  const m = b.readUInt32LE(12);
+  return m >= SEGMENT_HEADER_AREA && m <= h.size ? m : null;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -679,7 +679,7 @@ describe('cp-recover', function () {
         for (const mode of [['--dry-run'], ['--verify'], [], ['--force']]) {
           const r = cli([...mode, d]);
           expect(r.code, `${damage} ${mode} ${r.err}`).to.equal(1);
-          expectOneLine(r, new RegExp(`control: no valid slot \\(${damage}, ${damage}\\); this cpfile reads format versions 1 to 4`));
+          expectOneLine(r, new RegExp(`control: no valid slot \\(${damage}, ${damage}\\); this cpfile reads format versions 1 to 5`));
           if (mode[0] === '--dry-run' || mode[0] === '--verify') expect(treeState(d), `${damage} ${mode} changes nothing`).to.deep.equal(before);
         }
         const j = cliJson([d]);
@@ -710,7 +710,7 @@ describe('cp-recover', function () {
       }
       const r = cli([d]);
       expect(r.code, r.err).to.equal(1);
-      expectOneLine(r, /journal segment of another format version; this cpfile reads format versions 1 to 4/);
+      expectOneLine(r, /journal segment of another format version; this cpfile reads format versions 1 to 5/);
       expect(cliJson(['--dry-run', d]).json.error.code).to.equal('EFORMAT');
     });
 

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { Sandbox } from './helpers/sandbox.js';
 import { openStore, type CpError } from '../lib/index.js';
+import { SEGMENT_HEADER_SIZE, SEGMENT_HEAD_BYTES, decodeMark, decodeSegmentHeader } from '../lib/format.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Compiled to dist/test: the fixtures stay in the source tree.
@@ -26,7 +27,7 @@ describe('format versions: stores written by every released version open with th
   const sb = new Sandbox();
   afterEach(() => sb.cleanup());
 
-  const versions = ['v1', 'v2', 'v3', 'v4'];
+  const versions = ['v1', 'v2', 'v3', 'v4', 'v5'];
   for (const v of versions) {
     for (const state of ['clean', 'crashed'] as const) {
       it(`${v} ${state}: epoch ${state === 'clean' ? 4 : 3}, every file as committed${state === 'crashed' ? ', the uncommitted tail gone, the open entry resumed' : ''}`, async function () {
@@ -61,24 +62,49 @@ describe('format versions: stores written by every released version open with th
     }
   }
 
-  it('v4 prepared: an epoch prepared and committed, the next one in doubt (EINDOUBT, then each decision)', async () => {
-    const src = path.join(fixtures, 'v4-prepared');
-    for (const decision of [null, 'abort', 'commit'] as const) {
-      const dir = await sb.dir();
-      await cp(src, dir, { recursive: true });
-      if (decision === null) {
-        const err = await openStore(dir, { segmentSize: 65536 }).then(() => null, (e: unknown) => e as CpError);
-        expect(err?.code).to.equal('EINDOUBT');
-        expect(err?.details).to.deep.include({ id: 'fixture-epoch-5', epoch: 5 });
-        continue;
+  for (const v of ['v4', 'v5']) {
+    it(`${v} prepared: an epoch prepared and committed, the next one in doubt (EINDOUBT, then each decision)`, async () => {
+      const src = path.join(fixtures, `${v}-prepared`);
+      for (const decision of [null, 'abort', 'commit'] as const) {
+        const dir = await sb.dir();
+        await cp(src, dir, { recursive: true });
+        if (decision === null) {
+          const err = await openStore(dir, { segmentSize: 65536 }).then(() => null, (e: unknown) => e as CpError);
+          expect(err?.code).to.equal('EINDOUBT');
+          expect(err?.details).to.deep.include({ id: 'fixture-epoch-5', epoch: 5 });
+          continue;
+        }
+        const store = await sb.open(dir, { segmentSize: 65536, resolveInDoubt: ({ id }) => (id === 'fixture-epoch-5' ? decision : 'abort') });
+        expect(store.epoch).to.equal(decision === 'commit' ? 5 : 4);
+        // Epoch 3 left a.txt's handle at 3: epoch 4 writes over 'ha-1\nalp', epoch 5 goes on after it.
+        const a = decision === 'commit' ? 'alpalpha-4\nalpha-5\n' : 'alpalpha-4\nha-2\n';
+        expect((await store.readFile('docs/a.txt')).toString()).to.equal(a);
+        expect(await userFiles(dir)).to.deep.equal(['b.bin', 'dir/c-renamed.txt', 'docs/a.txt', ...(decision === 'commit' ? ['five.txt'] : [])]);
+        await store.close();
       }
-      const store = await sb.open(dir, { segmentSize: 65536, resolveInDoubt: ({ id }) => (id === 'fixture-epoch-5' ? decision : 'abort') });
-      expect(store.epoch).to.equal(decision === 'commit' ? 5 : 4);
-      // Epoch 3 left a.txt's handle at 3: epoch 4 writes over 'ha-1\nalp', epoch 5 goes on after it.
-      const a = decision === 'commit' ? 'alpalpha-4\nalpha-5\n' : 'alpalpha-4\nha-2\n';
-      expect((await store.readFile('docs/a.txt')).toString()).to.equal(a);
-      expect(await userFiles(dir)).to.deep.equal(['b.bin', 'dir/c-renamed.txt', 'docs/a.txt', ...(decision === 'commit' ? ['five.txt'] : [])]);
-      await store.close();
+    });
+  }
+
+  it('v5: every segment of the fixtures has a high-water mark at or past its last record (R19); before version 5 none has one', async () => {
+    for (const v of versions) {
+      for (const state of ['clean', 'crashed']) {
+        const jdir = path.join(fixtures, `${v}-${state}`, '.cpfile', 'journal');
+        for (const name of await readdir(jdir)) {
+          const b = await readFile(path.join(jdir, name));
+          const h = decodeSegmentHeader(b.subarray(0, SEGMENT_HEADER_SIZE));
+          if (!h.ok) continue;
+          const mark = decodeMark(b.subarray(0, SEGMENT_HEAD_BYTES), h.header);
+          if (v !== 'v5') {
+            expect(mark, `${v}-${state} ${name}`).to.equal(null);
+            continue;
+          }
+          expect(mark, `${v}-${state} ${name}`).to.be.a('number');
+          // nothing but zeros, or records of an earlier life, past it: no byte of this salt's records
+          const salt = Buffer.alloc(4);
+          salt.writeUInt32LE(h.header.salt >>> 0, 0);
+          expect(b.subarray(mark!).indexOf(salt), `${v}-${state} ${name}: the salt past the mark`).to.equal(-1);
+        }
+      }
     }
   });
 

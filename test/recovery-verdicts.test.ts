@@ -415,7 +415,7 @@ const corrupt: Row[] = [
       await twoEpochs(f);
       f.rewriteSegmentHeader(0, { version: 9 });
     },
-    want: { code: 'EFORMAT', message: [/seg-000000\.cpj: journal segment of another format version; this cpfile reads format versions 1 to 4$/], details: { seq: 1 } },
+    want: { code: 'EFORMAT', message: [/seg-000000\.cpj: journal segment of another format version; this cpfile reads format versions 1 to 5$/], details: { seq: 1 } },
   },
   {
     name: 'the control file is missing while the journal has segments',

@@ -307,7 +307,7 @@ export async function printInspectSummary(r: InspectResult): Promise<void> {
   } else {
     await L('control', `UNUSABLE: ${r.controlProblem}`);
   }
-  await L('segments', r.segments.length ? r.segments.map((x) => `${path.basename(x.file)} (seq ${x.seq}, ${fmtBytes(x.size)})`).join(', ') : 'none');
+  await L('segments', r.segments.length ? r.segments.map((x) => `${path.basename(x.file)} (seq ${x.seq}, ${fmtBytes(x.size)}${x.mark !== null ? `, written below ${fmtBytes(x.mark)}` : ''})`).join(', ') : 'none');
   for (const x of r.invalidSegments) await L('bad segment', `${path.basename(x.file)}: ${x.reason}`);
   if (r.start) await L('walked', `from segment ${r.start.seq} offset ${r.start.offset}${s.segmentsWalked.length ? ` through segment${s.segmentsWalked.length > 1 ? 's' : ''} ${s.segmentsWalked.join(', ')}` : ''}`);
   const types = Object.entries(s.byType).map(([k, v]) => `${k} ${v}`).join(', ');

@@ -18,6 +18,7 @@
  *     here is what the 'segment' actions (and the init) described, for writing and applying.
  */
 import { type IO, writeFully } from '../io.js';
+import { MARK_OFFSET, encodeMark, markStep, nextMark } from '../format.js';
 import { ControlWriter } from '../journal/control.js';
 import { SegmentFiles, type SegmentFile } from '../journal/segment-files.js';
 import { initSegment, type SegmentInfo } from '../journal/segments.js';
@@ -73,12 +74,22 @@ export class FlusherCore {
   private fences = new Map<string, number>();
   /** Write fds on those files. */
   private dataFds = new Map<string, number>();
+  /**
+   * The high-water marks of the version 5 segments written here (FORMAT.md R19), by index: the
+   * durable mark (no record is written past it) and the end of the journal bytes written into the
+   * segment, with the header fields the mark repeats.
+   */
+  private marks = new Map<number, MarkState>();
 
   private constructor(private io: IO, private init: FlusherInit, private control: ControlWriter) {
     this.writes = new SegmentFiles(io, 'readwrite');
     this.files = new SegmentFiles(io);
     this.journalDir = metaPaths(init.dir).journal;
-    for (const s of init.segments) this.remember(s);
+    for (const s of init.segments) {
+      this.remember(s);
+      // Recovery wrote and synced this mark with the segment's header (initSegment).
+      if (s.mark) this.trackMark(s, s.mark);
+    }
     if (init.sparseFrom !== undefined && init.sparseFrom !== null && init.segments.length) this.sparse.set(init.segments[0].index, init.sparseFrom);
   }
 
@@ -127,12 +138,22 @@ export class FlusherCore {
             const file = segmentPath(this.journalDir, a.seg.index);
             const r = await initSegment(this.io, { ...a.seg, file }, false, null, 0, this.journalDir, this.writes);
             this.started(a.seg, r.created, r.sparseFrom);
+            // Durable with the header, by the sync below (or the next barrier, and no record of
+            // this life is durable before the header is, since none validates without its salt).
+            if (r.mark !== null) this.trackMark(a.seg, r.mark);
             if (a.durable) res.fsyncs += await this.syncSegment(a.seg.index);
             break;
           }
           case 'write': {
             const fd = await this.fd(a.index);
-            await this.prefill(fd, a.index, a.offset, a.offset + a.bytes.length, small);
+            const end = a.offset + a.bytes.length;
+            const m = this.marks.get(a.index);
+            if (m) {
+              // No record goes past the durable mark (R19): raise it first, with a barrier of its own.
+              if (end > m.durable) res.fsyncs += await this.raiseMark(a.index, fd, m, end);
+              if (end > m.end) m.end = end;
+            }
+            await this.prefill(fd, a.index, a.offset, end, small);
             await writeFully(this.io, fd, a.bytes, 0, a.bytes.length, a.offset);
             this.sinceSync += a.bytes.length;
             this.dirty.add(a.index);
@@ -269,11 +290,48 @@ export class FlusherCore {
     return 2;
   }
 
+  /**
+   * Raise segment `index`'s mark past `end` before a write reaches beyond it (R19): write the new
+   * mark and make it durable before anything is written past the old one (torn, the mark reads as
+   * none, and a scan reads the whole segment). Rare: syncAll raises a mark on its way (at no extra sync) once the journal is
+   * within half a step of it, so only a run of unsynced writes longer than that gets here.
+   */
+  private async raiseMark(index: number, fd: number, m: MarkState, end: number): Promise<number> {
+    const next = nextMark(Math.max(end, m.end), m.size);
+    await this.writeMark(fd, m, next);
+    let n = 0;
+    if (this.init.sync) {
+      await this.io.fdatasync(fd);
+      n = 1;
+    }
+    m.durable = next;
+    this.dirty.add(index);
+    return n;
+  }
+
+  private async writeMark(fd: number, m: MarkState, mark: number): Promise<void> {
+    const b = encodeMark(m.salt, m.seq, mark);
+    await writeFully(this.io, fd, b, 0, b.length, MARK_OFFSET);
+  }
+
+  private trackMark(seg: PlainSegment, mark: number): void {
+    this.marks.set(seg.index, { durable: mark, end: 0, size: seg.size, salt: seg.salt, seq: seg.seq });
+  }
+
   private async syncAll(): Promise<number> {
     let n = 0;
     if (this.init.sync) {
       for (const index of this.dirty) {
-        await this.io.fdatasync(this.writes.cachedFd(index) ?? await this.fd(index));
+        const fd = this.writes.cachedFd(index) ?? await this.fd(index);
+        // Nearing the durable mark: raise it with this sync, before a write would need a sync of its own (R19).
+        const m = this.marks.get(index);
+        let raised = 0;
+        if (m && m.durable < m.size && m.end + markStep(m.size) / 2 > m.durable) {
+          raised = nextMark(m.end, m.size);
+          await this.writeMark(fd, m, raised);
+        }
+        await this.io.fdatasync(fd);
+        if (m && raised > m.durable) m.durable = raised;
         n++;
       }
       if (this.dirtyDir) {
@@ -295,6 +353,8 @@ export class FlusherCore {
     await this.control.close();
   }
 }
+
+type MarkState = { durable: number; end: number; size: number; salt: number; seq: number };
 
 /** A task that ends a commit (it syncs) that wrote little since the last sync: its latency is what matters. */
 function isSmallCommit(actions: Action[], sinceSync: number): boolean {

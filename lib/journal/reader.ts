@@ -134,15 +134,18 @@ export async function findLaterEpoch(
   if (seg) {
     // Read the rest of the segment in large chunks (the next one read while this one is searched)
     // and only decode where the salt matches.
-    const chunks = await files.reader(seg, undefined, true);
-    const reader = await files.reader(seg, undefined, false);
+    // No record of this life of the file lies past its high-water mark (version 5, FORMAT.md R19):
+    // the never-written rest of the segment is not read.
+    const limit = seg.mark ?? seg.size;
+    const chunks = await files.reader(seg, pos(seg.seq, limit), true);
+    const reader = await files.reader(seg, pos(seg.seq, limit), false);
     const CHUNK = READ_WINDOW;
     const saltBytes = Buffer.alloc(4);
     saltBytes.writeUInt32LE(seg.salt >>> 0, 0);
     let off = failOffset + 8;
     try {
-      while (off + RECORD_HEADER_SIZE <= seg.size) {
-        const view = await chunks.get(off, Math.min(CHUNK, seg.size - off));
+      while (off + RECORD_HEADER_SIZE <= limit) {
+        const view = await chunks.get(off, Math.min(CHUNK, limit - off));
         const n = view.length;
         if (n < RECORD_HEADER_SIZE) break;
         let next = off + n - RECORD_HEADER_SIZE + 8; // where the next chunk resumes

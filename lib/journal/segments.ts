@@ -5,8 +5,8 @@
  */
 import * as crypto from 'node:crypto';
 import {
-  SEGMENT_FILE_RE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, decodeSegmentHeader, encodeCatalog, encodeSegmentHeader, segmentFileName,
-  type CatalogEntry, type SegmentHeader,
+  SEGMENT_FILE_RE, SEGMENT_HEADER_AREA, SEGMENT_HEAD_BYTES, MARK_OFFSET, decodeSegmentHeader, decodeMark, encodeCatalog, encodeMark,
+  encodeSegmentHeader, nextMark, segmentFileName, type CatalogEntry, type SegmentHeader,
 } from '../format.js';
 import { type IO, isENOENT, readFully, writeFully } from '../io.js';
 import { journalFilePath } from './paths.js';
@@ -15,6 +15,12 @@ import { type SegmentFiles } from './segment-files.js';
 export interface SegmentInfo extends SegmentHeader {
   index: number;
   file: string;
+  /**
+   * Version 5: the segment's high-water mark (FORMAT.md R19): no record of this life of the file
+   * lies past it. As listed from the disk (the scan for later epochs stops there), or as the flusher
+   * was told it at its start. Absent or null: unknown, the whole segment.
+   */
+  mark?: number | null;
 }
 
 /** A fresh salt for a segment's (re)initialisation (docs/FORMAT.md, "Segment header"). */
@@ -48,7 +54,8 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
     const file = journalFilePath(journalDir, name);
     out.indexes.push(index);
     const fd = await io.open(file, 'read');
-    const b = Buffer.alloc(SEGMENT_HEADER_SIZE);
+    // The header and, from version 5 on, the mark after it (R19).
+    const b = Buffer.alloc(SEGMENT_HEAD_BYTES);
     try {
       await readFully(io, fd, b, 0, b.length, 0);
     } finally {
@@ -71,7 +78,7 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
       out.invalid.push({ index, file, reason: `duplicate seq ${h.header.seq}` });
       continue;
     }
-    out.bySeq.set(h.header.seq, { ...h.header, index, file });
+    out.bySeq.set(h.header.seq, { ...h.header, index, file, mark: decodeMark(b, h.header) });
     if (h.header.seq > out.maxSeq) out.maxSeq = h.header.seq;
   }
   out.indexes.sort((a, b) => a - b);
@@ -81,8 +88,9 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
 /**
  * (Re)initialise a segment file: size it to the header's size, write its header area and, when
  * `entries` is given, the CATALOG of `entries` as of `epoch` that opens it (the first record of every
- * segment, FORMAT.md R3). Returns the offset after what it wrote, and where the file has no blocks
- * yet (it was created or grown), or null.
+ * segment, FORMAT.md R3), and, for a version 5 segment, its first high-water mark (R19). Returns the offset after what it wrote, where the file has no
+ * blocks yet (it was created or grown) or null, and the mark (null before version 5): durable with
+ * the header.
  *
  * With `sync`, the segment is made durable here (fsync when the file is new or changed size, else
  * fdatasync; and the journal directory when the file was created): recovery's fresh segment. The
@@ -92,7 +100,7 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
 export async function initSegment(
   io: IO, seg: SegmentInfo, sync: boolean, entries: CatalogEntry[] | null, epoch: number, journalDir: string,
   files?: SegmentFiles,
-): Promise<{ writeOffset: number; sparseFrom: number | null; created: boolean }> {
+): Promise<{ writeOffset: number; sparseFrom: number | null; created: boolean; mark: number | null }> {
   let created = false;
   let fd = files?.cachedFd(seg.index);
   if (fd === undefined) {
@@ -115,13 +123,15 @@ export async function initSegment(
       const rec = encodeCatalog(entries, seg.salt, epoch, SEGMENT_HEADER_AREA, seg.size);
       bytes = Buffer.concat([area, rec]);
     }
+    const mark = seg.version >= 5 ? nextMark(bytes.length, seg.size) : null;
+    if (mark !== null) encodeMark(seg.salt, seg.seq, mark).copy(bytes, MARK_OFFSET);
     await writeFully(io, fd, bytes, 0, bytes.length, 0);
     if (sync) {
       if (created || st.size !== seg.size) await io.fsync(fd);
       else await io.fdatasync(fd);
     }
     if (sync && created) await io.fsyncDir(journalDir);
-    return { writeOffset: bytes.length, sparseFrom: st.size < seg.size ? Math.max(st.size, bytes.length) : null, created };
+    return { writeOffset: bytes.length, sparseFrom: st.size < seg.size ? Math.max(st.size, bytes.length) : null, created, mark };
   } finally {
     if (!files) await io.close(fd);
   }

@@ -138,7 +138,7 @@ async function startFreshSegment(a: FreshSegmentInput): Promise<Omit<RecoveredSt
     size: segmentSizeFor(entryListBytes(entryListOps(RecordType.CATALOG, entries, MAX_PAYLOAD)), a.size),
     index, file: segmentPath(a.p.journal, index),
   };
-  const { writeOffset, sparseFrom } = await initSegment(io, segment, a.sync, entries, epoch, a.p.journal).catch(async (err) => {
+  const { writeOffset, sparseFrom, mark } = await initSegment(io, segment, a.sync, entries, epoch, a.p.journal).catch(async (err) => {
     const code = (err as NodeJS.ErrnoException).code;
     const isNew = segment.index === nextIndex;
     // A new segment file that could not be written: remove it, so that it does not hold the
@@ -150,6 +150,8 @@ async function startFreshSegment(a: FreshSegmentInput): Promise<Omit<RecoveredSt
       `the journal has only the segment holding epoch ${epoch}, and a fresh one must be started before the uncommitted tail can be dropped. Epoch ${epoch} is applied and kept.`,
       { cause: err, details: { need, file: segment.file } });
   });
+  // The flusher raises the mark from the one initSegment wrote and synced (R19).
+  segment.mark = mark;
   await writer.write({ cursorSeq: seq, cursorOffset: SEGMENT_HEADER_AREA, appliedEpoch: epoch });
   // Every other segment is free now, including the one that held the cursor.
   const freeAfter = listing.indexes.filter((i) => i !== index);

@@ -180,7 +180,7 @@ export interface InspectResult {
   control: (ControlState & { slot: 0 | 1 }) | null;
   /** Why the control file could not be used (then the walk starts at the lowest valid segment). */
   controlProblem: string | null;
-  segments: { index: number; file: string; seq: number; size: number; salt: number; storeId: string }[];
+  segments: { index: number; file: string; seq: number; size: number; salt: number; storeId: string; version: number; mark: number | null }[];
   invalidSegments: { index: number; file: string; reason: string }[];
   start: { seq: number; offset: number } | null;
   summary: InspectSummary;
@@ -379,7 +379,7 @@ export async function inspectJournal(opts: InspectOptions): Promise<InspectResul
   }
   const segs = listing.bySeq;
   const segments = [...segs.values()].sort((a, b) => a.seq - b.seq)
-    .map((s) => ({ index: s.index, file: s.file, seq: s.seq, size: s.size, salt: s.salt, storeId: s.storeId }));
+    .map((s) => ({ index: s.index, file: s.file, seq: s.seq, size: s.size, salt: s.salt, storeId: s.storeId, version: s.version, mark: s.mark ?? null }));
 
   const startSeq: number | null = control ? control.cursorSeq : (segments.length ? segments[0].seq : null);
   const summary: InspectSummary = {

@@ -21,7 +21,7 @@ import { walkLog } from '../../lib/journal/reader.js';
 import { listSegments } from '../../lib/journal/segments.js';
 import { SegmentFiles } from '../../lib/journal/segment-files.js';
 import { readControl } from '../../lib/journal/control.js';
-import { RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, segmentFileName } from '../../lib/format.js';
+import { MARK_OFFSET, MARK_SIZE, RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, segmentFileName } from '../../lib/format.js';
 import { Rng, mixSeed } from '../helpers/model.js';
 import { SimFS, cloneImage, type Image } from './simfs.js';
 import { drive, errText, type Snapshot } from './driver.js';
@@ -139,8 +139,10 @@ function damageArb(b: Base): fc.Arbitrary<Damage[]> {
     .map(([i, x]) => ({ file: live[i].file, off: live[i].off + (x % live[i].size) }));
   const anywhere: fc.Arbitrary<Target> = fc.tuple(fc.nat({ max: b.files.length - 1 }), fc.nat({ max: 1 << 30 }))
     .map(([f, x]) => ({ file: f, off: x % b.files[f].size }));
-  const header: fc.Arbitrary<Target> = fc.tuple(fc.nat({ max: b.files.length - 1 }), fc.nat({ max: SEGMENT_HEADER_SIZE - 1 }))
-    .map(([f, x]) => ({ file: f, off: x }));
+  // The header, or (version 5) the segment's high-water mark after it (R19): a damaged mark must
+  // never change a verdict, since it reads as no mark and the scan for later epochs reads the whole segment.
+  const header: fc.Arbitrary<Target> = fc.tuple(fc.nat({ max: b.files.length - 1 }), fc.nat({ max: SEGMENT_HEADER_SIZE + MARK_SIZE - 1 }))
+    .map(([f, x]) => ({ file: f, off: x < SEGMENT_HEADER_SIZE ? x : MARK_OFFSET + x - SEGMENT_HEADER_SIZE }));
   const control: fc.Arbitrary<Target> = fc.nat({ max: 1023 }).map((x) => ({ file: -1, off: x }));
   const target = live.length
     ? fc.oneof({ weight: 4, arbitrary: recordPoint }, { weight: 4, arbitrary: liveUniform }, { weight: 2, arbitrary: anywhere }, { weight: 1, arbitrary: header })

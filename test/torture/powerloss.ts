@@ -15,6 +15,7 @@ import { withSeededRandom } from './determinism.js';
 import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, unitSeed, sig, report, countDims, addCounts, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
 import { edgeUnit, isEdgeUnit, DIMS, type Dim } from './edges.js';
 import { twoPhaseUnit, twoPhaseReplay } from './twophase.js';
+import { markBreach } from './marks.js';
 
 export interface PowerlossUnitOptions {
   /** crash states to aim for in this unit (the unit's own plan; independent of the run's total) */
@@ -118,10 +119,13 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
         const stop = pending + pick.int(done - pending + 1);
         while (m.pos < stop) m.step();
         const c = m.randomChoice(pick, (['durable', 'random', 'ordered'] as ChoiceMode[])[pick.int(3)]);
-        const r = await recoverImage(m.materialize(c));
+        const img2 = m.materialize(c);
+        const breach2 = markBreach(img2, STORE);
+        const r = await recoverImage(img2);
         res.states++;
         const where2 = `${where}; its recovery reached epoch ${first}; then the power failed at its trace point ${stop - pending}/${done - pending}` +
           `${stop === done ? ' (after it finished)' : ''}; ${m.explain(c)}`;
+        if (breach2) fail(res.states, `a record past its segment's high-water mark (R19): ${breach2}`, where2);
         // once that recovery finished, the store was open at its epoch: nothing below may come back
         const x2 = { ...x, lo: stop === done ? first : x.lo };
         if (r.epoch === null) fail(res.states, `recovery after a process crash, recovery and a power loss rejected: ${errText(r.error)}`, where2);
@@ -141,6 +145,8 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
         res.states++;
         const where = `crash at trace point ${model.pos}/${sim.trace.length} (acked ${model.acked}, issued ${model.issued}, mode ${mode}); ${model.explain(choice)}`;
         const x = { snaps: run.snaps, lo: model.acked, hi: model.issued };
+        const breach = markBreach(img, STORE);
+        if (breach) fail(res.states, `a record past its segment's high-water mark (R19): ${breach}`, where);
         const r = await recoverImage(img, true, { keepOpen: false });
         if (r.epoch === null) {
           fail(res.states, `recovery rejected: ${errText(r.error)}`, where);
@@ -164,10 +170,13 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
           const stop = pick.int(rec.length + 1);
           while (m3.pos < stop) m3.step();
           const c2 = m3.randomChoice(pick, (['durable', 'random', 'ordered'] as ChoiceMode[])[pick.int(3)]);
-          const r2 = await recoverImage(m3.materialize(c2), true);
+          const img3 = m3.materialize(c2);
+          const breach3 = markBreach(img3, STORE);
+          const r2 = await recoverImage(img3, true);
           res.states++;
           res.doubles++;
           const where2 = `${where}\nthen recovery crashed at its trace point ${stop}/${rec.length}; ${m3.explain(c2)}`;
+          if (breach3) fail(res.states, `a record past its segment's high-water mark (R19): ${breach3}`, where2);
           if (r2.epoch === null) {
             fail(res.states, `after a crash during recovery, recovery rejected: ${errText(r2.error)}`, where2);
             continue;
