@@ -12,6 +12,8 @@ import {
 } from '../lib/format.js';
 import { openStore, type CpError, type IO } from '../lib/index.js';
 import { interceptIO } from './helpers/intercept-io.js';
+import { inspectJournal } from '../lib/recovery/inspect.js';
+import { nodeIO } from '../lib/io.js';
 import { Sandbox } from './helpers/sandbox.js';
 import { crash, openHeld, records, segmentPath, flipByte } from './helpers/journal.js';
 
@@ -255,6 +257,16 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
       expect(s.epoch).to.equal(3);
       expect((await s.readFile('a.txt')).toString()).to.equal('epoch 1\nepoch 2\nepoch 3\n');
       await s.close();
+    });
+
+    it('cp-recover --inspect lists each segment\'s version and mark (null for no mark)', async () => {
+      const c = await crashed();
+      const r = await inspectJournal({ io: nodeIO, dir: c.dir });
+      const seg = r.segments.find((x) => x.mark !== null)!;
+      expect(seg).to.deep.include({ version: FORMAT_VERSION, mark: c.mark });
+      flipByte(c.file, MARK_OFFSET + 3);
+      const r2 = await inspectJournal({ io: nodeIO, dir: c.dir });
+      expect(r2.segments.find((x) => x.index === seg.index)!.mark).to.equal(null);
     });
 
     it('a damaged mark is no mark: the whole segment is scanned, and the same record is found', async () => {
