@@ -157,16 +157,21 @@ export const MARK_SIZE = 32;
 /** The bytes at a segment file's start that hold its header and its mark. */
 export const SEGMENT_HEAD_BYTES = MARK_OFFSET + MARK_SIZE;
 const MARK_BLOCK = 4096;
+const MARK_STEP_MIN = 2 * 1024 * 1024;
 const MARK_STEP_MAX = 8 * 1024 * 1024;
+/** The smallest step StoreOptions.markStep takes. */
+export const MARK_STEP_OPTION_MIN = MARK_BLOCK;
 
 /**
- * How far a raised mark reaches past the journal's end: an eighth of the segment, from 4 KiB to
- * 8 MiB (the default 64 MiB segment: 8 MiB). Small test segments raise theirs every few records.
+ * How far a raised mark reaches past the journal's end (the writer's choice; readers only read the
+ * mark): an eighth of the segment, from 2 MiB to 8 MiB (the default 64 MiB segment: 8 MiB). A
+ * segment of at most 2 MiB gets a mark at its end at once and never raises it: scanning it whole
+ * costs less than the syncs. StoreOptions.markStep sets it (the torture suite raises small steps).
  */
-export const markStep = (size: number): number => Math.max(MARK_BLOCK, Math.min(MARK_STEP_MAX, Math.floor(size / 8 / MARK_BLOCK) * MARK_BLOCK));
+export const markStep = (size: number): number => Math.max(MARK_STEP_MIN, Math.min(MARK_STEP_MAX, Math.floor(size / 8 / MARK_BLOCK) * MARK_BLOCK));
 
 /** The mark to raise to when the journal reaches `end` of a segment of `size` bytes: a step past it, at most the segment's end. */
-export const nextMark = (end: number, size: number): number => Math.min(size, Math.ceil(end / MARK_BLOCK) * MARK_BLOCK + markStep(size));
+export const nextMark = (end: number, size: number, step = markStep(size)): number => Math.min(size, Math.ceil(end / MARK_BLOCK) * MARK_BLOCK + step);
 
 /** The mark: magic, salt, mark (u32), seq (u64), reserved, crc32 of bytes 0..27. */
 export function encodeMark(salt: number, seq: number, mark: number): Buffer {

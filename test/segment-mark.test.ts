@@ -14,8 +14,9 @@ import { openStore, type CpError, type IO } from '../lib/index.js';
 import { interceptIO } from './helpers/intercept-io.js';
 import { inspectJournal } from '../lib/recovery/inspect.js';
 import { nodeIO } from '../lib/io.js';
-import { Sandbox } from './helpers/sandbox.js';
+import { Sandbox, expectCpError } from './helpers/sandbox.js';
 import { crash, openHeld, records, segmentPath, flipByte } from './helpers/journal.js';
+import { MAX_RECORD_SIZE } from '../lib/journal/reader.js';
 
 const MiB = 1024 * 1024;
 
@@ -105,15 +106,17 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
   describe('the codec', () => {
     const h: SegmentHeader = { version: FORMAT_VERSION, salt: 0xdeadbeef, seq: 2 ** 33 + 7, storeId: '0123456789abcdef', size: 64 * MiB };
 
-    it('reads back the mark it wrote; the step is an eighth of the segment, from 4 KiB to 8 MiB, and a mark never passes the segment', () => {
+    it('reads back the mark it wrote; the step is an eighth of the segment, from 2 MiB to 8 MiB, and a mark never passes the segment', () => {
       expect(decodeMark(head(h, encodeMark(h.salt, h.seq, 12 * MiB)), h)).to.equal(12 * MiB);
-      expect(markStep(64 * 1024)).to.equal(8192);
-      expect(markStep(16 * 1024)).to.equal(4096);
+      expect(markStep(64 * 1024)).to.equal(2 * MiB);
+      expect(markStep(16 * MiB)).to.equal(2 * MiB);
+      expect(markStep(32 * MiB)).to.equal(4 * MiB);
       expect(markStep(64 * MiB)).to.equal(8 * MiB);
       expect(markStep(2 ** 31)).to.equal(8 * MiB);
       expect(nextMark(4096 + 100, 64 * MiB)).to.equal(8192 + 8 * MiB);
       expect(nextMark(60 * MiB, 64 * MiB)).to.equal(64 * MiB);
-      expect(nextMark(65536, 65536)).to.equal(65536);
+      expect(nextMark(4096, 2 * MiB), 'a small segment: its end at once').to.equal(2 * MiB);
+      expect(nextMark(4096 + 100, 64 * MiB, 8192), 'StoreOptions.markStep').to.equal(16384);
     });
 
     it('is no mark (the whole segment) before version 5, when zero, damaged anywhere, of another life (salt or seq), or out of the segment', () => {
@@ -135,12 +138,20 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
     });
   });
 
+  it('markStep: bad values are EINVAL at openStore, one line naming the option', async () => {
+    const dir = await sb.dir();
+    for (const bad of [0, 4095, -1, 1.5, 2 ** 32, '1m', null]) {
+      const e = await expectCpError(() => openStore(dir, { noLock: true, markStep: bad as never }), 'EINVAL');
+      expect(e.message).to.match(/^option markStep must be an integer from 4096 to \d+, got /);
+    }
+  });
+
   describe('the flusher', () => {
     it('small commits raise the mark with their own syncs (no extra sync), it stays ahead of every record, and by at most a step', async () => {
       const dir = await sb.dir();
       const log: Ev[] = [];
-      // 1 MiB segments: a 128 KiB step; 400 commits of 4 KiB span two segments.
-      const s = await openStore(dir, { noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, segmentSize: MiB, io: recorder(log) });
+      // 1 MiB segments, a 128 KiB step; 400 commits of 4 KiB span two segments.
+      const s = await openStore(dir, { noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, segmentSize: MiB, markStep: 128 * 1024, io: recorder(log) });
       const f = await s.open('a.log', 'a');
       const n = 400;
       for (let i = 0; i < n; i++) {
@@ -153,7 +164,7 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
           const m = marks(dir).get(last.index)!;
           expect(m.mark, `after commit ${i}`).to.be.a('number');
           expect(m.mark!, `after commit ${i}: at or past the end of the log`).to.be.at.least(last.offset + last.size);
-          expect(m.mark! - (last.offset + last.size), `after commit ${i}: at most a step and a block ahead`).to.be.at.most(markStep(MiB) + 4096);
+          expect(m.mark! - (last.offset + last.size), `after commit ${i}: at most a step and a block ahead`).to.be.at.most(128 * 1024 + 4096);
         }
       }
       const t = checkTrace(log);
@@ -172,7 +183,7 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
       const dir = await sb.dir();
       const log: Ev[] = [];
       // 64 KiB batches: the run reaches the flusher as eleven writes, none of them synced before the check.
-      const s = await openStore(dir, { noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, segmentSize: MiB, batchBytes: 65536, directAppendMin: false, io: recorder(log) });
+      const s = await openStore(dir, { noLock: true, applyDelay: 3600_000, applyThreshold: 2 ** 40, segmentSize: MiB, markStep: 128 * 1024, batchBytes: 65536, directAppendMin: false, io: recorder(log) });
       const f = await s.open('big.bin', 'w');
       for (let i = 0; i < 700; i++) await f.write(Buffer.alloc(1024, 1 + (i % 200)));
       await s.check();
@@ -193,7 +204,7 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
       const dir = await sb.dir();
       const log: Ev[] = [];
       // 64 KiB segments applied at once: the files are recycled many times.
-      const s = await openStore(dir, { noLock: true, segmentSize: 65536, applyThreshold: 0, directAppendMin: false, io: recorder(log) });
+      const s = await openStore(dir, { noLock: true, segmentSize: 65536, markStep: 8192, applyThreshold: 0, directAppendMin: false, io: recorder(log) });
       const f = await s.open('r.bin', 'w');
       for (let i = 0; i < 60; i++) {
         await f.write(Buffer.alloc(6000, i));
@@ -211,7 +222,7 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
     /** A held store with three committed epochs and an uncommitted write, stopped as a crash would. */
     async function crashed(): Promise<{ dir: string; file: string; mark: number; commit: Buffer; size: number }> {
       const dir = await sb.dir();
-      const s = await openHeld(dir, { segmentSize: 4 * MiB, directAppendMin: false });
+      const s = await openHeld(dir, { segmentSize: 4 * MiB, markStep: 512 * 1024, directAppendMin: false });
       const f = await s.open('a.txt', 'w');
       for (let e = 1; e <= 3; e++) {
         await f.write(`epoch ${e}\n`);
@@ -250,9 +261,16 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
       expect(err?.message).to.match(/a valid record of epoch 9 follows/);
     });
 
-    it('and not past it: the never-written rest of the segment is not read, so a record there is not seen', async () => {
+    it('and one record\'s length past it (a valid record there proves the mark stale, and the whole segment is read)', async () => {
       const c = await crashed();
       plant(c.file, c.commit, c.mark + 8192);
+      const err = await openStore(c.dir, { noLock: true, segmentSize: 4 * MiB }).then(() => null, (e: unknown) => e as CpError);
+      expect(err?.code).to.equal('ECORRUPT');
+    });
+
+    it('and not past that: the never-written rest of the segment is not read, so a record there is not seen', async () => {
+      const c = await crashed();
+      plant(c.file, c.commit, c.mark + MAX_RECORD_SIZE + 8192);
       const s = await openStore(c.dir, { noLock: true, segmentSize: 4 * MiB });
       expect(s.epoch).to.equal(3);
       expect((await s.readFile('a.txt')).toString()).to.equal('epoch 1\nepoch 2\nepoch 3\n');
@@ -272,7 +290,7 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
     it('a damaged mark is no mark: the whole segment is scanned, and the same record is found', async () => {
       for (const at of [MARK_OFFSET, MARK_OFFSET + 12, MARK_OFFSET + 31]) {
         const c = await crashed();
-        plant(c.file, c.commit, c.mark + 8192);
+        plant(c.file, c.commit, c.mark + MAX_RECORD_SIZE + 8192);
         flipByte(c.file, at);
         const err = await openStore(c.dir, { noLock: true, segmentSize: 4 * MiB }).then(() => null, (e: unknown) => e as CpError);
         expect(err?.code, `mark byte ${at - MARK_OFFSET} damaged`).to.equal('ECORRUPT');

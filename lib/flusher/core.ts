@@ -136,7 +136,7 @@ export class FlusherCore {
         switch (a.op) {
           case 'segment': {
             const file = segmentPath(this.journalDir, a.seg.index);
-            const r = await initSegment(this.io, { ...a.seg, file }, false, null, 0, this.journalDir, this.writes);
+            const r = await initSegment(this.io, { ...a.seg, file }, false, null, 0, this.journalDir, this.writes, this.init.markStep);
             this.started(a.seg, r.created, r.sparseFrom);
             // Durable with the header, by the sync below (or the next barrier, and no record of
             // this life is durable before the header is, since none validates without its salt).
@@ -297,7 +297,7 @@ export class FlusherCore {
    * within half a step of it, so only a run of unsynced writes longer than that gets here.
    */
   private async raiseMark(index: number, fd: number, m: MarkState, end: number): Promise<number> {
-    const next = nextMark(Math.max(end, m.end), m.size);
+    const next = nextMark(Math.max(end, m.end), m.size, m.step);
     await this.writeMark(fd, m, next);
     let n = 0;
     if (this.init.sync) {
@@ -315,7 +315,7 @@ export class FlusherCore {
   }
 
   private trackMark(seg: PlainSegment, mark: number): void {
-    this.marks.set(seg.index, { durable: mark, end: 0, size: seg.size, salt: seg.salt, seq: seg.seq });
+    this.marks.set(seg.index, { durable: mark, end: 0, size: seg.size, salt: seg.salt, seq: seg.seq, step: this.init.markStep ?? markStep(seg.size) });
   }
 
   private async syncAll(): Promise<number> {
@@ -326,8 +326,8 @@ export class FlusherCore {
         // Nearing the durable mark: raise it with this sync, before a write would need a sync of its own (R19).
         const m = this.marks.get(index);
         let raised = 0;
-        if (m && m.durable < m.size && m.end + markStep(m.size) / 2 > m.durable) {
-          raised = nextMark(m.end, m.size);
+        if (m && m.durable < m.size && m.end + m.step / 2 > m.durable) {
+          raised = nextMark(m.end, m.size, m.step);
           await this.writeMark(fd, m, raised);
         }
         await this.io.fdatasync(fd);
@@ -354,7 +354,7 @@ export class FlusherCore {
   }
 }
 
-type MarkState = { durable: number; end: number; size: number; salt: number; seq: number };
+type MarkState = { durable: number; end: number; size: number; salt: number; seq: number; step: number };
 
 /** A task that ends a commit (it syncs) that wrote little since the last sync: its latency is what matters. */
 function isSmallCommit(actions: Action[], sinceSync: number): boolean {

@@ -53,6 +53,8 @@ export interface FlusherInit {
   ioModule?: string;
   /** Where the first of `segments` has no blocks yet (recovery created or grew it), if anywhere. */
   sparseFrom?: number | null;
+  /** StoreOptions.markStep: the step of the segments' high-water marks (FORMAT.md R19); default by segment size. */
+  markStep?: number;
 }
 
 export interface Task {

@@ -6,7 +6,7 @@
  */
 import {
   RECORD_HEADER_SIZE, SEGMENT_HEADER_AREA, SEGEND_PAYLOAD_SIZE, MAX_PAYLOAD, RecordType,
-  checkRecordHeader, readRecordHeader, recordCrcOk, recordSize, readU64, pos,
+  checkRecordHeader, readRecordHeader, recordCap, recordCrcOk, recordSize, readU64, pos,
   type RecordHeader, type RecordCheck,
 } from '../format.js';
 import { type SegmentInfo } from './segments.js';
@@ -132,54 +132,74 @@ export async function findLaterEpoch(
   };
   const seg = segs.get(failSeq);
   if (seg) {
-    // Read the rest of the segment in large chunks (the next one read while this one is searched)
-    // and only decode where the salt matches.
     // No record of this life of the file lies past its high-water mark (version 5, FORMAT.md R19):
-    // the never-written rest of the segment is not read.
-    const limit = seg.mark ?? seg.size;
-    const chunks = await files.reader(seg, pos(seg.seq, limit), true);
-    const reader = await files.reader(seg, pos(seg.seq, limit), false);
-    const CHUNK = READ_WINDOW;
-    const saltBytes = Buffer.alloc(4);
-    saltBytes.writeUInt32LE(seg.salt >>> 0, 0);
-    let off = failOffset + 8;
-    try {
-      while (off + RECORD_HEADER_SIZE <= limit) {
-        const view = await chunks.get(off, Math.min(CHUNK, limit - off));
-        const n = view.length;
-        if (n < RECORD_HEADER_SIZE) break;
-        let next = off + n - RECORD_HEADER_SIZE + 8; // where the next chunk resumes
-        for (let i = 0; i + RECORD_HEADER_SIZE <= n; i += 8) {
-          // Jump to the next place the salt appears (native search), then to its record start.
-          const hit = view.indexOf(saltBytes, i + 8);
-          if (hit < 0) break;
-          if ((hit - 8) % 8 !== 0) {
-            i = hit - 8 - ((hit - 8) % 8);
-            continue;
-          }
-          i = hit - 8;
-          if (i + RECORD_HEADER_SIZE > n) break;
-          const r = await readRecordAt(reader, seg, off + i);
-          if (r.ok) {
-            consider(seg.seq, off + i, r.rec.header.epoch, r.rec);
-            if (i + r.rec.size > n) {
-              next = off + i + r.rec.size;
-              break;
-            }
-            i += r.rec.size - 8;
-          }
-        }
-        off = Math.max(next, off + 8);
-      }
-    } finally {
-      await chunks.release();
-    }
+    // the never-written rest of the segment is not read. A valid mark is stale only when a write of
+    // it that a sync had made durable was lost (a disk fault). The log is contiguous, so then the
+    // walk ended past the mark, or valid records lie across it or within one record's length after
+    // it (the first of them may be the damaged one; no record of a version 5 segment is longer than
+    // its cap, recordCap): the scan reads that far, and when it finds one ending past the mark it
+    // reads the whole segment instead.
+    const mark = seg.mark ?? null;
+    const stale = mark === null || failOffset > mark ||
+      await scanSegment(files, seg, failOffset, Math.min(seg.size, mark + recordSize(recordCap(seg.size))), consider, mark);
+    if (stale) await scanSegment(files, seg, failOffset, seg.size, consider, null);
   }
   const later = [...segs.values()].filter((s) => s.seq > failSeq).sort((a, b) => a.seq - b.seq);
   for (const s of later) {
     await walkSegmentOnly(files, s, (rec) => consider(s.seq, rec.offset, rec.header.epoch, rec));
   }
   return best;
+}
+
+/**
+ * The scan of findLaterEpoch in one segment: every 8-byte aligned offset from `failOffset + 8` up
+ * to `limit`, read in large chunks (the next one read while this one is searched) and decoded only
+ * where the salt matches. With the segment's `mark`, returns true as soon as a valid record ends
+ * past it (the mark is stale); the caller then scans the whole segment.
+ */
+async function scanSegment(
+  files: SegmentFiles, seg: SegmentInfo, failOffset: number, limit: number,
+  consider: (seq: number, offset: number, e: number, r: ScannedRecord) => void, mark: number | null,
+): Promise<boolean> {
+  const chunks = await files.reader(seg, pos(seg.seq, limit), true);
+  const reader = await files.reader(seg, pos(seg.seq, limit), false);
+  const saltBytes = Buffer.alloc(4);
+  saltBytes.writeUInt32LE(seg.salt >>> 0, 0);
+  let off = failOffset + 8;
+  try {
+    while (off + RECORD_HEADER_SIZE <= limit) {
+      const view = await chunks.get(off, Math.min(READ_WINDOW, limit - off));
+      const n = view.length;
+      if (n < RECORD_HEADER_SIZE) break;
+      let next = off + n - RECORD_HEADER_SIZE + 8; // where the next chunk resumes
+      for (let i = 0; i + RECORD_HEADER_SIZE <= n; i += 8) {
+        // Jump to the next place the salt appears (native search), then to its record start.
+        const hit = view.indexOf(saltBytes, i + 8);
+        if (hit < 0) break;
+        if ((hit - 8) % 8 !== 0) {
+          i = hit - 8 - ((hit - 8) % 8);
+          continue;
+        }
+        i = hit - 8;
+        if (i + RECORD_HEADER_SIZE > n) break;
+        const r = await readRecordAt(reader, seg, off + i);
+        if (r.ok) {
+          consider(seg.seq, off + i, r.rec.header.epoch, r.rec);
+          if (mark !== null && off + i + r.rec.size > mark) return true;
+          if (i + r.rec.size > n) {
+            next = off + i + r.rec.size;
+            break;
+          }
+          i += r.rec.size - 8;
+        }
+      }
+      off = Math.max(next, off + 8);
+    }
+    return false;
+  } finally {
+    await chunks.release();
+    await reader.release();
+  }
 }
 
 /** Valid records of one segment from its start, without following SEGEND. */

@@ -150,12 +150,12 @@ export class SegmentFiles {
   }
 
   /**
-   * A reader of `seg`; with `endPos`, reads stop where that position falls in this segment, and at
-   * the segment's high-water mark (R19) when it is known: no record lies past it.
+   * A reader of `seg`; with `endPos`, reads stop where that position falls in this segment; without,
+   * at the segment's high-water mark (R19) when it is known: no record lies past it.
    * `readAhead` (default: this cache's) reads the next window while the caller works on this one.
    */
   async reader(seg: SegmentFile & { size: number; seq: number }, endPos?: number, readAhead = this.readAhead): Promise<SegmentReader> {
-    const readEnd = Math.min(endPos !== undefined && posSeq(endPos) === seg.seq ? posOffset(endPos) : seg.size, seg.mark ?? seg.size);
+    const readEnd = endPos !== undefined && posSeq(endPos) === seg.seq ? posOffset(endPos) : Math.min(seg.size, seg.mark ?? seg.size);
     await this.fd(seg);
     return new SegmentReader((buf, off, len, at) => this.readAt(seg, buf, off, len, at), seg.size, READ_WINDOW, readEnd, readAhead);
   }

@@ -100,6 +100,8 @@ export async function listSegments(io: IO, journalDir: string, storeId: string |
 export async function initSegment(
   io: IO, seg: SegmentInfo, sync: boolean, entries: CatalogEntry[] | null, epoch: number, journalDir: string,
   files?: SegmentFiles,
+  /** The high-water mark's step (StoreOptions.markStep); default by the segment's size. */
+  markStep?: number,
 ): Promise<{ writeOffset: number; sparseFrom: number | null; created: boolean; mark: number | null }> {
   let created = false;
   let fd = files?.cachedFd(seg.index);
@@ -123,7 +125,7 @@ export async function initSegment(
       const rec = encodeCatalog(entries, seg.salt, epoch, SEGMENT_HEADER_AREA, seg.size);
       bytes = Buffer.concat([area, rec]);
     }
-    const mark = seg.version >= 5 ? nextMark(bytes.length, seg.size) : null;
+    const mark = seg.version >= 5 ? nextMark(bytes.length, seg.size, markStep) : null;
     if (mark !== null) encodeMark(seg.salt, seg.seq, mark).copy(bytes, MARK_OFFSET);
     await writeFully(io, fd, bytes, 0, bytes.length, 0);
     if (sync) {

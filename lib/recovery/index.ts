@@ -90,7 +90,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoveredState> {
       // them), because if the cursor move below is lost, the next recovery's walk ends where this
       // one kept, instead of at a SEGEND naming a segment that is no longer there.
       await endLogAt(io, segs, files, Math.max(log.lastCommitEnd, log.catalogEnd), sync);
-      const state = await startFreshSegment({ io, dir, p, sync, listing, writer, report, epoch, size: opts.segmentSize ?? scanned.cursorSeg?.size ?? DEFAULT_SEGMENT_SIZE });
+      const state = await startFreshSegment({ io, dir, p, sync, listing, writer, report, epoch, size: opts.segmentSize ?? scanned.cursorSeg?.size ?? DEFAULT_SEGMENT_SIZE, markStep: opts.markStep });
       report.durationMs = performance.now() - t0;
       return { report, ...state };
     } finally {
@@ -113,6 +113,7 @@ interface FreshSegmentInput {
   epoch: number;
   /** The store's segment size (the fresh segment is larger when its catalog needs it, R7). */
   size: number;
+  markStep?: number;
 }
 
 /**
@@ -138,7 +139,7 @@ async function startFreshSegment(a: FreshSegmentInput): Promise<Omit<RecoveredSt
     size: segmentSizeFor(entryListBytes(entryListOps(RecordType.CATALOG, entries, MAX_PAYLOAD)), a.size),
     index, file: segmentPath(a.p.journal, index),
   };
-  const { writeOffset, sparseFrom, mark } = await initSegment(io, segment, a.sync, entries, epoch, a.p.journal).catch(async (err) => {
+  const { writeOffset, sparseFrom, mark } = await initSegment(io, segment, a.sync, entries, epoch, a.p.journal, undefined, a.markStep).catch(async (err) => {
     const code = (err as NodeJS.ErrnoException).code;
     const isNew = segment.index === nextIndex;
     // A new segment file that could not be written: remove it, so that it does not hold the

@@ -10,7 +10,7 @@
  * before the epoch, V5, comes after the cut-back: were the abort not recorded first, a crash in
  * between would leave the epoch in doubt again with its appended bytes gone.)
  */
-import { RECORD_HEADER_SIZE, RecordType, commitPreparedSize, encodeRecord, posOffset } from '../format.js';
+import { MARK_OFFSET, MARK_SIZE, RECORD_HEADER_SIZE, RecordType, commitPreparedSize, encodeMark, encodeRecord, nextMark, posOffset } from '../format.js';
 import { type IO, writeFully } from '../io.js';
 import type { SegmentInfo } from '../journal/segments.js';
 import { CpError } from '../errors.js';
@@ -62,13 +62,18 @@ export async function writeDecision(io: IO, segs: Map<number, SegmentInfo>, p: P
   if (!seg) throw new CpError('EIO', `segment ${p.seq} of the prepared epoch ${p.epoch} disappeared during recovery`);
   const offset = posOffset(p.end);
   const rec = encodeRecord(decision === 'commit' ? { type: RecordType.COMMIT_PREPARED, id: p.id } : { type: RecordType.ABORT }, seg.salt, p.epoch, offset);
+  // The decision may not end past the segment's durable high-water mark (R19): a PREPARE may end
+  // right at it. The raised mark is made durable with the zeroed header below, before the decision.
+  const raise = seg.mark !== null && seg.mark !== undefined && offset + rec.length > seg.mark ? nextMark(offset + rec.length, seg.size) : null;
   const fd = await io.open(seg.file, 'readwrite');
   try {
+    if (raise !== null) await writeFully(io, fd, encodeMark(seg.salt, seg.seq, raise), 0, MARK_SIZE, MARK_OFFSET);
     // The PREPARE kept room for its decision and a segment end record (R18): both writes fit.
     if (offset + rec.length + RECORD_HEADER_SIZE <= seg.size) {
       await writeFully(io, fd, Buffer.alloc(RECORD_HEADER_SIZE), 0, RECORD_HEADER_SIZE, offset + rec.length);
       if (sync) await io.fdatasync(fd);
-    }
+    } else if (raise !== null && sync) await io.fdatasync(fd);
+    if (raise !== null) seg.mark = raise;
     await writeFully(io, fd, rec, 0, rec.length, offset);
     if (sync) await io.fdatasync(fd);
   } finally {

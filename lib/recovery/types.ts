@@ -20,6 +20,8 @@ export interface RecoverOptions {
   create?: boolean;
   /** Size of the fresh segment recovery starts (default: the size of the segment holding the cursor, else 64 MiB). */
   segmentSize?: number;
+  /** The step of the fresh segment's high-water mark (StoreOptions.markStep; FORMAT.md R19). */
+  markStep?: number;
   onProgress?: (done: number, total: number) => void;
   /**
    * The decision of an epoch left prepared and undecided (FORMAT.md R18): 'commit' or 'abort'.

@@ -44,14 +44,14 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
     const inWorker = port instanceof WorkerPort;
     // Nothing reaches the flusher once the lock is not ours any more (removed or replaced by hand).
     if (lock) port = fencePort(port, lock);
-    const rec = await recover({ io, dir: root, sync: settings.sync, create: true, force: options.force, segmentSize: settings.segmentSize, resolveInDoubt: options.resolveInDoubt });
+    const rec = await recover({ io, dir: root, sync: settings.sync, create: true, force: options.force, segmentSize: settings.segmentSize, markStep: settings.markStep, resolveInDoubt: options.resolveInDoubt });
     let storeRef: Store | null = null;
     const writer = new JournalWriter(port, io, {
       segmentSize: settings.segmentSize, storeId: rec.control.storeId, batchBytes: settings.batchBytes, maxInflight: settings.maxInflight, journalDir: p.journal,
     }, { segment: rec.segment, writeOffset: rec.writeOffset, free: rec.free, nextIndex: rec.nextIndex, maxSeq: rec.maxSeq },
     () => storeRef!.catalogSnapshot());
     const init = await writer.init({
-      dir: root, sync: settings.sync, control: rec.control, controlSlot: rec.controlSlot, sparseFrom: rec.sparseFrom,
+      dir: root, sync: settings.sync, control: rec.control, controlSlot: rec.controlSlot, sparseFrom: rec.sparseFrom, markStep: settings.markStep,
       ...(options.workerIO && inWorker ? { ioModule: options.workerIO } : {}),
     });
     if (!init.ok) throw new CpError((init.error?.code as 'EIO') ?? 'EIO', `starting the flusher: ${init.error?.message}`);

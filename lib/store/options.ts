@@ -5,7 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { CpError } from '../errors.js';
 import { DEFAULT_FLUSHER_POLL_US } from '../flusher/protocol.js';
-import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../format.js';
+import { DEFAULT_SEGMENT_SIZE, MARK_STEP_OPTION_MIN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../format.js';
 import { type IO, nodeIO } from '../io.js';
 import type { Hooks } from '../hooks.js';
 import type { ResolveInDoubt } from '../recovery/types.js';
@@ -59,6 +59,13 @@ export interface StoreOptions {
    * behind an apply. close() and rollback() apply in one go.
    */
   applySlice?: number;
+  /**
+   * How far ahead of the journal's end a segment's high-water mark is raised, in bytes (FORMAT.md
+   * R19; default: an eighth of the segment size, from 2 MiB to 8 MiB). After a crash recovery reads
+   * at most this much past the end of the journal; a run of more than half this many journal bytes
+   * with no check in between pays one extra fdatasync per step.
+   */
+  markStep?: number;
   /** Proceed past journal corruption (copying the journal aside first). cp-recover --force uses it. */
   force?: boolean;
   /**
@@ -83,6 +90,8 @@ export interface StoreSettings {
   applyThreshold: number;
   applyDelay: number;
   applySlice: number;
+  /** undefined: by segment size (FORMAT.md R19). */
+  markStep: number | undefined;
   /** directAppendMin; Infinity when direct appends are off. */
   directMin: number;
   sync: boolean;
@@ -113,7 +122,8 @@ export function parseOptions(options: StoreOptions): StoreSettings {
   const applyThreshold = intOption(options.applyThreshold, 'applyThreshold', 0, 2 ** 40, 8 * 1024 * 1024);
   const applyDelay = intOption(options.applyDelay, 'applyDelay', 0, 3600 * 1000, 25);
   const applySlice = intOption(options.applySlice, 'applySlice', 1, 2 ** 40, DEFAULT_APPLY_SLICE);
+  const markStep = options.markStep === undefined ? undefined : intOption(options.markStep, 'markStep', MARK_STEP_OPTION_MIN, MAX_SEGMENT_SIZE, 0);
   const directMin = options.directAppendMin === false ? Infinity
     : intOption(options.directAppendMin, 'directAppendMin', 1, Number.MAX_SAFE_INTEGER, 1024 * 1024);
-  return { segmentSize, lockStale, flusherPoll, batchBytes, maxInflight, applyThreshold, applyDelay, applySlice, directMin, sync: options.sync !== false, io: options.io ?? nodeIO };
+  return { segmentSize, lockStale, flusherPoll, batchBytes, maxInflight, applyThreshold, applyDelay, applySlice, markStep, directMin, sync: options.sync !== false, io: options.io ?? nodeIO };
 }

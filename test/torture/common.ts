@@ -206,6 +206,16 @@ export function applySliceOf(seed: number): number | undefined {
   return ([undefined, 1, 4096, 16 * 1024] as const)[new Rng(mixSeed(seed, 0x511ce)).int(4)];
 }
 
+/**
+ * The markStep a torture unit's store runs with (FORMAT.md R19): mostly a few KiB, so that the 64 KiB
+ * segments raise their high-water marks every few records and every crash state has raises in
+ * flight; sometimes the default (a segment this small gets its end as its mark at once). Drawn
+ * from its own stream of `seed`.
+ */
+export function markStepOf(seed: number): number | undefined {
+  return ([undefined, 4096, 8192, 8192, 16 * 1024] as const)[new Rng(mixSeed(seed, 0x3a7c)).int(5)];
+}
+
 /** The i-th file of a 'many' round (kill-edge.ts builds the same names). */
 export function manyName(i: number, nameLen: number): string {
   const tag = `${String(i).padStart(5, '0')}-`;

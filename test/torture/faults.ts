@@ -20,7 +20,7 @@ import { SimFS, CrashModel, type Image } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, unitSeed, sig, report, countDims, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, markStepOf, unitSeed, sig, report, countDims, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
 import { edgeUnit, isEdgeUnit, DIMS, type Dim } from './edges.js';
 
 export const FAULT_CODES = ['ENOSPC', 'EIO', 'EACCES'] as const;
@@ -95,13 +95,14 @@ interface Plan {
   ops: number;
   applyThreshold: number;
   applySlice: number | undefined;
+  markStep: number | undefined;
   unawaited: number;
   directAppendMin: number | false;
 }
 
 function planOf(seed: number): Plan {
   const rng = new Rng(seed);
-  return { ops: rng.range(12, 40), applyThreshold: [0, 12 * 1024, 2 ** 40][rng.int(3)], unawaited: rng.chance(0.3) ? 0.3 : 0, directAppendMin: directAppendMinOf(seed), applySlice: applySliceOf(seed) };
+  return { ops: rng.range(12, 40), applyThreshold: [0, 12 * 1024, 2 ** 40][rng.int(3)], unawaited: rng.chance(0.3) ? 0.3 : 0, directAppendMin: directAppendMinOf(seed), applySlice: applySliceOf(seed), markStep: markStepOf(seed) };
 }
 
 interface RunOutcome {
@@ -123,7 +124,7 @@ async function faultRun(seed: number, plan: Plan, at: number, code: FaultCode, c
   let acked = 0;
   let issued = 0;
   try {
-    store = await openStore(STORE, { io: fio.io, noLock: true, segmentSize: SEGMENT, applyThreshold: plan.applyThreshold, applyDelay: 3600_000, directAppendMin: plan.directAppendMin, applySlice: plan.applySlice });
+    store = await openStore(STORE, { io: fio.io, noLock: true, segmentSize: SEGMENT, applyThreshold: plan.applyThreshold, applyDelay: 3600_000, directAppendMin: plan.directAppendMin, applySlice: plan.applySlice, markStep: plan.markStep });
   } catch (e) {
     firstErr = e;
   }

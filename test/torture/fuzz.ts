@@ -21,13 +21,16 @@ import { walkLog } from '../../lib/journal/reader.js';
 import { listSegments } from '../../lib/journal/segments.js';
 import { SegmentFiles } from '../../lib/journal/segment-files.js';
 import { readControl } from '../../lib/journal/control.js';
-import { MARK_OFFSET, MARK_SIZE, RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, segmentFileName } from '../../lib/format.js';
+import {
+  MARK_OFFSET, MARK_SIZE, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, SEGMENT_HEAD_BYTES, decodeMark, decodeSegmentHeader, encodeMark, segmentFileName,
+} from '../../lib/format.js';
+import { MAX_RECORD_SIZE } from '../../lib/journal/reader.js';
 import { Rng, mixSeed } from '../helpers/model.js';
 import { SimFS, cloneImage, type Image } from './simfs.js';
 import { drive, errText, type Snapshot } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, unitSeed, sig, report, countDims, STORE, isCpError, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, markStepOf, unitSeed, sig, report, countDims, STORE, isCpError, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
 import { isEdgeUnit, edgeFuzzWorkload } from './edges.js';
 
 const META = `${STORE}/.cpfile`;
@@ -64,7 +67,7 @@ async function buildBase(seed: number, edgeRate = 0): Promise<Base> {
   const applyThreshold = rng.chance(0.7) ? 2 ** 40 : 0;
   const sim = new SimFS();
   sim.mkdirSync(STORE);
-  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: segSize, applyThreshold, applyDelay: 3600_000, directAppendMin: directAppendMinOf(seed), applySlice: applySliceOf(seed) });
+  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: segSize, applyThreshold, applyDelay: 3600_000, directAppendMin: directAppendMinOf(seed), applySlice: applySliceOf(seed), markStep: markStepOf(seed) });
   let run: { snaps: Map<number, Snapshot>; acked: number };
   let edgeDesc = '';
   if (isEdgeUnit(seed, edgeRate)) {
@@ -103,7 +106,7 @@ async function buildBase(seed: number, edgeRate = 0): Promise<Base> {
   const tail = recs.slice(lastCommit + 1).filter((r) => r.type !== 8 && r.type !== 9);
   const firstE = recs.find((r) => r.epoch === E && r.type !== 8);
   const files = listing.indexes.map((index) => ({ index, size: sim.readFileSync(path.posix.join(JOURNAL, segmentFileName(index)))!.length }));
-  const desc = `${edgeDesc}segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, directAppendMin ${directAppendMinOf(seed)}, applySlice ${applySliceOf(seed) ?? 'default'}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
+  const desc = `${edgeDesc}segmentSize ${segSize}, ops ${ops}, applyThreshold ${applyThreshold}, directAppendMin ${directAppendMinOf(seed)}, applySlice ${applySliceOf(seed) ?? 'default'}, markStep ${markStepOf(seed) ?? 'default'}, acked epoch ${E}, applied epoch ${ctl.state.appliedEpoch}, ${recs.length} live records ` +
     `(${recs.map((r) => `${RECORD_TYPE_NAMES[r.type]}@${r.file}:${r.offset}/e${r.epoch}`).slice(-6).join(' ')}), tail ${tail.length}`;
   return { img, snaps: run.snaps, epoch: E, recs, files, epochStart: firstE ? firstE.ord : Infinity, tail, segSize, applied: ctl.state.appliedEpoch, desc };
 }
@@ -124,7 +127,14 @@ export type Damage =
   | { t: 'dup'; from: Target; to: Target; len: number }
   | { t: 'swap'; a: Target; b: Target; len: number }
   /** a whole segment file lost (its directory entry gone) */
-  | { t: 'drop'; file: number };
+  | { t: 'drop'; file: number }
+  /**
+   * a lost write of the header block (FORMAT.md R19): the segment's high-water mark goes back to a
+   * lower value, valid and of this life (`frac` of the way from 4 KiB to the mark it had)
+   */
+  | { t: 'stale'; file: number; frac: number }
+  /** the same, the mark back at the end of a live record (`at`: its segment file and offset, `end`: where it ends) */
+  | { t: 'staleAt'; at: Target; end: number };
 
 function damageArb(b: Base): fc.Arbitrary<Damage[]> {
   const fileOfIndex = new Map(b.files.map((f, i) => [f.index, i]));
@@ -171,11 +181,21 @@ function damageArb(b: Base): fc.Arbitrary<Damage[]> {
   );
   // The control file is damaged on its own (a single fault): with one slot bad, the other must do.
   const controlOnly = fc.array(fc.record({ t: fc.constant('flip' as const), at: control, bit: fc.nat({ max: 7 }) }), { minLength: 1, maxLength: 2 });
+  // A lost write of a segment's header block: its mark back at a lower value, alone or with damage.
+  const stale: fc.Arbitrary<Damage> = fc.record({ t: fc.constant('stale' as const), file: fc.nat({ max: b.files.length - 1 }), frac: fc.double({ min: 0, max: 1, noNaN: true }) });
+  // ... or back at the end of a live record, which then rots: the scan must still find the later epochs.
+  const staleAtRec: fc.Arbitrary<Damage[]> = live.length
+    ? fc.tuple(fc.nat({ max: live.length - 1 }), fc.nat({ max: 1 << 20 }), fc.nat({ max: 7 })).map(([i, x, bit]) => [
+      { t: 'staleAt' as const, at: { file: live[i].file, off: live[i].off }, end: live[i].off + live[i].size },
+      { t: 'flip' as const, at: { file: live[i].file, off: live[i].off + (x % live[i].size) }, bit },
+    ])
+    : fc.constant([]);
+  const withStale = fc.oneof(fc.tuple(stale, fc.array(one, { minLength: 0, maxLength: 2 })).map(([s, rest]) => [s, ...rest]), staleAtRec);
   // A lost segment file (a later one, say, of an epoch that spans segments): on its own.
   const dropOnly = fc.nat({ max: b.files.length - 1 }).map((file) => [{ t: 'drop' as const, file }]);
   return b.files.length > 1
-    ? fc.oneof({ weight: 9, arbitrary: fc.array(one, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: controlOnly }, { weight: 1, arbitrary: dropOnly })
-    : fc.oneof({ weight: 9, arbitrary: fc.array(one, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: controlOnly });
+    ? fc.oneof({ weight: 9, arbitrary: fc.array(one, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: controlOnly }, { weight: 1, arbitrary: dropOnly }, { weight: 1, arbitrary: withStale })
+    : fc.oneof({ weight: 9, arbitrary: fc.array(one, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: controlOnly }, { weight: 1, arbitrary: withStale });
 }
 
 /** Apply damage to a copy of the base image; returns the changed byte ranges per file (-1: control). */
@@ -194,6 +214,23 @@ function applyDamage(b: Base, img: Image, damage: Damage[]): Map<number, [number
       case 'drop':
         dropped.add(d.file);
         break;
+      case 'stale': {
+        const c = get(d.file);
+        const h = c.length >= SEGMENT_HEAD_BYTES ? decodeSegmentHeader(c.subarray(0, SEGMENT_HEADER_SIZE)) : null;
+        const cur = h?.ok ? decodeMark(c.subarray(0, SEGMENT_HEAD_BYTES), h.header) : null;
+        if (!h?.ok || cur === null || cur <= 8192) break;
+        const mark = 4096 + Math.floor((d.frac * (cur - 8192)) / 4096) * 4096;
+        encodeMark(h.header.salt, h.header.seq, mark).copy(c, MARK_OFFSET);
+        break;
+      }
+      case 'staleAt': {
+        const c = get(d.at.file);
+        const h = c.length >= SEGMENT_HEAD_BYTES ? decodeSegmentHeader(c.subarray(0, SEGMENT_HEADER_SIZE)) : null;
+        const cur = h?.ok ? decodeMark(c.subarray(0, SEGMENT_HEAD_BYTES), h.header) : null;
+        if (!h?.ok || cur === null || d.end >= cur) break;
+        encodeMark(h.header.salt, h.header.seq, d.end).copy(c, MARK_OFFSET);
+        break;
+      }
       case 'flip': {
         const c = get(d.at.file);
         if (d.at.off < c.length) {
@@ -272,6 +309,21 @@ interface Verdict {
   violation: string | null;
 }
 
+/** Each segment file's high-water mark in `img` (null: none valid), by file index. */
+function markOfFiles(img: Image): Map<number, number | null> {
+  const out = new Map<number, number | null>();
+  const sim = new SimFS(img, true);
+  for (const name of sim.listSync(JOURNAL)) {
+    const m = /^seg-(\d+)\.cpj$/.exec(name);
+    if (!m) continue;
+    const c = sim.readFileSync(path.posix.join(JOURNAL, name));
+    if (!c || c.length < SEGMENT_HEAD_BYTES) continue;
+    const h = decodeSegmentHeader(c.subarray(0, SEGMENT_HEADER_SIZE));
+    out.set(Number(m[1]), h.ok ? decodeMark(c.subarray(0, SEGMENT_HEAD_BYTES), h.header) : null);
+  }
+  return out;
+}
+
 /** Which live records a set of changed ranges touches (headers count as their segment's first record). */
 function touched(b: Base, changed: Map<number, [number, number][]>): { ords: number[]; control: boolean; dead: boolean } {
   const ords = new Set<number>();
@@ -301,6 +353,7 @@ async function judgeCase(b: Base, damage: Damage[]): Promise<Verdict> {
   const changed = applyDamage(b, img, damage);
   if (changed.size === 0) return { outcome: 'unchanged', violation: null };
   const t = touched(b, changed);
+  const marks = markOfFiles(img);
   const r = await recoverImage(img, true, { segmentSize: b.segSize });
   if (r.sim.violations.length) return { outcome: 'violation', violation: `I/O outside the store: ${r.sim.violations.join('; ')}` };
   if (r.epoch === null) {
@@ -319,7 +372,7 @@ async function judgeCase(b: Base, damage: Damage[]): Promise<Verdict> {
   let why: string | null = null;
   if (j < b.epoch) {
     const floor = t.control ? 0 : b.applied;
-    const ev = survivingEvidence(b, changed, j);
+    const ev = survivingEvidence(b, changed, j, marks);
     const cursorFile = b.files.findIndex((f) => f.index === b.recs[0]?.file);
     const cursorHeaderHit = cursorFile >= 0 && (changed.get(cursorFile) ?? []).some(([x]) => x < SEGMENT_HEADER_SIZE);
     if (cursorHeaderHit) why = 'the header of the segment holding the apply cursor was damaged: the cursor points into a segment that must exist';
@@ -344,7 +397,7 @@ async function judgeCase(b: Base, damage: Damage[]): Promise<Verdict> {
  * segment's header are intact, and it lies in the segment where the log first breaks (scanned at
  * every aligned offset) or in a later segment, before any damage in that segment.
  */
-function survivingEvidence(b: Base, changed: Map<number, [number, number][]>, j: number): Rec | null {
+function survivingEvidence(b: Base, changed: Map<number, [number, number][]>, j: number, marks: Map<number, number | null>): Rec | null {
   const hit = (file: number, a: number, z: number): boolean => {
     const fi = b.files.findIndex((f) => f.index === file);
     return (changed.get(fi) ?? []).some(([x, y]) => x < z && y > a);
@@ -352,17 +405,30 @@ function survivingEvidence(b: Base, changed: Map<number, [number, number][]>, j:
   const damaged = b.recs.filter((r) => hit(r.file, r.offset, r.offset + r.size) || hit(r.file, 0, SEGMENT_HEADER_SIZE));
   if (damaged.length === 0) return null;
   const firstFile = damaged[0].file;
+  const isBad = (r: Rec): boolean => hit(r.file, r.offset, r.offset + r.size) || hit(r.file, 0, SEGMENT_HEADER_SIZE);
+  // How far the scan reads in the first segment (FORMAT.md R19): to its high-water mark and one
+  // record past it, unless the walk ended past the mark or an intact record there ends past it (a
+  // stale mark), or there is no valid mark: then all of it.
+  const at = damaged[0].offset;
+  const mark = marks.get(firstFile) ?? null;
+  let reach = Infinity;
+  if (mark !== null && at <= mark) {
+    const lim = mark + MAX_RECORD_SIZE;
+    const stale = b.recs.some((r) => r.file === firstFile && r.offset > at && r.offset + RECORD_HEADER_SIZE <= lim && r.offset + r.size > mark && !isBad(r));
+    if (!stale) reach = lim;
+  }
   let seenFirst = false;
   const brokenIn = new Set<number>();
   for (const r of b.recs) {
     if (r.file === firstFile) seenFirst = true;
     if (!seenFirst) continue;
-    const bad = hit(r.file, r.offset, r.offset + r.size) || hit(r.file, 0, SEGMENT_HEADER_SIZE);
+    const bad = isBad(r);
     if (bad) {
       brokenIn.add(r.file);
       continue;
     }
     if (r.file !== firstFile && brokenIn.has(r.file)) continue;
+    if (r.file === firstFile && r.offset + RECORD_HEADER_SIZE > reach) continue;
     if (r.ord > damaged[0].ord || r.file !== firstFile) {
       if (r.epoch > j + 1) return r;
     }
@@ -397,6 +463,8 @@ function describeDamage(b: Base, d: Damage[]): string {
       case 'dup': return `copy ${x.len}B ${at(x.from)} -> ${at(x.to)}`;
       case 'swap': return `swap ${x.len}B ${at(x.a)} <-> ${at(x.b)}`;
       case 'drop': return `lose segment file ${b.files[x.file].index}`;
+      case 'staleAt': return `lose the last write of segment file ${b.files[x.at.file].index}'s header block (its mark back at ${x.end}, the end of the record at ${x.at.off})`;
+      case 'stale': return `lose the last write of segment file ${b.files[x.file].index}'s header block (its mark back ${Math.round(x.frac * 100)}% of the way)`;
     }
   }).join('; ');
 }

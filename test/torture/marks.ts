@@ -25,24 +25,30 @@ export function markBreach(img: Image, store: string): string | null {
   for (const [name, id] of dir.entries!) {
     const node = img.nodes.get(id);
     if (!SEGMENT_FILE_RE.test(name) || node?.kind !== 'file' || !node.data) continue;
-    const b = node.data;
-    if (b.length < SEGMENT_HEADER_SIZE) continue;
-    const h = decodeSegmentHeader(b.subarray(0, SEGMENT_HEADER_SIZE));
-    if (!h.ok) continue;
-    const mark = decodeMark(b.subarray(0, SEGMENT_HEAD_BYTES), h.header);
-    if (mark === null) continue;
-    const size = Math.min(h.header.size, b.length);
-    const salt = Buffer.alloc(4);
-    salt.writeUInt32LE(h.header.salt >>> 0, 0);
-    // Every 8-byte aligned place whose salt matches, from the records' start (a record may start below the mark and end past it).
-    for (let hit = b.indexOf(salt, SEGMENT_HEADER_AREA + 8); hit >= 0 && hit - 8 + RECORD_HEADER_SIZE <= size; hit = b.indexOf(salt, hit + 1)) {
-      const at = hit - 8;
-      if (at % 8 !== 0) continue;
-      const rh = readRecordHeader(b, at);
-      if (checkRecordHeader(rh, h.header.salt, size - at, b, at) !== 'ok' || !recordCrcOk(b, at, rh.len, at)) continue;
-      if (at + recordSize(rh.len) > mark) {
-        return `${name}: a valid record (type ${rh.type}, epoch ${rh.epoch}) at offset ${at}, ${recordSize(rh.len)} bytes, ends past the segment's mark ${mark}`;
-      }
+    const bad = segmentMarkBreach(name, node.data);
+    if (bad) return bad;
+  }
+  return null;
+}
+
+/** The first valid record of segment file `name` (its bytes `b`) that ends past the segment's valid mark, described; null when none does. */
+export function segmentMarkBreach(name: string, b: Buffer): string | null {
+  if (b.length < SEGMENT_HEADER_SIZE) return null;
+  const h = decodeSegmentHeader(b.subarray(0, SEGMENT_HEADER_SIZE));
+  if (!h.ok) return null;
+  const mark = decodeMark(b.subarray(0, SEGMENT_HEAD_BYTES), h.header);
+  if (mark === null) return null;
+  const size = Math.min(h.header.size, b.length);
+  const salt = Buffer.alloc(4);
+  salt.writeUInt32LE(h.header.salt >>> 0, 0);
+  // Every 8-byte aligned place whose salt matches, from the records' start (a record may start below the mark and end past it).
+  for (let hit = b.indexOf(salt, SEGMENT_HEADER_AREA + 8); hit >= 0 && hit - 8 + RECORD_HEADER_SIZE <= size; hit = b.indexOf(salt, hit + 1)) {
+    const at = hit - 8;
+    if (at % 8 !== 0) continue;
+    const rh = readRecordHeader(b, at);
+    if (checkRecordHeader(rh, h.header.salt, size - at, b, at) !== 'ok' || !recordCrcOk(b, at, rh.len, at)) continue;
+    if (at + recordSize(rh.len) > mark) {
+      return `${name}: a valid record (type ${rh.type}, epoch ${rh.epoch}) at offset ${at}, ${recordSize(rh.len)} bytes, ends past the segment's mark ${mark}`;
     }
   }
   return null;

@@ -12,7 +12,7 @@ import { SimFS, CrashModel, type ChoiceMode } from './simfs.js';
 import { drive, errText } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
-import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, unitSeed, sig, report, countDims, addCounts, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
+import { guardUnit, recoverImage, directAppendMinOf, applySliceOf, markStepOf, unitSeed, sig, report, countDims, addCounts, STORE, SEGMENT, DEFAULT_EDGE, type KindOptions, type KindResult, type Violation, type DimCount } from './common.js';
 import { edgeUnit, isEdgeUnit, DIMS, type Dim } from './edges.js';
 import { twoPhaseUnit, twoPhaseReplay } from './twophase.js';
 import { markBreach } from './marks.js';
@@ -57,7 +57,8 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
   // Drawn from a stream of its own, so that the other draws of a seed stay what they were.
   const directAppendMin = directAppendMinOf(seed);
   const applySlice = applySliceOf(seed);
-  const variant = `applyThreshold ${applyThreshold}, unawaited ${unawaited}, ops ${ops}, directAppendMin ${directAppendMin}, applySlice ${applySlice ?? 'default'}`;
+  const markStep = markStepOf(seed);
+  const variant = `applyThreshold ${applyThreshold}, unawaited ${unawaited}, ops ${ops}, directAppendMin ${directAppendMin}, applySlice ${applySlice ?? 'default'}, markStep ${markStep ?? 'default'}`;
   const fail = (cases: number, what: string, where = ''): void => {
     res.violations.push({ kind: 'powerloss', seed, cases, what: sig(what), detail: `${variant}\n${what}${where ? `\n${where}` : ''}` });
   };
@@ -67,7 +68,7 @@ async function powerlossUnitInner(seed: number, o: PowerlossUnitOptions): Promis
   sim.mkdirSync(STORE);
   const base = sim.image();
   sim.allowedRoot = STORE;
-  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: SEGMENT, applyThreshold, applyDelay: 3600_000, directAppendMin, applySlice });
+  const store = await openStore(STORE, { io: sim, noLock: true, segmentSize: SEGMENT, applyThreshold, applyDelay: 3600_000, directAppendMin, applySlice, markStep });
   const run = await drive(store, {
     seed, ops, unawaited,
     onIssue: (k) => sim.mark({ kind: 'issue', k }),
