@@ -159,7 +159,7 @@ export const SEGMENT_HEAD_BYTES = MARK_OFFSET + MARK_SIZE;
 const MARK_BLOCK = 4096;
 const MARK_STEP_MIN = 2 * 1024 * 1024;
 const MARK_STEP_MAX = 8 * 1024 * 1024;
-/** The smallest step StoreOptions.markStep takes. */
+/** The smallest step StoreOptions.markStep takes; it takes whole multiples of it. */
 export const MARK_STEP_OPTION_MIN = MARK_BLOCK;
 
 /**

@@ -16,7 +16,7 @@ import { inspectJournal } from '../lib/recovery/inspect.js';
 import { nodeIO } from '../lib/io.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';
 import { crash, openHeld, records, segmentPath, flipByte } from './helpers/journal.js';
-import { MAX_RECORD_SIZE } from '../lib/journal/reader.js';
+import { staleMarkReach } from '../lib/journal/reader.js';
 
 const MiB = 1024 * 1024;
 
@@ -138,11 +138,15 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
     });
   });
 
-  it('markStep: bad values are EINVAL at openStore, one line naming the option', async () => {
+  it('markStep: bad values (and steps that are not whole 4 KiB blocks) are EINVAL at openStore, one line naming the option', async () => {
     const dir = await sb.dir();
     for (const bad of [0, 4095, -1, 1.5, 2 ** 32, '1m', null]) {
       const e = await expectCpError(() => openStore(dir, { noLock: true, markStep: bad as never }), 'EINVAL');
       expect(e.message).to.match(/^option markStep must be an integer from 4096 to \d+, got /);
+    }
+    for (const bad of [5000, 4097, 8192 + 512]) {
+      const e = await expectCpError(() => openStore(dir, { noLock: true, markStep: bad }), 'EINVAL');
+      expect(e.message).to.equal(`option markStep must be a multiple of 4096, got ${bad}`);
     }
   });
 
@@ -270,7 +274,7 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
 
     it('and not past that: the never-written rest of the segment is not read, so a record there is not seen', async () => {
       const c = await crashed();
-      plant(c.file, c.commit, c.mark + MAX_RECORD_SIZE + 8192);
+      plant(c.file, c.commit, staleMarkReach(c.mark, c.size) + 8192);
       const s = await openStore(c.dir, { noLock: true, segmentSize: 4 * MiB });
       expect(s.epoch).to.equal(3);
       expect((await s.readFile('a.txt')).toString()).to.equal('epoch 1\nepoch 2\nepoch 3\n');
@@ -290,7 +294,7 @@ describe('a segment\'s high-water mark (FORMAT.md R19)', () => {
     it('a damaged mark is no mark: the whole segment is scanned, and the same record is found', async () => {
       for (const at of [MARK_OFFSET, MARK_OFFSET + 12, MARK_OFFSET + 31]) {
         const c = await crashed();
-        plant(c.file, c.commit, c.mark + MAX_RECORD_SIZE + 8192);
+        plant(c.file, c.commit, staleMarkReach(c.mark, c.size) + 8192);
         flipByte(c.file, at);
         const err = await openStore(c.dir, { noLock: true, segmentSize: 4 * MiB }).then(() => null, (e: unknown) => e as CpError);
         expect(err?.code, `mark byte ${at - MARK_OFFSET} damaged`).to.equal('ECORRUPT');

@@ -135,13 +135,13 @@ export async function findLaterEpoch(
     // No record of this life of the file lies past its high-water mark (version 5, FORMAT.md R19):
     // the never-written rest of the segment is not read. A valid mark is stale only when a write of
     // it that a sync had made durable was lost (a disk fault). The log is contiguous, so then the
-    // walk ended past the mark, or valid records lie across it or within one record's length after
-    // it (the first of them may be the damaged one; no record of a version 5 segment is longer than
-    // its cap, recordCap): the scan reads that far, and when it finds one ending past the mark it
-    // reads the whole segment instead.
+    // walk ended past the mark, or valid records lie across it or start within one record's length
+    // after it (the first of them may be the damaged one; no record of a version 5 segment is longer
+    // than its cap, recordCap): the scan reads that far and a record header more (a header is read
+    // only whole), and when it finds a record ending past the mark it reads the whole segment instead.
     const mark = seg.mark ?? null;
     const stale = mark === null || failOffset > mark ||
-      await scanSegment(files, seg, failOffset, Math.min(seg.size, mark + recordSize(recordCap(seg.size))), consider, mark);
+      await scanSegment(files, seg, failOffset, Math.min(seg.size, staleMarkReach(mark, seg.size)), consider, mark);
     if (stale) await scanSegment(files, seg, failOffset, seg.size, consider, null);
   }
   const later = [...segs.values()].filter((s) => s.seq > failSeq).sort((a, b) => a.seq - b.seq);
@@ -201,6 +201,13 @@ async function scanSegment(
     await reader.release();
   }
 }
+
+/**
+ * How far past a segment's mark the scan for later epochs reads to notice a stale mark (FORMAT.md
+ * R19): the largest record of the segment and one record header more, so that the record after a
+ * damaged one of the largest size, starting at or below the mark, is still read whole.
+ */
+export const staleMarkReach = (mark: number, size: number): number => mark + recordSize(recordCap(size)) + RECORD_HEADER_SIZE;
 
 /** Valid records of one segment from its start, without following SEGEND. */
 export async function walkSegmentOnly(

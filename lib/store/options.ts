@@ -123,6 +123,9 @@ export function parseOptions(options: StoreOptions): StoreSettings {
   const applyDelay = intOption(options.applyDelay, 'applyDelay', 0, 3600 * 1000, 25);
   const applySlice = intOption(options.applySlice, 'applySlice', 1, 2 ** 40, DEFAULT_APPLY_SLICE);
   const markStep = options.markStep === undefined ? undefined : intOption(options.markStep, 'markStep', MARK_STEP_OPTION_MIN, MAX_SEGMENT_SIZE, 0);
+  if (markStep !== undefined && markStep % MARK_STEP_OPTION_MIN !== 0) {
+    throw new CpError('EINVAL', `option markStep must be a multiple of ${MARK_STEP_OPTION_MIN}, got ${markStep}`);
+  }
   const directMin = options.directAppendMin === false ? Infinity
     : intOption(options.directAppendMin, 'directAppendMin', 1, Number.MAX_SAFE_INTEGER, 1024 * 1024);
   return { segmentSize, lockStale, flusherPoll, batchBytes, maxInflight, applyThreshold, applyDelay, applySlice, markStep, directMin, sync: options.sync !== false, io: options.io ?? nodeIO };

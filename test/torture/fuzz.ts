@@ -22,9 +22,8 @@ import { listSegments } from '../../lib/journal/segments.js';
 import { SegmentFiles } from '../../lib/journal/segment-files.js';
 import { readControl } from '../../lib/journal/control.js';
 import {
-  MARK_OFFSET, MARK_SIZE, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, SEGMENT_HEADER_SIZE, SEGMENT_HEAD_BYTES, decodeMark, decodeSegmentHeader, encodeMark, segmentFileName,
+  MARK_OFFSET, MARK_SIZE, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, recordCap, recordSize, SEGMENT_HEADER_SIZE, SEGMENT_HEAD_BYTES, decodeMark, decodeSegmentHeader, encodeMark, segmentFileName,
 } from '../../lib/format.js';
-import { MAX_RECORD_SIZE } from '../../lib/journal/reader.js';
 import { Rng, mixSeed } from '../helpers/model.js';
 import { SimFS, cloneImage, type Image } from './simfs.js';
 import { drive, errText, type Snapshot } from './driver.js';
@@ -133,7 +132,7 @@ export type Damage =
    * lower value, valid and of this life (`frac` of the way from 4 KiB to the mark it had)
    */
   | { t: 'stale'; file: number; frac: number }
-  /** the same, the mark back at the end of a live record (`at`: its segment file and offset, `end`: where it ends) */
+  /** the same, the mark back at `end`: the end of a live record, or a few bytes into it (`at`: its segment file and offset) */
   | { t: 'staleAt'; at: Target; end: number };
 
 function damageArb(b: Base): fc.Arbitrary<Damage[]> {
@@ -183,10 +182,11 @@ function damageArb(b: Base): fc.Arbitrary<Damage[]> {
   const controlOnly = fc.array(fc.record({ t: fc.constant('flip' as const), at: control, bit: fc.nat({ max: 7 }) }), { minLength: 1, maxLength: 2 });
   // A lost write of a segment's header block: its mark back at a lower value, alone or with damage.
   const stale: fc.Arbitrary<Damage> = fc.record({ t: fc.constant('stale' as const), file: fc.nat({ max: b.files.length - 1 }), frac: fc.double({ min: 0, max: 1, noNaN: true }) });
-  // ... or back at the end of a live record, which then rots: the scan must still find the later epochs.
+  // ... or back inside or at the end of a live record, which then rots: the scan must still find the
+  // later epochs (the record after it lies within the scan's reach past the mark, FORMAT.md R19).
   const staleAtRec: fc.Arbitrary<Damage[]> = live.length
-    ? fc.tuple(fc.nat({ max: live.length - 1 }), fc.nat({ max: 1 << 20 }), fc.nat({ max: 7 })).map(([i, x, bit]) => [
-      { t: 'staleAt' as const, at: { file: live[i].file, off: live[i].off }, end: live[i].off + live[i].size },
+    ? fc.tuple(fc.nat({ max: live.length - 1 }), fc.nat({ max: 1 << 20 }), fc.nat({ max: 7 }), fc.constantFrom(0, 8, 16, 24, -1)).map(([i, x, bit, k]) => [
+      { t: 'staleAt' as const, at: { file: live[i].file, off: live[i].off }, end: k < 0 ? live[i].off + live[i].size : Math.max(4096, live[i].off + k) },
       { t: 'flip' as const, at: { file: live[i].file, off: live[i].off + (x % live[i].size) }, bit },
     ])
     : fc.constant([]);
@@ -309,6 +309,14 @@ interface Verdict {
   violation: string | null;
 }
 
+/** Whether every changed byte lies in a segment's high-water mark (FORMAT.md R19). */
+function onlyMarks(changed: Map<number, [number, number][]>): boolean {
+  for (const [file, ranges] of changed) {
+    if (file < 0 || ranges.some(([a, z]) => a < MARK_OFFSET || z > MARK_OFFSET + MARK_SIZE)) return false;
+  }
+  return changed.size > 0;
+}
+
 /** Each segment file's high-water mark in `img` (null: none valid), by file index. */
 function markOfFiles(img: Image): Map<number, number | null> {
   const out = new Map<number, number | null>();
@@ -361,6 +369,8 @@ async function judgeCase(b: Base, damage: Damage[]): Promise<Verdict> {
     if (r.error.code !== 'ECORRUPT' && r.error.code !== 'EFORMAT') {
       return { outcome: 'violation', violation: `recovery rejected with ${r.error.code}, not ECORRUPT: ${r.error.message}` };
     }
+    // A mark that is damaged or stale, and nothing else, only changes how far the scan reads (R19).
+    if (onlyMarks(changed)) return { outcome: 'violation', violation: `recovery rejected a store whose only damage is to segments' high-water marks: ${r.error.message}` };
     return { outcome: t.dead ? 'false-alarm' : 'rejected', violation: null };
   }
   const exact = judge({ files: r.files, epoch: r.epoch, entries: r.entries }, { snaps: b.snaps, lo: b.epoch, hi: b.epoch });
@@ -378,6 +388,7 @@ async function judgeCase(b: Base, damage: Damage[]): Promise<Verdict> {
     if (cursorHeaderHit) why = 'the header of the segment holding the apply cursor was damaged: the cursor points into a segment that must exist';
     else if (j < floor) why = `the control file says epoch ${floor} was applied`;
     else if (ev) why = `record ${ev.ord} of epoch ${ev.epoch} (segment file ${ev.file} offset ${ev.offset}) survived intact`;
+    else if (t.ords.length === 0 && !t.control) why = 'no record, header or control slot was damaged (only bytes no record holds, a segment\'s mark say): nothing may be lost';
     else {
       const prev = judge({ files: r.files, epoch: r.epoch, entries: r.entries }, { snaps: b.snaps, lo: j, hi: j });
       if (!prev) return { outcome: b.epoch - j > 1 ? 'suffix-lost' : 'tail-rollback', violation: null };
@@ -411,9 +422,11 @@ function survivingEvidence(b: Base, changed: Map<number, [number, number][]>, j:
   // stale mark), or there is no valid mark: then all of it.
   const at = damaged[0].offset;
   const mark = marks.get(firstFile) ?? null;
+  const size = b.files.find((f) => f.index === firstFile)?.size ?? b.segSize;
   let reach = Infinity;
   if (mark !== null && at <= mark) {
-    const lim = mark + MAX_RECORD_SIZE;
+    // (the judge's own reach, not the code's: a record of the segment's largest size and a header)
+    const lim = Math.min(size, mark + recordSize(recordCap(size)) + RECORD_HEADER_SIZE);
     const stale = b.recs.some((r) => r.file === firstFile && r.offset > at && r.offset + RECORD_HEADER_SIZE <= lim && r.offset + r.size > mark && !isBad(r));
     if (!stale) reach = lim;
   }
@@ -463,7 +476,7 @@ function describeDamage(b: Base, d: Damage[]): string {
       case 'dup': return `copy ${x.len}B ${at(x.from)} -> ${at(x.to)}`;
       case 'swap': return `swap ${x.len}B ${at(x.a)} <-> ${at(x.b)}`;
       case 'drop': return `lose segment file ${b.files[x.file].index}`;
-      case 'staleAt': return `lose the last write of segment file ${b.files[x.at.file].index}'s header block (its mark back at ${x.end}, the end of the record at ${x.at.off})`;
+      case 'staleAt': return `lose the last write of segment file ${b.files[x.at.file].index}'s header block (its mark back at ${x.end}, by the record at ${x.at.off})`;
       case 'stale': return `lose the last write of segment file ${b.files[x.file].index}'s header block (its mark back ${Math.round(x.frac * 100)}% of the way)`;
     }
   }).join('; ');
