@@ -293,8 +293,9 @@ export class FlusherCore {
   /**
    * Raise segment `index`'s mark past `end` before a write reaches beyond it (R19): write the new
    * mark and make it durable before anything is written past the old one (torn, the mark reads as
-   * none, and a scan reads the whole segment). Rare: syncAll raises a mark on its way (at no extra sync) once the journal is
-   * within half a step of it, so only a run of unsynced writes longer than that gets here.
+   * none, and a scan reads the whole segment). Rare: syncAll raises a mark on its way (at no extra
+   * sync) once the journal is within half a step of it, so only a run of unsynced writes longer
+   * than that gets here.
    */
   private async raiseMark(index: number, fd: number, m: MarkState, end: number): Promise<number> {
     const next = nextMark(Math.max(end, m.end), m.size, m.step);
