@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { Sandbox } from './helpers/sandbox.js';
 import { openStore, type CpError } from '../lib/index.js';
-import { SEGMENT_HEADER_SIZE, SEGMENT_HEAD_BYTES, decodeMark, decodeSegmentHeader } from '../lib/format.js';
+import { headOf } from './torture/marks.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Compiled to dist/test: the fixtures stay in the source tree.
@@ -91,9 +91,9 @@ describe('format versions: stores written by every released version open with th
         const jdir = path.join(fixtures, `${v}-${state}`, '.cpfile', 'journal');
         for (const name of await readdir(jdir)) {
           const b = await readFile(path.join(jdir, name));
-          const h = decodeSegmentHeader(b.subarray(0, SEGMENT_HEADER_SIZE));
-          if (!h.ok) continue;
-          const mark = decodeMark(b.subarray(0, SEGMENT_HEAD_BYTES), h.header);
+          const h = headOf(b);
+          if (!h) continue;
+          const mark = h.mark;
           if (v !== 'v5') {
             expect(mark, `${v}-${state} ${name}`).to.equal(null);
             continue;

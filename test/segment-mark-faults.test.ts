@@ -6,12 +6,12 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MARK_OFFSET, SEGMENT_HEAD_BYTES, SEGMENT_HEADER_SIZE, decodeMark, decodeSegmentHeader, encodeMark, recordCap, recordSize, writeHeadSize } from '../lib/format.js';
+import { MARK_OFFSET, encodeMark, recordCap, recordSize, writeHeadSize } from '../lib/format.js';
 import { openStore, type IO } from '../lib/index.js';
 import { interceptIO } from './helpers/intercept-io.js';
 import { Sandbox } from './helpers/sandbox.js';
 import { crash, openHeld, records, segmentPath } from './helpers/journal.js';
-import { segmentMarkBreach } from './torture/marks.js';
+import { headOf, segmentMarkBreach } from './torture/marks.js';
 
 /** Valid records ending past their segment's valid mark, in the store at `dir`. */
 function breaches(dir: string): string[] {
@@ -20,10 +20,9 @@ function breaches(dir: string): string[] {
 }
 
 function markOf(file: string): { mark: number | null; salt: number; seq: number } {
-  const b = fs.readFileSync(file).subarray(0, SEGMENT_HEAD_BYTES);
-  const h = decodeSegmentHeader(b.subarray(0, SEGMENT_HEADER_SIZE));
-  if (!h.ok) throw new Error('bad header');
-  return { mark: decodeMark(b, h.header), salt: h.header.salt, seq: h.header.seq };
+  const h = headOf(fs.readFileSync(file));
+  if (!h) throw new Error('bad header');
+  return { mark: h.mark, salt: h.header.salt, seq: h.header.seq };
 }
 
 describe('a segment\'s high-water mark under faults (FORMAT.md R19)', () => {

@@ -7,11 +7,12 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  FORMAT_VERSION, MARK_OFFSET, MARK_SIZE, SEGMENT_HEAD_BYTES, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_AREA,
-  decodeMark, decodeSegmentHeader, encodeMark, encodeSegmentHeader, markStep, nextMark, sealRecord, type SegmentHeader,
+  FORMAT_VERSION, MARK_OFFSET, MARK_SIZE, SEGMENT_HEAD_BYTES, SEGMENT_HEADER_AREA,
+  decodeMark, encodeMark, encodeSegmentHeader, markStep, nextMark, sealRecord, type SegmentHeader,
 } from '../lib/format.js';
 import { openStore, type CpError, type IO } from '../lib/index.js';
 import { interceptIO } from './helpers/intercept-io.js';
+import { headOf } from './torture/marks.js';
 import { inspectJournal } from '../lib/recovery/inspect.js';
 import { nodeIO } from '../lib/io.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';
@@ -32,9 +33,8 @@ function marks(dir: string): Map<number, { header: SegmentHeader; mark: number |
   const out = new Map<number, { header: SegmentHeader; mark: number | null }>();
   const jdir = path.join(dir, '.cpfile', 'journal');
   for (const name of fs.readdirSync(jdir)) {
-    const b = fs.readFileSync(path.join(jdir, name)).subarray(0, SEGMENT_HEAD_BYTES);
-    const h = decodeSegmentHeader(b.subarray(0, SEGMENT_HEADER_SIZE));
-    if (h.ok) out.set(Number(/\d+/.exec(name)![0]), { header: h.header, mark: decodeMark(b, h.header) });
+    const h = headOf(fs.readFileSync(path.join(jdir, name)));
+    if (h) out.set(Number(/\d+/.exec(name)![0]), h);
   }
   return out;
 }

@@ -150,7 +150,7 @@ export class FlusherCore {
             const m = this.marks.get(a.index);
             if (m) {
               // No record goes past the durable mark (R19): raise it first, with a barrier of its own.
-              if (end > m.durable) res.fsyncs += await this.raiseMark(a.index, fd, m, end);
+              if (end > m.durable) res.fsyncs += await this.raiseMark(fd, m, end);
               if (end > m.end) m.end = end;
             }
             await this.prefill(fd, a.index, a.offset, end, small);
@@ -291,13 +291,13 @@ export class FlusherCore {
   }
 
   /**
-   * Raise segment `index`'s mark past `end` before a write reaches beyond it (R19): write the new
-   * mark and make it durable before anything is written past the old one (torn, the mark reads as
-   * none, and a scan reads the whole segment). Rare: syncAll raises a mark on its way (at no extra
-   * sync) once the journal is within half a step of it, so only a run of unsynced writes longer
-   * than that gets here.
+   * Raise a segment's mark (`m`, its file `fd`) past `end` before a write reaches beyond it (R19):
+   * write the new mark and make it durable before anything is written past the old one (torn, the
+   * mark reads as none, and a scan reads the whole segment). Rare: syncAll raises a mark on its way
+   * (at no extra sync) once the journal is within half a step of it, so only a run of unsynced
+   * writes longer than that gets here.
    */
-  private async raiseMark(index: number, fd: number, m: MarkState, end: number): Promise<number> {
+  private async raiseMark(fd: number, m: MarkState, end: number): Promise<number> {
     const next = nextMark(Math.max(end, m.end), m.size, m.step);
     await this.writeMark(fd, m, next);
     let n = 0;
@@ -306,7 +306,6 @@ export class FlusherCore {
       n = 1;
     }
     m.durable = next;
-    this.dirty.add(index);
     return n;
   }
 

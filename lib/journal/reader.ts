@@ -138,11 +138,9 @@ export async function findLaterEpoch(
     // walk ended past the mark, or valid records lie across it or start within one record's length
     // after it (the first of them may be the damaged one; no record of a version 5 segment is longer
     // than its cap, recordCap): the scan reads that far and a record header more (a header is read
-    // only whole), and when it finds a record ending past the mark it reads the whole segment instead.
+    // only whole), and when it finds a record ending past the mark it reads on to the segment's end.
     const mark = seg.mark ?? null;
-    const stale = mark === null || failOffset > mark ||
-      await scanSegment(files, seg, failOffset, Math.min(seg.size, staleMarkReach(mark, seg.size)), consider, mark);
-    if (stale) await scanSegment(files, seg, failOffset, seg.size, consider, null);
+    await scanSegment(files, seg, failOffset, mark === null || failOffset > mark ? null : mark, consider);
   }
   const later = [...segs.values()].filter((s) => s.seq > failSeq).sort((a, b) => a.seq - b.seq);
   for (const s of later) {
@@ -152,15 +150,17 @@ export async function findLaterEpoch(
 }
 
 /**
- * The scan of findLaterEpoch in one segment: every 8-byte aligned offset from `failOffset + 8` up
- * to `limit`, read in large chunks (the next one read while this one is searched) and decoded only
- * where the salt matches. With the segment's `mark`, returns true as soon as a valid record ends
- * past it (the mark is stale); the caller then scans the whole segment.
+ * The scan of findLaterEpoch in one segment: every 8-byte aligned offset from `failOffset + 8` on,
+ * read in large chunks (the next one read while this one is searched) and decoded only where the
+ * salt matches. With the segment's `mark` (null: none to trust), up to staleMarkReach past it,
+ * unless a valid record ends past the mark (it is stale): then, like without one, to the end.
  */
 async function scanSegment(
-  files: SegmentFiles, seg: SegmentInfo, failOffset: number, limit: number,
-  consider: (seq: number, offset: number, e: number, r: ScannedRecord) => void, mark: number | null,
-): Promise<boolean> {
+  files: SegmentFiles, seg: SegmentInfo, failOffset: number, mark: number | null,
+  consider: (seq: number, offset: number, e: number, r: ScannedRecord) => void,
+): Promise<void> {
+  let limit = mark === null ? seg.size : Math.min(seg.size, staleMarkReach(mark, seg.size));
+  // (reads past a reader's end are still served, only not read ahead: the rare stale case)
   const chunks = await files.reader(seg, pos(seg.seq, limit), true);
   const reader = await files.reader(seg, pos(seg.seq, limit), false);
   const saltBytes = Buffer.alloc(4);
@@ -185,7 +185,7 @@ async function scanSegment(
         const r = await readRecordAt(reader, seg, off + i);
         if (r.ok) {
           consider(seg.seq, off + i, r.rec.header.epoch, r.rec);
-          if (mark !== null && off + i + r.rec.size > mark) return true;
+          if (mark !== null && off + i + r.rec.size > mark) limit = seg.size;
           if (i + r.rec.size > n) {
             next = off + i + r.rec.size;
             break;
@@ -195,7 +195,6 @@ async function scanSegment(
       }
       off = Math.max(next, off + 8);
     }
-    return false;
   } finally {
     await chunks.release();
     await reader.release();

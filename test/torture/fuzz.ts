@@ -22,10 +22,11 @@ import { listSegments } from '../../lib/journal/segments.js';
 import { SegmentFiles } from '../../lib/journal/segment-files.js';
 import { readControl } from '../../lib/journal/control.js';
 import {
-  MARK_OFFSET, MARK_SIZE, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, recordCap, recordSize, SEGMENT_HEADER_SIZE, SEGMENT_HEAD_BYTES, decodeMark, decodeSegmentHeader, encodeMark, segmentFileName,
+  MARK_OFFSET, MARK_SIZE, RECORD_HEADER_SIZE, RECORD_TYPE_NAMES, recordCap, recordSize, SEGMENT_HEADER_SIZE, encodeMark, segmentFileName,
 } from '../../lib/format.js';
 import { Rng, mixSeed } from '../helpers/model.js';
 import { SimFS, cloneImage, type Image } from './simfs.js';
+import { headOf } from './marks.js';
 import { drive, errText, type Snapshot } from './driver.js';
 import { judge } from './oracle.js';
 import { withSeededRandom } from './determinism.js';
@@ -214,21 +215,15 @@ function applyDamage(b: Base, img: Image, damage: Damage[]): Map<number, [number
       case 'drop':
         dropped.add(d.file);
         break;
-      case 'stale': {
-        const c = get(d.file);
-        const h = c.length >= SEGMENT_HEAD_BYTES ? decodeSegmentHeader(c.subarray(0, SEGMENT_HEADER_SIZE)) : null;
-        const cur = h?.ok ? decodeMark(c.subarray(0, SEGMENT_HEAD_BYTES), h.header) : null;
-        if (!h?.ok || cur === null || cur <= 8192) break;
-        const mark = 4096 + Math.floor((d.frac * (cur - 8192)) / 4096) * 4096;
-        encodeMark(h.header.salt, h.header.seq, mark).copy(c, MARK_OFFSET);
-        break;
-      }
+      case 'stale':
       case 'staleAt': {
-        const c = get(d.at.file);
-        const h = c.length >= SEGMENT_HEAD_BYTES ? decodeSegmentHeader(c.subarray(0, SEGMENT_HEADER_SIZE)) : null;
-        const cur = h?.ok ? decodeMark(c.subarray(0, SEGMENT_HEAD_BYTES), h.header) : null;
-        if (!h?.ok || cur === null || d.end >= cur) break;
-        encodeMark(h.header.salt, h.header.seq, d.end).copy(c, MARK_OFFSET);
+        // the mark back to a lower value of the same life: only where there is a valid one to set back
+        const c = get(d.t === 'stale' ? d.file : d.at.file);
+        const h = headOf(c);
+        if (!h || h.mark === null || (d.t === 'stale' && h.mark <= 8192)) break;
+        const mark = d.t === 'stale' ? 4096 + Math.floor((d.frac * (h.mark - 8192)) / 4096) * 4096 : d.end;
+        if (mark >= h.mark) break;
+        encodeMark(h.header.salt, h.header.seq, mark).copy(c, MARK_OFFSET);
         break;
       }
       case 'flip': {
@@ -325,9 +320,7 @@ function markOfFiles(img: Image): Map<number, number | null> {
     const m = /^seg-(\d+)\.cpj$/.exec(name);
     if (!m) continue;
     const c = sim.readFileSync(path.posix.join(JOURNAL, name));
-    if (!c || c.length < SEGMENT_HEAD_BYTES) continue;
-    const h = decodeSegmentHeader(c.subarray(0, SEGMENT_HEADER_SIZE));
-    out.set(Number(m[1]), h.ok ? decodeMark(c.subarray(0, SEGMENT_HEAD_BYTES), h.header) : null);
+    if (c) out.set(Number(m[1]), headOf(c)?.mark ?? null);
   }
   return out;
 }

@@ -5,7 +5,7 @@
 // makes is under test, the raises of the mark included.
 import {
   META_DIR, JOURNAL_DIR, SEGMENT_FILE_RE, SEGMENT_HEADER_AREA, SEGMENT_HEADER_SIZE, SEGMENT_HEAD_BYTES, RECORD_HEADER_SIZE,
-  checkRecordHeader, decodeMark, decodeSegmentHeader, readRecordHeader, recordCrcOk, recordSize,
+  checkRecordHeader, decodeMark, decodeSegmentHeader, readRecordHeader, recordCrcOk, recordSize, type SegmentHeader,
 } from '../../lib/format.js';
 import { type Image, type ImageNode } from './simfs.js';
 
@@ -31,13 +31,18 @@ export function markBreach(img: Image, store: string): string | null {
   return null;
 }
 
-/** The first valid record of segment file `name` (its bytes `b`) that ends past the segment's valid mark, described; null when none does. */
-export function segmentMarkBreach(name: string, b: Buffer): string | null {
+/** A segment file's header and high-water mark (null: none valid), from its bytes `b`; null when its header is not valid. */
+export function headOf(b: Buffer): { header: SegmentHeader; mark: number | null } | null {
   if (b.length < SEGMENT_HEADER_SIZE) return null;
   const h = decodeSegmentHeader(b.subarray(0, SEGMENT_HEADER_SIZE));
-  if (!h.ok) return null;
-  const mark = decodeMark(b.subarray(0, SEGMENT_HEAD_BYTES), h.header);
-  if (mark === null) return null;
+  return h.ok ? { header: h.header, mark: decodeMark(b.subarray(0, SEGMENT_HEAD_BYTES), h.header) } : null;
+}
+
+/** The first valid record of segment file `name` (its bytes `b`) that ends past the segment's valid mark, described; null when none does. */
+export function segmentMarkBreach(name: string, b: Buffer): string | null {
+  const h = headOf(b);
+  if (!h || h.mark === null) return null;
+  const mark = h.mark;
   const size = Math.min(h.header.size, b.length);
   const salt = Buffer.alloc(4);
   salt.writeUInt32LE(h.header.salt >>> 0, 0);
