@@ -594,6 +594,78 @@ describe('direct appends', function () {
     });
   });
 
+  describe('a bulk append that only the apply of committed epochs keeps in the journal waits for that apply (default apply options)', () => {
+    /** Default applyThreshold and applyDelay (an early apply is allowed); the idle-delay apply is pushed far off so that only the wait can apply. */
+    const EARLY = { inline: true, noLock: true, directAppendMin: 1, applyDelay: 3600_000 } as const;
+
+    it('created and written in epoch 1: the first append of epoch 2 applies epoch 1 and goes direct; checked it survives a crash, unchecked it is cut off', async () => {
+      for (const checked of [true, false]) {
+        const dir = await sb.dir();
+        const store = await openStore(dir, EARLY);
+        const f = await store.open('n', 'w+');
+        const first = block(51, 0, 70000);
+        await f.write(first);
+        expect(await store.check()).to.equal(1);
+        expect(store.stats().appliedEpoch, 'the idle-delay apply has not run').to.equal(0);
+        const more = block(51, 1, 50000);
+        await f.write(more);
+        expect(store.stats().appliedEpoch, 'the append waited for the apply of epoch 1').to.equal(1);
+        expect(store.stats().bytesDirect).to.equal(50000);
+        expect(fs.readFileSync(path.join(dir, 'n')).subarray(0, 70000).equals(first), 'epoch 1 is in the file').to.equal(true);
+        if (checked) expect(await store.check()).to.equal(2);
+        await flushed(f, 119999);
+        await crash(store);
+        const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
+        expect(again.recovery.epoch).to.equal(checked ? 2 : 1);
+        expect(fs.readFileSync(path.join(dir, 'n')).equals(checked ? Buffer.concat([first, more]) : first)).to.equal(true);
+        await again.close();
+      }
+    });
+
+    it('a committed truncate: the append after it waits for its apply, goes direct, and a crash keeps truncated size plus the checked bytes', async () => {
+      const dir = await sb.dir();
+      const store = await openStore(dir, EARLY);
+      const f = await store.open('n', 'w');
+      const first = block(52, 0, 70000);
+      await f.write(first);
+      await store.check();
+      await store.check();
+      await applyAll(store);
+      await f.truncate(10000);
+      expect(await store.check()).to.equal(3);
+      const m = block(52, 1, 50000);
+      await f.write(m, 0, m.length, 10000);
+      expect(store.stats().appliedEpoch).to.equal(3);
+      expect(store.stats().bytesDirect).to.equal(50000);
+      expect(await store.check()).to.equal(4);
+      await crash(store);
+      const again = sb.track(await openStore(dir, { inline: true, noLock: true }));
+      expect(again.recovery.epoch).to.equal(4);
+      expect(fs.readFileSync(path.join(dir, 'n')).equals(Buffer.concat([first.subarray(0, 10000), m]))).to.equal(true);
+      await again.close();
+    });
+
+    it('no wait for what this epoch itself created, nor in a store that holds its epochs (applyThreshold above 4 x maxInflight)', async () => {
+      // this epoch's own create: nothing committed to apply, journaled
+      const d1 = await sb.dir();
+      const s1 = await openStore(d1, EARLY);
+      const f1 = await s1.open('n', 'w');
+      await f1.write(block(53, 0, 70000));
+      expect(s1.stats().bytesDirect).to.equal(0);
+      await s1.close();
+      // a held store: journaled, nothing applied
+      const d2 = await sb.dir();
+      const s2 = await openStore(d2, { ...EARLY, applyThreshold: 4 * 16 * MiB + 1 });
+      const f2 = await s2.open('n', 'w');
+      await f2.write(block(53, 1, 70000));
+      await s2.check();
+      await f2.write(block(53, 2, 50000));
+      expect(s2.stats().appliedEpoch).to.equal(0);
+      expect(s2.stats().bytesDirect).to.equal(0);
+      await s2.close();
+    });
+  });
+
   it('sizes in the catalog follow every change: writeFile of an entry left open by an earlier run, and no size (no cut) for read-only entries', async () => {
     const dir = await sb.dir();
     const first = await openStore(dir, { inline: true, noLock: true });

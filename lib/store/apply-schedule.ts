@@ -17,6 +17,8 @@ export interface ScheduleDeps {
   applyDelay: number;
   /** StoreOptions.applySlice: journal bytes per slice of a background apply. */
   applySlice: number;
+  /** The most journal a write waits to see applied before it appends directly (ApplySchedule.mayWait). */
+  waitBytes: number;
   /** The control file's cursor and applied epoch at open. */
   cursorPos: number;
   appliedEpoch: number;
@@ -38,6 +40,9 @@ export class ApplySchedule {
   private applying: Promise<void> | null = null;
   /** The idle-delay timer of a background apply. */
   timer: NodeJS.Timeout | null = null;
+  /** The durable end applySoon last started an apply for, and the one a write last waited for. */
+  private soonFor = -1;
+  private waitedFor = -1;
 
   /** The segment of the apply cursor (derived: appliedPos is the one fact). */
   get appliedSeq(): number {
@@ -89,6 +94,59 @@ export class ApplySchedule {
       if (!queue.closed && !queue.failure) void this.deps.applyNow(false).catch(() => undefined);
     }, this.deps.applyDelay);
     this.timer.unref();
+  }
+
+  /**
+   * Whether an apply may start before the schedule's own time, for a bulk append (applySoon,
+   * mayWait): not in a store that holds its epochs, with an applyThreshold above waitBytes (the
+   * benchmark's recovery writer, tests that keep epochs unapplied).
+   */
+  private get early(): boolean {
+    return this.deps.applyThreshold <= this.deps.waitBytes;
+  }
+
+  /**
+   * Start the apply of the durable epochs now instead of after the idle delay (a bulk append waits
+   * for it: WritePath.directStart). Nothing when an apply runs (its settle is what the append waits
+   * for) or nothing durable is unapplied: at most one apply per commit comes of it.
+   */
+  applySoon(): void {
+    // Once per durable end: an apply that stops short (at an in-doubt PREPARE, R18) is not retried
+    // on every write.
+    if (!this.early || this.applying || this.durableEnd <= this.appliedPos || this.soonFor === this.durableEnd) return;
+    const { queue, writer } = this.deps;
+    if (queue.failure || writer.failure || queue.closed) return;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.soonFor = this.durableEnd;
+    void this.deps.applyNow(false).catch(() => undefined);
+  }
+
+  /**
+   * Whether a write may wait for the apply of the durable epochs (WritePath.waitsForApply): something
+   * is unapplied, at most `waitBytes` of journal, and no write waited for this durable end already
+   * (an apply that stops short, at an in-doubt PREPARE, is not waited for by every write).
+   */
+  mayWait(): boolean {
+    const lag = this.durableEnd - this.appliedPos;
+    return this.early && lag > 0 && lag <= this.deps.waitBytes && this.waitedFor !== this.durableEnd && !this.deps.queue.failure && !this.deps.writer.failure;
+  }
+
+  /**
+   * Apply the durable epochs now, for a write inside the call queue that waits for it (Store.writeEntry),
+   * and settle the overlays before it goes on: a background apply it waited for settles them only in
+   * a later call.
+   */
+  async applyForWrite(): Promise<void> {
+    this.waitedFor = this.durableEnd;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    await this.deps.applyNow(true);
+    this.settleAll();
   }
 
   /**

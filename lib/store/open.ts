@@ -82,7 +82,7 @@ export async function openStore(dir: string, options: StoreOptions = {}): Promis
 }
 
 function storeSettings(s: StoreSettings, maxSize: number): StoreInit['settings'] {
-  return { applyThreshold: s.applyThreshold, applyDelay: s.applyDelay, applySlice: s.applySlice, directMin: s.directMin, maxSize };
+  return { applyThreshold: s.applyThreshold, applyDelay: s.applyDelay, applySlice: s.applySlice, directMin: s.directMin, maxInflight: s.maxInflight, maxSize };
 }
 
 /** Make the store directory and its `.cpfile` (durably, with sync); resolves with the store directory's real path. */

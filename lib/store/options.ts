@@ -46,7 +46,10 @@ export interface StoreOptions {
    * Direct appends: once a file's appends in one epoch reach this many bytes, later appends to it in
    * that epoch go straight to the file instead of through the journal (written once, not twice), if
    * the last commit lists the file as open; recovery cuts them off (back to the committed size that
-   * commit records) if the epoch does not commit. Default 1 MiB; false turns it off.
+   * commit records) if the epoch does not commit. Default 1 MiB; false turns it off. A bulk append
+   * that only the apply of committed epochs keeps in the journal (the file's creation, a truncate)
+   * waits for that apply instead, when it is at most 4 x maxInflight of journal and applyThreshold
+   * is not above that.
    */
   directAppendMin?: number | false;
   /** Committed but unapplied journal bytes that trigger an apply at once (default 8 MiB). */

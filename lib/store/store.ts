@@ -50,7 +50,7 @@ export type { StoreStats } from './stats.js';
 /** @internal What openStore hands a new Store. */
 export interface StoreInit {
   dir: string;
-  settings: Pick<StoreSettings, 'applyThreshold' | 'applyDelay' | 'applySlice' | 'directMin'> & { maxSize: number };
+  settings: Pick<StoreSettings, 'applyThreshold' | 'applyDelay' | 'applySlice' | 'directMin' | 'maxInflight'> & { maxSize: number };
   writer: JournalWriter;
   port: FlusherPort;
   lock: Lock | null;
@@ -102,12 +102,15 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
     this.limits = new StoreLimits(io, dir, init.settings.maxSize);
     this.schedule = new ApplySchedule({
       writer, queue: this.queue, pending: this.pending, applyThreshold: init.settings.applyThreshold, applyDelay: init.settings.applyDelay, applySlice: init.settings.applySlice,
+      // A write waits for an apply of up to 4x the bytes it may have in flight rather than journal its epoch.
+      waitBytes: 4 * init.settings.maxInflight,
       cursorPos: init.cursorPos, appliedEpoch: report.epoch, applyNow: (inQueue) => this.applyNow(inQueue),
       applied: (e) => publish(this, dir, 'applied', e),
     });
     this.parts = {
       dir, io, writer, hooks, queue: this.queue, catalog: this.catalog, pending: this.pending, limits: this.limits,
-      writes: new WritePath(writer, this.catalog, init.settings.directMin, () => this.schedule.appliedEpoch), schedule: this.schedule,
+      writes: new WritePath(writer, this.catalog, init.settings.directMin, this.schedule),
+      schedule: this.schedule,
       applyNow: (inQueue) => this.applyNow(inQueue), checkpointed: (e) => publish(this, dir, 'checkpoint', e),
     };
     this.checkpoint = new Checkpoint(this.parts, report.epoch);
@@ -243,7 +246,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
 
   /** @internal `start`: where the caller decided, in call order (the entry's size then, for appends). */
   writeEntry(f: CpFile, start: number, data: Uint8Array): Promise<void> {
-    if (this.queue.idle && !this.writer.congested) {
+    if (this.queue.idle && !this.writer.congested && !this.parts.writes.waitsForApply(f.entry, start, data.length)) {
       // Nothing queued and no back-pressure: lay the write out now (no queue round trip).
       try {
         this.queue.admit();
@@ -254,6 +257,7 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
       }
     }
     return this.queue.run(async () => {
+      if (this.parts.writes.waitsForApply(f.entry, start, data.length)) await this.schedule.applyForWrite();
       if (this.writer.congested) await this.writer.drain();
       this.parts.writes.writeNow(f.entry, start, data);
     });

@@ -9,12 +9,25 @@ import type { Catalog } from './catalog.js';
 import type { Entry } from './host.js';
 import type { Overlay } from './overlay.js';
 
+/** What the write path needs of the apply schedule (lib/store/apply-schedule.ts). */
+export interface AppliedState {
+  /** The last epoch the control file durably records as applied. */
+  readonly appliedEpoch: number;
+  /** The end of the last COMMIT known durable. */
+  readonly durableEnd: number;
+  /** Whether a write may wait for an apply of the durable epochs now (ApplySchedule.mayWait). */
+  mayWait(): boolean;
+  /** Start that apply in the background, at most once per commit. */
+  applySoon(): void;
+}
+
 export class WritePath {
   /**
-   * `directMin`: StoreOptions.directAppendMin (Infinity when off). `appliedEpoch`: the last epoch the
-   * control file durably records as applied (ApplySchedule.appliedEpoch, learnt only once durable).
+   * `directMin`: StoreOptions.directAppendMin (Infinity when off). `applied`: the apply schedule
+   * (ApplySchedule), for the last epoch the control file durably records as applied (learnt only
+   * once durable) and for a bulk append that only an apply of committed epochs keeps out of the file.
    */
-  constructor(private writer: JournalWriter, private catalog: Catalog, private directMin: number, private appliedEpoch: () => number) {}
+  constructor(private writer: JournalWriter, private catalog: Catalog, private directMin: number, private applied: AppliedState) {}
 
   /** Lay out the write of `data` at `at` in `e`'s file. */
   writeNow(e: Entry, at: number, data: Uint8Array): void {
@@ -55,26 +68,73 @@ export class WritePath {
   private directStart(name: string, ov: Overlay, end: number): number {
     const building = this.catalog.building;
     if (ov.directEpoch === building) return ov.truncs.length === 0 && ov.nsPos < 0 ? ov.directFrom : Infinity;
-    if (end <= ov.size || ov.truncs.length !== 0 || ov.nsPos >= 0 || !ov.exists) return Infinity;
-    // Small appends stay in the journal (one fsync per check); a file's appends go direct once they
-    // reach directMin in the epoch (ov.startSize is the committed size: ov.modEpoch is this epoch),
-    // or from the first one when the previous epoch appended at least that much directly (a stream
-    // of bulk appends).
-    const streaming = ov.directEpoch === building - 1 && ov.directBytes >= this.directMin;
-    if (!streaming && end - ov.startSize < this.directMin) return Infinity;
+    if (!this.bulkAppend(ov, end)) return Infinity;
+    const why = this.blocked(name, ov);
+    if (why !== 'no') {
+      // Only pending records of committed epochs (the create of a file opened 'w' in the previous
+      // epoch, a truncate), or an apply not yet recorded, keep this bulk append in the journal:
+      // applying them now, not after the idle delay, lets the rest of the epoch go direct.
+      if (why === 'apply') this.applied.applySoon();
+      return Infinity;
+    }
+    ov.directEpoch = building;
+    ov.directBytes = 0;
+    ov.directFrom = ov.size;
+    return ov.directFrom;
+  }
+
+  /**
+   * Small appends stay in the journal (one fsync per check); a file's appends go direct once they
+   * reach directMin in the epoch (ov.startSize is the committed size: ov.modEpoch is this epoch), or
+   * from the first one when the previous epoch appended at least that much directly (a stream of
+   * bulk appends).
+   */
+  private bulkAppend(ov: Overlay, end: number): boolean {
+    if (end <= ov.size || !ov.exists) return false;
+    const streaming = ov.directEpoch === this.catalog.building - 1 && ov.directBytes >= this.directMin;
+    return streaming || end - this.committedSize(ov) >= this.directMin;
+  }
+
+  /** The file's committed size: ov.startSize once this epoch wrote it (writeNow), else its size. */
+  private committedSize(ov: Overlay): number {
+    return ov.modEpoch === this.catalog.building ? ov.startSize : ov.size;
+  }
+
+  /**
+   * What keeps a bulk append of `name` out of the file: nothing ('no'), only what an apply of the
+   * durable epochs removes ('apply'), or something no apply removes now ('yes').
+   */
+  private blocked(name: string, ov: Overlay): 'no' | 'apply' | 'yes' {
     const logged = this.catalog.logged.get(name);
-    if (!logged || logged.size !== ov.startSize) return Infinity;
+    if (!logged || logged.size !== this.committedSize(ov)) return 'yes';
+    // Pending creates, renames or truncates: they end at their apply if their epochs committed.
+    let why: 'no' | 'apply' = 'no';
+    if (ov.truncs.length !== 0 || ov.nsPos >= 0) {
+      const end = this.applied.durableEnd;
+      if (ov.nsPos >= end || ov.truncs.some((t) => t.pos >= end)) return 'yes';
+      why = 'apply';
+    }
     // Listed open by the commit before the last one too: if damage to the last epoch's records
     // (indistinguishable from a torn write, R8) rolls recovery back past it, the catalog recovered
     // still has the file with a committed size to cut these bytes back to (FORMAT.md, direct appends).
     // Or listed open since an epoch that is applied, durably: recovery never ends before the applied
     // epoch the control file records (R8), so the catalog it recovers lists the file too. That is
     // what lets a file created one epoch ago (P2's new file) go direct once its creation is applied.
-    if (logged.since >= building - 1 && logged.since > this.appliedEpoch()) return Infinity;
-    ov.directEpoch = building;
-    ov.directBytes = 0;
-    ov.directFrom = ov.size;
-    return ov.directFrom;
+    if (logged.since >= this.catalog.building - 1 && logged.since > this.applied.appliedEpoch) why = 'apply';
+    return why;
+  }
+
+  /**
+   * Whether the write of `n` bytes at `at` of `e`'s file should wait for an apply of the durable
+   * epochs first (Store.writeEntry): it is a bulk append that nothing but that apply keeps out of
+   * the file, and the lag is small enough to apply at once (ApplySchedule.mayWait). Waiting costs
+   * the apply, which runs anyway; journaling instead writes the epoch's bytes twice (P2 with a file
+   * created in the timed loop journaled its second epoch whole while the first was applied).
+   */
+  waitsForApply(e: Entry, at: number, n: number): boolean {
+    const ov = e.overlay;
+    if (n === 0 || ov.directEpoch === this.catalog.building || !this.bulkAppend(ov, at + n)) return false;
+    return this.blocked(e.name, ov) === 'apply' && this.applied.mayWait();
   }
 
   private journalWrite(name: string, ov: Overlay, at: number, data: Uint8Array): void {
