@@ -7,7 +7,7 @@ import { GiB, KiB, MiB, fmtSize, parseCount, parseSize } from './util.js';
 export const WORKLOAD_IDS = ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8', 'P9'] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
-export const SUBJECT_IDS = ['raw', 'raw-async', 'raw-worker', 'raw-2x', 'cpfile', 'cpfile-b', 'write-file-atomic', 'sqlite', 'lmdb', 'leveldb'] as const;
+export const SUBJECT_IDS = ['raw', 'raw-async', 'raw-worker', 'raw-2x', 'cpfile', 'cpfile-new', 'cpfile-b', 'write-file-atomic', 'sqlite', 'lmdb', 'leveldb'] as const;
 export type SubjectId = (typeof SUBJECT_IDS)[number];
 
 export interface BenchConfig {

@@ -411,6 +411,34 @@ export function p2(ctx: Ctx): Workload {
       return p2rep(r, { mbpsApplied: round(mbps(total, applied)) }, info);
     },
   });
+  // The same with the file created inside the timed loop: the creating epoch still journals its
+  // bytes (FORMAT.md "Direct appends"), and the next one goes direct once the creation is applied.
+  const self = ctx.cpfiles.find((cp) => cp.id === 'cpfile');
+  if (self) subjects.push({
+    id: 'cpfile-new', how: `as cpfile, but the store.open('bulk.dat', 'w') that creates the file is inside the timed loop, in the first epoch (its bytes are journaled: direct appends start in a later epoch)`,
+    async rep() {
+      const dir = await freshDir(ctx.root, 'p2-cpfile-new');
+      const store = await self.open(dir);
+      const before = store.stats();
+      osSync();
+      const t0 = now();
+      let f: CpFile | null = null;
+      const r = await bulkLoop(c, {
+        write: async () => {
+          f ??= await store.open('bulk.dat', 'w');
+          await f.write(data);
+        },
+        checkpoint: () => store.check(),
+      });
+      await waitApplied(store);
+      const applied = now() - t0;
+      const info = cpInfo(store, before);
+      await (f as CpFile | null)?.close();
+      await store.close();
+      await rmrf(dir);
+      return p2rep(r, { mbpsApplied: round(mbps(total, applied)) }, info);
+    },
+  });
   subjects.push({ id: 'write-file-atomic', how: '', na: NA_WFA_BULK });
   subjects.push({
     id: 'sqlite', how: `INSERT of ${fmtSize(c.p2WriteSize)} BLOBs, BEGIN ... COMMIT every ${fmtSize(c.p2Checkpoint)} (synchronous API: the commit's fsync runs on the main thread)`,
