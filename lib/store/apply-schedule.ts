@@ -35,8 +35,9 @@ export class ApplySchedule {
   /** The apply cursor (the position of the next record to apply), its segment, and the last epoch applied. */
   appliedPos: number;
   appliedEpoch: number;
-  /** The end of the last COMMIT known durable. */
+  /** The end of the last COMMIT known durable, and its epoch. */
   durableEnd: number;
+  durableEpoch: number;
   private applying: Promise<void> | null = null;
   /** The idle-delay timer of a background apply. */
   timer: NodeJS.Timeout | null = null;
@@ -53,6 +54,7 @@ export class ApplySchedule {
     this.appliedEpoch = deps.appliedEpoch;
     this.appliedPos = deps.cursorPos;
     this.durableEnd = deps.cursorPos;
+    this.durableEpoch = deps.appliedEpoch;
   }
 
   /**
@@ -70,8 +72,9 @@ export class ApplySchedule {
   }
 
   /** A COMMIT ending at `end` is durable: schedule its apply. */
-  committed(end: number): void {
+  committed(end: number, epoch: number): void {
     if (end > this.durableEnd) this.durableEnd = end;
+    if (epoch > this.durableEpoch) this.durableEpoch = epoch;
   }
 
   /** Start an apply now or after the idle delay, if there is anything to apply. */

@@ -156,7 +156,7 @@ export class Checkpoint {
       throw new CpError(err.code, `check of epoch ${c.epoch} failed: ${err.message}; the store stays at epoch ${this.epoch}`, { cause: err });
     }
     if (c.epoch > this.epoch) this.epoch = c.epoch;
-    schedule.committed(c.end);
+    schedule.committed(c.end, c.epoch);
     this.epochsDone++;
     schedule.schedule();
     this.parts.checkpointed?.({ epoch: c.epoch, records: c.records, bytes: c.bytes, ms: performance.now() - t0 });

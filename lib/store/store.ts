@@ -257,7 +257,10 @@ export class Store extends EventEmitter<StoreEventMap> implements FileHost {
       }
     }
     return this.queue.run(async () => {
-      if (this.parts.writes.waitsForApply(f.entry, start, data.length)) await this.schedule.applyForWrite();
+      if (this.parts.writes.waitsForApply(f.entry, start, data.length)) {
+        await this.schedule.applyForWrite();
+        this.queue.admit(); // a flusher that failed in that apply: EREOPEN, as for any later call
+      }
       if (this.writer.congested) await this.writer.drain();
       this.parts.writes.writeNow(f.entry, start, data);
     });

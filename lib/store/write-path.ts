@@ -15,6 +15,8 @@ export interface AppliedState {
   readonly appliedEpoch: number;
   /** The end of the last COMMIT known durable. */
   readonly durableEnd: number;
+  /** The epoch of that COMMIT. */
+  readonly durableEpoch: number;
   /** Whether a write may wait for an apply of the durable epochs now (ApplySchedule.mayWait). */
   mayWait(): boolean;
   /** Start that apply in the background, at most once per commit. */
@@ -120,7 +122,11 @@ export class WritePath {
     // Or listed open since an epoch that is applied, durably: recovery never ends before the applied
     // epoch the control file records (R8), so the catalog it recovers lists the file too. That is
     // what lets a file created one epoch ago (P2's new file) go direct once its creation is applied.
-    if (logged.since >= this.catalog.building - 1 && logged.since > this.applied.appliedEpoch) why = 'apply';
+    if (logged.since >= this.catalog.building - 1 && logged.since > this.applied.appliedEpoch) {
+      // Only an apply through `since` helps, and only a durable COMMIT is applied.
+      if (logged.since > this.applied.durableEpoch) return 'yes';
+      why = 'apply';
+    }
     return why;
   }
 
