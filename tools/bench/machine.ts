@@ -1,6 +1,6 @@
 // The machine a run happened on: what docs/BENCHMARKS.md records beside the figures.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
 export interface Machine {
@@ -15,6 +15,33 @@ export interface Machine {
   node: string;
   kernel: string;
   loadavg: number[];
+  /**
+   * How fast this machine hands out memory it has not used lately: MB/s of filling a new buffer
+   * (first touch: page faults) and of filling it again (no faults), and the guest's free page
+   * reporting settings when it has them. Under a hypervisor that takes freed guest memory back
+   * (virtio-balloon free page reporting), every page the page cache grows into faults on the host
+   * too; then writes that need new page-cache pages run at the first-touch rate (docs/BENCHMARKS.md).
+   */
+  memory: { firstTouchMBps: number; retouchMBps: number; bytes: number; pageReporting: string };
+}
+
+/** Fill a new buffer of `bytes` twice: the first fill faults every page in, the second does not. */
+export function probeMemory(bytes: number): Machine['memory'] {
+  const buf = Buffer.allocUnsafeSlow(bytes);
+  const t0 = performance.now();
+  buf.fill(1);
+  const t1 = performance.now();
+  buf.fill(2);
+  const t2 = performance.now();
+  let pageReporting = '';
+  try {
+    const dir = '/sys/module/page_reporting/parameters';
+    const get = (k: string): string => readFileSync(`${dir}/${k}`, 'utf8').trim();
+    pageReporting = `free page reporting on (page_reporting_order ${get('page_reporting_order')}${existsSync(`${dir}/min_free_ms`) ? `, min_free_ms ${get('min_free_ms')}` : ''}, ${Math.round(Number(get('reported_kib')) / 1024)} MiB reported so far)`;
+  } catch {
+    /* no free page reporting here */
+  }
+  return { firstTouchMBps: bytes / 1e3 / (t1 - t0), retouchMBps: bytes / 1e3 / (t2 - t1), bytes, pageReporting };
 }
 
 function sh(cmd: string, args: string[]): string {
@@ -25,7 +52,7 @@ function sh(cmd: string, args: string[]): string {
   }
 }
 
-export function describeMachine(dir: string): Machine {
+export function describeMachine(dir: string, probeBytes: number): Machine {
   let memAvailable = os.freemem();
   try {
     const m = /MemAvailable:\s+(\d+)\s+kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
@@ -54,5 +81,6 @@ export function describeMachine(dir: string): Machine {
     node: process.version,
     kernel: `${os.type()} ${os.release()} ${os.arch()}`,
     loadavg: os.loadavg(),
+    memory: probeMemory(probeBytes),
   };
 }

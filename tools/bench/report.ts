@@ -194,6 +194,9 @@ export function renderMachine(r: BenchResult): string[] {
     `- date: ${r.started} (run took ${Math.round(r.seconds)} s)`,
     `- CPU: ${m.nproc} x ${m.cpu} (nproc ${m.nproc}); load average at start ${m.loadavg.map((x) => x.toFixed(2)).join(' ')}`,
     `- memory: ${gib(m.memTotal)} total, ${gib(m.memAvailable)} available at start`,
+    ...(m.memory
+      ? [`- new memory: filling ${Math.round(m.memory.bytes / 1048576)} MiB not touched before ran at ${fmtNum(Math.round(m.memory.firstTouchMBps))} MB/s, filling it again at ${fmtNum(Math.round(m.memory.retouchMBps))} MB/s${m.memory.pageReporting ? `; ${m.memory.pageReporting}` : ''}`]
+      : []),
     `- node ${m.node}, ${m.kernel}`,
     '- file system of the benchmark directory (`df -T`):',
     '',

@@ -46,7 +46,7 @@ export interface BenchResult {
 export async function runBench(config: BenchConfig, log: (msg: string) => void = () => undefined): Promise<BenchResult> {
   await fsp.mkdir(config.baseDir, { recursive: true });
   const root = await fsp.mkdtemp(path.join(config.baseDir, 'cpfile-bench-'));
-  const machine = describeMachine(root);
+  const machine = describeMachine(root, config.quick ? 16 * 1024 * 1024 : 256 * 1024 * 1024);
   const started = new Date().toISOString();
   const t0 = now();
   const ctx: Ctx = { config, root, log, cpfiles: [] };
