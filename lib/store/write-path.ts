@@ -87,9 +87,9 @@ export class WritePath {
 
   /**
    * Small appends stay in the journal (one fsync per check); a file's appends go direct once they
-   * reach directMin in the epoch (ov.startSize is the committed size: ov.modEpoch is this epoch), or
-   * from the first one when the previous epoch appended at least that much directly (a stream of
-   * bulk appends).
+   * reach directMin past its committed size in the epoch (committedSize), or from the first one when
+   * the previous epoch appended at least that much directly (a stream of bulk appends). Also asked
+   * before writeNow has marked the file written in this epoch (waitsForApply).
    */
   private bulkAppend(ov: Overlay, end: number): boolean {
     if (end <= ov.size || !ov.exists) return false;
