@@ -9,37 +9,11 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openStore, type Store, type CpFile } from '../lib/index.js';
-import { RecordType, segmentFileName } from '../lib/format.js';
+import { RecordType } from '../lib/format.js';
 import { interceptIO, injected, openedPath } from './helpers/intercept-io.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';
-import { crash, records } from './helpers/journal.js';
-
-const KiB = 1024;
-
-function block(seed: number, i: number, len = 64 * KiB): Buffer {
-  const b = Buffer.alloc(Math.ceil(len / 4) * 4);
-  let x = (seed * 2654435761 + i * 40503 + 1) >>> 0;
-  for (let k = 0; k < len; k += 4) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    b.writeUInt32LE(x, k);
-  }
-  return b.subarray(0, len);
-}
-
-async function zeroRecords(dir: string, type: RecordType, epochs: number[]): Promise<void> {
-  const recs = await records(dir);
-  for (const e of epochs) {
-    const r = recs.filter((x) => x.header.type === type && x.header.epoch === e).pop();
-    if (!r) throw new Error(`no record of type ${type} epoch ${e}`);
-    const fd = fs.openSync(path.join(dir, '.cpfile', 'journal', segmentFileName(r.index)), 'r+');
-    fs.writeSync(fd, Buffer.alloc(r.size), 0, r.size, r.offset);
-    fs.closeSync(fd);
-  }
-}
-
-async function flushed(f: CpFile, at: number): Promise<void> {
-  await f.read(Buffer.alloc(1), 0, 1, at);
-}
+import { crash } from './helpers/journal.js';
+import { block, flushed, zeroRecords } from './helpers/direct-appends.js';
 
 const EARLY = { inline: true, noLock: true, directAppendMin: 1, applyDelay: 3600_000 } as const;
 const plain = { inline: true, noLock: true } as const;

@@ -18,21 +18,11 @@ import { RecordType, decodePayload, segmentFileName, decodeControlSlot, CONTROL_
 import { interceptIO, openedPath } from './helpers/intercept-io.js';
 import { Sandbox, expectCpError } from './helpers/sandbox.js';
 import { crash, records } from './helpers/journal.js';
+import { block, flushed, zeroRecords } from './helpers/direct-appends.js';
 
 const CLI = fileURLToPath(new URL('../tools/cp-recover.js', import.meta.url));
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** Deterministic, incompressible-looking bytes, different per (seed, index). */
-function block(seed: number, i: number, len = 64 * KiB): Buffer {
-  const b = Buffer.alloc(Math.ceil(len / 4) * 4);
-  let x = (seed * 2654435761 + i * 40503 + 1) >>> 0;
-  for (let k = 0; k < len; k += 4) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    b.writeUInt32LE(x, k);
-  }
-  return b.subarray(0, len);
-}
 
 interface Call { call: string; file: string; len: number }
 
@@ -59,23 +49,6 @@ async function settled(store: Store): Promise<void> {
 async function applyAll(store: Store): Promise<void> {
   await (store as unknown as { applyNow(inQueue: boolean): Promise<void> }).applyNow(false);
   await store.readFile('no-such-file').catch(() => undefined);
-}
-
-/** Zero the last record of `type` of each of `epochs` in `dir`'s journal (damage that looks like a torn write). */
-async function zeroRecords(dir: string, type: RecordType, epochs: number[]): Promise<void> {
-  const recs = await records(dir);
-  for (const e of epochs) {
-    const r = recs.filter((x) => x.header.type === type && x.header.epoch === e).pop();
-    if (!r) throw new Error(`no record of type ${type} epoch ${e}`);
-    const fd = fs.openSync(path.join(dir, '.cpfile', 'journal', segmentFileName(r.index)), 'r+');
-    fs.writeSync(fd, Buffer.alloc(r.size), 0, r.size, r.offset);
-    fs.closeSync(fd);
-  }
-}
-
-/** Wait until the flusher has written the direct bytes of `f` up to `at` (a read there waits for them). */
-async function flushed(f: CpFile, at: number): Promise<void> {
-  await f.read(Buffer.alloc(1), 0, 1, at);
 }
 
 /** Options for a store that applies nothing until it is closed. */
